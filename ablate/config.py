@@ -1,0 +1,242 @@
+"""Typed experiment configs: YAML files are small diffs from these defaults.
+
+Unknown keys and wrong types are errors that name the key; ``key=value`` overrides on the
+command line are parsed as YAML (``depths=[20,56]``, ``wandb.mode=offline``).  Everything here
+runs before Ray or a GPU is touched, so a mistake costs seconds, not a cluster.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import yaml
+
+from .blocks import list_blocks
+from .data import DATASETS
+from .models import valid_depth
+from .train import TrainConfig, TrainSettings
+
+__all__ = ["ConfigError", "WandbSettings", "ExperimentConfig", "load_experiment", "find_experiment",
+           "IDENTITY_EXEMPT", "trial_configs"]
+
+
+class ConfigError(ValueError):
+    """A bad experiment: the message names the key and what is allowed."""
+
+
+@dataclass
+class WandbSettings:
+    project: str = "ablate"
+    entity: Optional[str] = None
+    mode: str = "auto"          # auto (online with an API key, else offline) | online | offline | disabled
+    tags: List[str] = field(default_factory=list)
+    init_timeout: float = 60.0  # seconds before giving up on W&B and falling back to offline
+
+
+@dataclass
+class ExperimentConfig(TrainSettings):
+    """An ablation grid: block x depth x lr x seed, every trial with the same settings."""
+
+    name: str = "default"
+    blocks: List[str] = field(default_factory=list_blocks)
+    depths: List[int] = field(default_factory=lambda: [20, 56])
+    lrs: List[float] = field(default_factory=lambda: [0.05, 0.1])
+    seeds: List[int] = field(default_factory=lambda: [0, 1])
+    storage_path: str = "results"       # local directory or a URI (s3://...) shared by all nodes
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: Optional[float] = None  # None: 1/trials_per_gpu where the cluster has GPUs, else 0
+    trials_per_gpu: int = 4             # packing measured in docs/benchmarks.md
+    max_concurrent_trials: int = 0      # 0: as many as the resources allow
+    scheduler: str = "fifo"             # fifo (fair convergence comparison) | asha (early stopping)
+    asha_grace_period: int = 5
+    asha_reduction_factor: int = 3
+    max_failures: int = 3               # retries per trial, each from its last checkpoint
+    target_acc: float = 0.9             # "epochs to target" in the ablation table
+    wandb: WandbSettings = field(default_factory=WandbSettings)
+
+
+# Settings that may change when an experiment is resumed (they do not change any result).
+IDENTITY_EXEMPT = {"storage_path", "cpus_per_trial", "gpus_per_trial", "trials_per_gpu",
+                   "max_concurrent_trials", "max_failures", "wandb", "data_dir", "threads", "device"}
+
+_ALLOWED = {
+    "schedule": ("step", "cosine", "constant"),
+    "shortcut": ("A", "B"),
+    "precision": ("auto", "fp32", "bf16"),
+    "device": ("auto", "cpu", "cuda"),
+    "scheduler": ("fifo", "asha"),
+    "dataset": DATASETS,
+}
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (list, List):
+        return f"list of {_type_name(typing.get_args(tp)[0])}"
+    if origin is typing.Union:
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return f"{_type_name(args[0])} or null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(key: str, value: Any, tp: Any) -> Any:
+    """Check ``value`` against the annotation ``tp``; return it (ints widen to float)."""
+    origin = typing.get_origin(tp)
+    if origin is typing.Union:
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(key, value, args[0])
+    if origin in (list, List):
+        if not isinstance(value, list):
+            raise ConfigError(f"key '{key}' must be a {_type_name(tp)}, got {type(value).__name__} {value!r}")
+        (inner,) = typing.get_args(tp)
+        return [_coerce(f"{key}[{i}]", v, inner) for i, v in enumerate(value)]
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"key '{key}' must be a number, got {type(value).__name__} {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"key '{key}' must be an integer, got {type(value).__name__} {value!r}")
+        return value
+    if tp in (bool, str):
+        if not isinstance(value, tp):
+            raise ConfigError(f"key '{key}' must be a {tp.__name__}, got {type(value).__name__} {value!r}")
+        return value
+    raise ConfigError(f"key '{key}' has an unsupported type {tp}")  # pragma: no cover
+
+
+def _build(cls, data: Dict[str, Any], prefix: str = ""):
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        full = f"{prefix}{key}"
+        if key not in names:
+            raise ConfigError(f"unknown key '{full}'; valid keys: {', '.join(sorted(names))}")
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(value, dict):
+                raise ConfigError(f"key '{full}' must be a mapping of {', '.join(f.name for f in fields(tp))}")
+            kwargs[key] = _build(tp, value, prefix=f"{full}.")
+        else:
+            kwargs[key] = _coerce(full, value, tp)
+    return cls(**kwargs)
+
+
+def _nested_update(base: Dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    d = base
+    for p in parts[:-1]:
+        d = d.setdefault(p, {})
+        if not isinstance(d, dict):
+            raise ConfigError(f"override '{dotted}': '{p}' is not a mapping")
+    d[parts[-1]] = value
+
+
+def parse_override(item: str) -> tuple:
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} must look like key=value (for example epochs=5 or depths=[20,56])")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"override {item!r} has no key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override '{key}': cannot parse value {raw!r}: {e}") from None
+    return key, value
+
+
+def find_experiment(path: Optional[str]) -> Path:
+    """The experiment file: ``path``, or the embedded ``experiments/default.yaml``."""
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"experiment file {path!r} does not exist (ship yours under experiments/)")
+        return p
+    for root in (Path.cwd(), Path(__file__).resolve().parents[1]):
+        p = root / "experiments" / "default.yaml"
+        if p.is_file():
+            return p
+    raise ConfigError("no experiment named and experiments/default.yaml not found")
+
+
+def load_experiment(path: Optional[str] = None, overrides: Optional[List[str]] = None) -> ExperimentConfig:
+    """Load an experiment file (or the default), apply ``key=value`` overrides, validate."""
+    p = find_experiment(path)
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: malformed YAML: {str(e).splitlines()[0]} ({e.__class__.__name__})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: an experiment must be a mapping of keys to values, got {type(data).__name__}")
+    for item in overrides or []:
+        key, value = parse_override(item)
+        _nested_update(data, key, value)
+    cfg = _build(ExperimentConfig, data)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: ExperimentConfig) -> None:
+    for key, allowed in _ALLOWED.items():
+        if getattr(cfg, key) not in allowed:
+            raise ConfigError(f"key '{key}' is {getattr(cfg, key)!r}; allowed: {', '.join(allowed)}")
+    for axis in ("blocks", "depths", "lrs", "seeds"):
+        values = getattr(cfg, axis)
+        if not values:
+            raise ConfigError(f"axis '{axis}' is empty; give at least one value")
+        if len(set(values)) != len(values):
+            raise ConfigError(f"axis '{axis}' repeats a value: {values}")
+    valid = list_blocks()
+    for b in cfg.blocks:
+        if b not in valid:
+            raise ConfigError(f"key 'blocks': unknown block {b!r}; valid blocks: {', '.join(valid)}")
+    for d in cfg.depths:
+        if not valid_depth(d):
+            raise ConfigError(f"key 'depths': {d} is not a CIFAR ResNet depth; valid depths are 6n+2 "
+                              "(8, 14, 20, 26, 32, 44, 56, 110, ...)")
+    for lr in cfg.lrs:
+        if not lr > 0 or lr != lr or lr == float("inf"):
+            raise ConfigError(f"key 'lrs': learning rate {lr} must be a finite number > 0")
+    positive = ("epochs", "batch_size", "eval_batch_size", "trials_per_gpu", "asha_grace_period")
+    for key in positive:
+        if getattr(cfg, key) <= 0:
+            raise ConfigError(f"key '{key}' must be > 0, got {getattr(cfg, key)}")
+    if cfg.cpus_per_trial <= 0:
+        raise ConfigError(f"key 'cpus_per_trial' must be > 0, got {cfg.cpus_per_trial}")
+    if cfg.gpus_per_trial is not None and not 0 <= cfg.gpus_per_trial <= 8:
+        raise ConfigError(f"key 'gpus_per_trial' must be between 0 and 8 (a fraction packs trials), "
+                          f"got {cfg.gpus_per_trial}")
+    if cfg.max_concurrent_trials < 0 or cfg.max_failures < 0:
+        raise ConfigError("keys 'max_concurrent_trials' and 'max_failures' must be >= 0")
+    if not 0 < cfg.target_acc <= 1:
+        raise ConfigError(f"key 'target_acc' must be in (0, 1], got {cfg.target_acc}")
+    if not all(0 < m < 1 for m in cfg.milestones):
+        raise ConfigError(f"key 'milestones' must be fractions of training in (0, 1), got {cfg.milestones}")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", cfg.name):
+        raise ConfigError(f"key 'name' {cfg.name!r} must be letters, digits, '_', '.', '-' (it names a directory)")
+    if cfg.wandb.mode not in ("auto", "online", "offline", "disabled"):
+        raise ConfigError(f"key 'wandb.mode' is {cfg.wandb.mode!r}; allowed: auto, online, offline, disabled")
+
+
+def to_dict(cfg: ExperimentConfig) -> Dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def identity(cfg: ExperimentConfig) -> Dict[str, Any]:
+    """What makes two experiments the same one (compared on ``--resume``)."""
+    return {k: v for k, v in to_dict(cfg).items() if k not in IDENTITY_EXEMPT}
+
+
+def trial_configs(cfg: ExperimentConfig) -> List[TrainConfig]:
+    """Every trial of the grid, in a stable order."""
+    settings = {f.name: getattr(cfg, f.name) for f in fields(TrainSettings)}
+    return [TrainConfig(block=b, depth=d, lr=lr, seed=s, **settings)
+            for b in cfg.blocks for d in cfg.depths for lr in cfg.lrs for s in cfg.seeds]

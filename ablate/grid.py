@@ -1,0 +1,227 @@
+"""``python -m ablate.grid [EXPERIMENT.yaml] [key=value ...] [--address ADDR] [--resume] [--dry-run]``
+
+Runs the whole ablation grid (block x depth x lr x seed) as one Ray Tune experiment and ends
+with the answer: the ablation table, ``history.csv``, ``trials.csv`` and the report, in
+``<storage_path>/<name>``.  Every input check runs before Ray starts; a bad input exits with
+code 2 and one line that names the field and what is allowed.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from typing import List, Optional
+
+import yaml
+
+from .config import ConfigError, ExperimentConfig, identity, load_experiment, to_dict, trial_configs
+
+EXPERIMENT_FILE = "ablate_experiment.yaml"
+
+# Training images/s of ONE trial when trials are packed on one GPU (aggregate / trials),
+# from docs/benchmarks.md; used by --dry-run for GPU-hours.  Keyed by depth.
+GPU_IMG_S_PER_TRIAL = {20: 10782, 56: 4200, 110: 2100}
+TRAIN_SIZES = {"cifar10": 50_000, "cifar100": 50_000, "digits": 1438, "synthetic": 2048}
+
+
+class UsageError(Exception):
+    """Bad input found before any Ray or GPU work: exit code 2."""
+
+
+def _parse(argv: Optional[List[str]]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m ablate.grid", description=__doc__.splitlines()[2].strip())
+    p.add_argument("experiment", nargs="?", help="experiment YAML (default: experiments/default.yaml)")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. epochs=5 depths=[20,56]")
+    p.add_argument("--address", default=os.environ.get("RAY_ADDRESS"),
+                   help="Ray cluster to connect to (default: $RAY_ADDRESS, else a local Ray)")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted experiment")
+    p.add_argument("--dry-run", action="store_true", help="print the plan and exit without starting Ray")
+    p.add_argument("--no-report", action="store_true", help="skip the HTML report at the end")
+    args = p.parse_args(argv)
+    if args.experiment is not None and "=" in args.experiment and not args.experiment.endswith((".yaml", ".yml")):
+        args.overrides.insert(0, args.experiment)
+        args.experiment = None
+    return args
+
+
+def is_uri(path: str) -> bool:
+    return "://" in path
+
+
+def experiment_dir(cfg: ExperimentConfig) -> str:
+    if is_uri(cfg.storage_path):
+        return cfg.storage_path.rstrip("/") + "/" + cfg.name
+    return os.path.join(os.path.abspath(cfg.storage_path), cfg.name)
+
+
+def output_dir(cfg: ExperimentConfig) -> str:
+    """Where ablate writes its CSVs and report: the experiment dir, or a local mirror of a URI."""
+    if is_uri(cfg.storage_path):
+        return os.path.abspath(os.path.join("results", cfg.name))
+    return experiment_dir(cfg)
+
+
+def check_experiment_dir(cfg: ExperimentConfig, resume: bool) -> None:
+    """Refuse to mix experiments, and to resume nothing (local storage; URIs are checked by Tune)."""
+    if is_uri(cfg.storage_path):
+        return
+    d = experiment_dir(cfg)
+    marker = os.path.join(d, EXPERIMENT_FILE)
+    if resume:
+        if not os.path.isfile(marker) or not os.path.isfile(os.path.join(d, "tuner.pkl")):
+            raise UsageError(f"--resume: nothing to resume at {d} (no experiment was started there); "
+                             "run without --resume to start it")
+        saved = yaml.safe_load(open(marker)) or {}
+        now = identity(cfg)
+        diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+        if diff:
+            raise UsageError(f"--resume: {d} holds a different experiment (differs in: {', '.join(diff)}); "
+                             "resume it with its own settings, or choose a new name=")
+    elif os.path.exists(d) and os.listdir(d):
+        raise UsageError(f"{d} already holds an experiment; continue it with --resume, "
+                         f"or choose a new name= (nothing was changed)")
+
+
+def check_devices(cfg: ExperimentConfig, address: Optional[str]) -> None:
+    """Local mode: a GPU asked for where there is none is an error, before Ray starts."""
+    if address:
+        return  # the cluster's GPUs are checked once connected, before any trial starts
+    import torch
+
+    wants_gpu = (cfg.gpus_per_trial or 0) > 0 or cfg.device == "cuda"
+    if wants_gpu and not torch.cuda.is_available():
+        raise UsageError("gpus_per_trial/device ask for a GPU but this machine has none; "
+                         "use gpus_per_trial=0 (or leave it unset: trials then run on the CPU)")
+
+
+def git_commit() -> Optional[str]:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def plan_text(cfg: ExperimentConfig, address: Optional[str]) -> str:
+    trials = trial_configs(cfg)
+    n = len(trials)
+    images = TRAIN_SIZES.get(cfg.dataset, 0) * cfg.epochs
+    gpu = cfg.gpus_per_trial if cfg.gpus_per_trial is not None else f"1/{cfg.trials_per_gpu} where the cluster has GPUs, else 0"
+    if address:
+        conc = "as the cluster allows"
+    else:
+        cpus = os.cpu_count() or 1
+        conc = max(1, int(cpus // cfg.cpus_per_trial))
+        conc = f"{min(conc, cfg.max_concurrent_trials) if cfg.max_concurrent_trials else conc} (local: {cpus} CPUs)"
+    lines = [
+        f"experiment {cfg.name}: {n} trials = {len(cfg.blocks)} blocks x {len(cfg.depths)} depths x "
+        f"{len(cfg.lrs)} lrs x {len(cfg.seeds)} seeds",
+        f"  blocks: {', '.join(cfg.blocks)}",
+        f"  depths: {cfg.depths}   lrs: {cfg.lrs}   seeds: {cfg.seeds}",
+        f"  dataset {cfg.dataset}, {cfg.epochs} epochs, batch {cfg.batch_size}, {cfg.schedule} schedule, "
+        f"scheduler {cfg.scheduler}",
+        f"  resources per trial: {cfg.cpus_per_trial:g} CPU, GPU {gpu}; concurrent trials: {conc}",
+        f"  compute: {n} trials x {cfg.epochs} epochs x {TRAIN_SIZES.get(cfg.dataset, '?')} images = "
+        f"{n * images:,} training images",
+    ]
+    if cfg.dataset.startswith("cifar"):
+        secs = sum(TRAIN_SIZES[cfg.dataset] * cfg.epochs / GPU_IMG_S_PER_TRIAL.get(t.depth, 2100 * 110 / t.depth)
+                   for t in trials)
+        lines.append(f"  GPU-hours: ~{secs / 3600 * (1.0 / cfg.trials_per_gpu):.1f} with {cfg.trials_per_gpu} "
+                     f"trials packed per GPU (H100 throughput, docs/benchmarks.md); "
+                     f"~{secs / 3600 / cfg.trials_per_gpu:.1f} h wall on one GPU")
+    lines.append(f"  results: {experiment_dir(cfg)}")
+    return "\n".join(lines)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = _parse(argv)
+    try:
+        cfg = load_experiment(args.experiment, args.overrides)
+        if args.dry_run:
+            print(plan_text(cfg, args.address))
+            return 0
+        check_experiment_dir(cfg, args.resume)
+        check_devices(cfg, args.address)
+    except (ConfigError, UsageError) as e:
+        print(f"ablate.grid: error: {e}", file=sys.stderr)
+        return 2
+    return _run(cfg, args)
+
+
+def _run(cfg: ExperimentConfig, args: argparse.Namespace) -> int:
+    from . import results as R
+    from .tracking import resolve_mode
+
+    exp_dir, out_dir = experiment_dir(cfg), output_dir(cfg)
+    os.makedirs(out_dir, exist_ok=True)
+    if not args.resume and not is_uri(cfg.storage_path):
+        with open(os.path.join(exp_dir, EXPERIMENT_FILE), "w") as f:
+            yaml.safe_dump(identity(cfg), f, sort_keys=True)
+    mode = resolve_mode(cfg.wandb.mode)
+    wandb_dir = out_dir if mode != "disabled" else None
+    print(plan_text(cfg, args.address), flush=True)
+    print(f"W&B mode: {mode}", flush=True)
+    t0 = time.time()
+    from .tune_glue import run_grid
+
+    try:
+        grid = run_grid(cfg, exp_dir, storage_path=cfg.storage_path if is_uri(cfg.storage_path)
+                        else os.path.abspath(cfg.storage_path), resume=args.resume, address=args.address,
+                        wandb_mode=mode, wandb_dir=wandb_dir, git_commit=git_commit())
+    except RuntimeError as e:
+        print(f"ablate.grid: error: {e}", file=sys.stderr)
+        return 2
+    wall = time.time() - t0
+    results = list(grid)
+    history = R.history_from_results(results)
+    statuses = {}
+    for r in results:
+        key = R._key(r.config)
+        if r.error is not None:
+            statuses[key] = "ERROR"
+        else:
+            statuses[key] = "TERMINATED"
+    expected = [t.to_dict() for t in trial_configs(cfg)]
+    trials = R.trials_table(history, statuses, expected, cfg.target_acc)
+    trials.loc[trials["diverged"] & (trials["status"] == "TERMINATED"), "status"] = "DIVERGED"
+    R.write_csvs(out_dir, history, trials)
+    table = R.ablation_table(trials)
+    print()
+    print(f"Ablation table ({cfg.name}, {cfg.dataset}, {cfg.epochs} epochs; at each block's best lr; "
+          f"mean +- std over {len(cfg.seeds)} seeds):")
+    print(R.format_table(table, cfg.target_acc))
+    train_s = trials["train_seconds"].sum()
+    print(f"\ntrials: {R.summary_line(trials)}; wall {wall:.0f} s; time in training {train_s:.0f} s "
+          f"(sum over trials)")
+    if not args.no_report:
+        try:
+            from .report import write_report
+
+            path = write_report(out_dir)
+            print(f"report: {path}")
+        except Exception as e:  # the report must never cost the results already written
+            print(f"ablate.grid: warning: report failed ({e.__class__.__name__}: {e})", file=sys.stderr)
+    if mode == "offline":
+        print(f"W&B offline runs: upload with  wandb sync {os.path.join(out_dir, 'wandb')}/offline-run-*")
+    if is_uri(cfg.storage_path):
+        _upload(out_dir, exp_dir)
+    n_err = int((trials["status"] == "ERROR").sum())
+    print(f"results: {exp_dir}")
+    return 1 if n_err else 0
+
+
+def _upload(local_dir: str, uri: str) -> None:
+    import pyarrow.fs as pafs
+
+    fs, path = pafs.FileSystem.from_uri(uri)
+    for name in ("history.csv", "trials.csv", "report.html", "report.md"):
+        src = os.path.join(local_dir, name)
+        if os.path.exists(src):
+            pafs.copy_files(src, f"{path}/{name}", destination_filesystem=fs)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

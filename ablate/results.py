@@ -1,0 +1,196 @@
+"""From trial histories to the answer: history.csv, trials.csv and the ablation table.
+
+Pure pandas: used by the grid at its end and by ``ablate.report`` on a finished directory.
+"""
+from __future__ import annotations
+
+import math
+import os
+from typing import Any, Dict, Iterable, List, Optional
+
+import pandas as pd
+
+__all__ = ["summarise_history", "history_from_results", "trials_table", "ablation_table",
+           "format_table", "write_csvs", "read_csvs", "AXES"]
+
+AXES = ["block", "depth", "lr", "seed"]
+_DROP = {"timestamp", "checkpoint_dir_name", "should_checkpoint", "done", "training_iteration",
+         "time_this_iter_s", "time_total_s", "pid", "hostname", "node_ip", "time_since_restore",
+         "iterations_since_restore", "date", "experiment_tag", "trial_id"}
+
+
+def summarise_history(history: List[Dict[str, Any]], target_acc: float) -> Dict[str, Any]:
+    """Final/best metrics of one trial's history (the W&B summary and a trials.csv row)."""
+    if not history:
+        return {"epochs_done": 0, "final_val_acc": float("nan"), "best_val_acc": float("nan"),
+                "epochs_to_target": None, "diverged": False, "train_seconds": 0.0, "auc_val_acc": float("nan")}
+    accs = [h["val_acc"] for h in history]
+    reached = [h["epoch"] for h in history if h["val_acc"] >= target_acc]
+    return {
+        "epochs_done": len(history),
+        "final_val_acc": accs[-1],
+        "best_val_acc": max(accs),
+        "final_train_loss": history[-1]["train_loss"],
+        "epochs_to_target": reached[0] if reached else None,
+        "diverged": bool(history[-1].get("diverged", False)),
+        "train_seconds": float(sum(h["epoch_seconds"] for h in history)),
+        # Area under the val-acc curve, normalised by epochs: rewards converging early.
+        "auc_val_acc": float(sum(accs) / len(accs)),
+    }
+
+
+def history_from_results(results: Iterable) -> pd.DataFrame:
+    """One row per trial and epoch from Tune ``Result`` objects.
+
+    A trial restored from an older checkpoint may have reported an epoch twice; the last
+    report of each epoch wins, so every epoch appears exactly once.
+    """
+    frames = []
+    for r in results:
+        df = r.metrics_dataframe
+        if df is None or df.empty or "epoch" not in df:
+            continue
+        trial_id = str(df["trial_id"].iloc[-1]) if "trial_id" in df else os.path.basename(r.path)
+        keep = [c for c in df.columns if c not in _DROP and not c.startswith("config/")]
+        df = df[keep].copy()
+        df = df.drop_duplicates(subset="epoch", keep="last").sort_values("epoch")
+        # The per-epoch LR metric would clash with the lr axis: it becomes epoch_lr.
+        df = df.rename(columns={"lr": "epoch_lr"})
+        for axis in AXES:
+            df.insert(AXES.index(axis), axis, r.config[axis])
+        df.insert(len(AXES), "trial_id", trial_id)
+        frames.append(df)
+    if not frames:
+        return pd.DataFrame(columns=AXES + ["trial_id", "epoch"])
+    hist = pd.concat(frames, ignore_index=True)
+    hist["epoch"] = hist["epoch"].astype(int)
+    return hist.sort_values(AXES + ["epoch"]).reset_index(drop=True)
+
+
+def trials_table(history: pd.DataFrame, statuses: Dict[str, str], expected: List[Dict[str, Any]],
+                 target_acc: float) -> pd.DataFrame:
+    """One row per trial of the grid (also those that never reported)."""
+    rows = []
+    for axes in expected:
+        mask = (history["block"] == axes["block"]) & (history["depth"] == axes["depth"]) & \
+               (history["lr"] == axes["lr"]) & (history["seed"] == axes["seed"]) if len(history) else None
+        sub = history[mask] if mask is not None else history
+        hist = sub.sort_values("epoch").to_dict("records") if len(sub) else []
+        key = _key(axes)
+        row = {**{a: axes[a] for a in AXES}, "trial_id": hist[0]["trial_id"] if hist else "",
+               "status": statuses.get(key, "NOT_STARTED")}
+        row.update(summarise_history(hist, target_acc))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _key(axes: Dict[str, Any]) -> str:
+    return f"{axes['block']}|{axes['depth']}|{float(axes['lr'])}|{axes['seed']}"
+
+
+def _t95(n: int) -> float:
+    if n < 2:
+        return float("nan")
+    from scipy.stats import t
+
+    return float(t.ppf(0.975, n - 1))
+
+
+def ablation_table(trials: pd.DataFrame, baseline: str = "baseline") -> pd.DataFrame:
+    """Per block x depth, at that block's best LR (by mean final val acc over seeds)."""
+    rows = []
+    best_lr: Dict[tuple, float] = {}
+    for (block, depth), g in trials.groupby(["block", "depth"], sort=False):
+        by_lr = g.groupby("lr")["final_val_acc"].mean()
+        lr = float(by_lr.fillna(-1).idxmax())
+        best_lr[(block, depth)] = lr
+        s = g[g["lr"] == lr].sort_values("seed")
+        reached = s["epochs_to_target"].dropna()
+        rows.append({
+            "block": block, "depth": int(depth), "best_lr": lr, "seeds": len(s),
+            "final_acc_mean": s["final_val_acc"].mean(), "final_acc_std": s["final_val_acc"].std(ddof=1),
+            "best_acc_mean": s["best_val_acc"].mean(), "best_acc_std": s["best_val_acc"].std(ddof=1),
+            "auc_mean": s["auc_val_acc"].mean(),
+            "epochs_to_target": reached.mean() if len(reached) else float("nan"),
+            "reached_target": f"{len(reached)}/{len(s)}",
+            "diverged": int(g["diverged"].sum()),
+            "_finals": dict(zip(s["seed"], s["final_val_acc"])),
+        })
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    # Difference from the baseline at its own best LR, paired by seed, with a 95% t-interval.
+    deltas, lo, hi, verdicts = [], [], [], []
+    for _, r in table.iterrows():
+        base = table[(table["block"] == baseline) & (table["depth"] == r["depth"])]
+        if r["block"] == baseline or base.empty:
+            deltas.append(float("nan")); lo.append(float("nan")); hi.append(float("nan")); verdicts.append("")
+            continue
+        bf = base.iloc[0]["_finals"]
+        diffs = [r["_finals"][s] - bf[s] for s in r["_finals"] if s in bf]
+        n = len(diffs)
+        mean = sum(diffs) / n if n else float("nan")
+        sd = pd.Series(diffs).std(ddof=1) if n > 1 else float("nan")
+        half = _t95(n) * sd / math.sqrt(n) if n > 1 else float("nan")
+        deltas.append(mean); lo.append(mean - half); hi.append(mean + half)
+        if n < 2 or math.isnan(half):
+            verdicts.append("too few seeds")
+        elif mean - half > 0:
+            verdicts.append("helps")
+        elif mean + half < 0:
+            verdicts.append("hurts")
+        else:
+            verdicts.append("no significant difference")
+    table["delta_vs_baseline"] = deltas
+    table["delta_ci_low"] = lo
+    table["delta_ci_high"] = hi
+    table["verdict"] = verdicts
+    return table.drop(columns=["_finals"])
+
+
+def _pm(mean: float, std: float) -> str:
+    if mean != mean:
+        return "n/a"
+    return f"{100 * mean:5.1f} +- {100 * std:4.1f}" if std == std else f"{100 * mean:5.1f}"
+
+
+def format_table(table: pd.DataFrame, target_acc: float) -> str:
+    """The ablation table as text (also Markdown-compatible)."""
+    if table.empty:
+        return "(no finished trials)"
+    head = (f"| block | depth | best lr | final val acc % | best val acc % | epochs to {100 * target_acc:.0f}% "
+            f"| diverged | vs baseline (95% CI) | verdict |")
+    lines = [head, "|" + "---|" * 9]
+    for _, r in table.sort_values(["depth", "block"]).iterrows():
+        ett = "never" if r["epochs_to_target"] != r["epochs_to_target"] else f"{r['epochs_to_target']:.1f}"
+        ett += f" ({r['reached_target']})"
+        if r["delta_vs_baseline"] == r["delta_vs_baseline"]:
+            d = f"{100 * r['delta_vs_baseline']:+.1f}"
+            if r["delta_ci_low"] == r["delta_ci_low"]:
+                d += f" [{100 * r['delta_ci_low']:+.1f}, {100 * r['delta_ci_high']:+.1f}]"
+        else:
+            d = "-"
+        lines.append(f"| {r['block']} | {r['depth']} | {r['best_lr']:g} | "
+                     f"{_pm(r['final_acc_mean'], r['final_acc_std'])} | {_pm(r['best_acc_mean'], r['best_acc_std'])} | "
+                     f"{ett} | {r['diverged']} | {d} | {r['verdict']} |")
+    return "\n".join(lines)
+
+
+def write_csvs(exp_dir: str, history: pd.DataFrame, trials: pd.DataFrame) -> None:
+    history.to_csv(os.path.join(exp_dir, "history.csv"), index=False)
+    trials.to_csv(os.path.join(exp_dir, "trials.csv"), index=False)
+
+
+def read_csvs(exp_dir: str) -> tuple:
+    h = pd.read_csv(os.path.join(exp_dir, "history.csv"))
+    t = pd.read_csv(os.path.join(exp_dir, "trials.csv"))
+    return h, t
+
+
+def summary_line(trials: pd.DataFrame) -> str:
+    counts = trials["status"].value_counts().to_dict()
+    return ", ".join(f"{v} {k.lower()}" for k, v in sorted(counts.items()))
+
+
+def optional_float(x: Any) -> Optional[float]:
+    return None if x is None or x != x else float(x)

@@ -1,0 +1,114 @@
+"""W&B for one trial: Ray's ``setup_wandb`` inside the trial, and never a cost to a result.
+
+Why ``setup_wandb`` and not ``WandbLoggerCallback``: the callback runs one logging actor per
+trial from the driver and, in Ray 2.60, crashed the whole Tuner (``KeyError`` in
+``_signal_logging_actor_stop``) on a 4-trial offline grid on 2 CPUs; ``setup_wandb`` runs in the
+trial's own process, so a W&B fault can only ever reach this module, which swallows it.
+
+The API key comes only from the environment (``WANDB_API_KEY``) or ``wandb login``; it is never
+put into a config, a log line or a result.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from typing import Any, Dict, Optional
+
+logger = logging.getLogger("ablate.tracking")
+
+__all__ = ["resolve_mode", "TrialRun", "start_trial_run", "run_name", "has_api_key"]
+
+
+def has_api_key() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    return bool(_netrc_key())  # a key stored by `wandb login`; read, never printed
+
+
+def _netrc_key() -> Optional[str]:
+    import netrc
+
+    path = os.environ.get("NETRC", os.path.expanduser("~/.netrc"))
+    try:
+        auth = netrc.netrc(path).authenticators("api.wandb.ai")
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        return None
+    return auth[2] if auth else None
+
+
+def resolve_mode(mode: str) -> str:
+    """``auto`` becomes ``online`` where an API key is configured, else ``offline``."""
+    if mode == "auto":
+        return "online" if has_api_key() else "offline"
+    return mode
+
+
+def run_name(block: str, depth: int, lr: float, seed: int) -> str:
+    return f"{block}-d{depth}-lr{lr:g}-s{seed}"
+
+
+class TrialRun:
+    """A W&B run that never raises: the first failure warns once and turns logging off."""
+
+    def __init__(self, run: Any = None, mode: str = "disabled") -> None:
+        self.run, self.mode = run, mode
+
+    def _guard(self, what: str, fn) -> None:
+        if self.run is None:
+            return
+        try:
+            fn()
+        except Exception as e:  # W&B must never cost a result
+            warnings.warn(f"W&B {what} failed ({e.__class__.__name__}: {e}); training goes on without W&B")
+            self.run = None
+
+    def log(self, metrics: Dict[str, Any], step: int) -> None:
+        self._guard("log", lambda: self.run.log(metrics, step=step))
+
+    def finish(self, summary: Dict[str, Any]) -> None:
+        def _fin():
+            for k, v in summary.items():
+                self.run.summary[k] = v
+            self.run.finish()
+            import wandb
+
+            wandb.teardown()  # close the service now, not in an atexit hook Ray may cut short
+
+        self._guard("finish", _fin)
+
+    @property
+    def dir(self) -> Optional[str]:
+        return getattr(self.run, "dir", None) if self.run is not None else None
+
+
+def start_trial_run(config: Dict[str, Any], *, project: str, group: str, name: str, run_id: str,
+                    mode: str, directory: str, tags=(), entity: Optional[str] = None,
+                    init_timeout: float = 60.0) -> TrialRun:
+    """Start (or resume, same ``run_id``) the trial's W&B run; fall back to offline, then to none."""
+    if mode == "disabled":
+        return TrialRun()
+    try:
+        import wandb
+        from ray.air.integrations.wandb import setup_wandb
+    except Exception as e:  # pragma: no cover - wandb is a dependency
+        warnings.warn(f"W&B unavailable ({e}); training goes on without W&B")
+        return TrialRun()
+    attempts = [mode] if mode == "offline" else [mode, "offline"]
+    for m in attempts:
+        try:
+            os.makedirs(directory, exist_ok=True)
+            os.environ["WANDB_MODE"] = m  # read by setup_wandb (no key needed offline) and wandb
+            os.environ.setdefault("WANDB_SILENT", "true")
+            run = setup_wandb(
+                config, project=project, group=group, name=name, id=run_id, resume="allow",
+                job_type="trial", tags=list(tags), entity=entity, dir=directory, mode=m,
+                settings=wandb.Settings(init_timeout=init_timeout, console="off", x_disable_stats=True),
+            )
+            # step = epoch: let W&B plot against "epoch" too.
+            run.define_metric("*", step_metric="epoch")
+            return TrialRun(run, m)
+        except Exception as e:
+            nxt = "falling back to offline" if m != attempts[-1] else "training goes on without W&B"
+            warnings.warn(f"W&B init ({m}) failed ({e.__class__.__name__}: {str(e)[:200]}); {nxt}")
+    return TrialRun()
