@@ -230,9 +230,10 @@ def to_dict(cfg: ExperimentConfig) -> Dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
-def identity(cfg: ExperimentConfig) -> Dict[str, Any]:
-    """What makes two experiments the same one (compared on ``--resume``)."""
-    return {k: v for k, v in to_dict(cfg).items() if k not in IDENTITY_EXEMPT}
+def identity(cfg) -> Dict[str, Any]:
+    """What makes two experiments the same one (compared on ``--resume``); a config or its dict."""
+    d = cfg if isinstance(cfg, dict) else to_dict(cfg)
+    return {k: v for k, v in d.items() if k not in IDENTITY_EXEMPT}
 
 
 def trial_configs(cfg: ExperimentConfig) -> List[TrainConfig]:

@@ -73,7 +73,7 @@ def check_experiment_dir(cfg: ExperimentConfig, resume: bool) -> None:
         if not os.path.isfile(marker) or not os.path.isfile(os.path.join(d, "tuner.pkl")):
             raise UsageError(f"--resume: nothing to resume at {d} (no experiment was started there); "
                              "run without --resume to start it")
-        saved = yaml.safe_load(open(marker)) or {}
+        saved = identity(yaml.safe_load(open(marker)) or {})
         now = identity(cfg)
         diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
         if diff:
@@ -159,7 +159,7 @@ def _run(cfg: ExperimentConfig, args: argparse.Namespace) -> int:
     os.makedirs(out_dir, exist_ok=True)
     if not args.resume and not is_uri(cfg.storage_path):
         with open(os.path.join(exp_dir, EXPERIMENT_FILE), "w") as f:
-            yaml.safe_dump(identity(cfg), f, sort_keys=True)
+            yaml.safe_dump(to_dict(cfg), f, sort_keys=False)
     mode = resolve_mode(cfg.wandb.mode)
     wandb_dir = out_dir if mode != "disabled" else None
     print(plan_text(cfg, args.address), flush=True)

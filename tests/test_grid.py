@@ -1,0 +1,93 @@
+"""The grid CLI through real Ray Tune on CPU: trials, metrics, CSVs, table, dry-run, resume."""
+import pandas as pd
+import pytest
+
+from conftest import DEFAULT, MINI, clean_env, kill_group, run_cli, start_cli, wait_for
+
+from ablate.config import load_experiment, trial_configs
+from ablate.data import load_dataset
+
+
+def test_mini_grid_runs_every_trial_and_writes_csvs(mini_grid):
+    proc, exp = mini_grid["proc"], mini_grid["dir"]
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    hist = pd.read_csv(exp / "history.csv")
+    trials = pd.read_csv(exp / "trials.csv")
+    assert len(trials) == 4 and set(trials["status"]) == {"TERMINATED"}
+    assert sorted(trials["block"].unique()) == ["baseline", "identity_scale"]
+    # every trial has every epoch exactly once, with every metric
+    assert hist.groupby(["block", "seed"])["epoch"].apply(list).tolist() == [[1, 2, 3]] * 4
+    for col in ["block", "depth", "lr", "seed", "epoch", "train_loss", "train_acc", "val_loss", "val_acc",
+                "epoch_lr", "epoch_seconds", "images_per_second", "diverged", "scale_stage1"]:
+        assert col in hist.columns, col
+    assert hist["val_acc"].between(0, 1).all()
+    # trials.csv agrees with history.csv
+    last = hist.sort_values("epoch").groupby(["block", "seed"]).last()
+    for r in trials.itertuples():
+        assert r.final_val_acc == pytest.approx(last.loc[(r.block, r.seed), "val_acc"])
+        assert r.epochs_done == 3
+
+
+def test_mini_grid_prints_table_and_names_directory_last(mini_grid):
+    out = mini_grid["proc"].stdout
+    assert "Ablation table" in out and "| identity_scale | 8 |" in out
+    assert out.strip().splitlines()[-1] == f"results: {mini_grid['dir']}"
+    # Tune's progress table, trimmed to the columns a user watches
+    assert "val_acc" in out and "block" in out
+
+
+def test_dry_run_prints_plan_without_ray(tmp_path):
+    p = run_cli([DEFAULT, "epochs=3", f"storage_path={tmp_path}", "--dry-run"], cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    cfg = load_experiment(DEFAULT, ["epochs=3"])
+    n = len(trial_configs(cfg))
+    assert f"{n} trials" in p.stdout
+    assert "resources per trial" in p.stdout and "concurrent trials" in p.stdout
+    assert f"{n * 3 * len(load_dataset('digits').train_x):,} training images" in p.stdout
+    assert not any(tmp_path.iterdir()), "dry-run must not write anything"
+    assert "Started a local Ray instance" not in p.stdout + p.stderr
+
+
+def test_dry_run_cifar_gives_gpu_hours(tmp_path):
+    p = run_cli([str(DEFAULT).replace("default", "cifar10"), "--dry-run"], cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert "GPU-hours" in p.stdout and "8 blocks x 5 depths x 3 lrs x 3 seeds" in p.stdout
+
+
+def test_interrupted_grid_resumes_without_rerunning_finished_trials(tmp_path):
+    args = [DEFAULT, "blocks=[baseline,skipinit]", "depths=[8]", "lrs=[0.1]", "seeds=[0,1,2]", "epochs=4",
+            "wandb.mode=disabled", "max_concurrent_trials=1", f"storage_path={tmp_path}", "name=r"]
+    exp = tmp_path / "r"
+    log = open(tmp_path / "first.log", "w")
+    proc = start_cli(args, cwd=tmp_path, log=log)
+
+    def finished():
+        return len(list(exp.glob("*/result.json"))) >= 2 and any(
+            len(p.read_text().splitlines()) >= 4 for p in exp.glob("*/result.json"))
+
+    try:
+        wait_for(finished, 180, "a first finished trial")
+    finally:
+        kill_group(proc)  # the driver dies mid-grid (SIGKILL, its whole process group)
+    before = {p.parent.name: p.read_text().splitlines() for p in exp.glob("*/result.json")}
+    done_before = [k for k, v in before.items() if len(v) == 4]
+    assert done_before and len(before) < 6 or any(len(v) < 4 for v in before.values())
+
+    p = run_cli([*args, "--resume"], cwd=tmp_path)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    trials = pd.read_csv(exp / "trials.csv")
+    hist = pd.read_csv(exp / "history.csv")
+    assert len(trials) == 6 and (trials["epochs_done"] == 4).all()
+    assert (hist.groupby(["block", "seed"]).size() == 4).all()
+    for name in done_before:  # finished trials were not rerun: their result file is unchanged
+        assert (exp / name / "result.json").read_text().splitlines() == before[name]
+
+
+def test_resume_refuses_a_different_experiment_and_an_existing_dir(mini_grid):
+    storage = mini_grid["storage"]
+    p = run_cli([DEFAULT, *MINI, f"storage_path={storage}", "name=mini"], cwd=storage)
+    assert p.returncode == 2 and "already holds an experiment" in p.stderr and "--resume" in p.stderr
+    p = run_cli([DEFAULT, *MINI, "epochs=9", f"storage_path={storage}", "name=mini", "--resume"], cwd=storage)
+    assert p.returncode == 2 and "different experiment" in p.stderr and "epochs" in p.stderr
+    assert "Traceback" not in p.stderr
+    assert (mini_grid["dir"] / "history.csv").exists()  # nothing already written is lost
