@@ -98,7 +98,8 @@ def check_devices(cfg: ExperimentConfig, address: Optional[str]) -> None:
 
 def git_commit() -> Optional[str]:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        here = os.path.dirname(os.path.abspath(__file__))  # the code that runs, wherever the cwd is
+        out = subprocess.run(["git", "-C", here, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
         return out.stdout.strip() or None if out.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None

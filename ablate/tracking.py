@@ -111,4 +111,8 @@ def start_trial_run(config: Dict[str, Any], *, project: str, group: str, name: s
         except Exception as e:
             nxt = "falling back to offline" if m != attempts[-1] else "training goes on without W&B"
             warnings.warn(f"W&B init ({m}) failed ({e.__class__.__name__}: {str(e)[:200]}); {nxt}")
+            try:  # the failed run still holds its id in the W&B service: start the next try clean
+                wandb.teardown()
+            except Exception:
+                pass
     return TrialRun()
