@@ -90,10 +90,12 @@ def check_devices(cfg: ExperimentConfig, address: Optional[str]) -> None:
         return  # the cluster's GPUs are checked once connected, before any trial starts
     import torch
 
-    wants_gpu = (cfg.gpus_per_trial or 0) > 0 or cfg.device == "cuda"
-    if wants_gpu and not torch.cuda.is_available():
-        raise UsageError("gpus_per_trial/device ask for a GPU but this machine has none; "
-                         "use gpus_per_trial=0 (or leave it unset: trials then run on the CPU)")
+    if not torch.cuda.is_available():
+        if (cfg.gpus_per_trial or 0) > 0:
+            raise UsageError(f"key 'gpus_per_trial' is {cfg.gpus_per_trial:g} but this machine has no GPU; "
+                             "allowed here: 0, or leave it unset (trials then run on the CPU)")
+        if cfg.device == "cuda":
+            raise UsageError("key 'device' is 'cuda' but this machine has no GPU; allowed here: auto, cpu")
 
 
 def git_commit() -> Optional[str]:

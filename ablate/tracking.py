@@ -66,6 +66,20 @@ class TrialRun:
     def log(self, metrics: Dict[str, Any], step: int) -> None:
         self._guard("log", lambda: self.run.log(metrics, step=step))
 
+    def replay(self, history) -> None:
+        """Log the epochs a restored checkpoint holds that this W&B run has not seen.
+
+        A trial killed with SIGKILL loses what W&B had buffered (an offline run file can be
+        left empty), while the checkpoint holds every finished epoch.  A resumed online run
+        knows its last step (``run.step``); W&B drops steps below it, so only newer epochs go.
+        """
+        if self.run is None:
+            return
+        first = int(getattr(self.run, "step", 0) or 0)
+        for h in history:
+            if h["epoch"] >= first:
+                self.log(h, step=h["epoch"])
+
     def finish(self, summary: Dict[str, Any]) -> None:
         def _fin():
             for k, v in summary.items():

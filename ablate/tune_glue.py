@@ -51,6 +51,9 @@ def run_trial(config: Dict[str, Any], data: Optional[Dataset] = None) -> None:
         init_timeout=wb.get("init_timeout", 60.0),
     )
 
+    if state is not None:
+        run.replay(state["history"])
+
     def on_epoch(metrics: Dict[str, Any], get_state) -> None:
         # Checkpoint and metrics travel together, so a restore never repeats or skips an epoch.
         with tempfile.TemporaryDirectory() as d:

@@ -1,0 +1,72 @@
+"""Faults on a real local Ray run: a trial SIGKILLed mid-epoch, a diverging trial, W&B down
+with a (fake) key that must never land in any file."""
+import os
+import signal
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from conftest import DEFAULT, clean_env, run_cli, start_cli, wait_for
+from test_tracking import merged_history, wandb_files
+
+
+def test_killed_trial_restarts_from_checkpoint_and_diverging_trial_is_marked(tmp_path):
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    args = [DEFAULT, "blocks=[baseline]", "depths=[20]", "lrs=[0.1,40]", "seeds=[0]", "epochs=6",
+            "schedule=constant", "wandb.mode=offline", "max_failures=2", f"storage_path={tmp_path}", "name=f"]
+    log = open(tmp_path / "grid.log", "w")
+    proc = start_cli(args, env=clean_env(ABLATE_TRIAL_HOOK_DIR=str(hooks)), cwd=tmp_path, log=log)
+    exp = tmp_path / "f"
+    pid_file = hooks / "baseline-d20-lr0.1-s0.pid"
+
+    def two_epochs():
+        res = list(exp.glob("baseline-d20-lr0.1-s0_*/result.json"))
+        return pid_file.exists() and res and len(res[0].read_text().splitlines()) >= 2
+
+    try:
+        wait_for(two_epochs, 240, "the trial's second epoch")
+        time.sleep(0.2)  # into epoch 3 (an epoch takes ~0.5 s here)
+        victim = int(pid_file.read_text())
+        os.kill(victim, signal.SIGKILL)  # the trial's worker process, by pid
+        assert proc.wait(timeout=400) == 0, (tmp_path / "grid.log").read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert int(pid_file.read_text()) != victim, "the trial ran again in a new process"
+
+    hist = pd.read_csv(exp / "history.csv", dtype={"trial_id": str})
+    trials = pd.read_csv(exp / "trials.csv", dtype={"trial_id": str})
+    killed = trials[trials["lr"] == 0.1].iloc[0]
+    assert killed["status"] == "TERMINATED" and killed["epochs_done"] == 6
+    assert hist[hist["trial_id"] == killed["trial_id"]]["epoch"].tolist() == [1, 2, 3, 4, 5, 6]
+    # W&B: the same run id continued; every step exactly once, in order, across its files.
+    files = wandb_files(exp)[killed["trial_id"]]
+    assert len(files) == 2, files
+    assert [s for s, _ in merged_history(files)] == [1, 2, 3, 4, 5, 6]
+
+    div = trials[trials["lr"] == 40].iloc[0]
+    assert div["status"] == "DIVERGED" and bool(div["diverged"]) and div["epochs_done"] < 6
+    assert "Diverged trials" in (exp / "report.md").read_text()
+    assert "baseline d20 lr 40 seed 0" in (exp / "report.md").read_text()
+
+
+def test_wandb_down_with_a_key_leaves_grid_green_and_key_nowhere(tmp_path):
+    fake = "fake0secret0key0" + "9" * 24
+    env = clean_env(WANDB_API_KEY=fake, WANDB_BASE_URL="http://127.0.0.1:9")
+    args = [DEFAULT, "blocks=[skipinit]", "depths=[8]", "lrs=[0.1]", "seeds=[0]", "epochs=2",
+            "wandb.mode=online", "wandb.init_timeout=5", f"storage_path={tmp_path}", "name=k"]
+    p = run_cli(args, env=env, cwd=tmp_path)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    exp = tmp_path / "k"
+    assert len(pd.read_csv(exp / "history.csv")) == 2
+    assert "falling back to offline" in p.stdout + p.stderr
+    assert len(wandb_files(exp)) == 1  # the offline fallback kept the run
+    assert fake not in p.stdout + p.stderr
+    written = [f for f in tmp_path.rglob("*") if f.is_file()]
+    ray_logs = Path("/tmp/ray/session_latest/logs")
+    written += [f for f in ray_logs.rglob("*") if f.is_file()] if ray_logs.exists() else []
+    assert len(written) > 10
+    for f in written:
+        assert fake.encode() not in f.read_bytes(), f"W&B key leaked into {f}"
