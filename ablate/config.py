@@ -70,6 +70,7 @@ _ALLOWED = {
     "device": ("auto", "cpu", "cuda"),
     "scheduler": ("fifo", "asha"),
     "dataset": DATASETS,
+    "compile_mode": ("default", "reduce-overhead", "max-autotune-no-cudagraphs"),
 }
 
 

@@ -53,6 +53,7 @@ class TrainSettings:
     precision: str = "auto"            # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16
     channels_last: Optional[bool] = None  # None: on CUDA only
     compile: bool = False              # torch.compile the model (see docs/benchmarks.md)
+    compile_mode: str = "default"      # default | reduce-overhead (CUDA graphs) | max-autotune-no-cudagraphs
     threads: int = 0                   # torch CPU threads; 0 leaves torch's default
     diverge_factor: float = 5.0        # diverged when train loss > factor x ln(classes), or non-finite
 
@@ -131,7 +132,9 @@ def train(
     model = create_model(cfg.block, cfg.depth, data.num_classes, data.in_channels, cfg.shortcut,
                          conv_bias=cfg.conv_bias, zero_init_last=cfg.zero_init_last)
     model = model.to(device=device, memory_format=mem_fmt)
-    run_model = torch.compile(model) if cfg.compile else model
+    run_model = torch.compile(model, mode=cfg.compile_mode) if cfg.compile else model
+    if cuda:
+        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick the fastest kernels
 
     # The whole data set lives on the device; batches are views + one gather.
     tx, ty = data.train_x.to(device, non_blocking=True), data.train_y.to(device, non_blocking=True)

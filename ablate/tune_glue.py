@@ -6,6 +6,7 @@ checkpoint=...)`` after each one.  Everything else in ablate runs without Ray.
 """
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from dataclasses import fields
@@ -28,8 +29,11 @@ METRIC_COLUMNS = {"epoch": "epoch", "val_acc": "val_acc", "train_loss": "train_l
 
 def run_trial(config: Dict[str, Any], data: Optional[Dataset] = None) -> None:
     """One Tune trial: one (block, depth, lr, seed), resumed from its checkpoint if it has one."""
+    import ray
     from ray import tune
 
+    # One "Checkpoint successfully created" line per epoch per trial drowns Tune's table.
+    logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
     cfg = TrainConfig.from_dict(config)
     meta = config["meta"]
     state = None
@@ -53,12 +57,13 @@ def run_trial(config: Dict[str, Any], data: Optional[Dataset] = None) -> None:
 
     if state is not None:
         run.replay(state["history"])
+    node = ray.get_runtime_context().get_node_id()[:12]  # which node ran each epoch (history.csv)
 
     def on_epoch(metrics: Dict[str, Any], get_state) -> None:
         # Checkpoint and metrics travel together, so a restore never repeats or skips an epoch.
         with tempfile.TemporaryDirectory() as d:
             torch.save(get_state(), os.path.join(d, STATE_FILE))
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+            tune.report({**metrics, "node": node}, checkpoint=tune.Checkpoint.from_directory(d))
         run.log(metrics, step=metrics["epoch"])
 
     out = train(cfg, data, on_epoch=on_epoch, state=state)
@@ -106,7 +111,8 @@ def run_grid(cfg: ExperimentConfig, exp_dir: str, *, storage_path: str, resume: 
     res = trial_resources(cfg, cluster_gpus)
     if res["gpu"] > 0 and cluster_gpus == 0:
         raise RuntimeError("gpus_per_trial > 0 but the Ray cluster has no GPU")
-    device = "cuda" if res["gpu"] > 0 else "cpu"
+    # device=cpu with a GPU fraction is allowed: it schedules like a GPU trial (tests fake GPUs).
+    device = cfg.device if cfg.device != "auto" else ("cuda" if res["gpu"] > 0 else "cpu")
 
     if data is None:
         data = load_dataset(cfg.dataset, cfg.data_dir)  # once, in the driver; shared by object store
@@ -132,6 +138,9 @@ def run_grid(cfg: ExperimentConfig, exp_dir: str, *, storage_path: str, resume: 
             tune_config=tune.TuneConfig(
                 scheduler=scheduler, max_concurrent_trials=cfg.max_concurrent_trials or None,
                 trial_name_creator=_trial_name, trial_dirname_creator=_trial_dirname,
+                # Reuse trial processes: a new one per trial (Python + torch + Ray imports) cost
+                # more than a digits trial's whole training (docs/benchmarks.md).
+                reuse_actors=True,
             ),
             run_config=tune.RunConfig(
                 name=cfg.name, storage_path=storage_path,
