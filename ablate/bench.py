@@ -60,6 +60,7 @@ def tutorial_loop(depth: int, batch_size: int, n_images: int, epochs: int, worke
     class FakeCIFAR10(torchvision.datasets.CIFAR10):
         train_list = [["data_batch_1", None]]
         test_list = [["test_batch", None]]
+        meta = {"filename": "batches.meta", "key": "label_names", "md5": None}
 
         def _check_integrity(self) -> bool:  # our synthetic files have no published md5
             return True
@@ -140,8 +141,8 @@ def main(argv=None) -> int:
     variants = {
         "default": {}, "fp32": {"precision": "fp32", "channels_last": False},
         "fp32cl": {"precision": "fp32", "channels_last": True}, "bf16": {"precision": "bf16", "channels_last": False},
-        "bf16cl": {"precision": "bf16", "channels_last": True}, "compile": {"compile": True},
-        "cudagraphs": {"compile": True, "compile_mode": "reduce-overhead"},
+        "bf16cl": {"precision": "bf16", "channels_last": True}, "compile": {"compile": True, "compile_mode": "default"}, "eager": {"compile": False},
+        "cudagraphs": {"compile": True, "compile_mode": "reduce-overhead", "precision": "bf16"},
         "fp32cl_cudagraphs": {"compile": True, "compile_mode": "reduce-overhead", "precision": "fp32",
                               "channels_last": True},
         "threads1": {"threads": 1},

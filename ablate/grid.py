@@ -20,9 +20,16 @@ from .config import ConfigError, ExperimentConfig, identity, load_experiment, to
 
 EXPERIMENT_FILE = "ablate_experiment.yaml"
 
-# Training images/s of ONE trial when trials are packed on one GPU (aggregate / trials),
-# from docs/benchmarks.md; used by --dry-run for GPU-hours.  Keyed by depth.
-GPU_IMG_S_PER_TRIAL = {20: 10782, 56: 4200, 110: 2100}
+# Aggregate training images/s of ONE H100 with 4 trials packed on it (fp32, channels_last, CUDA
+# graphs, batch 128), measured in docs/benchmarks.md; other depths scale by depth from the nearest.
+GPU_IMG_S_PER_GPU = {20: 65_700, 56: 18_500}
+
+
+def gpu_img_s(depth: int) -> float:
+    near = min(GPU_IMG_S_PER_GPU, key=lambda d: abs(d - depth))
+    return GPU_IMG_S_PER_GPU[near] * near / depth
+
+
 TRAIN_SIZES = {"cifar10": 50_000, "cifar100": 50_000, "digits": 1438, "synthetic": 2048}
 
 
@@ -130,11 +137,9 @@ def plan_text(cfg: ExperimentConfig, address: Optional[str]) -> str:
         f"{n * images:,} training images",
     ]
     if cfg.dataset.startswith("cifar"):
-        secs = sum(TRAIN_SIZES[cfg.dataset] * cfg.epochs / GPU_IMG_S_PER_TRIAL.get(t.depth, 2100 * 110 / t.depth)
-                   for t in trials)
-        lines.append(f"  GPU-hours: ~{secs / 3600 * (1.0 / cfg.trials_per_gpu):.1f} with {cfg.trials_per_gpu} "
-                     f"trials packed per GPU (H100 throughput, docs/benchmarks.md); "
-                     f"~{secs / 3600 / cfg.trials_per_gpu:.1f} h wall on one GPU")
+        gpu_s = sum(TRAIN_SIZES[cfg.dataset] * cfg.epochs / gpu_img_s(t.depth) for t in trials)
+        lines.append(f"  GPU-hours: ~{gpu_s / 3600:.0f} (H100, {cfg.trials_per_gpu} trials packed per GPU, "
+                     f"docs/benchmarks.md; other GPUs differ)")
     lines.append(f"  results: {experiment_dir(cfg)}")
     return "\n".join(lines)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import time
 from dataclasses import fields
 from typing import Any, Dict, Optional
 
@@ -63,7 +64,8 @@ def run_trial(config: Dict[str, Any], data: Optional[Dataset] = None) -> None:
         # Checkpoint and metrics travel together, so a restore never repeats or skips an epoch.
         with tempfile.TemporaryDirectory() as d:
             torch.save(get_state(), os.path.join(d, STATE_FILE))
-            tune.report({**metrics, "node": node}, checkpoint=tune.Checkpoint.from_directory(d))
+            tune.report({**metrics, "node": node, "time": time.time()},
+                        checkpoint=tune.Checkpoint.from_directory(d))
         run.log(metrics, step=metrics["epoch"])
 
     out = train(cfg, data, on_epoch=on_epoch, state=state)
