@@ -1,0 +1,51 @@
+"""Typed experiment configs: shipped files are valid, overrides parse as YAML, errors name keys."""
+from pathlib import Path
+
+import pytest
+
+from ablate.blocks import list_blocks
+from ablate.config import ConfigError, load_experiment, parse_override, trial_configs
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("name", ["default", "cifar10", "cifar10_quick"])
+def test_shipped_experiments_are_valid(name):
+    cfg = load_experiment(str(REPO / "experiments" / f"{name}.yaml"))
+    assert cfg.name == name and cfg.blocks == list_blocks()
+
+
+def test_cifar10_is_he_et_al_recipe():
+    c = load_experiment(str(REPO / "experiments" / "cifar10.yaml"))
+    assert (c.depths, c.lrs, c.seeds) == ([20, 32, 44, 56, 110], [0.05, 0.1, 0.2], [0, 1, 2])
+    assert (c.momentum, c.weight_decay, c.batch_size, c.epochs) == (0.9, 1e-4, 128, 164)
+    assert (c.schedule, c.milestones, c.lr_decay) == ("step", [0.5, 0.75], 0.1)
+    assert len(trial_configs(c)) == len(list_blocks()) * 5 * 3 * 3
+
+
+def test_default_is_small_and_includes_a_deep_net():
+    c = load_experiment(None)
+    assert c.dataset == "digits" and max(c.depths) >= 56 and len(c.lrs) == 2 and len(c.seeds) == 2
+
+
+def test_overrides_parse_yaml_values_and_nested_keys():
+    c = load_experiment(None, ["epochs=5", "depths=[20,56]", "lrs=[0.1]", "wandb.mode=disabled", "label_smoothing=0"])
+    assert c.epochs == 5 and c.depths == [20, 56] and c.lrs == [0.1]
+    assert c.wandb.mode == "disabled" and c.label_smoothing == 0.0 and isinstance(c.label_smoothing, float)
+    assert parse_override("name=my-run") == ("name", "my-run")
+
+
+@pytest.mark.parametrize("override,needle", [
+    ("epochs=1.5", "'epochs' must be an integer"),
+    ("nesterov=1", "'nesterov' must be a bool"),
+    ("depths=20", "'depths' must be a list"),
+    ("wandb.nope=1", "unknown key 'wandb.nope'"),
+    ("wandb=3", "'wandb' must be a mapping"),
+    ("name=a/b", "'name'"),
+    ("schedule=linear", "allowed: step, cosine, constant"),
+    ("milestones=[0.5,1.5]", "'milestones'"),
+    ("blocks=[baseline,baseline]", "repeats"),
+])
+def test_type_and_value_errors_name_the_key(override, needle):
+    with pytest.raises(ConfigError, match=needle.replace("[", r"\[")):
+        load_experiment(None, [override])
