@@ -114,20 +114,26 @@ def _scalars(hist: pd.DataFrame) -> Optional[str]:
     return _fig_png(fig)
 
 
+def _say(g: pd.DataFrame, verdict_col: str, delta_col: str) -> str:
+    parts: Dict[str, List[str]] = {}
+    for _, r in g.sort_values("depth").iterrows():
+        v = r[verdict_col] or "no baseline to compare"
+        d = f"{r['depth']}"
+        if v in ("helps", "hurts"):
+            d += f" ({100 * r[delta_col]:+.1f} pts)"
+        parts.setdefault(v, []).append(d)
+    order = ["helps", "hurts", "no significant difference", "no spread across seeds", "too few seeds",
+             "no baseline to compare"]
+    return "; ".join(f"{v} at depth {', '.join(parts[v])}" for v in order if v in parts)
+
+
 def verdicts(table: pd.DataFrame, baseline: str = "baseline") -> List[str]:
-    """One line per trick: helps, hurts or no significant difference, and at which depths."""
+    """One line per trick: helps, hurts or no significant difference, and at which depths --
+    for the final accuracy (ends better) and for the area under the curve (converges faster)."""
     lines = []
     for block, g in table[table["block"] != baseline].groupby("block", sort=False):
-        parts: Dict[str, List[str]] = {}
-        for _, r in g.sort_values("depth").iterrows():
-            v = r["verdict"] or "no baseline to compare"
-            d = f"{r['depth']}"
-            if v in ("helps", "hurts"):
-                d += f" ({100 * r['delta_vs_baseline']:+.1f} pts)"
-            parts.setdefault(v, []).append(d)
-        order = ["helps", "hurts", "no significant difference", "too few seeds", "no baseline to compare"]
-        said = "; ".join(f"{v} at depth {', '.join(parts[v])}" for v in order if v in parts)
-        lines.append(f"{block}: {said}")
+        lines.append(f"{block}: final acc: {_say(g, 'verdict', 'delta_vs_baseline')}. "
+                     f"Convergence (AUC): {_say(g, 'auc_verdict', 'auc_delta_vs_baseline')}.")
     return lines
 
 
@@ -148,9 +154,11 @@ def write_report(exp_dir: str) -> str:
           f"{len(trials)} trials: {trials['block'].nunique()} blocks x {trials['depth'].nunique()} depths x "
           f"{trials['lr'].nunique()} lrs x {n_seeds} seeds; dataset {meta.get('dataset', '?')}, "
           f"{meta.get('epochs', '?')} epochs.", "",
-          "## Verdict per trick (final val acc vs baseline, paired by seed, 95% t-interval)", ""]
+          "## Verdict per trick (vs baseline at each block's best LR, paired by seed, 95% t-interval)", ""]
     md += [f"- {line}" for line in lines] or ["- (no trick to compare)"]
-    md += ["", f"## Ablation table (each block at its best LR; mean +- std over {n_seeds} seeds)", "", text_table, ""]
+    md += ["", f"## Ablation table (each block at its best LR; mean +- std over {n_seeds} seeds)", "",
+           "AUC = mean val acc over all epochs (higher = converged earlier); vs baseline = final val acc "
+           "difference in points, paired by seed, with its 95% t-interval.", "", text_table, ""]
     if len(diverged):
         md += ["## Diverged trials", ""] + [f"- {r.block} d{r.depth} lr {r.lr:g} seed {r.seed} "
                                             f"(epoch {r.epochs_done})" for r in diverged.itertuples()] + [""]

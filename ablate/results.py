@@ -115,37 +115,49 @@ def ablation_table(trials: pd.DataFrame, baseline: str = "baseline") -> pd.DataF
             "reached_target": f"{len(reached)}/{len(s)}",
             "diverged": int(g["diverged"].sum()),
             "_finals": dict(zip(s["seed"], s["final_val_acc"])),
+            "_aucs": dict(zip(s["seed"], s["auc_val_acc"])),
         })
     table = pd.DataFrame(rows)
     if table.empty:
         return table
-    # Difference from the baseline at its own best LR, paired by seed, with a 95% t-interval.
-    deltas, lo, hi, verdicts = [], [], [], []
-    for _, r in table.iterrows():
-        base = table[(table["block"] == baseline) & (table["depth"] == r["depth"])]
-        if r["block"] == baseline or base.empty:
-            deltas.append(float("nan")); lo.append(float("nan")); hi.append(float("nan")); verdicts.append("")
-            continue
-        bf = base.iloc[0]["_finals"]
-        diffs = [r["_finals"][s] - bf[s] for s in r["_finals"] if s in bf]
-        n = len(diffs)
-        mean = sum(diffs) / n if n else float("nan")
-        sd = pd.Series(diffs).std(ddof=1) if n > 1 else float("nan")
-        half = _t95(n) * sd / math.sqrt(n) if n > 1 else float("nan")
-        deltas.append(mean); lo.append(mean - half); hi.append(mean + half)
-        if n < 2 or math.isnan(half):
-            verdicts.append("too few seeds")
-        elif mean - half > 0:
-            verdicts.append("helps")
-        elif mean + half < 0:
-            verdicts.append("hurts")
-        else:
-            verdicts.append("no significant difference")
-    table["delta_vs_baseline"] = deltas
-    table["delta_ci_low"] = lo
-    table["delta_ci_high"] = hi
-    table["verdict"] = verdicts
-    return table.drop(columns=["_finals"])
+    # Differences from the baseline at its own best LR, paired by seed, with 95% t-intervals:
+    # final val acc ("ends better") and the area under the val-acc curve ("converges faster").
+    for key, prefix in (("_finals", "delta"), ("_aucs", "auc_delta")):
+        cols = {c: [] for c in ("", "_ci_low", "_ci_high", "_verdict")}
+        for _, r in table.iterrows():
+            base = table[(table["block"] == baseline) & (table["depth"] == r["depth"])]
+            if r["block"] == baseline or base.empty:
+                res = (float("nan"), float("nan"), float("nan"), "")
+            else:
+                res = _paired(r[key], base.iloc[0][key])
+            for c, v in zip(cols, res):
+                cols[c].append(v)
+        name = "delta_vs_baseline" if prefix == "delta" else "auc_delta_vs_baseline"
+        table[name] = cols[""]
+        table[f"{prefix}_ci_low"] = cols["_ci_low"]
+        table[f"{prefix}_ci_high"] = cols["_ci_high"]
+        table["verdict" if prefix == "delta" else "auc_verdict"] = cols["_verdict"]
+    return table.drop(columns=["_finals", "_aucs"])
+
+
+def _paired(values: Dict, base: Dict) -> tuple:
+    """(mean difference, 95% CI low, high, verdict) of ``values - base`` paired by seed."""
+    diffs = [values[s] - base[s] for s in values if s in base]
+    n = len(diffs)
+    mean = sum(diffs) / n if n else float("nan")
+    sd = pd.Series(diffs).std(ddof=1) if n > 1 else float("nan")
+    half = _t95(n) * sd / math.sqrt(n) if n > 1 else float("nan")
+    if n < 2 or math.isnan(half):
+        verdict = "too few seeds"
+    elif sd == 0:  # identical differences on every seed: a zero-width interval proves nothing
+        verdict = "no spread across seeds"
+    elif mean - half > 0:
+        verdict = "helps"
+    elif mean + half < 0:
+        verdict = "hurts"
+    else:
+        verdict = "no significant difference"
+    return mean, mean - half, mean + half, verdict
 
 
 def _pm(mean: float, std: float) -> str:
@@ -158,9 +170,9 @@ def format_table(table: pd.DataFrame, target_acc: float) -> str:
     """The ablation table as text (also Markdown-compatible)."""
     if table.empty:
         return "(no finished trials)"
-    head = (f"| block | depth | best lr | final val acc % | best val acc % | epochs to {100 * target_acc:.0f}% "
+    head = (f"| block | depth | best lr | final val acc % | best val acc % | AUC % | epochs to {100 * target_acc:.0f}% "
             f"| diverged | vs baseline (95% CI) | verdict |")
-    lines = [head, "|" + "---|" * 9]
+    lines = [head, "|" + "---|" * 10]
     for _, r in table.sort_values(["depth", "block"]).iterrows():
         ett = "never" if r["epochs_to_target"] != r["epochs_to_target"] else f"{r['epochs_to_target']:.1f}"
         ett += f" ({r['reached_target']})"
@@ -172,7 +184,7 @@ def format_table(table: pd.DataFrame, target_acc: float) -> str:
             d = "-"
         lines.append(f"| {r['block']} | {r['depth']} | {r['best_lr']:g} | "
                      f"{_pm(r['final_acc_mean'], r['final_acc_std'])} | {_pm(r['best_acc_mean'], r['best_acc_std'])} | "
-                     f"{ett} | {r['diverged']} | {d} | {r['verdict']} |")
+                     f"{100 * r['auc_mean']:.1f} | {ett} | {r['diverged']} | {d} | {r['verdict']} |")
     return "\n".join(lines)
 
 

@@ -46,7 +46,9 @@ def test_ablation_table_statistics_and_verdicts():
     assert trick["best_lr"] == 0.1 and trick["diverged"] == 3
     assert trick["delta_vs_baseline"] == pytest.approx(0.1033, abs=1e-3)
     assert trick["delta_ci_low"] > 0 and trick["verdict"] == "helps"
-    assert verdicts(table) == ["trick: helps at depth 20 (+10.3 pts)"]
+    assert trick["auc_verdict"] == "helps"
+    assert verdicts(table) == ["trick: final acc: helps at depth 20 (+10.3 pts). "
+                               "Convergence (AUC): helps at depth 20 (+10.3 pts)."]
 
 
 def test_wandb_report_builds_offline_with_its_panels():
