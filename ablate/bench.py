@@ -122,6 +122,16 @@ def packing(k: int, depth: int, batch_size: int, n_images: int, epochs: int, ove
     return {"k": k, "total_img_s": sum(rates), "per_proc": statistics.median(rates)}
 
 
+def grid_overhead(exp_dir: str) -> Dict:
+    """Ray's (and W&B's) overhead: the grid's wall against summed training time / concurrency."""
+    with open(os.path.join(exp_dir, "grid_timing.json")) as f:
+        t = json.load(f)
+    ideal = t["train_seconds"] / t["concurrency"]
+    return {"what": "grid_overhead", "wall_s": t["wall_s"], "train_seconds": t["train_seconds"],
+            "concurrency": t["concurrency"], "ideal_wall_s": ideal,
+            "overhead_fraction": (t["wall_s"] - ideal) / t["wall_s"], "hardware": hardware()}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m ablate.bench", description=__doc__.splitlines()[0])
     p.add_argument("--depths", default="20", help="comma-separated, e.g. 20,56")
@@ -134,7 +144,12 @@ def main(argv=None) -> int:
     p.add_argument("--skip-tutorial", action="store_true")
     p.add_argument("--pack-variant", default="default", help="trainer variant the packed processes run")
     p.add_argument("--out", default=None, help="append JSON lines here")
+    p.add_argument("--grid", default=None, metavar="EXPERIMENT_DIR",
+                   help="instead: Ray's overhead of a finished grid (wall vs training time / concurrency)")
     args = p.parse_args(argv)
+    if args.grid:
+        print(json.dumps(grid_overhead(args.grid)))
+        return 0
     cuda = torch.cuda.is_available()
     n = args.images or (25_600 if cuda else 2048)
     workers = args.workers if args.workers is not None else (8 if cuda else 2)

@@ -8,6 +8,7 @@ code 2 and one line that names the field and what is allowed.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -114,17 +115,21 @@ def git_commit() -> Optional[str]:
         return None
 
 
+def concurrency(cfg: ExperimentConfig, address: Optional[str]) -> Optional[int]:
+    """Trials that run at once in local mode (CPU-bound here); None on a cluster."""
+    if address:
+        return None
+    c = max(1, int((os.cpu_count() or 1) // cfg.cpus_per_trial))
+    return min(c, cfg.max_concurrent_trials) if cfg.max_concurrent_trials else c
+
+
 def plan_text(cfg: ExperimentConfig, address: Optional[str]) -> str:
     trials = trial_configs(cfg)
     n = len(trials)
     images = TRAIN_SIZES.get(cfg.dataset, 0) * cfg.epochs
     gpu = cfg.gpus_per_trial if cfg.gpus_per_trial is not None else f"1/{cfg.trials_per_gpu} where the cluster has GPUs, else 0"
-    if address:
-        conc = "as the cluster allows"
-    else:
-        cpus = os.cpu_count() or 1
-        conc = max(1, int(cpus // cfg.cpus_per_trial))
-        conc = f"{min(conc, cfg.max_concurrent_trials) if cfg.max_concurrent_trials else conc} (local: {cpus} CPUs)"
+    c = concurrency(cfg, address)
+    conc = "as the cluster allows" if c is None else f"{c} (local: {os.cpu_count()} CPUs)"
     lines = [
         f"experiment {cfg.name}: {n} trials = {len(cfg.blocks)} blocks x {len(cfg.depths)} depths x "
         f"{len(cfg.lrs)} lrs x {len(cfg.seeds)} seeds",
@@ -194,7 +199,9 @@ def _run(cfg: ExperimentConfig, args: argparse.Namespace) -> int:
             statuses[key] = "TERMINATED"
     expected = [t.to_dict() for t in trial_configs(cfg)]
     trials = R.trials_table(history, statuses, expected, cfg.target_acc)
-    trials.loc[trials["diverged"] & (trials["status"] == "TERMINATED"), "status"] = "DIVERGED"
+    done = trials["status"] == "TERMINATED"
+    trials.loc[done & trials["diverged"], "status"] = "DIVERGED"
+    trials.loc[done & ~trials["diverged"] & (trials["epochs_done"] < cfg.epochs), "status"] = "STOPPED_EARLY"  # ASHA
     R.write_csvs(out_dir, history, trials)
     table = R.ablation_table(trials)
     print()
@@ -204,6 +211,9 @@ def _run(cfg: ExperimentConfig, args: argparse.Namespace) -> int:
     train_s = trials["train_seconds"].sum()
     print(f"\ntrials: {R.summary_line(trials)}; wall {wall:.0f} s; time in training {train_s:.0f} s "
           f"(sum over trials)")
+    with open(os.path.join(out_dir, "grid_timing.json"), "w") as f:  # read by python -m ablate.bench --grid
+        json.dump({"wall_s": wall, "train_seconds": float(train_s), "trials": len(trials),
+                   "concurrency": concurrency(cfg, args.address), "resumed": bool(args.resume)}, f)
     if not args.no_report:
         try:
             from .report import write_report

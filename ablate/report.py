@@ -99,8 +99,12 @@ def _scalars(hist: pd.DataFrame) -> Optional[str]:
 
     gated = hist[hist[cols].notna().any(axis=1)]
     keys = sorted({(b, d) for b, d in zip(gated["block"], gated["depth"])})
-    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.2), squeeze=False)
-    for ax, (block, depth) in zip(axes[0], keys):
+    ncols = min(3, len(keys))
+    nrows = -(-len(keys) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 3.3 * nrows), squeeze=False)
+    for ax in axes.flat[len(keys):]:
+        ax.axis("off")
+    for ax, (block, depth) in zip(axes.flat, keys):
         g = gated[(gated["block"] == block) & (gated["depth"] == depth)]
         for c in cols:
             if g[c].notna().any():
@@ -178,7 +182,7 @@ def write_report(exp_dir: str) -> str:
         sc = _scalars(best)
         if sc:
             figs.append(("Learned scalars of the gated blocks", sc))
-    body = _md_to_html(md)
+    body = _md_to_html("\n".join(md).splitlines())
     for title, png in figs:
         body += f"<h2>{html.escape(title)}</h2>\n<img alt='{html.escape(title)}' src='data:image/png;base64,{png}'/>\n"
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>ablate: {html.escape(name)}</title>"

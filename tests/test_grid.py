@@ -91,3 +91,21 @@ def test_resume_refuses_a_different_experiment_and_an_existing_dir(mini_grid):
     assert p.returncode == 2 and "different experiment" in p.stderr and "epochs" in p.stderr
     assert "Traceback" not in p.stderr
     assert (mini_grid["dir"] / "history.csv").exists()  # nothing already written is lost
+
+
+def test_asha_stops_weak_trials_early(tmp_path):
+    p = run_cli([DEFAULT, "blocks=[baseline]", "depths=[8]", "lrs=[0.005,0.1]", "seeds=[0,1]", "epochs=6",
+                 "scheduler=asha", "asha_grace_period=2", "asha_reduction_factor=2", "wandb.mode=disabled",
+                 f"storage_path={tmp_path}", "name=a", "--no-report"], cwd=tmp_path)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    trials = pd.read_csv(tmp_path / "a" / "trials.csv")
+    assert (trials["status"] == "STOPPED_EARLY").any() and (trials["epochs_done"] == 6).any()
+    stopped = trials[trials["status"] == "STOPPED_EARLY"]
+    assert (stopped["epochs_done"] < 6).all()
+
+
+def test_grid_timing_feeds_the_overhead_benchmark(mini_grid):
+    from ablate.bench import grid_overhead
+
+    r = grid_overhead(str(mini_grid["dir"]))
+    assert r["concurrency"] >= 1 and r["wall_s"] > r["ideal_wall_s"] > 0 and 0 < r["overhead_fraction"] < 1

@@ -19,6 +19,7 @@ def test_report_written_and_table_matches_results(mini_grid):
     assert "Verdict per trick" in html and "identity_scale:" in md
     trials = pd.read_csv(exp / "trials.csv")
     table = ablation_table(trials)
+    assert html.count("<tr>") == len(table) + 1  # the ablation table is a real HTML table
     for r in table.itertuples():
         m = re.search(rf"\| {r.block} \| {r.depth} \| {r.best_lr:g} \| +([\d.]+) \+- +([\d.]+) \|", md)
         assert m, f"row for {r.block} missing"
