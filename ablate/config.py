@@ -7,6 +7,7 @@ runs before Ray or a GPU is touched, so a mistake costs seconds, not a cluster.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import typing
 from dataclasses import dataclass, field, fields
@@ -46,7 +47,8 @@ class ExperimentConfig(TrainSettings):
     depths: List[int] = field(default_factory=lambda: [20, 56])
     lrs: List[float] = field(default_factory=lambda: [0.05, 0.1])
     seeds: List[int] = field(default_factory=lambda: [0, 1])
-    storage_path: str = "results"       # local directory or a URI (s3://...) shared by all nodes
+    # Local directory or a URI (s3://...) shared by all nodes; $ABLATE_STORAGE_PATH sets the default.
+    storage_path: str = field(default_factory=lambda: os.environ.get("ABLATE_STORAGE_PATH", "results"))
     cpus_per_trial: float = 1.0
     gpus_per_trial: Optional[float] = None  # None: 1/trials_per_gpu where the cluster has GPUs, else 0
     trials_per_gpu: int = 4             # packing measured in docs/benchmarks.md

@@ -170,8 +170,8 @@ def _run(cfg: ExperimentConfig, args: argparse.Namespace) -> int:
 
     exp_dir, out_dir = experiment_dir(cfg), output_dir(cfg)
     os.makedirs(out_dir, exist_ok=True)
-    if not args.resume and not is_uri(cfg.storage_path):
-        with open(os.path.join(exp_dir, EXPERIMENT_FILE), "w") as f:
+    if not args.resume:  # the experiment's identity, checked by --resume and read by the report
+        with open(os.path.join(out_dir, EXPERIMENT_FILE), "w") as f:
             yaml.safe_dump(to_dict(cfg), f, sort_keys=False)
     mode = resolve_mode(cfg.wandb.mode)
     wandb_dir = out_dir if mode != "disabled" else None
@@ -235,7 +235,7 @@ def _upload(local_dir: str, uri: str) -> None:
     import pyarrow.fs as pafs
 
     fs, path = pafs.FileSystem.from_uri(uri)
-    for name in ("history.csv", "trials.csv", "report.html", "report.md"):
+    for name in ("history.csv", "trials.csv", "report.html", "report.md", EXPERIMENT_FILE, "grid_timing.json"):
         src = os.path.join(local_dir, name)
         if os.path.exists(src):
             pafs.copy_files(src, f"{path}/{name}", destination_filesystem=fs)
