@@ -154,7 +154,9 @@ class DeviceBatches:
 
     def __len__(self) -> int:
         n = self.x.shape[0]
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        # A last training batch of one image would break BatchNorm's batch statistics: drop it.
+        drop = self.drop_last or (self.train and n % self.batch_size == 1)
+        return n // self.batch_size if drop else -(-n // self.batch_size)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch

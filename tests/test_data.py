@@ -70,3 +70,11 @@ def test_bad_batch_size():
     d = load_dataset("synthetic", n_train=10, n_test=10)
     with pytest.raises(ValueError, match="batch_size"):
         DeviceBatches(d.train_x, d.train_y, 0, mean=d.mean, std=d.std, train=True)
+
+
+def test_a_last_training_batch_of_one_is_dropped():
+    d = load_dataset("synthetic", n_train=129, n_test=10)
+    b = DeviceBatches(d.train_x, d.train_y, 64, mean=d.mean, std=d.std, train=True)
+    assert [len(y) for _, y in b] == [64, 64]
+    e = DeviceBatches(d.train_x, d.train_y, 64, mean=d.mean, std=d.std, train=False)
+    assert [len(y) for _, y in e] == [64, 64, 1]  # evaluation keeps every image
