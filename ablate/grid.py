@@ -190,13 +190,7 @@ def _run(cfg: ExperimentConfig, args: argparse.Namespace) -> int:
     wall = time.time() - t0
     results = list(grid)
     history = R.history_from_results(results)
-    statuses = {}
-    for r in results:
-        key = R._key(r.config)
-        if r.error is not None:
-            statuses[key] = "ERROR"
-        else:
-            statuses[key] = "TERMINATED"
+    statuses = {R.trial_key(r.config): "ERROR" if r.error is not None else "TERMINATED" for r in results}
     expected = [t.to_dict() for t in trial_configs(cfg)]
     trials = R.trials_table(history, statuses, expected, cfg.target_acc)
     done = trials["status"] == "TERMINATED"

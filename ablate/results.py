@@ -76,7 +76,7 @@ def trials_table(history: pd.DataFrame, statuses: Dict[str, str], expected: List
                (history["lr"] == axes["lr"]) & (history["seed"] == axes["seed"]) if len(history) else None
         sub = history[mask] if mask is not None else history
         hist = sub.sort_values("epoch").to_dict("records") if len(sub) else []
-        key = _key(axes)
+        key = trial_key(axes)
         row = {**{a: axes[a] for a in AXES}, "trial_id": hist[0]["trial_id"] if hist else "",
                "status": statuses.get(key, "NOT_STARTED")}
         row.update(summarise_history(hist, target_acc))
@@ -84,7 +84,7 @@ def trials_table(history: pd.DataFrame, statuses: Dict[str, str], expected: List
     return pd.DataFrame(rows)
 
 
-def _key(axes: Dict[str, Any]) -> str:
+def trial_key(axes: Dict[str, Any]) -> str:
     return f"{axes['block']}|{axes['depth']}|{float(axes['lr'])}|{axes['seed']}"
 
 
