@@ -33,20 +33,25 @@ def _best_lr_rows(history: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
     return history.merge(best, on=["block", "depth", "lr"])
 
 
-def _fig_png(fig) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def _curves(hist: pd.DataFrame, metric: str, title: str) -> str:
+def _plt():
+    """matplotlib's pyplot on the headless Agg backend (reports are written on servers)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _fig_png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    _plt().close(fig)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _curves(hist: pd.DataFrame, metric: str, title: str) -> str:
+    plt = _plt()
 
     depths = sorted(hist["depth"].unique())
     fig, axes = plt.subplots(1, len(depths), figsize=(5 * len(depths), 3.6), squeeze=False)
@@ -69,10 +74,7 @@ def _curves(hist: pd.DataFrame, metric: str, title: str) -> str:
 
 
 def _lr_sensitivity(trials: pd.DataFrame) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _plt()
 
     depths = sorted(trials["depth"].unique())
     fig, axes = plt.subplots(1, len(depths), figsize=(5 * len(depths), 3.4), squeeze=False)
@@ -92,10 +94,7 @@ def _scalars(hist: pd.DataFrame) -> Optional[str]:
     cols = [c for c in hist.columns if re.fullmatch(r"\w+_stage\d", c) and hist[c].notna().any()]
     if not cols:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _plt()
 
     gated = hist[hist[cols].notna().any(axis=1)]
     keys = sorted({(b, d) for b, d in zip(gated["block"], gated["depth"])})

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Dict, Iterable, List
 
 import pandas as pd
 
@@ -70,13 +70,12 @@ def history_from_results(results: Iterable) -> pd.DataFrame:
 def trials_table(history: pd.DataFrame, statuses: Dict[str, str], expected: List[Dict[str, Any]],
                  target_acc: float) -> pd.DataFrame:
     """One row per trial of the grid (also those that never reported)."""
+    by_trial = {trial_key(dict(zip(AXES, k))): g for k, g in history.groupby(AXES)} if len(history) else {}
     rows = []
     for axes in expected:
-        mask = (history["block"] == axes["block"]) & (history["depth"] == axes["depth"]) & \
-               (history["lr"] == axes["lr"]) & (history["seed"] == axes["seed"]) if len(history) else None
-        sub = history[mask] if mask is not None else history
-        hist = sub.sort_values("epoch").to_dict("records") if len(sub) else []
         key = trial_key(axes)
+        sub = by_trial.get(key)
+        hist = sub.sort_values("epoch").to_dict("records") if sub is not None else []
         row = {**{a: axes[a] for a in AXES}, "trial_id": hist[0]["trial_id"] if hist else "",
                "status": statuses.get(key, "NOT_STARTED")}
         row.update(summarise_history(hist, target_acc))
@@ -99,11 +98,9 @@ def _t95(n: int) -> float:
 def ablation_table(trials: pd.DataFrame, baseline: str = "baseline") -> pd.DataFrame:
     """Per block x depth, at that block's best LR (by mean final val acc over seeds)."""
     rows = []
-    best_lr: Dict[tuple, float] = {}
     for (block, depth), g in trials.groupby(["block", "depth"], sort=False):
         by_lr = g.groupby("lr")["final_val_acc"].mean()
         lr = float(by_lr.fillna(-1).idxmax())
-        best_lr[(block, depth)] = lr
         s = g[g["lr"] == lr].sort_values("seed")
         reached = s["epochs_to_target"].dropna()
         rows.append({
@@ -202,7 +199,3 @@ def read_csvs(exp_dir: str) -> tuple:
 def summary_line(trials: pd.DataFrame) -> str:
     counts = trials["status"].value_counts().to_dict()
     return ", ".join(f"{v} {k.lower()}" for k, v in sorted(counts.items()))
-
-
-def optional_float(x: Any) -> Optional[float]:
-    return None if x is None or x != x else float(x)

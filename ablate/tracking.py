@@ -10,12 +10,9 @@ put into a config, a log line or a result.
 """
 from __future__ import annotations
 
-import logging
 import os
 import warnings
 from typing import Any, Dict, Optional
-
-logger = logging.getLogger("ablate.tracking")
 
 __all__ = ["resolve_mode", "TrialRun", "start_trial_run", "run_name", "has_api_key"]
 

@@ -9,7 +9,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -195,13 +194,12 @@ def test_lost_worker_node_trials_finish_on_the_rest(cluster, tmp_path):
 
 
 def _node_id_of_head(cluster) -> str:
-    cached = getattr(cluster, "_head_id", None)
-    if cached:
-        return cached
-    out = subprocess.run([sys.executable, "-c", "import ray; ray.init(address='%s', log_to_driver=False); "
-                          "print([n['NodeID'] for n in ray.nodes() if n['Alive'] and "
-                          "n['NodeManagerPort'] == ray._private.worker.global_worker.node.node_manager_port "
-                          "or n.get('Resources', {}).get('node:__internal_head__')][0])" % cluster.address],
-                         env=cluster.env, capture_output=True, text=True, timeout=120)
-    cluster._head_id = out.stdout.strip().splitlines()[-1][:12]
+    """The head's node id (first 12 characters, as trials report it); asked once per cluster."""
+    if not getattr(cluster, "_head_id", None):
+        code = (f"import ray; ray.init(address={cluster.address!r}, log_to_driver=False); "
+                "print(next(n['NodeID'] for n in ray.nodes() "
+                "if n['Alive'] and 'node:__internal_head__' in n['Resources']))")
+        out = subprocess.run([sys.executable, "-c", code], env=cluster.env, capture_output=True, text=True,
+                             timeout=120, check=True)
+        cluster._head_id = out.stdout.strip().splitlines()[-1][:12]
     return cluster._head_id

@@ -2,7 +2,7 @@
 import pandas as pd
 import pytest
 
-from conftest import DEFAULT, MINI, clean_env, kill_group, run_cli, start_cli, wait_for
+from conftest import DEFAULT, MINI, kill_group, run_cli, start_cli, wait_for
 
 from ablate.config import load_experiment, trial_configs
 from ablate.data import load_dataset

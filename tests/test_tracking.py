@@ -1,6 +1,5 @@
 """W&B: one offline run per trial whose history equals history.csv; failures never cost a result."""
 import json
-import math
 import warnings
 from pathlib import Path
 
