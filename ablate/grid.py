@@ -8,6 +8,7 @@ code 2 and one line that names the field and what is allowed.
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import os
 import subprocess
@@ -17,13 +18,18 @@ from typing import List, Optional
 
 import yaml
 
+from . import storage
 from .config import ConfigError, ExperimentConfig, identity, load_experiment, to_dict, trial_configs
-
-EXPERIMENT_FILE = "ablate_experiment.yaml"
+from .storage import EXPERIMENT_FILE, is_uri
 
 # Aggregate training images/s of ONE H100 with 4 trials packed on it (fp32, channels_last, CUDA
 # graphs, batch 128), measured in docs/benchmarks.md; other depths scale by depth from the nearest.
+MEASURED_GPU = "H100"
 GPU_IMG_S_PER_GPU = {20: 65_700, 56: 18_500}
+# Other GPUs are NOT measured: their GPU-hours are scaled from the H100 by peak dense FP32
+# throughput (TFLOP/s, vendor data sheets), a rough guide for small, launch-bound nets.
+FP32_TFLOPS = {"H100": 67.0, "H200": 67.0, "A100": 19.5, "A10G": 31.2, "L4": 30.3, "L40S": 91.6,
+               "T4": 8.1, "V100": 15.7}
 
 
 def gpu_img_s(depth: int) -> float:
@@ -47,15 +53,13 @@ def _parse(argv: Optional[List[str]]) -> argparse.Namespace:
     p.add_argument("--resume", action="store_true", help="continue the interrupted experiment")
     p.add_argument("--dry-run", action="store_true", help="print the plan and exit without starting Ray")
     p.add_argument("--no-report", action="store_true", help="skip the HTML report at the end")
+    p.add_argument("--gpu", default=MEASURED_GPU, choices=sorted(FP32_TFLOPS),
+                   help=f"--dry-run: price GPU-hours on this GPU (measured on {MEASURED_GPU}; others are scaled)")
     args = p.parse_args(argv)
     if args.experiment is not None and "=" in args.experiment and not args.experiment.endswith((".yaml", ".yml")):
         args.overrides.insert(0, args.experiment)
         args.experiment = None
     return args
-
-
-def is_uri(path: str) -> bool:
-    return "://" in path
 
 
 def experiment_dir(cfg: ExperimentConfig) -> str:
@@ -72,24 +76,35 @@ def output_dir(cfg: ExperimentConfig) -> str:
 
 
 def check_experiment_dir(cfg: ExperimentConfig, resume: bool) -> None:
-    """Refuse to mix experiments, and to resume nothing (local storage; URIs are checked by Tune)."""
-    if is_uri(cfg.storage_path):
-        return
+    """Refuse to mix experiments, and to resume nothing: local and URI storage alike.
+
+    The identity file lives with the experiment (in the storage, next to Tune's state), and Tune
+    itself says whether the experiment can be restored.
+    """
     d = experiment_dir(cfg)
-    marker = os.path.join(d, EXPERIMENT_FILE)
-    if resume:
-        if not os.path.isfile(marker) or not os.path.isfile(os.path.join(d, "tuner.pkl")):
-            raise UsageError(f"--resume: nothing to resume at {d} (no experiment was started there); "
-                             "run without --resume to start it")
-        saved = identity(yaml.safe_load(open(marker)) or {})
-        now = identity(cfg)
-        diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
-        if diff:
-            raise UsageError(f"--resume: {d} holds a different experiment (differs in: {', '.join(diff)}); "
-                             "resume it with its own settings, or choose a new name=")
-    elif os.path.exists(d) and os.listdir(d):
-        raise UsageError(f"{d} already holds an experiment; continue it with --resume, "
-                         f"or choose a new name= (nothing was changed)")
+    marker = storage.join(d, EXPERIMENT_FILE)
+    try:
+        if resume:
+            from ray.tune import Tuner
+
+            if not storage.has_files(d) or not Tuner.can_restore(d):
+                raise UsageError(f"--resume: nothing to resume at {d} (no experiment was started there); "
+                                 "run without --resume to start it")
+            try:
+                saved = identity(yaml.safe_load(storage.read_text(marker)) or {})
+            except FileNotFoundError:
+                raise UsageError(f"--resume: {d} holds no {EXPERIMENT_FILE}: it is not an ablate experiment") from None
+            now = identity(cfg)
+            diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+            if diff:
+                raise UsageError(f"--resume: {d} holds a different experiment (differs in: {', '.join(diff)}); "
+                                 "resume it with its own settings, or choose a new name=")
+        elif storage.has_files(d):
+            raise UsageError(f"{d} already holds an experiment; continue it with --resume, "
+                             f"or choose a new name= (nothing was changed)")
+    except OSError as e:  # an unreachable bucket, no credentials, an unknown scheme
+        raise UsageError(f"key 'storage_path': cannot read {d} ({e.__class__.__name__}: "
+                         f"{str(e).splitlines()[0][:200]})") from None
 
 
 def check_devices(cfg: ExperimentConfig, address: Optional[str]) -> None:
@@ -123,7 +138,7 @@ def concurrency(cfg: ExperimentConfig, address: Optional[str]) -> Optional[int]:
     return min(c, cfg.max_concurrent_trials) if cfg.max_concurrent_trials else c
 
 
-def plan_text(cfg: ExperimentConfig, address: Optional[str]) -> str:
+def plan_text(cfg: ExperimentConfig, address: Optional[str], gpu: str = MEASURED_GPU) -> str:
     trials = trial_configs(cfg)
     n = len(trials)
     images = TRAIN_SIZES.get(cfg.dataset, 0) * cfg.epochs
@@ -142,9 +157,15 @@ def plan_text(cfg: ExperimentConfig, address: Optional[str]) -> str:
         f"{n * images:,} training images",
     ]
     if cfg.dataset.startswith("cifar"):
-        gpu_s = sum(TRAIN_SIZES[cfg.dataset] * cfg.epochs / gpu_img_s(t.depth) for t in trials)
-        lines.append(f"  GPU-hours: ~{gpu_s / 3600:.0f} (H100, {cfg.trials_per_gpu} trials packed per GPU, "
-                     f"docs/benchmarks.md; other GPUs differ)")
+        hours = sum(TRAIN_SIZES[cfg.dataset] * cfg.epochs / gpu_img_s(t.depth) for t in trials) / 3600
+        if gpu == MEASURED_GPU:
+            lines.append(f"  GPU-hours: ~{hours:.0f} on {gpu} (measured there: 4 trials packed per GPU, "
+                         "docs/benchmarks.md)")
+        else:
+            scale = FP32_TFLOPS[MEASURED_GPU] / FP32_TFLOPS[gpu]
+            lines.append(f"  GPU-hours: ~{hours * scale:.0f} on {gpu}, an ESTIMATE: the {MEASURED_GPU} measurement "
+                         f"(~{hours:.0f}) scaled by peak FP32 throughput ({FP32_TFLOPS[MEASURED_GPU]:g}/"
+                         f"{FP32_TFLOPS[gpu]:g} TFLOP/s); not measured on {gpu}")
     lines.append(f"  results: {experiment_dir(cfg)}")
     return "\n".join(lines)
 
@@ -154,7 +175,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         cfg = load_experiment(args.experiment, args.overrides)
         if args.dry_run:
-            print(plan_text(cfg, args.address))
+            print(plan_text(cfg, args.address, args.gpu))
             return 0
         check_experiment_dir(cfg, args.resume)
         check_devices(cfg, args.address)
@@ -166,24 +187,38 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 def _run(cfg: ExperimentConfig, args: argparse.Namespace) -> int:
     from . import results as R
-    from .tracking import resolve_mode
+    from .tracking import resolve_mode, trial_env
+    from .tune_glue import ClusterError, connect, run_grid, trial_resources
 
     exp_dir, out_dir = experiment_dir(cfg), output_dir(cfg)
-    os.makedirs(out_dir, exist_ok=True)
-    if not args.resume:  # the experiment's identity, checked by --resume and read by the report
-        with open(os.path.join(out_dir, EXPERIMENT_FILE), "w") as f:
-            yaml.safe_dump(to_dict(cfg), f, sort_keys=False)
     mode = resolve_mode(cfg.wandb.mode)
-    wandb_dir = out_dir if mode != "disabled" else None
+    # Ray first, and what it can give checked, before anything is written: a failed start
+    # leaves nothing behind.
+    try:
+        cap = connect(args.address)
+        resources = trial_resources(cfg, cap)
+    except ClusterError as e:
+        print(f"ablate.grid: error: {e}", file=sys.stderr)
+        return 2
+    if resources["gpu"] == 0:
+        print("ablate.grid: notice: the Ray cluster has no GPU and its autoscaler can add none; "
+              "trials train on CPUs", file=sys.stderr)
+    elif cap.gpus_now == 0:
+        print(f"ablate.grid: notice: no GPU node yet; trials ask for {resources['gpu']:g} GPU and wait for the "
+              f"autoscaler (node types from {cap.autoscaler})", file=sys.stderr)
+    os.makedirs(out_dir, exist_ok=True)
+    if not args.resume:  # the experiment's identity, with the experiment: checked by --resume, read by the report
+        text = yaml.safe_dump(to_dict(cfg), sort_keys=False)
+        storage.write_text(storage.join(exp_dir, EXPERIMENT_FILE), text)
+        if out_dir != exp_dir:
+            storage.write_text(os.path.join(out_dir, EXPERIMENT_FILE), text)
     print(plan_text(cfg, args.address), flush=True)
     print(f"W&B mode: {mode}", flush=True)
     t0 = time.time()
-    from .tune_glue import run_grid
-
     try:
         grid = run_grid(cfg, exp_dir, storage_path=cfg.storage_path if is_uri(cfg.storage_path)
-                        else os.path.abspath(cfg.storage_path), resume=args.resume, address=args.address,
-                        wandb_mode=mode, wandb_dir=wandb_dir, git_commit=git_commit())
+                        else os.path.abspath(cfg.storage_path), resume=args.resume, resources=resources,
+                        wandb_mode=mode, env=trial_env(mode), git_commit=git_commit())
     except RuntimeError as e:
         print(f"ablate.grid: error: {e}", file=sys.stderr)
         return 2
@@ -216,23 +251,18 @@ def _run(cfg: ExperimentConfig, args: argparse.Namespace) -> int:
             print(f"report: {path}")
         except Exception as e:  # the report must never cost the results already written
             print(f"ablate.grid: warning: report failed ({e.__class__.__name__}: {e})", file=sys.stderr)
-    if mode == "offline":
-        print(f"W&B offline runs: upload with  wandb sync {os.path.join(out_dir, 'wandb')}/offline-run-*")
     if is_uri(cfg.storage_path):
-        _upload(out_dir, exp_dir)
+        storage.upload(out_dir, exp_dir, ("history.csv", "trials.csv", "report.html", "report.md",
+                                          "grid_timing.json"))
+    # Offline runs (wandb.mode offline, or trials that fell back to it) are in each trial's own
+    # directory of the experiment's storage.
+    local_runs = not is_uri(cfg.storage_path) and glob.glob(os.path.join(exp_dir, "*", "wandb", "offline-run-*"))
+    if mode == "offline" or local_runs:
+        where = exp_dir if not is_uri(cfg.storage_path) else f"<a download of {exp_dir}>"
+        print(f"W&B offline runs: upload with  wandb sync {where}/*/wandb/offline-run-*")
     n_err = int((trials["status"] == "ERROR").sum())
     print(f"results: {exp_dir}")
     return 1 if n_err else 0
-
-
-def _upload(local_dir: str, uri: str) -> None:
-    import pyarrow.fs as pafs
-
-    fs, path = pafs.FileSystem.from_uri(uri)
-    for name in ("history.csv", "trials.csv", "report.html", "report.md", EXPERIMENT_FILE, "grid_timing.json"):
-        src = os.path.join(local_dir, name)
-        if os.path.exists(src):
-            pafs.copy_files(src, f"{path}/{name}", destination_filesystem=fs)
 
 
 if __name__ == "__main__":

@@ -5,8 +5,9 @@ trial from the driver and, in Ray 2.60, crashed the whole Tuner (``KeyError`` in
 ``_signal_logging_actor_stop``) on a 4-trial offline grid on 2 CPUs; ``setup_wandb`` runs in the
 trial's own process, so a W&B fault can only ever reach this module, which swallows it.
 
-The API key comes only from the environment (``WANDB_API_KEY``) or ``wandb login``; it is never
-put into a config, a log line or a result.
+The API key comes only from the environment (``WANDB_API_KEY``) or ``wandb login`` on the machine
+that runs the grid, and reaches the trials (on any node) in memory, with their parameters; it is
+never put into a config, a file, a log line or a result.
 """
 from __future__ import annotations
 
@@ -14,24 +15,45 @@ import os
 import warnings
 from typing import Any, Dict, Optional
 
-__all__ = ["resolve_mode", "TrialRun", "start_trial_run", "run_name", "has_api_key"]
+__all__ = ["resolve_mode", "TrialRun", "start_trial_run", "run_name", "has_api_key", "driver_api_key", "trial_env"]
+
+
+def driver_api_key() -> Optional[str]:
+    """The key of the machine that runs the grid: ``WANDB_API_KEY``, else ``wandb login``'s.
+
+    Read through wandb itself (its own netrc lookup for its own host), returned only to be
+    handed to the trials in memory (``trial_env``); never printed or written.
+    """
+    if os.environ.get("WANDB_API_KEY"):
+        return os.environ["WANDB_API_KEY"]
+    try:
+        import wandb
+
+        wandb.ensure_configured()
+        return wandb.api.api_key or None
+    except Exception:  # no login, or an unreadable netrc: no key
+        return None
 
 
 def has_api_key() -> bool:
-    if os.environ.get("WANDB_API_KEY"):
-        return True
-    return bool(_netrc_key())  # a key stored by `wandb login`; read, never printed
+    return bool(driver_api_key())
 
 
-def _netrc_key() -> Optional[str]:
-    import netrc
+# What a trial needs of the driver's W&B environment.  Ray starts trial processes from the
+# raylets of (possibly autoscaled) nodes, not from the driver, so these travel with the trial's
+# parameters (in memory, never in a runtime env, whose agent logs its variables).
+_FORWARDED = ("WANDB_BASE_URL", "WANDB_ENTITY", "WANDB_INIT_TIMEOUT")
 
-    path = os.environ.get("NETRC", os.path.expanduser("~/.netrc"))
-    try:
-        auth = netrc.netrc(path).authenticators("api.wandb.ai")
-    except (FileNotFoundError, netrc.NetrcParseError, OSError):
-        return None
-    return auth[2] if auth else None
+
+def trial_env(mode: str) -> Dict[str, str]:
+    """Environment variables every trial process needs for W&B in ``mode``."""
+    if mode != "online":
+        return {}
+    env = {k: os.environ[k] for k in _FORWARDED if os.environ.get(k)}
+    key = driver_api_key()
+    if key:
+        env["WANDB_API_KEY"] = key
+    return env
 
 
 def resolve_mode(mode: str) -> str:

@@ -10,10 +10,11 @@ import logging
 import os
 import tempfile
 import time
-from dataclasses import fields
-from typing import Any, Dict, Optional
+from dataclasses import dataclass, fields
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
+import yaml
 
 from .config import ExperimentConfig, to_dict
 from .data import Dataset, load_dataset
@@ -21,15 +22,23 @@ from .results import summarise_history
 from .tracking import run_name, start_trial_run
 from .train import TrainConfig, TrainSettings, train
 
-__all__ = ["run_trial", "run_grid", "trial_resources"]
+__all__ = ["run_trial", "run_grid", "trial_resources", "connect", "cluster_capacity", "Capacity", "ClusterError",
+           "load_state"]
 
 STATE_FILE = "state.pt"
 PARAM_COLUMNS = ["block", "depth", "lr", "seed"]
 METRIC_COLUMNS = {"epoch": "epoch", "val_acc": "val_acc", "train_loss": "train_loss"}
 
 
-def run_trial(config: Dict[str, Any], data: Optional[Dataset] = None) -> None:
-    """One Tune trial: one (block, depth, lr, seed), resumed from its checkpoint if it has one."""
+def run_trial(config: Dict[str, Any], data: Optional[Dataset] = None,
+              env: Optional[Dict[str, str]] = None) -> None:
+    """One Tune trial: one (block, depth, lr, seed), resumed from its checkpoint if it has one.
+
+    ``env`` (the driver's W&B key and server) arrives through ``tune.with_parameters``: in
+    memory, by the object store.  Not a runtime-env variable: Ray's runtime-env agent writes
+    those to its log in plain text.
+    """
+    os.environ.update(env or {})
     import ray
     from ray import tune
 
@@ -41,7 +50,7 @@ def run_trial(config: Dict[str, Any], data: Optional[Dataset] = None) -> None:
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
-            state = torch.load(os.path.join(d, STATE_FILE), map_location="cpu", weights_only=False)
+            state = load_state(os.path.join(d, STATE_FILE))
     ctx = tune.get_context()
     hook = os.environ.get("ABLATE_TRIAL_HOOK_DIR")  # tests: where trials announce their pid
     if hook:
@@ -51,14 +60,17 @@ def run_trial(config: Dict[str, Any], data: Optional[Dataset] = None) -> None:
     run = start_trial_run(
         {**cfg.to_dict(), "experiment": meta["experiment"], "git_commit": meta.get("git_commit")},
         project=wb["project"], group=meta["experiment"], name=run_name(cfg.block, cfg.depth, cfg.lr, cfg.seed),
-        run_id=ctx.get_trial_id(), mode=wb["mode"], directory=meta["wandb_dir"] or os.getcwd(),
+        # The trial's own directory: Tune syncs it (sync_artifacts) to the experiment's storage, so
+        # an offline run outlives the (autoscaled) worker that wrote it.
+        run_id=ctx.get_trial_id(), mode=wb["mode"], directory=ctx.get_trial_dir(),
         tags=[cfg.block, f"d{cfg.depth}", cfg.dataset, *wb.get("tags", [])], entity=wb.get("entity"),
         init_timeout=wb.get("init_timeout", 60.0),
     )
 
     if state is not None:
         run.replay(state["history"])
-    node = ray.get_runtime_context().get_node_id()[:12]  # which node ran each epoch (history.csv)
+    # Which node ran each epoch (history.csv): the whole id, since ids can share long prefixes.
+    node = ray.get_runtime_context().get_node_id()
 
     def on_epoch(metrics: Dict[str, Any], get_state) -> None:
         # Checkpoint and metrics travel together, so a restore never repeats or skips an epoch.
@@ -72,12 +84,107 @@ def run_trial(config: Dict[str, Any], data: Optional[Dataset] = None) -> None:
     run.finish(summarise_history(out["history"], meta["target_acc"]))
 
 
-def trial_resources(cfg: ExperimentConfig, cluster_gpus: float) -> Dict[str, float]:
-    """CPUs and (fractional) GPUs per trial: several small trials share one GPU."""
+def load_state(path: str) -> Dict[str, Any]:
+    """A trial's checkpoint: tensors, numbers, strings, lists and dicts only (never code).
+
+    ``weights_only=True`` refuses any pickled object, so a tampered ``state.pt`` cannot run
+    code on resume; what it refuses is reported with the path.
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise RuntimeError(f"checkpoint {path} is not a valid ablate state ({e.__class__.__name__}: "
+                           f"{str(e).splitlines()[0][:200]})") from None
+
+
+class ClusterError(ValueError):
+    """What the grid asks of the Ray cluster it can never get: exit 2 before any trial."""
+
+
+@dataclass
+class Capacity:
+    """What the Ray cluster has now, and what its autoscaler can add (node shapes)."""
+
+    gpus_now: float
+    shapes: List[Dict[str, float]]      # resources of every live node and every node type it can add
+    autoscaler: Optional[str] = None    # where the autoscaler's node types were read, if anywhere
+
+    @property
+    def gpu_possible(self) -> bool:
+        return self.gpus_now > 0 or any(s.get("GPU", 0) > 0 for s in self.shapes)
+
+
+def autoscaler_node_types() -> Tuple[List[Dict[str, float]], Optional[str]]:
+    """Resources of the worker node types the cluster's autoscaler can start (none: [], None).
+
+    Ray records the autoscaler's node groups in the GCS where the autoscaler reports them
+    (``get_max_resources_from_cluster_config`` reads the same record for Ray Train and Data);
+    the cluster launcher's autoscaler (``ray up``) reads its node types from
+    ``~/ray_bootstrap_config.yaml`` on the head, where the grid's driver runs.
+    """
+    from ray._private.state import state
+
+    try:
+        config = state.get_cluster_config()
+    except Exception:
+        config = None
+    if config is not None and config.node_group_configs:
+        return ([{k: float(v) for k, v in g.resources.items()} for g in config.node_group_configs
+                 if g.max_count != 0], "the GCS cluster config")
+    path = os.path.expanduser("~/ray_bootstrap_config.yaml")
+    try:
+        with open(path) as f:
+            launcher = yaml.safe_load(f) or {}
+    except (OSError, yaml.YAMLError):
+        return [], None
+    head = launcher.get("head_node_type")
+    types = launcher.get("available_node_types") or {}
+    shapes = [{k: float(v) for k, v in (t.get("resources") or {}).items()} for name, t in types.items()
+              if name != head and int(t.get("max_workers", launcher.get("max_workers", 0)) or 0) > 0]
+    return shapes, path
+
+
+def cluster_capacity() -> Capacity:
+    import ray
+
+    shapes = [dict(n["Resources"]) for n in ray.nodes() if n.get("Alive")]
+    scalable, source = autoscaler_node_types()
+    return Capacity(gpus_now=ray.cluster_resources().get("GPU", 0.0), shapes=shapes + scalable,
+                    autoscaler=source)
+
+
+def trial_resources(cfg: ExperimentConfig, cap: Capacity) -> Dict[str, float]:
+    """CPUs and (fractional) GPUs per trial, from what the cluster has or its autoscaler can add.
+
+    An explicit ``gpus_per_trial`` always wins; unset, trials take ``1/trials_per_gpu`` GPU where
+    a GPU exists or can be added (the trials then wait for the autoscaler), else none.  A request
+    no node of the cluster, present or addable, could ever hold is a ``ClusterError``.
+    """
     gpus = cfg.gpus_per_trial
     if gpus is None:
-        gpus = 1.0 / cfg.trials_per_gpu if cluster_gpus > 0 else 0.0
+        gpus = 1.0 / cfg.trials_per_gpu if cap.gpu_possible else 0.0
+    if gpus > 0 and not cap.gpu_possible:
+        raise ClusterError(f"key 'gpus_per_trial' is {gpus:g} but the Ray cluster has no GPU and its autoscaler "
+                           "can add none; allowed here: 0, or leave it unset (trials then run on CPUs)")
+    if not any(s.get("CPU", 0) >= cfg.cpus_per_trial and s.get("GPU", 0) >= gpus for s in cap.shapes):
+        most = max((s.get("CPU", 0) for s in cap.shapes if s.get("GPU", 0) >= gpus), default=0)
+        raise ClusterError(f"key 'cpus_per_trial' is {cfg.cpus_per_trial:g} but no node of the Ray cluster "
+                           f"(nor any its autoscaler can add) has that many CPUs beside {gpus:g} GPU; "
+                           f"allowed here: up to {most:g}")
     return {"cpu": cfg.cpus_per_trial, "gpu": gpus}
+
+
+def connect(address: Optional[str]) -> Capacity:
+    """Join (or start) Ray and read what it can give."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no job metadata leaves the cluster
+    import ray
+
+    if address:
+        ray.init(address=address, log_to_driver=True)
+    elif not ray.is_initialized():
+        # Local mode: this machine's CPUs and GPUs; no dashboard (and never off localhost).
+        ray.init(include_dashboard=False, dashboard_host="127.0.0.1", log_to_driver=True)
+    return cluster_capacity()
 
 
 def _param_space(cfg: ExperimentConfig, meta: Dict[str, Any], device: str) -> Dict[str, Any]:
@@ -93,34 +200,24 @@ def _param_space(cfg: ExperimentConfig, meta: Dict[str, Any], device: str) -> Di
 
 
 def run_grid(cfg: ExperimentConfig, exp_dir: str, *, storage_path: str, resume: bool,
-             address: Optional[str], wandb_mode: str, wandb_dir: Optional[str],
-             git_commit: Optional[str], data: Optional[Dataset] = None):
-    """Run (or resume) the grid with Ray Tune; return the ``ResultGrid``."""
+             resources: Dict[str, float], wandb_mode: str, git_commit: Optional[str],
+             env: Optional[Dict[str, str]] = None, data: Optional[Dataset] = None):
+    """Run (or resume) the grid with Ray Tune on the Ray that ``connect`` joined; return the ``ResultGrid``."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the classic table honours our columns
-    # A checkpoint every epoch with num_to_keep=1 forces a state snapshot each time: intended
-    # (nothing is lost), so the warning about it is noise.
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    import ray
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-    if address:
-        ray.init(address=address, log_to_driver=True)
-    elif not ray.is_initialized():
-        # Local mode: this machine's CPUs and GPUs; no dashboard (and never off localhost).
-        ray.init(include_dashboard=False, dashboard_host="127.0.0.1", log_to_driver=True)
-    cluster_gpus = ray.cluster_resources().get("GPU", 0.0)
-    res = trial_resources(cfg, cluster_gpus)
-    if res["gpu"] > 0 and cluster_gpus == 0:
-        raise RuntimeError("gpus_per_trial > 0 but the Ray cluster has no GPU")
+    res = resources
     # device=cpu with a GPU fraction is allowed: it schedules like a GPU trial (tests fake GPUs).
     device = cfg.device if cfg.device != "auto" else ("cuda" if res["gpu"] > 0 else "cpu")
 
     if data is None:
         data = load_dataset(cfg.dataset, cfg.data_dir)  # once, in the driver; shared by object store
     meta = {"experiment": cfg.name, "target_acc": cfg.target_acc, "git_commit": git_commit,
-            "wandb": {**to_dict(cfg)["wandb"], "mode": wandb_mode}, "wandb_dir": wandb_dir}
-    trainable = tune.with_resources(tune.with_parameters(run_trial, data=data), res)
+            "wandb": {**to_dict(cfg)["wandb"], "mode": wandb_mode}}
+    # Trials run in processes of other (autoscaled) nodes, which never see the driver's
+    # environment: what W&B needs of it travels with the data.
+    trainable = tune.with_resources(tune.with_parameters(run_trial, data=data, env=env or {}), res)
 
     reporter = tune.CLIReporter(parameter_columns=PARAM_COLUMNS, metric_columns=METRIC_COLUMNS,
                                 max_report_frequency=30, sort_by_metric=False)
@@ -147,6 +244,8 @@ def run_grid(cfg: ExperimentConfig, exp_dir: str, *, storage_path: str, resume: 
             run_config=tune.RunConfig(
                 name=cfg.name, storage_path=storage_path,
                 failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
+                # Each trial's directory (its W&B offline run) goes to the experiment's storage.
+                sync_config=tune.SyncConfig(sync_artifacts=True),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                 progress_reporter=reporter, verbose=1,
             ),
