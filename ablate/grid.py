@@ -138,7 +138,7 @@ def concurrency(cfg: ExperimentConfig, address: Optional[str]) -> Optional[int]:
     return min(c, cfg.max_concurrent_trials) if cfg.max_concurrent_trials else c
 
 
-def plan_text(cfg: ExperimentConfig, address: Optional[str], gpu: str = MEASURED_GPU) -> str:
+def plan_text(cfg: ExperimentConfig, address: Optional[str], gpu_type: str = MEASURED_GPU) -> str:
     trials = trial_configs(cfg)
     n = len(trials)
     images = TRAIN_SIZES.get(cfg.dataset, 0) * cfg.epochs
@@ -158,14 +158,14 @@ def plan_text(cfg: ExperimentConfig, address: Optional[str], gpu: str = MEASURED
     ]
     if cfg.dataset.startswith("cifar"):
         hours = sum(TRAIN_SIZES[cfg.dataset] * cfg.epochs / gpu_img_s(t.depth) for t in trials) / 3600
-        if gpu == MEASURED_GPU:
-            lines.append(f"  GPU-hours: ~{hours:.0f} on {gpu} (measured there: 4 trials packed per GPU, "
+        if gpu_type == MEASURED_GPU:
+            lines.append(f"  GPU-hours: ~{hours:.0f} on {gpu_type} (measured there: 4 trials packed per GPU, "
                          "docs/benchmarks.md)")
         else:
-            scale = FP32_TFLOPS[MEASURED_GPU] / FP32_TFLOPS[gpu]
-            lines.append(f"  GPU-hours: ~{hours * scale:.0f} on {gpu}, an ESTIMATE: the {MEASURED_GPU} measurement "
+            scale = FP32_TFLOPS[MEASURED_GPU] / FP32_TFLOPS[gpu_type]
+            lines.append(f"  GPU-hours: ~{hours * scale:.0f} on {gpu_type}, an ESTIMATE: the {MEASURED_GPU} measurement "
                          f"(~{hours:.0f}) scaled by peak FP32 throughput ({FP32_TFLOPS[MEASURED_GPU]:g}/"
-                         f"{FP32_TFLOPS[gpu]:g} TFLOP/s); not measured on {gpu}")
+                         f"{FP32_TFLOPS[gpu_type]:g} TFLOP/s); not measured on {gpu_type}")
     lines.append(f"  results: {experiment_dir(cfg)}")
     return "\n".join(lines)
 

@@ -31,14 +31,35 @@ def test_cluster_yaml_validates_and_holds_no_secrets():
     with pytest.raises(Exception, match="bogus_key"):
         validate_config(prepare_config(bad))
     assert raw["available_node_types"][raw["head_node_type"]]["resources"] == {"CPU": 0}  # no trials on the head
-    import ray
-
-    assert raw["docker"]["image"].startswith(f"rayproject/ray:{ray.__version__}-py311-gpu")
     text = (REPO / "cluster.yaml").read_text()
     assert not re.search(r"(api[_-]?key|secret|password|token)\s*[:=]\s*\S", text, re.I)
     assert not re.search(r"\b[0-9a-f]{40}\b", text)  # a W&B key is 40 hex characters
     assert "AKIA" not in text  # an AWS access key id
+    assert "netrc" not in json.dumps(raw["file_mounts"])  # no credentials file copied to the nodes
     assert "--dashboard-host=127.0.0.1" in " ".join(raw["head_start_ray_commands"])
+    assert all("--disable-usage-stats" in " ".join(raw[k]) for k in ("head_start_ray_commands",
+                                                                     "worker_start_ray_commands"))
+
+
+def test_cluster_yaml_gpu_workers_can_write_s3_run_current_cuda_and_fit_the_packing():
+    import ray
+
+    raw = yaml.safe_load((REPO / "cluster.yaml").read_text())
+    gpu = raw["available_node_types"]["gpu_worker"]
+    assert gpu["min_workers"] == 0  # autoscaled from zero: the case the grid must handle
+    assert gpu["node_config"]["IamInstanceProfile"] == {"Name": "ablate-worker"}  # S3 writes from workers
+    assert gpu["node_config"]["ImageId"].startswith("resolve:ssm:/aws/service/deeplearning/")  # current driver
+    # The image is built from docker/Dockerfile on the driver's Ray; nodes only link the code.
+    dockerfile = (REPO / "docker" / "Dockerfile").read_text()
+    assert f"rayproject/ray:{ray.__version__}-py311-gpu" in dockerfile
+    assert all("--no-deps" in c for c in raw["setup_commands"] if "pip install" in c)
+    # CPUs per trial x trials per GPU fit the GPU instance (a g5.xlarge has 4 vCPUs).
+    assert gpu["node_config"]["InstanceType"] == "g5.xlarge" and gpu["resources"] == {"CPU": 4, "GPU": 1}
+    from ablate.config import load_experiment
+
+    for name in ("cifar10.yaml", "cifar10_quick.yaml"):
+        cfg = load_experiment(str(REPO / "experiments" / name))
+        assert cfg.cpus_per_trial * cfg.trials_per_gpu <= gpu["resources"]["CPU"] / gpu["resources"]["GPU"], name
 
 
 def _free_port() -> int:

@@ -52,6 +52,11 @@ def test_dry_run_cifar_gives_gpu_hours(tmp_path):
     p = run_cli([str(DEFAULT).replace("default", "cifar10"), "--dry-run"], cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     assert "GPU-hours" in p.stdout and "8 blocks x 5 depths x 3 lrs x 3 seeds" in p.stdout
+    assert "on H100 (measured there" in p.stdout  # names the GPU it was measured on
+    p = run_cli([str(DEFAULT).replace("default", "cifar10"), "--dry-run", "--gpu", "A10G"], cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    line = next(line for line in p.stdout.splitlines() if "GPU-hours" in line)
+    assert "on A10G, an ESTIMATE" in line and "scaled by peak FP32 throughput" in line
 
 
 def test_interrupted_grid_resumes_without_rerunning_finished_trials(tmp_path):
