@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import reprlib
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -27,6 +28,44 @@ __all__ = ["ConfigError", "WandbSettings", "ExperimentConfig", "load_experiment"
 
 class ConfigError(ValueError):
     """A bad experiment: the message names the key and what is allowed."""
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxstring, _REPR.maxother = 2, 4, 4, 40, 40
+
+
+def _short(value: Any) -> str:
+    """A value in an error message: bounded, so a hostile document cannot make the message huge."""
+    return _REPR.repr(value)
+
+
+MAX_DOCUMENT_BYTES = 256 * 1024   # an experiment file is a few hundred bytes
+MAX_ALIASES = 100                 # YAML anchors/aliases: enough for reuse, too few for a "billion laughs"
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing duplicate keys and alias bombs."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            self._aliases = getattr(self, "_aliases", 0) + 1
+            if self._aliases > MAX_ALIASES:
+                raise ConfigError(f"more than {MAX_ALIASES} YAML aliases (*name); write the values out")
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise ConfigError(f"key {_short(key)} is given twice (line {key_node.start_mark.line + 1}); "
+                                  "give each key once")
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)
 
 
 @dataclass
@@ -57,13 +96,16 @@ class ExperimentConfig(TrainSettings):
     asha_grace_period: int = 5
     asha_reduction_factor: int = 3
     max_failures: int = 3               # retries per trial, each from its last checkpoint
+    checkpoint_period_s: float = 30.0   # a checkpoint per this much training (and at the end); 0: every epoch
+    checkpoints_to_keep: int = 2        # per trial (Tune's num_to_keep)
     target_acc: float = 0.9             # "epochs to target" in the ablation table
     wandb: WandbSettings = field(default_factory=WandbSettings)
 
 
 # Settings that may change when an experiment is resumed (they do not change any result).
 IDENTITY_EXEMPT = {"storage_path", "cpus_per_trial", "gpus_per_trial", "trials_per_gpu",
-                   "max_concurrent_trials", "max_failures", "wandb", "data_dir", "threads", "device"}
+                   "max_concurrent_trials", "max_failures", "wandb", "data_dir", "threads", "device",
+                   "checkpoint_period_s", "checkpoints_to_keep"}
 
 _ALLOWED = {
     "schedule": ("step", "cosine", "constant"),
@@ -96,20 +138,27 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
         return _coerce(key, value, args[0])
     if origin in (list, List):
         if not isinstance(value, list):
-            raise ConfigError(f"key '{key}' must be a {_type_name(tp)}, got {type(value).__name__} {value!r}")
+            raise ConfigError(f"key '{key}' must be a {_type_name(tp)}, got {type(value).__name__} {_short(value)}")
         (inner,) = typing.get_args(tp)
         return [_coerce(f"{key}[{i}]", v, inner) for i, v in enumerate(value)]
     if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads 5e-4 (no dot) as a string; users write it so
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"key '{key}' must be a number, got {type(value).__name__} {value!r}")
+            raise ConfigError(f"key '{key}' must be a number, got {type(value).__name__} {_short(value)}")
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"key '{key}' must be an integer, got {type(value).__name__} {value!r}")
+            raise ConfigError(f"key '{key}' must be an integer, got {type(value).__name__} {_short(value)}")
         return value
+    if tp is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)  # name=2024
     if tp in (bool, str):
         if not isinstance(value, tp):
-            raise ConfigError(f"key '{key}' must be a {tp.__name__}, got {type(value).__name__} {value!r}")
+            raise ConfigError(f"key '{key}' must be a {tp.__name__}, got {type(value).__name__} {_short(value)}")
         return value
     raise ConfigError(f"key '{key}' has an unsupported type {tp}")  # pragma: no cover
 
@@ -144,15 +193,16 @@ def _nested_update(base: Dict[str, Any], dotted: str, value: Any) -> None:
 
 def parse_override(item: str) -> tuple:
     if "=" not in item:
-        raise ConfigError(f"override {item!r} must look like key=value (for example epochs=5 or depths=[20,56])")
+        raise ConfigError(f"override {_short(item)} must look like key=value (for example epochs=5 or depths=[20,56])")
     key, raw = item.split("=", 1)
     key = key.strip()
     if not key:
-        raise ConfigError(f"override {item!r} has no key")
+        raise ConfigError(f"override {_short(item)} has no key")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = _yaml(raw) if raw.strip() else ""
     except yaml.YAMLError as e:
-        raise ConfigError(f"override '{key}': cannot parse value {raw!r}: {e}") from None
+        raise ConfigError(f"override {_short(key)}: cannot parse value {_short(raw)} "
+                          f"({str(e).splitlines()[0]}); write lists as [a,b] and quote odd strings") from None
     return key, value
 
 
@@ -161,7 +211,7 @@ def find_experiment(path: Optional[str]) -> Path:
     if path is not None:
         p = Path(path)
         if not p.is_file():
-            raise ConfigError(f"experiment file {path!r} does not exist (ship yours under experiments/)")
+            raise ConfigError(f"experiment file {_short(path)} does not exist (ship yours under experiments/)")
         return p
     for root in (Path.cwd(), Path(__file__).resolve().parents[1]):
         p = root / "experiments" / "default.yaml"
@@ -173,8 +223,16 @@ def find_experiment(path: Optional[str]) -> Path:
 def load_experiment(path: Optional[str] = None, overrides: Optional[List[str]] = None) -> ExperimentConfig:
     """Load an experiment file (or the default), apply ``key=value`` overrides, validate."""
     p = find_experiment(path)
+    raw = p.read_bytes()
+    if len(raw) > MAX_DOCUMENT_BYTES:
+        raise ConfigError(f"{p}: {len(raw):,} bytes; an experiment file may have at most {MAX_DOCUMENT_BYTES:,}")
     try:
-        data = yaml.safe_load(p.read_text()) or {}
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p}: not UTF-8 text (binary, or another encoding such as UTF-16); "
+                          "save it as UTF-8 YAML") from None
+    try:
+        data = _yaml(text) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"{p}: malformed YAML: {str(e).splitlines()[0]} ({e.__class__.__name__})") from None
     if not isinstance(data, dict):
@@ -187,10 +245,22 @@ def load_experiment(path: Optional[str] = None, overrides: Optional[List[str]] =
     return cfg
 
 
+# Ranges beyond which a value is a typo, not a study (each far above anything published).
+BOUNDS = {
+    "epochs": (1, 10_000), "batch_size": (1, 65_536), "eval_batch_size": (1, 65_536),
+    "momentum": (0.0, 0.999), "weight_decay": (0.0, 0.1), "lr_decay": (0.0, 1.0),
+    "warmup_epochs": (0.0, 10_000), "label_smoothing": (0.0, 0.99), "cpus_per_trial": (0.01, 1024),
+    "trials_per_gpu": (1, 64), "max_failures": (0, 100), "max_concurrent_trials": (0, 100_000),
+    "asha_grace_period": (1, 10_000), "asha_reduction_factor": (2, 100), "diverge_factor": (1.0, 1e6),
+    "threads": (0, 1024),
+}
+MAX_AXIS, MAX_LR, MAX_DEPTH = 1000, 1000.0, 1202  # 1202: He et al.'s deepest CIFAR ResNet
+
+
 def validate(cfg: ExperimentConfig) -> None:
     for key, allowed in _ALLOWED.items():
         if getattr(cfg, key) not in allowed:
-            raise ConfigError(f"key '{key}' is {getattr(cfg, key)!r}; allowed: {', '.join(allowed)}")
+            raise ConfigError(f"key '{key}' is {_short(getattr(cfg, key))}; allowed: {', '.join(allowed)}")
     for axis in ("blocks", "depths", "lrs", "seeds"):
         values = getattr(cfg, axis)
         if not values:
@@ -200,7 +270,7 @@ def validate(cfg: ExperimentConfig) -> None:
     valid = list_blocks()
     for b in cfg.blocks:
         if b not in valid:
-            raise ConfigError(f"key 'blocks': unknown block {b!r}; valid blocks: {', '.join(valid)}")
+            raise ConfigError(f"key 'blocks': unknown block {_short(b)}; valid blocks: {', '.join(valid)}")
     for d in cfg.depths:
         if not valid_depth(d):
             raise ConfigError(f"key 'depths': {d} is not a CIFAR ResNet depth; valid depths are 6n+2 "
@@ -208,7 +278,8 @@ def validate(cfg: ExperimentConfig) -> None:
     for lr in cfg.lrs:
         if not lr > 0 or lr != lr or lr == float("inf"):
             raise ConfigError(f"key 'lrs': learning rate {lr} must be a finite number > 0")
-    positive = ("epochs", "batch_size", "eval_batch_size", "trials_per_gpu", "asha_grace_period")
+    positive = ("epochs", "batch_size", "eval_batch_size", "trials_per_gpu", "asha_grace_period",
+                "checkpoints_to_keep")
     for key in positive:
         if getattr(cfg, key) <= 0:
             raise ConfigError(f"key '{key}' must be > 0, got {getattr(cfg, key)}")
@@ -217,16 +288,38 @@ def validate(cfg: ExperimentConfig) -> None:
     if cfg.gpus_per_trial is not None and not 0 <= cfg.gpus_per_trial <= 8:
         raise ConfigError(f"key 'gpus_per_trial' must be between 0 and 8 (a fraction packs trials), "
                           f"got {cfg.gpus_per_trial}")
+    if not 0 <= cfg.checkpoint_period_s <= 86_400:
+        raise ConfigError(f"key 'checkpoint_period_s' must be between 0 (every epoch) and 86400, "
+                          f"got {cfg.checkpoint_period_s}")
     if cfg.max_concurrent_trials < 0 or cfg.max_failures < 0:
         raise ConfigError("keys 'max_concurrent_trials' and 'max_failures' must be >= 0")
     if not 0 < cfg.target_acc <= 1:
         raise ConfigError(f"key 'target_acc' must be in (0, 1], got {cfg.target_acc}")
     if not all(0 < m < 1 for m in cfg.milestones):
         raise ConfigError(f"key 'milestones' must be fractions of training in (0, 1), got {cfg.milestones}")
+    for key, (low, high) in BOUNDS.items():  # beyond what any real study needs: a typo, not a plan
+        v = getattr(cfg, key)
+        if not low <= v <= high:
+            raise ConfigError(f"key '{key}' is {_short(v)}; allowed: {low:g} to {high:g}")
+    for axis in ("blocks", "depths", "lrs", "seeds"):
+        if len(getattr(cfg, axis)) > MAX_AXIS:
+            raise ConfigError(f"axis '{axis}' has {len(getattr(cfg, axis))} values; allowed: at most {MAX_AXIS}")
+    if max(cfg.lrs) > MAX_LR:
+        raise ConfigError(f"key 'lrs': learning rate {max(cfg.lrs):g} is above {MAX_LR:g}; allowed: 0 < lr <= {MAX_LR:g}")
+    if max(cfg.depths) > MAX_DEPTH:
+        raise ConfigError(f"key 'depths': {max(cfg.depths)} is deeper than {MAX_DEPTH}; allowed: 6n+2 up to {MAX_DEPTH}")
+    if cfg.scheduler == "asha" and cfg.asha_grace_period > cfg.epochs:
+        raise ConfigError(f"key 'asha_grace_period' is {cfg.asha_grace_period} but 'epochs' is {cfg.epochs}; "
+                          "allowed: 1 to epochs")
+    if cfg.warmup_epochs > cfg.epochs:
+        raise ConfigError(f"key 'warmup_epochs' is {cfg.warmup_epochs:g} but 'epochs' is {cfg.epochs}; allowed: 0 to epochs")
+    if not cfg.storage_path.strip():
+        raise ConfigError("key 'storage_path' is empty; allowed: a directory (default results) or a URI such as "
+                          "s3://bucket/path")
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", cfg.name):
-        raise ConfigError(f"key 'name' {cfg.name!r} must be letters, digits, '_', '.', '-' (it names a directory)")
+        raise ConfigError(f"key 'name' {_short(cfg.name)} must be letters, digits, '_', '.', '-' (it names a directory)")
     if cfg.wandb.mode not in ("auto", "online", "offline", "disabled"):
-        raise ConfigError(f"key 'wandb.mode' is {cfg.wandb.mode!r}; allowed: auto, online, offline, disabled")
+        raise ConfigError(f"key 'wandb.mode' is {_short(cfg.wandb.mode)}; allowed: auto, online, offline, disabled")
 
 
 def to_dict(cfg: ExperimentConfig) -> Dict[str, Any]:

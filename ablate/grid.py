@@ -11,6 +11,9 @@ import argparse
 import glob
 import json
 import os
+import shlex
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -55,7 +58,7 @@ def _parse(argv: Optional[List[str]]) -> argparse.Namespace:
     p.add_argument("--no-report", action="store_true", help="skip the HTML report at the end")
     p.add_argument("--gpu", default=MEASURED_GPU, choices=sorted(FP32_TFLOPS),
                    help=f"--dry-run: price GPU-hours on this GPU (measured on {MEASURED_GPU}; others are scaled)")
-    args = p.parse_args(argv)
+    args = p.parse_intermixed_args(argv)  # options may come before, between or after key=value
     if args.experiment is not None and "=" in args.experiment and not args.experiment.endswith((".yaml", ".yml")):
         args.overrides.insert(0, args.experiment)
         args.experiment = None
@@ -170,35 +173,96 @@ def plan_text(cfg: ExperimentConfig, address: Optional[str], gpu_type: str = MEA
     return "\n".join(lines)
 
 
+def check_address(address: Optional[str], timeout_s: float = 10.0) -> None:
+    """A cluster address that nothing answers is an error within seconds (Ray would retry for minutes)."""
+    if not address or address == "auto" or "://" in address:
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout_s).close()
+    except (OSError, ValueError) as e:
+        raise UsageError(f"--address {address}: no Ray cluster answers there ({e.__class__.__name__}); "
+                         "allowed: HOST:PORT of a running head (`ray start --head`, `ray up cluster.yaml`), "
+                         "or auto") from None
+
+
 def main(argv: Optional[List[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = _parse(argv)
+    lock = None
     try:
         cfg = load_experiment(args.experiment, args.overrides)
         if args.dry_run:
             print(plan_text(cfg, args.address, args.gpu))
             return 0
-        check_experiment_dir(cfg, args.resume)
         check_devices(cfg, args.address)
+        check_address(args.address)
+        exp_dir = experiment_dir(cfg)
+        try:  # one writer per experiment: held until this process ends
+            storage.check_writable(exp_dir)
+            lock = storage.ExperimentLock(exp_dir).acquire()
+        except OSError as e:
+            raise UsageError(f"key 'storage_path': cannot write to {exp_dir} ({e.__class__.__name__}: "
+                             f"{str(e).splitlines()[0][:200] if str(e) else 'no detail'})") from None
+        except Exception as e:
+            if isinstance(e, storage.LockedError):
+                raise UsageError(str(e)) from None
+            raise UsageError(f"key 'storage_path': {cfg.storage_path!r} is not a usable location "
+                             f"({e.__class__.__name__}: {str(e).splitlines()[0][:200]}); allowed: a local "
+                             "directory, or a URI such as s3://bucket/path or file:///path") from None
+        check_experiment_dir(cfg, args.resume)
     except (ConfigError, UsageError) as e:
         print(f"ablate.grid: error: {e}", file=sys.stderr)
+        if lock is not None:
+            lock.release()
         return 2
-    return _run(cfg, args)
+    try:
+        return _run(cfg, args, argv)
+    finally:
+        lock.release()
 
 
-def _run(cfg: ExperimentConfig, args: argparse.Namespace) -> int:
+class _Interrupt:
+    """SIGINT/SIGTERM: the first stops Tune gracefully (its own SIGUSR1 path: trials stop, the
+    experiment state is saved); a second one stops at once."""
+
+    def __init__(self):
+        self.code = 0
+        os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # ours, which hands over to Tune's
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame):
+        if self.code or not callable(signal.getsignal(signal.SIGUSR1)):
+            raise KeyboardInterrupt  # a second signal, or Tune not running yet: stop now
+        self.code = 128 + signum
+        print(f"ablate.grid: {signal.Signals(signum).name} received: stopping the trials and saving the experiment "
+              "(send it again to stop at once)", file=sys.stderr, flush=True)
+        os.kill(os.getpid(), signal.SIGUSR1)
+
+
+def _run(cfg: ExperimentConfig, args: argparse.Namespace, argv: List[str]) -> int:
     from . import results as R
+    from .data import load_dataset
     from .tracking import resolve_mode, trial_env
     from .tune_glue import ClusterError, connect, run_grid, trial_resources
 
     exp_dir, out_dir = experiment_dir(cfg), output_dir(cfg)
     mode = resolve_mode(cfg.wandb.mode)
-    # Ray first, and what it can give checked, before anything is written: a failed start
-    # leaves nothing behind.
+    # Ray first, what it can give checked, and the data loaded, before anything is written:
+    # a failed start leaves nothing behind.
     try:
         cap = connect(args.address)
         resources = trial_resources(cfg, cap)
     except ClusterError as e:
         print(f"ablate.grid: error: {e}", file=sys.stderr)
+        return 2
+    try:
+        data = load_dataset(cfg.dataset, cfg.data_dir)  # once, in the driver; shared by the object store
+    except Exception as e:
+        print(f"ablate.grid: error: key 'dataset': {cfg.dataset!r} could not be loaded from "
+              f"{os.path.abspath(cfg.data_dir)} ({e.__class__.__name__}: {str(e).splitlines()[0][:200]})",
+              file=sys.stderr)
         return 2
     if resources["gpu"] == 0:
         print("ablate.grid: notice: the Ray cluster has no GPU and its autoscaler can add none; "
@@ -215,23 +279,38 @@ def _run(cfg: ExperimentConfig, args: argparse.Namespace) -> int:
     print(plan_text(cfg, args.address), flush=True)
     print(f"W&B mode: {mode}", flush=True)
     t0 = time.time()
+    interrupt = _Interrupt()
     try:
         grid = run_grid(cfg, exp_dir, storage_path=cfg.storage_path if is_uri(cfg.storage_path)
                         else os.path.abspath(cfg.storage_path), resume=args.resume, resources=resources,
-                        wandb_mode=mode, env=trial_env(mode), git_commit=git_commit())
+                        wandb_mode=mode, env=trial_env(mode), git_commit=git_commit(), data=data)
+    except KeyboardInterrupt:
+        print(f"ablate.grid: stopped at once; continue with:  {resume_command(argv)}", file=sys.stderr)
+        return interrupt.code or 130
     except RuntimeError as e:
         print(f"ablate.grid: error: {e}", file=sys.stderr)
         return 2
     wall = time.time() - t0
-    results = list(grid)
+    results = [r for r in grid if r.config]  # a trial that never started has no config
     history = R.history_from_results(results)
     statuses = {R.trial_key(r.config): "ERROR" if r.error is not None else "TERMINATED" for r in results}
     expected = [t.to_dict() for t in trial_configs(cfg)]
     trials = R.trials_table(history, statuses, expected, cfg.target_acc)
     done = trials["status"] == "TERMINATED"
+    short = done & ~trials["diverged"] & (trials["epochs_done"] < cfg.epochs)
     trials.loc[done & trials["diverged"], "status"] = "DIVERGED"
-    trials.loc[done & ~trials["diverged"] & (trials["epochs_done"] < cfg.epochs), "status"] = "STOPPED_EARLY"  # ASHA
+    # Cut short: by the interruption, or (uninterrupted) by ASHA.
+    trials.loc[short, "status"] = "INTERRUPTED" if interrupt.code else "STOPPED_EARLY"
+    if interrupt.code:
+        trials.loc[trials["status"] == "NOT_STARTED", "status"] = "INTERRUPTED"
     R.write_csvs(out_dir, history, trials)
+    if interrupt.code:  # what finished is written; a partial grid is no answer: no table, no report
+        if is_uri(cfg.storage_path):
+            storage.upload(out_dir, exp_dir, ("history.csv", "trials.csv"))
+        finished = int(trials["status"].isin(["TERMINATED", "DIVERGED"]).sum())
+        print(f"\nablate.grid: interrupted: {finished} of {len(trials)} trials finished (history.csv and trials.csv "
+              f"in {out_dir}); continue with:\n  {resume_command(argv)}", file=sys.stderr)
+        return interrupt.code
     table = R.ablation_table(trials)
     print()
     print(f"Ablation table ({cfg.name}, {cfg.dataset}, {cfg.epochs} epochs; at each block's best lr; "
@@ -263,6 +342,12 @@ def _run(cfg: ExperimentConfig, args: argparse.Namespace) -> int:
     n_err = int((trials["status"] == "ERROR").sum())
     print(f"results: {exp_dir}")
     return 1 if n_err else 0
+
+
+def resume_command(argv: List[str]) -> str:
+    """The exact command that continues this experiment."""
+    rest = [a for a in argv if a != "--resume"]
+    return shlex.join(["python", "-m", "ablate.grid", *rest, "--resume"])
 
 
 if __name__ == "__main__":

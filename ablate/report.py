@@ -40,6 +40,8 @@ def _plt():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    plt.rcParams["text.parse_math"] = False  # a "$" in a (user's) block name is text, not TeX
+
     return plt
 
 
@@ -138,6 +140,30 @@ def verdicts(table: pd.DataFrame, baseline: str = "baseline") -> List[str]:
         lines.append(f"{block}: final acc: {_say(g, 'verdict', 'delta_vs_baseline')}. "
                      f"Convergence (AUC): {_say(g, 'auc_verdict', 'auc_delta_vs_baseline')}.")
     return lines
+
+
+REQUIRED = {"history.csv": ("block", "depth", "lr", "seed", "epoch", "val_acc", "train_loss"),
+            "trials.csv": ("block", "depth", "lr", "seed", "status", "final_val_acc", "diverged")}
+
+
+def check_csvs(exp_dir: str) -> None:
+    """Refuse empty, cut-short or foreign CSVs with one line, rather than a report of NaNs."""
+    for name, cols in REQUIRED.items():
+        path = os.path.join(exp_dir, name)
+        try:
+            df = pd.read_csv(path)
+        except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as e:
+            raise ValueError(f"{path} is empty or not a CSV ({e.__class__.__name__}); rerun the grid "
+                             "with --resume to rewrite it") from None
+        missing = [c for c in cols if c not in df.columns]
+        if missing:
+            raise ValueError(f"{path} lacks the columns {', '.join(missing)}: not written by ablate.grid")
+        if df.empty:
+            raise ValueError(f"{path} has no rows: no trial has reported yet")
+        cut = df[list(cols)].isna().any(axis=1) if name == "history.csv" else pd.Series(False, index=df.index)
+        if cut.any():
+            raise ValueError(f"{path} is cut short (row {int(cut.idxmax()) + 2} is incomplete); rerun the grid "
+                             "with --resume to rewrite it")
 
 
 def write_report(exp_dir: str) -> str:
@@ -267,6 +293,11 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(f"ablate.report: error: {args.experiment_dir} has no {f}; "
                   "give the directory that python -m ablate.grid printed last", file=sys.stderr)
             return 2
+    try:
+        check_csvs(args.experiment_dir)
+    except ValueError as e:
+        print(f"ablate.report: error: {e}", file=sys.stderr)
+        return 2
     path = write_report(args.experiment_dir)
     print(f"report: {path}")
     if args.wandb_report:

@@ -95,8 +95,17 @@ def _t95(n: int) -> float:
     return float(t.ppf(0.975, n - 1))
 
 
+FINISHED = ("TERMINATED", "DIVERGED")  # statuses whose final accuracy is an outcome
+
+
 def ablation_table(trials: pd.DataFrame, baseline: str = "baseline") -> pd.DataFrame:
-    """Per block x depth, at that block's best LR (by mean final val acc over seeds)."""
+    """Per block x depth, at that block's best LR (by mean final val acc over seeds).
+
+    Only finished trials count: an interrupted, errored or early-stopped trial's last epoch is
+    not its result.
+    """
+    if "status" in trials:
+        trials = trials[trials["status"].isin(FINISHED)]
     rows = []
     for (block, depth), g in trials.groupby(["block", "depth"], sort=False):
         by_lr = g.groupby("lr")["final_val_acc"].mean()

@@ -5,10 +5,16 @@ the checks that keep experiments apart (identity, "never mixed") hold on shared 
 """
 from __future__ import annotations
 
+import json
 import os
+import socket
+import sys
+import threading
+import time
 from typing import Iterable, Tuple
 
-__all__ = ["is_uri", "join", "has_files", "read_text", "write_text", "upload", "EXPERIMENT_FILE"]
+__all__ = ["is_uri", "join", "has_files", "read_text", "write_text", "delete", "upload", "check_writable",
+           "ExperimentLock", "LockedError", "EXPERIMENT_FILE"]
 
 # The experiment's identity (its settings), stored with the experiment; read by --resume and the report.
 EXPERIMENT_FILE = "ablate_experiment.yaml"
@@ -55,6 +61,27 @@ def write_text(path: str, text: str) -> None:
         f.write(text.encode("utf-8"))
 
 
+def delete(path: str) -> None:
+    fs, p = _fs(path)
+    try:
+        fs.delete_file(p)
+    except (FileNotFoundError, OSError):
+        pass
+
+
+def _sibling(exp_dir: str, suffix: str) -> str:
+    """``<parent>/.<name><suffix>``: beside the experiment, never inside it."""
+    parent, name = exp_dir.rstrip("/").rsplit("/", 1) if is_uri(exp_dir) else os.path.split(exp_dir.rstrip("/"))
+    return join(parent, f".{name}{suffix}")
+
+
+def check_writable(exp_dir: str) -> None:
+    """Raise ``OSError`` unless files can be created where the experiment will be (probe, removed)."""
+    probe = _sibling(exp_dir, f".probe-{os.getpid()}")
+    write_text(probe, "ablate")
+    delete(probe)
+
+
 def upload(local_dir: str, uri: str, names: Iterable[str]) -> None:
     """Copy the named files of ``local_dir`` (those that exist) to the experiment at ``uri``."""
     for name in names:
@@ -62,3 +89,95 @@ def upload(local_dir: str, uri: str, names: Iterable[str]) -> None:
         if os.path.exists(src):
             with open(src, encoding="utf-8") as f:
                 write_text(join(uri, name), f.read())
+
+
+class LockedError(Exception):
+    """Another run holds the experiment."""
+
+
+class ExperimentLock:
+    """One writer per experiment, for the whole run: local and URI storage alike.
+
+    Local storage: an OS file lock (``filelock``, flock) on ``<storage>/.<name>.lock``: the kernel
+    frees it when the holder dies, however it dies.  URI storage (``s3://``, ``file://``): a lock
+    object beside the experiment, naming its holder and refreshed every ``HEARTBEAT_S`` by a
+    thread; one older than ``STALE_S`` belongs to a dead run and is taken over.  Limits: object
+    stores have no compare-and-swap through pyarrow, so two runs started within the same second
+    on different machines could both pass the check; and a driver cut off from the bucket for
+    ``STALE_S`` loses its lock.
+    """
+
+    HEARTBEAT_S = 60.0
+    STALE_S = 300.0
+
+    def __init__(self, exp_dir: str):
+        self.exp_dir = exp_dir.rstrip("/")
+        self.path = _sibling(self.exp_dir, ".lock")
+        self._flock = None
+        self._stop = None
+        self.holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+                       "command": " ".join(["python -m ablate.grid", *sys.argv[1:]])[:300]}
+
+    def _describe(self, h: dict) -> str:
+        return f"pid {h.get('pid')} on {h.get('host')} since {h.get('since')} ({h.get('command', '?')})"
+
+    def acquire(self) -> "ExperimentLock":
+        if is_uri(self.exp_dir):
+            return self._acquire_uri()
+        import filelock
+
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        self._flock = filelock.FileLock(self.path, timeout=0)
+        try:
+            self._flock.acquire()
+        except filelock.Timeout:
+            try:
+                h = json.loads(open(self.path + ".holder").read())
+            except (OSError, ValueError):
+                h = {}
+            raise LockedError(f"{self.exp_dir} is being run by {self._describe(h)}; wait for it to end "
+                              "(or stop it), then run again") from None
+        with open(self.path + ".holder", "w") as f:
+            json.dump(self.holder, f)
+        return self
+
+    def _acquire_uri(self) -> "ExperimentLock":
+        try:
+            h = json.loads(read_text(self.path))
+        except (FileNotFoundError, ValueError):
+            h = None
+        if h and time.time() - float(h.get("heartbeat", 0)) < self.STALE_S:
+            raise LockedError(f"{self.exp_dir} is being run by {self._describe(h)}; wait for it to end "
+                              f"(a lock object not refreshed for {self.STALE_S:.0f} s is taken over)")
+        self._beat()
+        self._stop = threading.Event()
+        threading.Thread(target=self._heartbeat, daemon=True, name="ablate-lock").start()
+        return self
+
+    def _beat(self) -> None:
+        write_text(self.path, json.dumps({**self.holder, "heartbeat": time.time()}))
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(self.HEARTBEAT_S):
+            try:
+                self._beat()
+            except Exception:  # a missed beat is retried; the run must not die of it
+                pass
+
+    def release(self) -> None:
+        if self._stop is not None:
+            self._stop.set()
+            delete(self.path)
+        if self._flock is not None:
+            for p in (self.path + ".holder", self.path):
+                try:
+                    os.remove(p)
+                except OSError:
+                    pass
+            self._flock.release()
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()

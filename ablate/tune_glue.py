@@ -10,6 +10,7 @@ import logging
 import os
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, fields
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -49,8 +50,11 @@ def run_trial(config: Dict[str, Any], data: Optional[Dataset] = None,
     state = None
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
-        with checkpoint.as_directory() as d:
-            state = load_state(os.path.join(d, STATE_FILE))
+        try:
+            with checkpoint.as_directory() as d:
+                state = load_state(os.path.join(d, STATE_FILE))
+        except CheckpointLost as e:  # deleted or cut short (a full disk): this trial starts over
+            warnings.warn(f"{e}; the trial starts again from epoch 1")
     ctx = tune.get_context()
     hook = os.environ.get("ABLATE_TRIAL_HOOK_DIR")  # tests: where trials announce their pid
     if hook:
@@ -72,29 +76,52 @@ def run_trial(config: Dict[str, Any], data: Optional[Dataset] = None,
     # Which node ran each epoch (history.csv): the whole id, since ids can share long prefixes.
     node = ray.get_runtime_context().get_node_id()
 
+    period, last_checkpoint = meta["checkpoint_period_s"], time.monotonic()
+
     def on_epoch(metrics: Dict[str, Any], get_state) -> None:
-        # Checkpoint and metrics travel together, so a restore never repeats or skips an epoch.
-        with tempfile.TemporaryDirectory() as d:
-            torch.save(get_state(), os.path.join(d, STATE_FILE))
-            tune.report({**metrics, "node": node, "time": time.time()},
-                        checkpoint=tune.Checkpoint.from_directory(d))
+        nonlocal last_checkpoint
+        result = {**metrics, "node": node, "time": time.time()}
+        final = metrics["epoch"] >= cfg.epochs or metrics["diverged"]
+        # A checkpoint every `checkpoint_period_s` of training and at the end, not every epoch:
+        # each one is an upload, and with num_to_keep Tune snapshots (and syncs) the whole
+        # experiment's state every num_to_keep of them (docs/benchmarks.md).  A restore repeats
+        # at most that much training; history.csv keeps each epoch's last report.
+        if final or time.monotonic() - last_checkpoint >= period:
+            with tempfile.TemporaryDirectory() as d:
+                torch.save(get_state(), os.path.join(d, STATE_FILE))
+                tune.report(result, checkpoint=tune.Checkpoint.from_directory(d))
+            last_checkpoint = time.monotonic()
+        else:
+            tune.report(result)
         run.log(metrics, step=metrics["epoch"])
 
     out = train(cfg, data, on_epoch=on_epoch, state=state)
     run.finish(summarise_history(out["history"], meta["target_acc"]))
 
 
+class CheckpointLost(Exception):
+    """A checkpoint that is gone or unreadable (not a refused one)."""
+
+
 def load_state(path: str) -> Dict[str, Any]:
     """A trial's checkpoint: tensors, numbers, strings, lists and dicts only (never code).
 
-    ``weights_only=True`` refuses any pickled object, so a tampered ``state.pt`` cannot run
-    code on resume; what it refuses is reported with the path.
+    ``weights_only=True`` refuses any other pickled object, so a tampered ``state.pt`` cannot
+    run code on resume: that is an error naming the path.  A missing or truncated file is
+    ``CheckpointLost``: the trial starts over.
     """
+    import pickle
+
+    if not os.path.isfile(path):
+        raise CheckpointLost(f"checkpoint {path} is missing")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise RuntimeError(f"checkpoint {path} is not a valid ablate state ({e.__class__.__name__}: "
-                           f"{str(e).splitlines()[0][:200]})") from None
+    except pickle.UnpicklingError as e:
+        raise RuntimeError(f"checkpoint {path} holds objects other than tensors and plain values; refused "
+                           f"(storage is trusted: see README). {str(e).splitlines()[0][:160]}") from None
+    except (EOFError, RuntimeError, OSError) as e:
+        raise CheckpointLost(f"checkpoint {path} is unreadable ({e.__class__.__name__}: "
+                             f"{str(e).splitlines()[0][:160]})") from None
 
 
 class ClusterError(ValueError):
@@ -214,6 +241,7 @@ def run_grid(cfg: ExperimentConfig, exp_dir: str, *, storage_path: str, resume: 
     if data is None:
         data = load_dataset(cfg.dataset, cfg.data_dir)  # once, in the driver; shared by object store
     meta = {"experiment": cfg.name, "target_acc": cfg.target_acc, "git_commit": git_commit,
+            "checkpoint_period_s": cfg.checkpoint_period_s,
             "wandb": {**to_dict(cfg)["wandb"], "mode": wandb_mode}}
     # Trials run in processes of other (autoscaled) nodes, which never see the driver's
     # environment: what W&B needs of it travels with the data.
@@ -246,7 +274,8 @@ def run_grid(cfg: ExperimentConfig, exp_dir: str, *, storage_path: str, resume: 
                 failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
                 # Each trial's directory (its W&B offline run) goes to the experiment's storage.
                 sync_config=tune.SyncConfig(sync_artifacts=True),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                # Two kept: a restore still has one if the newest was cut mid-upload.
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=cfg.checkpoints_to_keep),
                 progress_reporter=reporter, verbose=1,
             ),
         )

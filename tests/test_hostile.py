@@ -1,0 +1,231 @@
+"""Careless and hostile use of the real CLI (real Ray, real files, real signals): two runs at once,
+interruptions, failed starts, broken checkpoints, absurd or malicious input."""
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+import torch
+
+from conftest import DEFAULT, clean_env, run_cli, start_cli, wait_for
+
+from ablate.tune_glue import CheckpointLost, load_state
+
+SMALL = [DEFAULT, "blocks=[baseline]", "depths=[8]", "lrs=[0.1]", "wandb.mode=disabled"]
+
+
+def _one_error_line(p, *needles):
+    assert p.returncode == 2, p.stdout[-2000:] + p.stderr[-2000:]
+    errors = [line for line in p.stderr.splitlines() if line.startswith("ablate.")]
+    assert len(errors) == 1 and "Traceback" not in p.stderr, p.stderr[-3000:]
+    for n in needles:
+        assert n in errors[0], (n, errors[0])
+    return errors[0]
+
+
+@pytest.mark.parametrize("uri", [False, True], ids=["local", "file-uri"])
+def test_second_run_and_concurrent_resume_are_refused_while_the_first_runs(tmp_path, uri):
+    storage = f"file://{tmp_path}/s" if uri else str(tmp_path / "s")
+    args = [*SMALL, "seeds=[0,1]", "epochs=40", f"storage_path={storage}", "name=twin", "--no-report"]
+    first = start_cli(args, cwd=tmp_path, log=open(tmp_path / "first.log", "w"))
+    exp = tmp_path / "s" / "twin"
+    try:
+        wait_for(lambda: any(exp.glob("*/result.json")), 240, "the first run's trials")
+        for extra in ([], ["--resume"]):
+            p = run_cli([*args, *extra], cwd=tmp_path)
+            _one_error_line(p, "is being run by pid", str(first.pid))
+        assert first.wait(timeout=400) == 0, (tmp_path / "first.log").read_text()[-3000:]
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+    trials = pd.read_csv(exp / "trials.csv")
+    assert (trials["status"] == "TERMINATED").all() and (trials["epochs_done"] == 40).all()
+    assert not list((tmp_path / "s").glob(".twin.lock*")), "the lock goes with the run"
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
+def test_interrupt_writes_what_finished_shows_no_table_and_resumes(tmp_path, sig, code):
+    args = [*SMALL, "seeds=[0,1,2]", "epochs=30", "max_concurrent_trials=1", "checkpoint_period_s=0",
+            f"storage_path={tmp_path}", "name=intr"]
+    log = tmp_path / "grid.log"
+    proc = start_cli(args, cwd=tmp_path, log=open(log, "w"))
+    exp = tmp_path / "intr"
+
+    def one_done_one_running():
+        rows = [len(f.read_text().splitlines()) for f in exp.glob("*/result.json")]
+        return 30 in rows and any(2 <= r < 30 for r in rows)
+
+    try:
+        wait_for(one_done_one_running, 300, "one finished trial and one running")
+        os.kill(proc.pid, sig)  # the driver only, as Ctrl-C or `kill` would
+        assert proc.wait(timeout=120) == code, log.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    out = log.read_text()
+    assert "Ablation table" not in out and "Traceback" not in out and "core dumped" not in out
+    resume = next(line.strip() for line in out.splitlines() if line.strip().endswith("--resume"))
+    assert resume.startswith("python -m ablate.grid") and "name=intr" in resume
+    trials = pd.read_csv(exp / "trials.csv")
+    assert (trials["status"] == "TERMINATED").sum() >= 1 and (trials["status"] == "INTERRUPTED").sum() >= 1
+    assert not (exp / "report.html").exists()
+    p = subprocess.run([sys.executable, *shlex.split(resume)[1:]], capture_output=True, text=True,
+                       env=clean_env(), cwd=tmp_path, timeout=600)  # the printed command, as printed
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    trials = pd.read_csv(exp / "trials.csv")
+    hist = pd.read_csv(exp / "history.csv")
+    assert (trials["status"] == "TERMINATED").all() and (trials["epochs_done"] == 30).all()
+    assert (hist.groupby("seed")["epoch"].apply(list) == [list(range(1, 31))] * 3).all()
+
+
+@pytest.mark.parametrize("case", ["unreachable address", "bogus storage scheme", "asha grace beyond epochs",
+                                  "storage is a file", "storage unwritable", "more CPUs than any node"])
+def test_failed_start_exits_2_and_leaves_nothing_in_the_way(tmp_path, case):
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    extra = {
+        "unreachable address": ["--address", "127.0.0.1:1"],
+        "bogus storage scheme": ["storage_path=bogus://x"],
+        "asha grace beyond epochs": ["scheduler=asha", "asha_grace_period=50"],
+        "storage is a file": [f"storage_path={blocker}"],
+        "storage unwritable": ["storage_path=/proc/ablate"],
+        "more CPUs than any node": ["cpus_per_trial=1000"],
+    }[case]
+    needle = {"unreachable address": "--address", "more CPUs than any node": "'cpus_per_trial'",
+              "asha grace beyond epochs": "'asha_grace_period'"}.get(case, "'storage_path'")
+    args = [*SMALL, "seeds=[0]", "epochs=2", f"storage_path={tmp_path / 's'}", "name=fs"]
+    t0 = time.time()
+    p = run_cli([*args, *extra], cwd=tmp_path, timeout=120)
+    _one_error_line(p, needle)
+    assert time.time() - t0 < 60
+    assert not (tmp_path / "s" / "fs").exists() or not any((tmp_path / "s" / "fs").iterdir())
+    if case in ("asha grace beyond epochs", "bogus storage scheme", "unreachable address"):
+        return  # refused before Ray: the cheap cases stop here
+    p = run_cli(args, cwd=tmp_path)  # the same experiment then starts as if nothing happened
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+
+
+def test_unloadable_dataset_is_refused_before_anything_is_written(tmp_path):
+    # No network for CIFAR here; an empty data_dir with a file where the download would go fails fast.
+    (tmp_path / "data").write_text("not a directory")
+    args = [*SMALL, "seeds=[0]", "epochs=1", "dataset=cifar10", f"data_dir={tmp_path / 'data'}",
+            f"storage_path={tmp_path / 's'}", "name=nodata"]
+    p = run_cli(args, cwd=tmp_path, timeout=300)
+    _one_error_line(p, "'dataset'", "cifar10")
+    assert not (tmp_path / "s" / "nodata").exists()
+
+
+def test_broken_checkpoint_restarts_its_trial_and_tables_count_only_finished(tmp_path):
+    args = [*SMALL, "seeds=[0,1]", "epochs=30", "max_concurrent_trials=1", "checkpoint_period_s=0",
+            f"storage_path={tmp_path}", "name=bk"]
+    proc = start_cli(args, cwd=tmp_path, log=open(tmp_path / "a.log", "w"))
+    exp = tmp_path / "bk"
+
+    def running_with_checkpoint():
+        return any(len(f.read_text().splitlines()) >= 3 and list(f.parent.glob("checkpoint_*/state.pt"))
+                   for f in exp.glob("*/result.json"))
+
+    try:
+        wait_for(running_with_checkpoint, 240, "a trial with checkpoints")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver dies
+        proc.wait(timeout=30)
+    for ckpt in exp.glob("*/checkpoint_*/state.pt"):  # a disk that filled up: every checkpoint cut short
+        ckpt.write_bytes(ckpt.read_bytes()[:100])
+    p = run_cli([*args, "--resume"], cwd=tmp_path)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert "starts again from epoch 1" in p.stdout + p.stderr
+    trials = pd.read_csv(exp / "trials.csv")
+    hist = pd.read_csv(exp / "history.csv")
+    assert (trials["status"] == "TERMINATED").all() and (trials["epochs_done"] == 30).all()
+    assert (hist.groupby("seed")["epoch"].apply(list) == [list(range(1, 31))] * 2).all()
+
+
+def test_tampered_checkpoint_is_refused_not_run(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'pwned'}",))
+
+    torch.save({"model": Evil()}, tmp_path / "state.pt")
+    with pytest.raises(RuntimeError, match="refused"):
+        load_state(str(tmp_path / "state.pt"))
+    assert not (tmp_path / "pwned").exists()
+    (tmp_path / "cut.pt").write_bytes(b"PK\x03\x04")
+    with pytest.raises(CheckpointLost):
+        load_state(str(tmp_path / "cut.pt"))
+    with pytest.raises(CheckpointLost):
+        load_state(str(tmp_path / "gone.pt"))
+
+
+def _alias_bomb(key):
+    names = "abcdefghi"
+    parts = ["&a [" + ",".join(["l"] * 9) + "]"]
+    parts += [f"&{names[i]} [" + ",".join(["*" + names[i - 1]] * 9) + "]" for i in range(1, 9)]
+    return f"{key}: [" + ", ".join(parts) + "]\n"
+
+
+FILES = {
+    "alias bomb under a valid key": (_alias_bomb("epochs"), ["'epochs'", "integer"]),
+    "alias bomb in a list key": (_alias_bomb("milestones"), ["'milestones[0]'", "number"]),
+    "duplicate key": ("epochs: 2\nepochs: 500\n", ["'epochs'", "twice"]),
+    "binary file": (b"\x00\xff\xfe binary", ["not UTF-8"]),
+    "UTF-16 file": ("epochs: 3\n".encode("utf-16"), ["not UTF-8"]),
+    "huge file": ("# " + "x" * 300_000 + "\n", ["at most"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FILES))
+def test_hostile_experiment_file_is_one_bounded_line(tmp_path, case):
+    text, needles = FILES[case]
+    f = tmp_path / "exp.yaml"
+    f.write_bytes(text if isinstance(text, bytes) else text.encode())
+    t0 = time.time()
+    p = run_cli([str(f), f"storage_path={tmp_path / 's'}", "--dry-run"], cwd=tmp_path, timeout=60)
+    line = _one_error_line(p, *needles)
+    assert len(line) < 400 and time.time() - t0 < 30
+
+
+OVERRIDES = {
+    "5e-4 without a dot": (["weight_decay=5e-4", "lrs=[1e-3]"], 0, "weight_decay"),
+    "numeric name": (["name=2024"], 0, "experiment 2024"),
+    "empty storage_path": (["storage_path="], 2, "'storage_path'"),
+    "malformed list": (["depths=[20,"], 2, "depths"),
+    "absurd epochs": (["epochs=1000000000"], 2, "'epochs'"),
+    "negative momentum": (["momentum=-1"], 2, "'momentum'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(OVERRIDES))
+def test_overrides_users_write_are_read_or_refused_in_one_line(tmp_path, case):
+    overrides, code, needle = OVERRIDES[case]
+    p = run_cli([DEFAULT, *overrides, "--dry-run"], cwd=tmp_path)
+    if code == 0:
+        assert p.returncode == 0, p.stderr
+        assert needle in p.stdout or needle in " ".join(overrides)
+    else:
+        _one_error_line(p, needle)
+
+
+def test_options_may_come_before_overrides(tmp_path):
+    p = run_cli([DEFAULT, "--dry-run", "epochs=3", "--no-report", "name=x"], cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert "experiment x:" in p.stdout and "3 epochs" in p.stdout
+
+
+def test_report_refuses_empty_and_cut_short_csvs_in_one_line(mini_grid, tmp_path):
+    import shutil
+
+    exp = tmp_path / "copy"
+    shutil.copytree(mini_grid["dir"], exp, ignore=shutil.ignore_patterns("*_0000*"))
+    text = (exp / "history.csv").read_text()
+    (exp / "history.csv").write_text(text[: len(text) // 2])  # cut mid-row
+    p = run_cli([str(exp)], module="ablate.report")
+    _one_error_line(p, "history.csv", "cut short")
+    (exp / "trials.csv").write_text("")
+    (exp / "history.csv").write_text(text)
+    p = run_cli([str(exp)], module="ablate.report")
+    _one_error_line(p, "trials.csv", "empty")
