@@ -97,7 +97,7 @@ class ExperimentConfig(TrainSettings):
     asha_reduction_factor: int = 3
     max_failures: int = 3               # retries per trial, each from its last checkpoint
     checkpoint_period_s: float = 30.0   # a checkpoint per this much training (and at the end); 0: every epoch
-    checkpoints_to_keep: int = 2        # per trial (Tune's num_to_keep)
+    checkpoints_to_keep: int = 1        # per trial (Tune's num_to_keep: each checkpoint then snapshots Tune's state)
     target_acc: float = 0.9             # "epochs to target" in the ablation table
     wandb: WandbSettings = field(default_factory=WandbSettings)
 
@@ -105,7 +105,7 @@ class ExperimentConfig(TrainSettings):
 # Settings that may change when an experiment is resumed (they do not change any result).
 IDENTITY_EXEMPT = {"storage_path", "cpus_per_trial", "gpus_per_trial", "trials_per_gpu",
                    "max_concurrent_trials", "max_failures", "wandb", "data_dir", "threads", "device",
-                   "checkpoint_period_s", "checkpoints_to_keep"}
+                   "checkpoint_period_s", "checkpoints_to_keep", "provenance"}
 
 _ALLOWED = {
     "schedule": ("step", "cosine", "constant"),

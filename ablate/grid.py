@@ -11,6 +11,7 @@ import argparse
 import glob
 import json
 import os
+import platform
 import shlex
 import signal
 import socket
@@ -211,6 +212,11 @@ def main(argv: Optional[List[str]] = None) -> int:
                              f"({e.__class__.__name__}: {str(e).splitlines()[0][:200]}); allowed: a local "
                              "directory, or a URI such as s3://bucket/path or file:///path") from None
         check_experiment_dir(cfg, args.resume)
+        if args.resume and finished_already(cfg):
+            print(f"ablate.grid: every trial of {exp_dir} had already finished; nothing to run "
+                  f"(results: {output_dir(cfg)}; rebuild the report with python -m ablate.report)")
+            lock.release()
+            return 0
     except (ConfigError, UsageError) as e:
         print(f"ablate.grid: error: {e}", file=sys.stderr)
         if lock is not None:
@@ -272,7 +278,7 @@ def _run(cfg: ExperimentConfig, args: argparse.Namespace, argv: List[str]) -> in
               f"autoscaler (node types from {cap.autoscaler})", file=sys.stderr)
     os.makedirs(out_dir, exist_ok=True)
     if not args.resume:  # the experiment's identity, with the experiment: checked by --resume, read by the report
-        text = yaml.safe_dump(to_dict(cfg), sort_keys=False)
+        text = yaml.safe_dump({**to_dict(cfg), "provenance": provenance()}, sort_keys=False)
         storage.write_text(storage.join(exp_dir, EXPERIMENT_FILE), text)
         if out_dir != exp_dir:
             storage.write_text(os.path.join(out_dir, EXPERIMENT_FILE), text)
@@ -319,9 +325,8 @@ def _run(cfg: ExperimentConfig, args: argparse.Namespace, argv: List[str]) -> in
     train_s = trials["train_seconds"].sum()
     print(f"\ntrials: {R.summary_line(trials)}; wall {wall:.0f} s; time in training {train_s:.0f} s "
           f"(sum over trials)")
-    with open(os.path.join(out_dir, "grid_timing.json"), "w") as f:  # read by python -m ablate.bench --grid
-        json.dump({"wall_s": wall, "train_seconds": float(train_s), "trials": len(trials),
-                   "concurrency": concurrency(cfg, args.address), "resumed": bool(args.resume)}, f)
+    record_timing(out_dir, {"wall_s": wall, "train_seconds": float(train_s), "trials": len(trials),
+                            "concurrency": concurrency(cfg, args.address)}, resumed=args.resume)
     if not args.no_report:
         try:
             from .report import write_report
@@ -342,6 +347,46 @@ def _run(cfg: ExperimentConfig, args: argparse.Namespace, argv: List[str]) -> in
     n_err = int((trials["status"] == "ERROR").sum())
     print(f"results: {exp_dir}")
     return 1 if n_err else 0
+
+
+def record_timing(out_dir: str, timing: dict, resumed: bool) -> None:
+    """``grid_timing.json`` (read by ``python -m ablate.bench --grid``) describes the first run; a
+    resume is appended under ``resumes``, so a short resume never passes for the grid's wall."""
+    path = os.path.join(out_dir, "grid_timing.json")
+    if resumed and os.path.exists(path):
+        with open(path) as f:
+            first = json.load(f)
+        first.setdefault("resumes", []).append(timing)
+        timing = first
+    with open(path, "w") as f:
+        json.dump(timing, f)
+
+
+def provenance() -> dict:
+    """What produced the results: the code's commit, the libraries' versions, when."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {"python": platform.python_version()}
+    for pkg in ("ablate", "torch", "ray", "wandb", "scipy"):
+        try:
+            versions[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return {"git_commit": git_commit(), "versions": versions, "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+
+
+def finished_already(cfg: ExperimentConfig) -> bool:
+    """Whether every trial of the grid finished in an earlier run (its trials.csv says so)."""
+    import pandas as pd
+
+    from .results import FINISHED, trial_key
+
+    try:
+        done = pd.read_csv(os.path.join(output_dir(cfg), "trials.csv"))
+    except (OSError, ValueError):
+        return False
+    finished = {trial_key(r) for r in done.to_dict("records") if r.get("status") in FINISHED}
+    return all(trial_key(t.to_dict()) in finished for t in trial_configs(cfg))
 
 
 def resume_command(argv: List[str]) -> str:

@@ -1,145 +1,259 @@
-"""``python -m ablate.report EXPERIMENT_DIR [--wandb-report]``: which trick helps at which depth.
+"""``python -m ablate.report EXPERIMENT_DIR [--wandb-report]``: which trick helps at which depth and LR.
 
-Reads ``history.csv`` and ``trials.csv`` (nothing else, so it works offline and after the fact)
-and writes ``report.html`` (self-contained, plots embedded as PNG) and ``report.md`` (the same
-tables).  ``--wandb-report`` also builds a W&B Report of the experiment's runs.
+Reads the experiment's ``history.csv`` and ``trials.csv`` (and its settings file), nothing else,
+so it works offline and after the fact; writes ``report.html`` (one self-contained page, figures
+embedded) and ``report.md`` (the same verdicts and tables).
 """
 from __future__ import annotations
 
 import argparse
-import base64
-import html
-import io
+import math
 import os
-import re
 import sys
+from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 import pandas as pd
 import yaml
 
+from . import figures
 from .results import ablation_table, format_table, read_csvs
+from .stats import ALPHA, POWER, effects, finished, stable_lrs
+from .storage import EXPERIMENT_FILE
 
-__all__ = ["write_report", "verdicts", "build_wandb_report", "main"]
+__all__ = ["write_report", "verdicts", "main", "check_csvs"]
+
+BASELINE = "baseline"
 
 
 def _meta(exp_dir: str) -> Dict:
-    p = os.path.join(exp_dir, "ablate_experiment.yaml")
+    p = os.path.join(exp_dir, EXPERIMENT_FILE)
     return (yaml.safe_load(open(p)) or {}) if os.path.exists(p) else {}
 
 
-def _best_lr_rows(history: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
-    best = table[["block", "depth", "best_lr"]].rename(columns={"best_lr": "lr"})
-    return history.merge(best, on=["block", "depth", "lr"])
+def _pts(x: float) -> str:
+    return f"{100 * x:+.1f}"
 
 
-def _plt():
-    """matplotlib's pyplot on the headless Agg backend (reports are written on servers)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    plt.rcParams["text.parse_math"] = False  # a "$" in a (user's) block name is text, not TeX
-
-    return plt
+def _lrs(lrs) -> str:
+    return ", ".join(f"{lr:g}" for lr in lrs) or "none"
 
 
-def _fig_png(fig) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    _plt().close(fig)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def _curves(hist: pd.DataFrame, metric: str, title: str) -> str:
-    plt = _plt()
-
-    depths = sorted(hist["depth"].unique())
-    fig, axes = plt.subplots(1, len(depths), figsize=(5 * len(depths), 3.6), squeeze=False)
-    for ax, depth in zip(axes[0], depths):
-        sub = hist[hist["depth"] == depth]
-        for block, g in sub.groupby("block"):
-            stats = g.groupby("epoch")[metric].agg(["mean", "std"]).fillna(0)
-            lr = g["lr"].iloc[0]
-            ax.plot(stats.index, stats["mean"], label=f"{block} (lr {lr:g})")
-            ax.fill_between(stats.index, stats["mean"] - stats["std"], stats["mean"] + stats["std"], alpha=0.2)
-        ax.set_title(f"ResNet-{depth}")
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(metric)
-        if metric == "train_loss":
-            ax.set_yscale("log")
-        ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=7, loc="best")
-    fig.suptitle(title)
-    return _fig_png(fig)
-
-
-def _lr_sensitivity(trials: pd.DataFrame) -> str:
-    plt = _plt()
-
-    depths = sorted(trials["depth"].unique())
-    fig, axes = plt.subplots(1, len(depths), figsize=(5 * len(depths), 3.4), squeeze=False)
-    for ax, depth in zip(axes[0], depths):
-        for block, g in trials[trials["depth"] == depth].groupby("block"):
-            s = g.groupby("lr")["final_val_acc"].agg(["mean", "std"]).fillna(0)
-            ax.errorbar(s.index, s["mean"], yerr=s["std"], marker="o", capsize=3, label=block)
-        ax.set_xscale("log")
-        ax.set_title(f"ResNet-{depth}: final val acc vs LR")
-        ax.set_xlabel("learning rate")
-        ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=7)
-    return _fig_png(fig)
-
-
-def _scalars(hist: pd.DataFrame) -> Optional[str]:
-    cols = [c for c in hist.columns if re.fullmatch(r"\w+_stage\d", c) and hist[c].notna().any()]
-    if not cols:
-        return None
-    plt = _plt()
-
-    gated = hist[hist[cols].notna().any(axis=1)]
-    keys = sorted({(b, d) for b, d in zip(gated["block"], gated["depth"])})
-    ncols = min(3, len(keys))
-    nrows = -(-len(keys) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 3.3 * nrows), squeeze=False)
-    for ax in axes.flat[len(keys):]:
-        ax.axis("off")
-    for ax, (block, depth) in zip(axes.flat, keys):
-        g = gated[(gated["block"] == block) & (gated["depth"] == depth)]
-        for c in cols:
-            if g[c].notna().any():
-                m = g.groupby("epoch")[c].mean()
-                ax.plot(m.index, m.values, label=c)
-        ax.set_title(f"{block}, ResNet-{depth}")
-        ax.set_xlabel("epoch")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.suptitle("Learned gate scalars (mean over blocks of a stage, over seeds)")
-    return _fig_png(fig)
-
-
-def _say(g: pd.DataFrame, verdict_col: str, delta_col: str) -> str:
-    parts: Dict[str, List[str]] = {}
-    for _, r in g.sort_values("depth").iterrows():
-        v = r[verdict_col] or "no baseline to compare"
-        d = f"{r['depth']}"
-        if v in ("helps", "hurts"):
-            d += f" ({100 * r[delta_col]:+.1f} pts)"
-        parts.setdefault(v, []).append(d)
-    order = ["helps", "hurts", "no significant difference", "no spread across seeds", "too few seeds",
-             "no baseline to compare"]
-    return "; ".join(f"{v} at depth {', '.join(parts[v])}" for v in order if v in parts)
-
-
-def verdicts(table: pd.DataFrame, baseline: str = "baseline") -> List[str]:
-    """One line per trick: helps, hurts or no significant difference, and at which depths --
-    for the final accuracy (ends better) and for the area under the curve (converges faster)."""
+def verdicts(fx: pd.DataFrame, stable: pd.DataFrame, baseline: str = BASELINE) -> List[str]:
+    """One sentence per trick: where (depth and LR) it helps or hurts, converges faster or slower,
+    and where it widens or narrows the stable LR range; the rest said as unresolved."""
     lines = []
-    for block, g in table[table["block"] != baseline].groupby("block", sort=False):
-        lines.append(f"{block}: final acc: {_say(g, 'verdict', 'delta_vs_baseline')}. "
-                     f"Convergence (AUC): {_say(g, 'auc_verdict', 'auc_delta_vs_baseline')}.")
+    blocks = list(dict.fromkeys(list(fx["block"]) if len(fx) else []) | dict.fromkeys(
+        [b for b in stable["block"] if b != baseline] if len(stable) else []))
+    for block in blocks:
+        parts = []
+        g = fx[fx["block"] == block] if len(fx) else fx
+        for key, good, bad, what in (("final", "helps", "hurts", "final acc"),
+                                     ("auc", "converges faster", "converges slower", "AUC")):
+            for verdict, word in (("helps", good), ("hurts", bad)):
+                hits = g[g[f"{key}_verdict"] == verdict] if len(g) else g
+                if len(hits):
+                    where = "; ".join(
+                        f"depth {r['depth']}, lr {r['lr']:g}: {what} {_pts(r[f'{key}_delta'])} points "
+                        f"[{_pts(r[f'{key}_ci_low'])}, {_pts(r[f'{key}_ci_high'])}] (adjusted p {r[f'{key}_p_adj']:.3f})"
+                        for r in hits.to_dict("records"))
+                    parts.append(f"{word} at {where}")
+        s = stable[stable["block"] == block] if len(stable) else stable
+        base = {r["depth"]: r["stable"] for r in stable.to_dict("records") if r["block"] == baseline} if len(stable) else {}
+        for r in s.to_dict("records"):
+            if r["vs_baseline"] in ("widens", "narrows", "shifts"):
+                parts.append(f"{r['vs_baseline']} the stable LR range at depth {r['depth']}: trains at lr "
+                             f"{_lrs(r['stable'])} (baseline: {_lrs(base.get(r['depth'], []))})")
+        resolved = int(g["final_verdict"].isin(["helps", "hurts"]).sum()) if len(g) else 0
+        rest = len(g) - resolved
+        if rest:
+            parts.append(f"final acc not resolved at the other {rest} of {len(g)} depth x LR points" if resolved
+                         else f"no significant difference in final acc at any of its {len(g)} depth x LR points")
+        lines.append(f"{block}: " + "; ".join(parts) + ".")
     return lines
+
+
+def power_notes(trials: pd.DataFrame, fx: pd.DataFrame) -> List[str]:
+    """What the statistics can and cannot say, in words."""
+    from scipy import stats
+
+    n = int(finished(trials).groupby(["block", "depth", "lr"])["seed"].nunique().min()) if len(trials) else 0
+    m = int(fx[["final_p", "auc_p"]].notna().to_numpy().sum()) if len(fx) else 0
+    notes = [f"Every comparison is a trick against baseline at the same depth and LR, paired by seed, with the "
+             f"paired t-test's 95% interval (scipy); p-values are adjusted for the {m} comparisons of this report "
+             f"(final acc and AUC) by Benjamini-Hochberg, false discovery rate {ALPHA:.0%}."]
+    if n < 2:
+        notes.append("With one seed there is no spread: no interval, no verdict. Run at least 3 seeds.")
+    elif n <= 3:
+        notes.append(f"With {n} seeds each interval is +-t({n - 1}) = {stats.t.ppf(1 - ALPHA / 2, n - 1):.1f} standard "
+                     "errors wide: the study is underpowered, and \"not resolved\" means the data cannot tell, "
+                     "not that there is no effect.")
+    if len(fx):
+        need = fx["final_seeds_needed"].replace(math.inf, float("nan")).dropna()
+        if len(need):
+            notes.append(f"Seeds needed to resolve the final-acc differences observed but not resolved (paired "
+                         f"t-test, {POWER:.0%} power, from their measured spread): median {need.median():.0f}, "
+                         f"{int((need <= 5).sum())} of {len(need)} within 5 seeds (column \"seeds needed\").")
+    notes.append("The best-LR table picks each block's LR on the same final accuracy it then compares, so its "
+                 "differences are optimistic; the depth x LR effects involve no selection.")
+    return notes
+
+
+def effects_table(fx: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for r in fx.to_dict("records"):
+        rows.append({
+            "block": r["block"], "depth": r["depth"], "lr": f"{r['lr']:g}", "seeds": r["seeds"],
+            "final acc % (block)": f"{100 * r['final_block']:.1f}", "final acc % (baseline)": f"{100 * r['final_base']:.1f}",
+            "difference, points [95% CI]": _ci(r, "final"), "adjusted p": _p(r["final_p_adj"]),
+            "verdict": r["final_verdict"], "AUC difference [95% CI]": _ci(r, "auc"),
+            "AUC verdict": r["auc_verdict"].replace("helps", "faster").replace("hurts", "slower"),
+            "seeds needed": "" if not math.isfinite(r["final_seeds_needed"]) else f"{r['final_seeds_needed']:.0f}",
+        })
+    return pd.DataFrame(rows)
+
+
+def _ci(r: Dict, key: str) -> str:
+    if not math.isfinite(r[f"{key}_ci_low"]):
+        return _pts(r[f"{key}_delta"])
+    return f"{_pts(r[f'{key}_delta'])} [{_pts(r[f'{key}_ci_low'])}, {_pts(r[f'{key}_ci_high'])}]"
+
+
+def _p(p: float) -> str:
+    return "" if not math.isfinite(p) else f"{p:.3f}"
+
+
+def stable_table(stable: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame([{"depth": r["depth"], "block": r["block"], "stable at lr": _lrs(r["stable"]),
+                          "tested lrs": _lrs(r["tested"]), "vs baseline": r["vs_baseline"]}
+                         for r in stable.sort_values(["depth", "block"]).to_dict("records")])
+
+
+def provenance(exp_dir: str, meta: Dict, trials: pd.DataFrame) -> pd.DataFrame:
+    prov = meta.get("provenance") or {}
+    recipe = (f"SGD, momentum {meta.get('momentum')}{' (Nesterov)' if meta.get('nesterov') else ''}, weight decay "
+              f"{meta.get('weight_decay')}, {meta.get('schedule')} schedule"
+              + (f" (x{meta.get('lr_decay')} at {meta.get('milestones')} of training)" if meta.get("schedule") == "step" else "")
+              + f", warm-up {meta.get('warmup_epochs')} epochs, label smoothing {meta.get('label_smoothing')}, "
+              f"{meta.get('epochs')} epochs, batch {meta.get('batch_size')}, shortcut option {meta.get('shortcut')}")
+    wb = meta.get("wandb") or {}
+    rows = [
+        ("experiment", f"{meta.get('name', os.path.basename(os.path.normpath(exp_dir)))}: {len(trials)} trials = "
+                       f"{trials['block'].nunique()} blocks x {trials['depth'].nunique()} depths x "
+                       f"{trials['lr'].nunique()} lrs x {trials['seed'].nunique()} seeds"),
+        ("dataset", str(meta.get("dataset", "?"))),
+        ("recipe", recipe),
+        ("grid", f"blocks {', '.join(map(str, meta.get('blocks', [])))}; depths {meta.get('depths')}; "
+                 f"lrs {meta.get('lrs')}; seeds {meta.get('seeds')}"),
+        ("code", f"commit {prov.get('git_commit') or 'unknown'}"),
+        ("versions", ", ".join(f"{k} {v}" for k, v in (prov.get("versions") or {}).items()) or "unknown"),
+        ("run", f"started {prov.get('started', '?')}; report written {pd.Timestamp.now():%Y-%m-%d %H:%M}"),
+        ("data files", f"{os.path.join(exp_dir, 'history.csv')} (one row per trial and epoch), "
+                       f"{os.path.join(exp_dir, 'trials.csv')} (one row per trial)"),
+        ("W&B", f"project {wb.get('project', 'ablate')}, group {meta.get('name', '?')}"
+                + (f", entity {wb['entity']}" if wb.get("entity") else "")
+                + "; one run per trial, named block-dDEPTH-lrLR-sSEED"),
+    ]
+    return pd.DataFrame(rows, columns=["", "value"])
+
+
+@dataclass
+class Section:
+    title: str
+    paragraphs: List[str] = field(default_factory=list)
+    bullets: List[str] = field(default_factory=list)
+    table: Optional[pd.DataFrame] = None
+    image: Optional[str] = None
+    caption: str = ""
+    css: str = ""  # "text": a table of words, left-aligned
+
+
+def sections(exp_dir: str) -> tuple:
+    """The report's content, once, for both the page and the Markdown."""
+    history, trials = read_csvs(exp_dir)
+    meta = _meta(exp_dir)
+    target = float(meta.get("target_acc", 0.9))
+    fx, stable = effects(trials), stable_lrs(trials)
+    table = ablation_table(trials)
+    lines = verdicts(fx, stable)
+    out = [
+        Section("Provenance", table=provenance(exp_dir, meta, trials), css="text"),
+        Section("Verdicts", paragraphs=["Each trick against baseline at every depth and LR (final val acc: "
+                                        "ends better; AUC = mean val acc over epochs: converges faster), and "
+                                        "its stable LR range."], bullets=lines or ["(no trick to compare)"]),
+        Section("How sure", bullets=power_notes(trials, fx)),
+        Section("Stable LR range", paragraphs=[
+            "The LRs at which a block trains without collapse or divergence: no seed diverged and every seed "
+            "ends at least halfway to the best mean final accuracy any block reached at that depth."],
+            table=stable_table(stable) if len(stable) else None, css="text"),
+        Section("Effects at every depth and LR (vs baseline, paired by seed)",
+                table=effects_table(fx) if len(fx) else None),
+        Section("Each block at its best LR", paragraphs=[
+            f"Mean +- std over seeds; epochs to {100 * target:.0f}% val acc; every column refers to the trials "
+            "at that best LR. The LR is picked on final accuracy: differences here are optimistic."],
+            table=_pipe_to_frame(format_table(table, target)) if not table.empty else None),
+    ]
+    fin = finished(history.merge(trials[["block", "depth", "lr", "seed", "status"]],
+                                 on=["block", "depth", "lr", "seed"])) if len(history) else history
+    if len(fin):
+        out += [
+            Section("Convergence: validation accuracy", image=figures.curves(fin, "val_acc", "val acc (%)", True),
+                    caption="Mean over seeds, band +-1 std; a panel per depth (rows) and LR (columns); baseline "
+                            "black and dashed."),
+            Section("Convergence: training loss", image=figures.curves(fin, "train_loss", "train loss", False, log=True),
+                    caption="Mean over seeds (log scale)."),
+            Section("LR sensitivity", image=figures.lr_sensitivity(finished(trials)),
+                    caption="Final val acc, mean +- std over seeds, at each tested LR."),
+        ]
+        g = figures.gates(fin)
+        if g:
+            out.append(Section("Learned gate scalars", image=g,
+                               caption="Absolute values, mean over a stage's blocks and the seeds, per depth and LR."))
+    diverged = trials[trials["diverged"].astype(bool)]
+    if len(diverged):
+        out.append(Section("Diverged trials", bullets=[f"{r.block} d{r.depth} lr {r.lr:g} seed {r.seed} "
+                                                       f"(epoch {r.epochs_done})" for r in diverged.itertuples()]))
+    failed = trials[~trials["status"].isin(["TERMINATED", "DIVERGED"])]
+    if len(failed):
+        out.append(Section("Unfinished trials (not counted)", bullets=[
+            f"{r.block} d{r.depth} lr {r.lr:g} seed {r.seed}: {r.status}" for r in failed.itertuples()]))
+    name = meta.get("name", os.path.basename(os.path.normpath(exp_dir)))
+    return name, out
+
+
+def _pipe_to_frame(text: str) -> pd.DataFrame:
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in text.splitlines()]
+    return pd.DataFrame(rows[2:], columns=rows[0])
+
+
+def _markdown(name: str, secs: List[Section]) -> str:
+    md = [f"# Ablation report: {name}", ""]
+    for s in secs:
+        md += [f"## {s.title}", ""]
+        md += [p + "\n" for p in s.paragraphs]
+        md += [f"- {b}" for b in s.bullets] + ([""] if s.bullets else [])
+        if s.table is not None:
+            cols = list(s.table.columns)
+            md += ["| " + " | ".join(map(str, cols)) + " |", "|" + "---|" * len(cols)]
+            md += ["| " + " | ".join(str(v) for v in row) + " |" for row in s.table.itertuples(index=False)]
+            md.append("")
+        if s.image:
+            md += [f"(figure in report.html: {s.caption})", ""]
+    return "\n".join(md)
+
+
+def write_report(exp_dir: str) -> str:
+    """Write report.html and report.md into ``exp_dir``; return the HTML path."""
+    import jinja2
+
+    name, secs = sections(exp_dir)
+    with open(os.path.join(exp_dir, "report.md"), "w") as f:
+        f.write(_markdown(name, secs))
+    env = jinja2.Environment(loader=jinja2.PackageLoader("ablate", "templates"), autoescape=True)
+    path = os.path.join(exp_dir, "report.html")
+    with open(path, "w") as f:
+        f.write(env.get_template("report.html.j2").render(name=name, sections=secs))
+    return path
 
 
 REQUIRED = {"history.csv": ("block", "depth", "lr", "seed", "epoch", "val_acc", "train_loss"),
@@ -166,127 +280,16 @@ def check_csvs(exp_dir: str) -> None:
                              "with --resume to rewrite it")
 
 
-def write_report(exp_dir: str) -> str:
-    """Write report.html and report.md into ``exp_dir``; return the HTML path."""
-    history, trials = read_csvs(exp_dir)
-    meta = _meta(exp_dir)
-    target = float(meta.get("target_acc", 0.9))
-    name = meta.get("name", os.path.basename(os.path.normpath(exp_dir)))
-    table = ablation_table(trials)
-    text_table = format_table(table, target)
-    lines = verdicts(table) if not table.empty else []
-    diverged = trials[trials["diverged"].astype(bool)]
-    failed = trials[trials["status"].isin(["ERROR", "NOT_STARTED"])]
-    n_seeds = trials["seed"].nunique()
-
-    md = [f"# Ablation report: {name}", "",
-          f"{len(trials)} trials: {trials['block'].nunique()} blocks x {trials['depth'].nunique()} depths x "
-          f"{trials['lr'].nunique()} lrs x {n_seeds} seeds; dataset {meta.get('dataset', '?')}, "
-          f"{meta.get('epochs', '?')} epochs.", "",
-          "## Verdict per trick (vs baseline at each block's best LR, paired by seed, 95% t-interval)", ""]
-    md += [f"- {line}" for line in lines] or ["- (no trick to compare)"]
-    md += ["", f"## Ablation table (each block at its best LR; mean +- std over {n_seeds} seeds)", "",
-           "AUC = mean val acc over all epochs (higher = converged earlier); vs baseline = final val acc "
-           "difference in points, paired by seed, with its 95% t-interval.", "", text_table, ""]
-    if len(diverged):
-        md += ["## Diverged trials", ""] + [f"- {r.block} d{r.depth} lr {r.lr:g} seed {r.seed} "
-                                            f"(epoch {r.epochs_done})" for r in diverged.itertuples()] + [""]
-    if len(failed):
-        md += ["## Failed or missing trials", ""] + [f"- {r.block} d{r.depth} lr {r.lr:g} seed {r.seed}: "
-                                                     f"{r.status}" for r in failed.itertuples()] + [""]
-    with open(os.path.join(exp_dir, "report.md"), "w") as f:
-        f.write("\n".join(md))
-
-    figs = []
-    if not table.empty and len(history):
-        best = _best_lr_rows(history, table)
-        figs.append(("Convergence: validation accuracy (best LR per block; band = +-1 std over seeds)",
-                     _curves(best, "val_acc", "val acc vs epoch")))
-        figs.append(("Convergence: training loss", _curves(best, "train_loss", "train loss vs epoch")))
-        figs.append(("LR sensitivity", _lr_sensitivity(trials)))
-        sc = _scalars(best)
-        if sc:
-            figs.append(("Learned scalars of the gated blocks", sc))
-    body = _md_to_html("\n".join(md).splitlines())
-    for title, png in figs:
-        body += f"<h2>{html.escape(title)}</h2>\n<img alt='{html.escape(title)}' src='data:image/png;base64,{png}'/>\n"
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>ablate: {html.escape(name)}</title>"
-            "<style>body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}"
-            "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
-            "td:first-child{text-align:left}img{max-width:100%}</style></head><body>\n"
-            f"{body}</body></html>\n")
-    path = os.path.join(exp_dir, "report.html")
-    with open(path, "w") as f:
-        f.write(page)
-    return path
-
-
-def _md_to_html(md: List[str]) -> str:
-    """Just enough Markdown (headings, bullets, pipe tables) for our own report."""
-    out, in_list, in_table = [], False, False
-    for line in md:
-        if in_list and not line.startswith("- "):
-            out.append("</ul>"); in_list = False
-        if in_table and not line.startswith("|"):
-            out.append("</table>"); in_table = False
-        if line.startswith("# "):
-            out.append(f"<h1>{html.escape(line[2:])}</h1>")
-        elif line.startswith("## "):
-            out.append(f"<h2>{html.escape(line[3:])}</h2>")
-        elif line.startswith("- "):
-            if not in_list:
-                out.append("<ul>"); in_list = True
-            out.append(f"<li>{html.escape(line[2:])}</li>")
-        elif line.startswith("|"):
-            cells = [c.strip() for c in line.strip("|").split("|")]
-            if all(set(c) <= {"-"} for c in cells):
-                continue
-            tag = "th" if not in_table else "td"
-            if not in_table:
-                out.append("<table>"); in_table = True
-            out.append("<tr>" + "".join(f"<{tag}>{html.escape(c)}</{tag}>" for c in cells) + "</tr>")
-        elif line:
-            out.append(f"<p>{html.escape(line)}</p>")
-    if in_list:
-        out.append("</ul>")
-    if in_table:
-        out.append("</table>")
-    return "\n".join(out) + "\n"
-
-
-def build_wandb_report(project: str, entity: str, group: str, lines: List[str], blocks: List[str]):
-    """A W&B Report object for one experiment (no network needed until ``.save()``)."""
-    import wandb_workspaces.reports.v2 as wr
-    from wandb_workspaces import expr
-
-    runset = wr.Runset(entity=entity, project=project, name=group,
-                       filters=[expr.Config("experiment") == group], groupby=["block"])
-    curves = wr.PanelGrid(runsets=[runset], panels=[
-        wr.LinePlot(title="val acc by block (mean +- std over runs)", x="epoch", y=["val_acc"],
-                    groupby="block", groupby_aggfunc="mean", groupby_rangefunc="stddev"),
-        wr.LinePlot(title="train loss by block", x="epoch", y=["train_loss"], log_y=True,
-                    groupby="block", groupby_aggfunc="mean", groupby_rangefunc="stddev"),
-    ])
-    parallel = wr.PanelGrid(runsets=[runset], panels=[wr.ParallelCoordinatesPlot(
-        title="block / depth / lr vs final val acc",
-        columns=[wr.ParallelCoordinatesPlotColumn(metric=wr.Config("block")),
-                 wr.ParallelCoordinatesPlotColumn(metric=wr.Config("depth")),
-                 wr.ParallelCoordinatesPlotColumn(metric=wr.Config("lr"), log=True),
-                 wr.ParallelCoordinatesPlotColumn(metric=wr.SummaryMetric("final_val_acc"))])])
-    table = wr.PanelGrid(runsets=[runset], panels=[wr.RunComparer(diff_only="split")])
-    return wr.Report(
-        project=project, entity=entity, title=f"ablate: {group}",
-        description=f"Residual-connection tricks vs baseline ({', '.join(blocks)})",
-        blocks=[wr.H1("Verdict per trick"), wr.UnorderedList(items=lines or ["(none)"]),
-                wr.H1("Convergence"), curves, wr.H1("Block, depth and LR against val acc"), parallel,
-                wr.H1("Runs"), table],
-    )
-
-
 def main(argv: Optional[List[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m ablate.report", description=__doc__.splitlines()[0])
-    p.add_argument("experiment_dir")
-    p.add_argument("--wandb-report", action="store_true", help="also save a W&B Report (needs an API key)")
+    p = argparse.ArgumentParser(
+        prog="python -m ablate.report",
+        description="Write report.html and report.md for a finished experiment: each trick against baseline "
+                    "at every depth and LR (paired by seed, with intervals), its stable LR range, the table at "
+                    "each block's best LR, and the convergence figures. Reads only the experiment's CSVs.")
+    p.add_argument("experiment_dir", help="the directory python -m ablate.grid named on its last line "
+                                          "(it holds history.csv and trials.csv)")
+    p.add_argument("--wandb-report", action="store_true",
+                   help="also save the same comparison as a W&B Report (needs WANDB_API_KEY or `wandb login`)")
     args = p.parse_args(argv)
     for f in ("history.csv", "trials.csv"):
         if not os.path.isfile(os.path.join(args.experiment_dir, f)):
@@ -301,27 +304,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     path = write_report(args.experiment_dir)
     print(f"report: {path}")
     if args.wandb_report:
-        from .tracking import has_api_key
+        from .tracking import has_api_key, save_wandb_report
 
         if not has_api_key():
             print("ablate.report: error: --wandb-report needs WANDB_API_KEY (or `wandb login`)", file=sys.stderr)
             return 2
         _, trials = read_csvs(args.experiment_dir)
         meta = _meta(args.experiment_dir)
-        table = ablation_table(trials)
-        entity = (meta.get("wandb") or {}).get("entity") or os.environ.get("WANDB_ENTITY") or _default_entity()
-        report = build_wandb_report((meta.get("wandb") or {}).get("project", "ablate"), entity,
-                                    meta.get("name", os.path.basename(args.experiment_dir)), verdicts(table),
-                                    sorted(trials["block"].unique()))
-        report.save()
-        print(f"W&B report: {report.url}")
+        url = save_wandb_report(meta, trials, verdicts(effects(trials), stable_lrs(trials)))
+        print(f"W&B report: {url}")
     return 0
-
-
-def _default_entity() -> str:
-    import wandb
-
-    return wandb.Api().default_entity
 
 
 if __name__ == "__main__":

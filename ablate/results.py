@@ -4,11 +4,14 @@ Pure pandas: used by the grid at its end and by ``ablate.report`` on a finished 
 """
 from __future__ import annotations
 
-import math
 import os
 from typing import Any, Dict, Iterable, List
 
+import numpy as np
 import pandas as pd
+
+from .stats import FINISHED, finished, paired
+from .train import METRIC_KEYS
 
 __all__ = ["summarise_history", "history_from_results", "trials_table", "ablation_table",
            "format_table", "write_csvs", "read_csvs", "AXES"]
@@ -64,7 +67,10 @@ def history_from_results(results: Iterable) -> pd.DataFrame:
         return pd.DataFrame(columns=AXES + ["trial_id", "epoch"])
     hist = pd.concat(frames, ignore_index=True)
     hist["epoch"] = hist["epoch"].astype(int)
-    return hist.sort_values(AXES + ["epoch"]).reset_index(drop=True)
+    # One column order whatever order the trials reported in: a rewrite (a resume) never reorders.
+    first = AXES + ["trial_id", "epoch"] + [("epoch_lr" if m == "lr" else m) for m in METRIC_KEYS if m != "epoch"]
+    cols = [c for c in first if c in hist.columns] + sorted(c for c in hist.columns if c not in first)
+    return hist[cols].sort_values(AXES + ["epoch"]).reset_index(drop=True)
 
 
 def trials_table(history: pd.DataFrame, statuses: Dict[str, str], expected: List[Dict[str, Any]],
@@ -87,25 +93,15 @@ def trial_key(axes: Dict[str, Any]) -> str:
     return f"{axes['block']}|{axes['depth']}|{float(axes['lr'])}|{axes['seed']}"
 
 
-def _t95(n: int) -> float:
-    if n < 2:
-        return float("nan")
-    from scipy.stats import t
-
-    return float(t.ppf(0.975, n - 1))
-
-
-FINISHED = ("TERMINATED", "DIVERGED")  # statuses whose final accuracy is an outcome
-
-
 def ablation_table(trials: pd.DataFrame, baseline: str = "baseline") -> pd.DataFrame:
     """Per block x depth, at that block's best LR (by mean final val acc over seeds).
 
     Only finished trials count: an interrupted, errored or early-stopped trial's last epoch is
-    not its result.
+    not its result.  The best LR is chosen on the final accuracy it is then judged on, so the
+    differences here are optimistic; ``stats.effects`` compares at every LR, with no selection.
+    Every column of a row (counts too) refers to the same trials: that block's, at its best LR.
     """
-    if "status" in trials:
-        trials = trials[trials["status"].isin(FINISHED)]
+    trials = finished(trials)
     rows = []
     for (block, depth), g in trials.groupby(["block", "depth"], sort=False):
         by_lr = g.groupby("lr")["final_val_acc"].mean()
@@ -119,7 +115,7 @@ def ablation_table(trials: pd.DataFrame, baseline: str = "baseline") -> pd.DataF
             "auc_mean": s["auc_val_acc"].mean(),
             "epochs_to_target": reached.mean() if len(reached) else float("nan"),
             "reached_target": f"{len(reached)}/{len(s)}",
-            "diverged": int(g["diverged"].sum()),
+            "diverged": int(s["diverged"].astype(bool).sum()),
             "_finals": dict(zip(s["seed"], s["final_val_acc"])),
             "_aucs": dict(zip(s["seed"], s["auc_val_acc"])),
         })
@@ -148,22 +144,19 @@ def ablation_table(trials: pd.DataFrame, baseline: str = "baseline") -> pd.DataF
 
 def _paired(values: Dict, base: Dict) -> tuple:
     """(mean difference, 95% CI low, high, verdict) of ``values - base`` paired by seed."""
-    diffs = [values[s] - base[s] for s in values if s in base]
-    n = len(diffs)
-    mean = sum(diffs) / n if n else float("nan")
-    sd = pd.Series(diffs).std(ddof=1) if n > 1 else float("nan")
-    half = _t95(n) * sd / math.sqrt(n) if n > 1 else float("nan")
-    if n < 2 or math.isnan(half):
+    seeds = [s for s in values if s in base]
+    r = paired(np.array([values[s] for s in seeds]), np.array([base[s] for s in seeds]))
+    if r["n"] < 2:
         verdict = "too few seeds"
-    elif sd == 0:  # identical differences on every seed: a zero-width interval proves nothing
+    elif not np.isfinite(r["p"]):  # identical differences on every seed: a zero-width interval proves nothing
         verdict = "no spread across seeds"
-    elif mean - half > 0:
+    elif r["ci_low"] > 0:
         verdict = "helps"
-    elif mean + half < 0:
+    elif r["ci_high"] < 0:
         verdict = "hurts"
     else:
         verdict = "no significant difference"
-    return mean, mean - half, mean + half, verdict
+    return r["mean"], r["ci_low"], r["ci_high"], verdict
 
 
 def _pm(mean: float, std: float) -> str:

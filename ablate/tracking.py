@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import os
 import warnings
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
-__all__ = ["resolve_mode", "TrialRun", "start_trial_run", "run_name", "has_api_key", "driver_api_key", "trial_env"]
+__all__ = ["resolve_mode", "TrialRun", "start_trial_run", "run_name", "has_api_key", "driver_api_key", "trial_env",
+           "build_wandb_report", "save_wandb_report"]
 
 
 def driver_api_key() -> Optional[str]:
@@ -149,3 +150,57 @@ def start_trial_run(config: Dict[str, Any], *, project: str, group: str, name: s
             except Exception:
                 pass
     return TrialRun()
+
+
+def build_wandb_report(meta: Dict[str, Any], trials, lines: List[str], entity: str):
+    """The report page's comparison as a W&B Report (nothing leaves this process until ``.save()``).
+
+    A section per depth with each block at its best LR (mean +- std over seeds, grouped by
+    block), the LR-sensitivity view (final val acc against LR, per block), and the run table.
+    """
+    import wandb_workspaces.reports.v2 as wr
+    from wandb_workspaces import expr
+
+    from .results import ablation_table
+
+    group = meta.get("name", "ablate")
+    project = (meta.get("wandb") or {}).get("project", "ablate")
+    in_group = expr.Config("experiment") == group
+    best = ablation_table(trials)
+    blocks = [wr.H1("Verdicts"), wr.UnorderedList(items=lines or ["(no trick to compare)"])]
+    for depth, g in best.groupby("depth"):
+        picks = [expr.And(expr.Config("block") == r.block, expr.Config("lr") == float(r.best_lr))
+                 for r in g.itertuples()]
+        runs = wr.Runset(entity=entity, project=project, name=f"ResNet-{depth} at best LR",
+                         filters=expr.And(in_group, expr.Config("depth") == int(depth), expr.Or(*picks)),
+                         groupby=["block"])
+        blocks += [wr.H1(f"ResNet-{depth}: each block at its best LR (mean +- std over seeds)"),
+                   wr.PanelGrid(runsets=[runs], panels=[
+                       wr.LinePlot(title=f"ResNet-{depth}: val acc", x="epoch", y=["val_acc"], groupby="block",
+                                   groupby_aggfunc="mean", groupby_rangefunc="stddev", legend_position="east"),
+                       wr.LinePlot(title=f"ResNet-{depth}: train loss", x="epoch", y=["train_loss"], log_y=True,
+                                   groupby="block", groupby_aggfunc="mean", groupby_rangefunc="stddev",
+                                   legend_position="east")])]
+    everything = wr.Runset(entity=entity, project=project, name=group, filters=[in_group], groupby=["block"])
+    blocks += [wr.H1("LR sensitivity: final val acc against LR"),
+               wr.PanelGrid(runsets=[everything], panels=[
+                   wr.ScatterPlot(title="final val acc vs lr (every trial)", x=wr.Config("lr"),
+                                  y=wr.SummaryMetric("final_val_acc"), log_x=True),
+                   wr.ParallelCoordinatesPlot(title="block / depth / lr vs final val acc", columns=[
+                       wr.ParallelCoordinatesPlotColumn(metric=wr.Config("block")),
+                       wr.ParallelCoordinatesPlotColumn(metric=wr.Config("depth")),
+                       wr.ParallelCoordinatesPlotColumn(metric=wr.Config("lr"), log=True),
+                       wr.ParallelCoordinatesPlotColumn(metric=wr.SummaryMetric("final_val_acc"))])]),
+               wr.H1("Runs"), wr.PanelGrid(runsets=[everything], panels=[wr.RunComparer(diff_only="split")])]
+    return wr.Report(project=project, entity=entity, title=f"ablate: {group}",
+                     description="Residual-connection tricks against baseline, per depth and LR", blocks=blocks)
+
+
+def save_wandb_report(meta: Dict[str, Any], trials, lines: List[str]) -> str:
+    """Save the W&B Report with the configured (or default) entity; return its URL."""
+    import wandb
+
+    entity = (meta.get("wandb") or {}).get("entity") or os.environ.get("WANDB_ENTITY") or wandb.Api().default_entity
+    report = build_wandb_report(meta, trials, lines, entity)
+    report.save()
+    return report.url

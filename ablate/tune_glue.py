@@ -274,7 +274,8 @@ def run_grid(cfg: ExperimentConfig, exp_dir: str, *, storage_path: str, resume: 
                 failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
                 # Each trial's directory (its W&B offline run) goes to the experiment's storage.
                 sync_config=tune.SyncConfig(sync_artifacts=True),
-                # Two kept: a restore still has one if the newest was cut mid-upload.
+                # With num_to_keep, Tune snapshots its experiment state at every checkpoint: a driver
+                # that dies right after a trial finished still knows that trial finished.
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=cfg.checkpoints_to_keep),
                 progress_reporter=reporter, verbose=1,
             ),

@@ -199,6 +199,7 @@ def test_grid_on_two_nodes_packs_trials_and_resumes_from_shared_storage(cluster,
 def test_lost_worker_node_trials_finish_on_the_rest(cluster, tmp_path):
     args = [DEFAULT, "blocks=[baseline]", "depths=[20]", "lrs=[0.1]", "seeds=[0,1]", "epochs=12",
             "gpus_per_trial=1", "cpus_per_trial=0.5", "device=cpu", "wandb.mode=disabled", "max_failures=3",
+            "checkpoint_period_s=0",
             f"storage_path={tmp_path}", "name=lost", "--address", cluster.address]
     log = open(tmp_path / "grid.log", "w")
     proc = start_cli(args, env=cluster.env, cwd=tmp_path, log=log)
@@ -378,6 +379,7 @@ def test_worker_node_lost_mid_trial_finishes_elsewhere_with_nothing_lost_or_twic
     cluster = autoscaling(("gpu_worker", GPU_WORKER))
     args = [DEFAULT, "blocks=[baseline]", "depths=[14]", "lrs=[0.1]", "seeds=[0,1]", "epochs=10",
             "trials_per_gpu=1", "cpus_per_trial=1", "device=cpu", "wandb.mode=offline", "max_failures=3",
+            "checkpoint_period_s=0",
             f"storage_path={tmp_path}", "name=lost", "--address", cluster.address]
     proc = start_cli(args, env=cluster.env, cwd=tmp_path, log=open(tmp_path / "grid.log", "w"))
     exp = tmp_path / "lost"

@@ -15,7 +15,7 @@ def test_killed_trial_restarts_from_checkpoint_and_diverging_trial_is_marked(tmp
     hooks = tmp_path / "hooks"
     hooks.mkdir()
     args = [DEFAULT, "blocks=[baseline]", "depths=[20]", "lrs=[0.1,40]", "seeds=[0]", "epochs=6",
-            "schedule=constant", "wandb.mode=offline", "max_failures=2", f"storage_path={tmp_path}", "name=f"]
+            "schedule=constant", "wandb.mode=offline", "max_failures=2", "checkpoint_period_s=0", f"storage_path={tmp_path}", "name=f"]
     log = open(tmp_path / "grid.log", "w")
     proc = start_cli(args, env=clean_env(ABLATE_TRIAL_HOOK_DIR=str(hooks)), cwd=tmp_path, log=log)
     exp = tmp_path / "f"

@@ -1,12 +1,13 @@
 """The report: files exist, their table equals the results, the W&B Report builds offline."""
+import os
 import re
 
 import pandas as pd
 import pytest
 
-from conftest import run_cli
+from conftest import REPO, run_cli
 
-from ablate.report import build_wandb_report, verdicts
+from ablate.report import verdicts
 from ablate.results import ablation_table
 
 
@@ -16,15 +17,21 @@ def test_report_written_and_table_matches_results(mini_grid):
     html = (exp / "report.html").read_text()
     md = (exp / "report.md").read_text()
     assert html.count("data:image/png;base64,") >= 3  # self-contained: curves, loss, LR sensitivity
-    assert "Verdict per trick" in html and "identity_scale:" in md
+    for section in ("Provenance", "Verdicts", "How sure", "Stable LR range", "Effects at every depth and LR",
+                    "Each block at its best LR"):
+        assert section in html and f"## {section}" in md
+    assert "identity_scale:" in md
     trials = pd.read_csv(exp / "trials.csv")
     table = ablation_table(trials)
-    assert html.count("<tr>") == len(table) + 1  # the ablation table is a real HTML table
     for r in table.itertuples():
         m = re.search(rf"\| {r.block} \| {r.depth} \| {r.best_lr:g} \| +([\d.]+) \+- +([\d.]+) \|", md)
         assert m, f"row for {r.block} missing"
         assert float(m.group(1)) == pytest.approx(100 * r.final_acc_mean, abs=0.051)
         assert float(m.group(2)) == pytest.approx(100 * r.final_acc_std, abs=0.051)
+    # Provenance: the recipe, the grid, the code and the files a reader needs to check it.
+    for needle in ("SGD, momentum 0.9", "weight decay", "commit ", "torch ", "history.csv", "trials.csv",
+                   "project ablate, group mini"):
+        assert needle in md, needle
 
 
 def test_report_cli_rebuilds_and_rejects_a_wrong_dir(mini_grid, tmp_path):
@@ -32,32 +39,94 @@ def test_report_cli_rebuilds_and_rejects_a_wrong_dir(mini_grid, tmp_path):
     assert p.returncode == 0 and "report.html" in p.stdout
     p = run_cli([str(tmp_path)], module="ablate.report")
     assert p.returncode == 2 and "history.csv" in p.stderr
+    p = run_cli(["--help"], module="ablate.report")
+    assert "experiment_dir" in p.stdout and "``" not in p.stdout
 
 
-def test_ablation_table_statistics_and_verdicts():
+def _synthetic_trials():
+    """baseline vs trick, 3 seeds: at lr 1.0 the baseline collapses and the trick trains."""
+    accs = {("baseline", 0.1): [0.80, 0.82, 0.81], ("trick", 0.1): [0.83, 0.80, 0.82],
+            ("baseline", 1.0): [0.10, 0.10, 0.10], ("trick", 1.0): [0.90, 0.92, 0.91]}
     rows = []
-    for seed, (b, t) in enumerate([(0.80, 0.90), (0.82, 0.93), (0.81, 0.91)]):
-        for block, acc in (("baseline", b), ("trick", t)):
-            rows.append(dict(block=block, depth=20, lr=0.1, seed=seed, final_val_acc=acc, best_val_acc=acc,
-                             epochs_to_target=None, auc_val_acc=acc, diverged=False))
-            rows.append(dict(block=block, depth=20, lr=1.0, seed=seed, final_val_acc=0.1, best_val_acc=0.1,
-                             epochs_to_target=None, auc_val_acc=0.1, diverged=True))
-    table = ablation_table(pd.DataFrame(rows))
-    trick = table[table["block"] == "trick"].iloc[0]
-    assert trick["best_lr"] == 0.1 and trick["diverged"] == 3
-    assert trick["delta_vs_baseline"] == pytest.approx(0.1033, abs=1e-3)
-    assert trick["delta_ci_low"] > 0 and trick["verdict"] == "helps"
-    assert trick["auc_verdict"] == "helps"
-    assert verdicts(table) == ["trick: final acc: helps at depth 20 (+10.3 pts). "
-                               "Convergence (AUC): helps at depth 20 (+10.3 pts)."]
+    for (block, lr), values in accs.items():
+        for seed, acc in enumerate(values):
+            div = block == "baseline" and lr == 1.0
+            rows.append(dict(block=block, depth=56, lr=lr, seed=seed, status="DIVERGED" if div else "TERMINATED",
+                             final_val_acc=acc, best_val_acc=acc, epochs_to_target=None, auc_val_acc=acc,
+                             diverged=div, epochs_done=5))
+    return pd.DataFrame(rows)
 
 
-def test_wandb_report_builds_offline_with_its_panels():
+def test_effects_per_depth_and_lr_stable_range_and_verdict_sentences():
+    from ablate.stats import effects, seeds_needed, stable_lrs
+
+    trials = _synthetic_trials()
+    fx = effects(trials)
+    at = {r["lr"]: r for r in fx.to_dict("records")}
+    assert at[1.0]["final_verdict"] == "helps" and at[1.0]["final_delta"] == pytest.approx(0.81, abs=0.01)
+    assert at[1.0]["final_p_adj"] < 0.05 and at[1.0]["final_ci_low"] > 0
+    assert at[0.1]["final_verdict"] == "no significant difference" and at[0.1]["final_seeds_needed"] >= 3
+    stable = stable_lrs(trials)
+    row = stable[stable["block"] == "trick"].iloc[0]
+    assert row["stable"] == [0.1, 1.0] and row["vs_baseline"] == "widens"
+    (line,) = verdicts(fx, stable)
+    assert line.startswith("trick: helps at depth 56, lr 1: final acc +81.")
+    assert "widens the stable LR range at depth 56: trains at lr 0.1, 1 (baseline: 0.1)" in line
+    assert seeds_needed(0.01, 0.02) > seeds_needed(0.02, 0.02) >= 2  # smaller effects need more seeds
+    # The best-LR table counts the same trials as its row: no diverged baseline trial at its best LR.
+    best = ablation_table(trials)
+    assert best[best["block"] == "baseline"].iloc[0]["diverged"] == 0
+
+
+def test_paired_interval_is_scipys_t_interval():
+    from scipy import stats
+
+    from ablate.stats import paired
+
+    a, b = [0.9, 0.93, 0.91], [0.8, 0.82, 0.81]
+    r = paired(a, b)
+    ci = stats.ttest_rel(a, b).confidence_interval()
+    assert (r["ci_low"], r["ci_high"]) == pytest.approx((ci.low, ci.high))
+
+
+def test_wandb_report_compares_what_the_page_compares(mini_grid):
     import wandb_workspaces.reports.v2 as wr
 
-    rep = build_wandb_report("ablate", "someone", "mini", ["skipinit: helps at depth 56"], ["baseline", "skipinit"])
+    from ablate.tracking import build_wandb_report
+
+    trials = pd.read_csv(mini_grid["dir"] / "trials.csv")
+    meta = {"name": "mini", "wandb": {"project": "ablate"}}
+    rep = build_wandb_report(meta, trials, ["identity_scale: ..."], "someone")
     assert rep.project == "ablate" and rep.title == "ablate: mini"
     grids = [b for b in rep.blocks if isinstance(b, wr.PanelGrid)]
+    titles = [b.text for b in rep.blocks if isinstance(b, wr.H1)]
+    assert any("ResNet-8" in t and "best LR" in t for t in titles)  # a section per depth
+    per_depth = [g for g in grids if g.runsets[0].name.startswith("ResNet-")]
+    assert len(per_depth) == trials["depth"].nunique()
+    assert all(g.runsets[0].groupby == ["block"] for g in per_depth)
+    assert "lr" in str(per_depth[0].runsets[0].filters)  # each block at its best LR, not averaged over LRs
     panels = [type(p).__name__ for g in grids for p in g.panels]
-    assert panels.count("LinePlot") == 2 and "ParallelCoordinatesPlot" in panels and "RunComparer" in panels
-    assert all(g.runsets[0].groupby == ["block"] for g in grids)
+    assert panels.count("LinePlot") == 2 * len(per_depth) and "ScatterPlot" in panels and "RunComparer" in panels
+
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian's chromium is installed by .ci/run")
+def test_report_renders_in_a_real_browser(mini_grid):
+    from playwright.sync_api import sync_playwright
+
+    artifacts = REPO / "test-artifacts"
+    artifacts.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.goto((mini_grid["dir"] / "report.html").as_uri())
+        page.wait_for_load_state("load")
+        images = page.evaluate("Array.from(document.images).map(i => [i.complete, i.naturalWidth])")
+        overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        page.screenshot(path=str(artifacts / "report.png"), full_page=True)
+        browser.close()
+    assert len(images) >= 3 and all(ok and width >= 1200 for ok, width in images), images  # every image loads
+    assert overflow <= 0, "nothing wider than the window"
+    assert (artifacts / "report.png").stat().st_size > 50_000
