@@ -16,7 +16,7 @@ mean subtraction and only costs memory traffic).
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Tuple, Type
+from typing import Optional, Callable, Dict, List, Tuple, Type
 
 import torch
 import torch.nn as nn
@@ -27,6 +27,7 @@ __all__ = [
     "register_block",
     "get_block",
     "list_blocks",
+    "import_block_modules",
     "BLOCKS",
 ]
 
@@ -47,6 +48,21 @@ def register_block(name: str) -> Callable[[Type[nn.Module]], Type[nn.Module]]:
         return cls
 
     return deco
+
+
+def import_block_modules(names, search_path: Optional[str] = None) -> None:
+    """Import a user's modules, whose ``@register_block`` classes then join the registry.
+
+    ``search_path`` (the experiment file's directory) is tried first, so a ``my_blocks.py``
+    beside the experiment is found; a module already imported is not imported again.
+    """
+    import importlib
+    import sys
+
+    if search_path and search_path not in sys.path:
+        sys.path.insert(0, search_path)
+    for name in names:
+        importlib.import_module(name)
 
 
 def list_blocks() -> List[str]:

@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Optional
 
 import yaml
 
-from .blocks import list_blocks
+from .blocks import import_block_modules, list_blocks
 from .data import DATASETS
 from .models import valid_depth
 from .train import TrainConfig, TrainSettings
@@ -95,6 +95,9 @@ class ExperimentConfig(TrainSettings):
     scheduler: str = "fifo"             # fifo (fair convergence comparison) | asha (early stopping)
     asha_grace_period: int = 5
     asha_reduction_factor: int = 3
+    # Modules with the user's own @register_block classes (e.g. my_blocks beside the experiment file),
+    # imported here and in every trial, on every node (shipped with Ray's runtime env, py_modules).
+    block_modules: List[str] = field(default_factory=list)
     max_failures: int = 3               # retries per trial, each from its last checkpoint
     checkpoint_period_s: float = 30.0   # a checkpoint per this much training (and at the end); 0: every epoch
     checkpoints_to_keep: int = 1        # per trial (Tune's num_to_keep: each checkpoint then snapshots Tune's state)
@@ -240,6 +243,14 @@ def load_experiment(path: Optional[str] = None, overrides: Optional[List[str]] =
     for item in overrides or []:
         key, value = parse_override(item)
         _nested_update(data, key, value)
+    # A user's blocks first, so that "every registered block" and the block-name check know them.
+    modules = _coerce("block_modules", data.get("block_modules", []), List[str])
+    try:
+        import_block_modules(modules, search_path=str(p.resolve().parent))
+    except Exception as e:  # the user's module failed to import: one line, not its traceback
+        raise ConfigError(f"key 'block_modules': cannot import {_short(modules)} ({e.__class__.__name__}: "
+                          f"{str(e).splitlines()[0][:200] if str(e) else ''}); allowed: importable module names, "
+                          "e.g. a my_blocks.py beside the experiment file") from None
     cfg = _build(ExperimentConfig, data)
     validate(cfg)
     return cfg
@@ -324,6 +335,28 @@ def validate(cfg: ExperimentConfig) -> None:
 
 def to_dict(cfg: ExperimentConfig) -> Dict[str, Any]:
     return dataclasses.asdict(cfg)
+
+
+# Keys that may gain values on --resume: the experiment grows, its finished trials stay.
+GROWABLE = ("blocks", "depths", "lrs", "seeds", "block_modules")
+
+
+def growth(saved: Dict[str, Any], now: Dict[str, Any]) -> tuple:
+    """Compare two identities: (keys that differ in a way no resume allows, {axis: values added}).
+
+    An axis (or ``block_modules``) may gain values; any other difference, or a value removed,
+    is a different experiment.
+    """
+    refused, added = [], {}
+    for k in sorted(set(saved) | set(now)):
+        a, b = saved.get(k), now.get(k)
+        if a == b:
+            continue
+        if k in GROWABLE and isinstance(a, list) and isinstance(b, list) and all(v in b for v in a):
+            added[k] = [v for v in b if v not in a]
+        else:
+            refused.append(k)
+    return refused, added
 
 
 def identity(cfg) -> Dict[str, Any]:

@@ -23,7 +23,7 @@ from typing import List, Optional
 import yaml
 
 from . import storage
-from .config import ConfigError, ExperimentConfig, identity, load_experiment, to_dict, trial_configs
+from .config import ConfigError, ExperimentConfig, growth, identity, load_experiment, to_dict, trial_configs
 from .storage import EXPERIMENT_FILE, is_uri
 
 # Aggregate training images/s of ONE H100 with 4 trials packed on it (fp32, channels_last, CUDA
@@ -49,12 +49,20 @@ class UsageError(Exception):
 
 
 def _parse(argv: Optional[List[str]]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m ablate.grid", description=__doc__.splitlines()[2].strip())
+    p = argparse.ArgumentParser(
+        prog="python -m ablate.grid",
+        description="Run the ablation grid (block x depth x lr x seed) as one Ray Tune experiment, locally or on a "
+                    "Ray cluster, and end with the answer: the ablation table, history.csv, trials.csv and the "
+                    "report in <storage_path>/<name>. Bad input exits 2 with one line, before Ray starts.",
+        epilog="Examples: python -m ablate.grid (the embedded default);  python -m ablate.grid "
+               "experiments/cifar10.yaml --dry-run --gpu A10G;  python -m ablate.grid exp.yaml seeds=[0,1,2] --resume")
     p.add_argument("experiment", nargs="?", help="experiment YAML (default: experiments/default.yaml)")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. epochs=5 depths=[20,56]")
     p.add_argument("--address", default=os.environ.get("RAY_ADDRESS"),
                    help="Ray cluster to connect to (default: $RAY_ADDRESS, else a local Ray)")
-    p.add_argument("--resume", action="store_true", help="continue the interrupted experiment")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the experiment of this name (finished trials are not rerun), or grow it "
+                        "with more values on an axis")
     p.add_argument("--dry-run", action="store_true", help="print the plan and exit without starting Ray")
     p.add_argument("--no-report", action="store_true", help="skip the HTML report at the end")
     p.add_argument("--gpu", default=MEASURED_GPU, choices=sorted(FP32_TFLOPS),
@@ -79,14 +87,14 @@ def output_dir(cfg: ExperimentConfig) -> str:
     return experiment_dir(cfg)
 
 
-def check_experiment_dir(cfg: ExperimentConfig, resume: bool) -> None:
+def check_experiment_dir(cfg: ExperimentConfig, resume: bool) -> dict:
     """Refuse to mix experiments, and to resume nothing: local and URI storage alike.
 
     The identity file lives with the experiment (in the storage, next to Tune's state), and Tune
-    itself says whether the experiment can be restored.
+    itself says whether the experiment can be restored.  On ``--resume`` an axis may gain values
+    (the experiment grows); returns ``{axis: added values}``.
     """
     d = experiment_dir(cfg)
-    marker = storage.join(d, EXPERIMENT_FILE)
     try:
         if resume:
             from ray.tune import Tuner
@@ -94,21 +102,35 @@ def check_experiment_dir(cfg: ExperimentConfig, resume: bool) -> None:
             if not storage.has_files(d) or not Tuner.can_restore(d):
                 raise UsageError(f"--resume: nothing to resume at {d} (no experiment was started there); "
                                  "run without --resume to start it")
-            try:
-                saved = identity(yaml.safe_load(storage.read_text(marker)) or {})
-            except FileNotFoundError:
-                raise UsageError(f"--resume: {d} holds no {EXPERIMENT_FILE}: it is not an ablate experiment") from None
-            now = identity(cfg)
-            diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
-            if diff:
-                raise UsageError(f"--resume: {d} holds a different experiment (differs in: {', '.join(diff)}); "
-                                 "resume it with its own settings, or choose a new name=")
-        elif storage.has_files(d):
+            refused, added = growth(saved_identity(d), identity(cfg))
+            if refused:
+                raise UsageError(f"--resume: {d} holds a different experiment (differs in: {', '.join(refused)}); "
+                                 "resume it with its own settings (an axis may only gain values), "
+                                 "or choose a new name=")
+            return added
+        if storage.has_files(d):
             raise UsageError(f"{d} already holds an experiment; continue it with --resume, "
                              f"or choose a new name= (nothing was changed)")
     except OSError as e:  # an unreachable bucket, no credentials, an unknown scheme
         raise UsageError(f"key 'storage_path': cannot read {d} ({e.__class__.__name__}: "
                          f"{str(e).splitlines()[0][:200]})") from None
+    return {}
+
+
+def saved_identity(exp_dir: str) -> dict:
+    try:
+        return identity(yaml.safe_load(storage.read_text(storage.join(exp_dir, EXPERIMENT_FILE))) or {})
+    except FileNotFoundError:
+        raise UsageError(f"--resume: {exp_dir} holds no {EXPERIMENT_FILE}: it is not an ablate experiment") from None
+
+
+def growth_text(cfg: ExperimentConfig, added: dict) -> str:
+    """What a grown experiment adds, in words."""
+    saved = {k: [v for v in getattr(cfg, k) if v not in added.get(k, [])] for k in ("blocks", "depths", "lrs", "seeds")}
+    old = len(saved["blocks"]) * len(saved["depths"]) * len(saved["lrs"]) * len(saved["seeds"])
+    new = len(trial_configs(cfg)) - old
+    what = "; ".join(f"{k} +{added[k]}" for k in added)
+    return f"growing {experiment_dir(cfg)}: {what}: {new} new trials beside the {old} it holds (those are not rerun)"
 
 
 def check_devices(cfg: ExperimentConfig, address: Optional[str]) -> None:
@@ -195,6 +217,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         cfg = load_experiment(args.experiment, args.overrides)
         if args.dry_run:
             print(plan_text(cfg, args.address, args.gpu))
+            if args.resume:  # what a resume would add, read from the experiment's identity
+                refused, added = growth(saved_identity(experiment_dir(cfg)), identity(cfg))
+                if refused:
+                    raise UsageError(f"--resume: {experiment_dir(cfg)} holds a different experiment "
+                                     f"(differs in: {', '.join(refused)})")
+                print(growth_text(cfg, added) if added else "resume: no axis grows; unfinished trials continue")
             return 0
         check_devices(cfg, args.address)
         check_address(args.address)
@@ -211,7 +239,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             raise UsageError(f"key 'storage_path': {cfg.storage_path!r} is not a usable location "
                              f"({e.__class__.__name__}: {str(e).splitlines()[0][:200]}); allowed: a local "
                              "directory, or a URI such as s3://bucket/path or file:///path") from None
-        check_experiment_dir(cfg, args.resume)
+        added = check_experiment_dir(cfg, args.resume)
+        if added:
+            print(f"ablate.grid: {growth_text(cfg, added)}", flush=True)
         if args.resume and finished_already(cfg):
             print(f"ablate.grid: every trial of {exp_dir} had already finished; nothing to run "
                   f"(results: {output_dir(cfg)}; rebuild the report with python -m ablate.report)")
@@ -223,7 +253,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             lock.release()
         return 2
     try:
-        return _run(cfg, args, argv)
+        return _run(cfg, args, argv, grown=bool(added))
     finally:
         lock.release()
 
@@ -247,7 +277,7 @@ class _Interrupt:
         os.kill(os.getpid(), signal.SIGUSR1)
 
 
-def _run(cfg: ExperimentConfig, args: argparse.Namespace, argv: List[str]) -> int:
+def _run(cfg: ExperimentConfig, args: argparse.Namespace, argv: List[str], grown: bool = False) -> int:
     from . import results as R
     from .data import load_dataset
     from .tracking import resolve_mode, trial_env
@@ -258,7 +288,7 @@ def _run(cfg: ExperimentConfig, args: argparse.Namespace, argv: List[str]) -> in
     # Ray first, what it can give checked, and the data loaded, before anything is written:
     # a failed start leaves nothing behind.
     try:
-        cap = connect(args.address)
+        cap = connect(args.address, cfg.block_modules)
         resources = trial_resources(cfg, cap)
     except ClusterError as e:
         print(f"ablate.grid: error: {e}", file=sys.stderr)
@@ -277,7 +307,7 @@ def _run(cfg: ExperimentConfig, args: argparse.Namespace, argv: List[str]) -> in
         print(f"ablate.grid: notice: no GPU node yet; trials ask for {resources['gpu']:g} GPU and wait for the "
               f"autoscaler (node types from {cap.autoscaler})", file=sys.stderr)
     os.makedirs(out_dir, exist_ok=True)
-    if not args.resume:  # the experiment's identity, with the experiment: checked by --resume, read by the report
+    if not args.resume or grown:  # the experiment's identity, with the experiment: checked by --resume, read by the report
         text = yaml.safe_dump({**to_dict(cfg), "provenance": provenance()}, sort_keys=False)
         storage.write_text(storage.join(exp_dir, EXPERIMENT_FILE), text)
         if out_dir != exp_dir:
@@ -340,10 +370,12 @@ def _run(cfg: ExperimentConfig, args: argparse.Namespace, argv: List[str]) -> in
                                           "grid_timing.json"))
     # Offline runs (wandb.mode offline, or trials that fell back to it) are in each trial's own
     # directory of the experiment's storage.
-    local_runs = not is_uri(cfg.storage_path) and glob.glob(os.path.join(exp_dir, "*", "wandb", "offline-run-*"))
+    local_runs = not is_uri(cfg.storage_path) and glob.glob(os.path.join(exp_dir, "**", "wandb", "offline-run-*"),
+                                                             recursive=True)
     if mode == "offline" or local_runs:
         where = exp_dir if not is_uri(cfg.storage_path) else f"<a download of {exp_dir}>"
-        print(f"W&B offline runs: upload with  wandb sync {where}/*/wandb/offline-run-*")
+        grown_runs = f" {where}/grow-*/*/wandb/offline-run-*" if any("/grow-" in r for r in local_runs or []) else ""
+        print(f"W&B offline runs: upload with  wandb sync {where}/*/wandb/offline-run-*{grown_runs}")
     n_err = int((trials["status"] == "ERROR").sum())
     print(f"results: {exp_dir}")
     return 1 if n_err else 0

@@ -20,11 +20,12 @@ import yaml
 from .config import ExperimentConfig, to_dict
 from .data import Dataset, load_dataset
 from .results import summarise_history
+from .blocks import import_block_modules
 from .tracking import run_name, start_trial_run
 from .train import TrainConfig, TrainSettings, train
 
 __all__ = ["run_trial", "run_grid", "trial_resources", "connect", "cluster_capacity", "Capacity", "ClusterError",
-           "load_state"]
+           "load_state", "experiment_parts", "GROW_PREFIX"]
 
 STATE_FILE = "state.pt"
 PARAM_COLUMNS = ["block", "depth", "lr", "seed"]
@@ -40,6 +41,7 @@ def run_trial(config: Dict[str, Any], data: Optional[Dataset] = None,
     those to its log in plain text.
     """
     os.environ.update(env or {})
+    import_block_modules(config["meta"].get("block_modules", []))  # a user's blocks, shipped by py_modules
     import ray
     from ray import tune
 
@@ -201,86 +203,139 @@ def trial_resources(cfg: ExperimentConfig, cap: Capacity) -> Dict[str, float]:
     return {"cpu": cfg.cpus_per_trial, "gpu": gpus}
 
 
-def connect(address: Optional[str]) -> Capacity:
-    """Join (or start) Ray and read what it can give."""
+def connect(address: Optional[str], block_modules: List[str] = ()) -> Capacity:
+    """Join (or start) Ray and read what it can give.
+
+    A user's block modules (imported in this driver already) travel to every node with the
+    job's runtime env (``py_modules``: Ray uploads them once; every worker gets them on its path).
+    """
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no job metadata leaves the cluster
     import ray
 
+    runtime_env = {"py_modules": [_module_path(m) for m in block_modules]} if block_modules else None
     if address:
-        ray.init(address=address, log_to_driver=True)
+        ray.init(address=address, log_to_driver=True, runtime_env=runtime_env)
     elif not ray.is_initialized():
         # Local mode: this machine's CPUs and GPUs; no dashboard (and never off localhost).
-        ray.init(include_dashboard=False, dashboard_host="127.0.0.1", log_to_driver=True)
+        ray.init(include_dashboard=False, dashboard_host="127.0.0.1", log_to_driver=True, runtime_env=runtime_env)
     return cluster_capacity()
 
 
-def _param_space(cfg: ExperimentConfig, meta: Dict[str, Any], device: str) -> Dict[str, Any]:
+def _module_path(name: str) -> str:
+    """The file (single-file module) or directory (package) of an imported module, for ``py_modules``."""
+    import sys
+
+    module = sys.modules[name.split(".")[0]]
+    return module.__path__[0] if hasattr(module, "__path__") else module.__file__
+
+
+def _param_space(cfg: ExperimentConfig, meta: Dict[str, Any], device: str, grid: bool) -> Dict[str, Any]:
+    """What every trial gets; with ``grid``, the four axes too, as Tune grid searches.
+
+    A part that grows the experiment has no grid: its points come from the search algorithm.
+    """
     from ray import tune
 
     space: Dict[str, Any] = {f.name: getattr(cfg, f.name) for f in fields(TrainSettings)}
-    space.update(
-        block=tune.grid_search(cfg.blocks), depth=tune.grid_search(cfg.depths),
-        lr=tune.grid_search(cfg.lrs), seed=tune.grid_search(cfg.seeds),
-        threads=cfg.threads or max(1, int(cfg.cpus_per_trial)), device=device, meta=meta,
-    )
+    space.update(threads=cfg.threads or max(1, int(cfg.cpus_per_trial)), device=device, meta=meta)
+    if grid:
+        space.update(block=tune.grid_search(cfg.blocks), depth=tune.grid_search(cfg.depths),
+                     lr=tune.grid_search(cfg.lrs), seed=tune.grid_search(cfg.seeds))
+    else:  # the search algorithm's points fill these in (a point's keys must exist in the space)
+        space.update(block=None, depth=None, lr=None, seed=None)
     return space
+
+
+GROW_PREFIX = "grow-"
+
+
+def experiment_parts(exp_dir: str) -> List[str]:
+    """The Tune experiments of one ablate experiment: the first, then each growth, in order."""
+    from ray.tune import Tuner
+
+    from .storage import join, list_dirs
+
+    grown = sorted((d for d in list_dirs(exp_dir) if d.startswith(GROW_PREFIX)), key=lambda d: int(d[len(GROW_PREFIX):]))
+    return [exp_dir] + [join(exp_dir, d) for d in grown if Tuner.can_restore(join(exp_dir, d))]
 
 
 def run_grid(cfg: ExperimentConfig, exp_dir: str, *, storage_path: str, resume: bool,
              resources: Dict[str, float], wandb_mode: str, git_commit: Optional[str],
-             env: Optional[Dict[str, str]] = None, data: Optional[Dataset] = None):
-    """Run (or resume) the grid with Ray Tune on the Ray that ``connect`` joined; return the ``ResultGrid``."""
+             env: Optional[Dict[str, str]] = None, data: Optional[Dataset] = None) -> List[Any]:
+    """Run (or resume, or grow) the grid with Ray Tune on the Ray that ``connect`` joined.
+
+    Returns the Tune ``Result`` of every trial.  A resume restores every part of the experiment
+    (``Tuner.restore``: finished trials are not rerun), then runs the grid's points that no part
+    holds (more values on an axis) as one more part, ``<experiment>/grow-K``: the finished
+    trials' files, checkpoints and W&B runs are never touched.
+    """
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the classic table honours our columns
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.search import BasicVariantGenerator
+
+    from .config import trial_configs
+    from .results import AXES, trial_key
 
     res = resources
     # device=cpu with a GPU fraction is allowed: it schedules like a GPU trial (tests fake GPUs).
     device = cfg.device if cfg.device != "auto" else ("cuda" if res["gpu"] > 0 else "cpu")
-
     if data is None:
         data = load_dataset(cfg.dataset, cfg.data_dir)  # once, in the driver; shared by object store
     meta = {"experiment": cfg.name, "target_acc": cfg.target_acc, "git_commit": git_commit,
-            "checkpoint_period_s": cfg.checkpoint_period_s,
+            "checkpoint_period_s": cfg.checkpoint_period_s, "block_modules": list(cfg.block_modules),
             "wandb": {**to_dict(cfg)["wandb"], "mode": wandb_mode}}
     # Trials run in processes of other (autoscaled) nodes, which never see the driver's
     # environment: what W&B needs of it travels with the data.
     trainable = tune.with_resources(tune.with_parameters(run_trial, data=data, env=env or {}), res)
 
-    reporter = tune.CLIReporter(parameter_columns=PARAM_COLUMNS, metric_columns=METRIC_COLUMNS,
-                                max_report_frequency=30, sort_by_metric=False)
-    if resume:
-        tuner = tune.Tuner.restore(exp_dir, trainable=trainable, resume_unfinished=True,
-                                   resume_errored=True, param_space=_param_space(cfg, meta, device))
-    else:
+    def new_tuner(name: str, storage: str, points: Optional[List[Dict[str, Any]]]):
         if cfg.scheduler == "asha":
             scheduler = ASHAScheduler(time_attr="epoch", metric="val_acc", mode="max", max_t=cfg.epochs,
                                       grace_period=cfg.asha_grace_period,
                                       reduction_factor=cfg.asha_reduction_factor)
         else:
             scheduler = FIFOScheduler()
-        tuner = tune.Tuner(
+        search = {} if points is None else {"search_alg": BasicVariantGenerator(points_to_evaluate=points),
+                                            "num_samples": len(points)}
+        return tune.Tuner(
             trainable,
-            param_space=_param_space(cfg, meta, device),
+            param_space=_param_space(cfg, meta, device, grid=points is None),
             tune_config=tune.TuneConfig(
                 scheduler=scheduler, max_concurrent_trials=cfg.max_concurrent_trials or None,
                 trial_name_creator=_trial_name, trial_dirname_creator=_trial_dirname,
                 # Reuse trial processes: a new one per trial (Python + torch + Ray imports) cost
                 # more than a digits trial's whole training (docs/benchmarks.md).
-                reuse_actors=True,
+                reuse_actors=True, **search,
             ),
             run_config=tune.RunConfig(
-                name=cfg.name, storage_path=storage_path,
+                name=name, storage_path=storage,
                 failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
                 # Each trial's directory (its W&B offline run) goes to the experiment's storage.
                 sync_config=tune.SyncConfig(sync_artifacts=True),
                 # With num_to_keep, Tune snapshots its experiment state at every checkpoint: a driver
                 # that dies right after a trial finished still knows that trial finished.
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=cfg.checkpoints_to_keep),
-                progress_reporter=reporter, verbose=1,
+                progress_reporter=tune.CLIReporter(parameter_columns=PARAM_COLUMNS, metric_columns=METRIC_COLUMNS,
+                                                   max_report_frequency=30, sort_by_metric=False),
+                verbose=1,
             ),
         )
-    return tuner.fit()
+
+    if not resume:
+        return list(new_tuner(cfg.name, storage_path, None).fit())
+    results: List[Any] = []
+    parts = experiment_parts(exp_dir)
+    for part in parts:  # each as it was started (its own points and settings)
+        tuner = tune.Tuner.restore(part, trainable=trainable, resume_unfinished=True, resume_errored=True)
+        results += [r for r in tuner.fit() if r.config]
+    have = {trial_key(r.config) for r in results}
+    missing = [{a: getattr(t, a) for a in AXES} for t in trial_configs(cfg) if trial_key(t.to_dict()) not in have]
+    if missing:
+        print(f"ablate.grid: growing the experiment by {len(missing)} trials into "
+              f"{GROW_PREFIX}{len(parts)}", flush=True)
+        results += list(new_tuner(f"{GROW_PREFIX}{len(parts)}", exp_dir, missing).fit())
+    return results
 
 
 def _trial_name(trial) -> str:

@@ -15,10 +15,11 @@ METRICS = ["train_loss", "train_acc", "val_loss", "val_acc", "epoch_seconds", "i
 def wandb_files(exp_dir: Path):
     """{run id: [.wandb files, oldest first]} (a resumed run has one file per process).
 
-    Each trial's offline run lives in the trial's own directory of the experiment's storage.
+    Each trial's offline run lives in the trial's own directory of the experiment's storage
+    (``grow-K/`` holds the trials a grown experiment added).
     """
     runs = {}
-    for f in sorted(exp_dir.glob("*/wandb/offline-run-*/run-*.wandb"), key=lambda f: f.parent.name):
+    for f in sorted(exp_dir.glob("**/wandb/offline-run-*/run-*.wandb"), key=lambda f: f.parent.name):
         runs.setdefault(f.stem[len("run-"):], []).append(f)
     return runs
 
