@@ -11,6 +11,7 @@ never put into a config, a file, a log line or a result.
 """
 from __future__ import annotations
 
+import atexit
 import os
 import warnings
 from typing import Any, Dict, List, Optional
@@ -73,6 +74,7 @@ class TrialRun:
 
     def __init__(self, run: Any = None, mode: str = "disabled") -> None:
         self.run, self.mode = run, mode
+        self.logged: set = set()  # steps earlier processes of this (offline) run already wrote
 
     def _guard(self, what: str, fn) -> None:
         if self.run is None:
@@ -86,19 +88,26 @@ class TrialRun:
     def log(self, metrics: Dict[str, Any], step: int) -> None:
         self._guard("log", lambda: self.run.log(metrics, step=step))
 
+    def log_once(self, metrics: Dict[str, Any], step: int) -> None:
+        """Log ``step`` unless an earlier process of this run already wrote it."""
+        if step not in self.logged:
+            self.log(metrics, step=step)
+            self.logged.add(step)
+
     def replay(self, history) -> None:
         """Log the epochs a restored checkpoint holds that this W&B run has not seen.
 
         A trial killed with SIGKILL loses what W&B had buffered (an offline run file can be
         left empty), while the checkpoint holds every finished epoch.  A resumed online run
         knows its last step (``run.step``); W&B drops steps below it, so only newer epochs go.
+        Offline, the earlier processes' run files say which steps they hold (``logged``).
         """
         if self.run is None:
             return
         first = int(getattr(self.run, "step", 0) or 0)
         for h in history:
             if h["epoch"] >= first:
-                self.log(h, step=h["epoch"])
+                self.log_once(h, step=h["epoch"])
 
     def finish(self, summary: Dict[str, Any]) -> None:
         def _fin():
@@ -114,6 +123,15 @@ class TrialRun:
     @property
     def dir(self) -> Optional[str]:
         return getattr(self.run, "dir", None) if self.run is not None else None
+
+
+def _quiet_teardown() -> None:
+    try:
+        import wandb
+
+        wandb.teardown()
+    except Exception:  # the service is gone: nothing left to flush
+        pass
 
 
 def start_trial_run(config: Dict[str, Any], *, project: str, group: str, name: str, run_id: str,
@@ -141,6 +159,11 @@ def start_trial_run(config: Dict[str, Any], *, project: str, group: str, name: s
             )
             # step = epoch: let W&B plot against "epoch" too.
             run.define_metric("*", step_metric="epoch")
+            # Ours last, so it runs first at exit: when Tune stops a trial (Ctrl-C on the grid)
+            # the W&B service may be gone already, and wandb's own exit hook would print a
+            # traceback into the grid's output; this one tears down quietly and unhooks it.
+            atexit.unregister(_quiet_teardown)
+            atexit.register(_quiet_teardown)
             return TrialRun(run, m)
         except Exception as e:
             nxt = "falling back to offline" if m != attempts[-1] else "training goes on without W&B"
@@ -204,3 +227,65 @@ def save_wandb_report(meta: Dict[str, Any], trials, lines: List[str]) -> str:
     report = build_wandb_report(meta, trials, lines, entity)
     report.save()
     return report.url
+
+
+# --- what an offline run already holds --------------------------------------------------------
+# wandb ships no reader for its .wandb files (`wandb sync` reads them in its Go core); this is
+# their documented LevelDB-style log: a 7-byte header, then 32 KiB blocks of records, each with a
+# 7-byte header (CRC32 4, length 2 little-endian, type 1) whose payloads (FULL, or FIRST..LAST)
+# join into one serialized ``wandb_internal_pb2.Record``.
+_BLOCK, _HEADER = 32 * 1024, 7
+
+
+def read_records(data: bytes) -> list:
+    """The records of a .wandb file's bytes (a file cut short yields the records before the cut)."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    if data[:4] != b":W&B":
+        return []
+    pos, buf, out = 7, b"", []
+    while pos + _HEADER <= len(data):
+        left = _BLOCK - pos % _BLOCK
+        if left < _HEADER:  # block trailer: padding
+            pos += left
+            continue
+        length, kind = int.from_bytes(data[pos + 4:pos + 6], "little"), data[pos + 6]
+        if kind == 0 and length == 0:  # zero padding at the end of a block
+            pos += left
+            continue
+        if pos + _HEADER + length > len(data):
+            break
+        buf += data[pos + _HEADER:pos + _HEADER + length]
+        pos += _HEADER + length
+        if kind in (1, 4):  # FULL or LAST
+            rec = pb.Record()
+            try:
+                rec.ParseFromString(buf)
+            except Exception:
+                break
+            out.append(rec)
+            buf = b""
+    return out
+
+
+def logged_steps(run_id: str, dirs) -> set:
+    """Steps that offline runs of ``run_id`` in ``dirs`` (``(pyarrow filesystem, path)`` pairs: the
+    trial's working directory and its copy in the experiment's storage) already hold."""
+    import pyarrow.fs as pafs
+
+    steps = set()
+    for fs, root in dirs:
+        try:
+            infos = fs.get_file_info(pafs.FileSelector(f"{root}/wandb", recursive=True, allow_not_found=True))
+        except Exception:
+            continue
+        for info in infos:
+            if info.type == pafs.FileType.File and info.base_name == f"run-{run_id}.wandb" \
+                    and "/offline-run-" in info.path and "/latest-run/" not in info.path:
+                try:
+                    with fs.open_input_stream(info.path) as f:
+                        data = f.read()
+                except Exception:
+                    continue
+                steps |= {r.history.step.num for r in read_records(data) if r.WhichOneof("record_type") == "history"}
+    return steps

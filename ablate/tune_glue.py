@@ -21,7 +21,7 @@ from .config import ExperimentConfig, to_dict
 from .data import Dataset, load_dataset
 from .results import summarise_history
 from .blocks import import_block_modules
-from .tracking import run_name, start_trial_run
+from .tracking import logged_steps, run_name, start_trial_run
 from .train import TrainConfig, TrainSettings, train
 
 __all__ = ["run_trial", "run_grid", "trial_resources", "connect", "cluster_capacity", "Capacity", "ClusterError",
@@ -74,6 +74,12 @@ def run_trial(config: Dict[str, Any], data: Optional[Dataset] = None,
     )
 
     if state is not None:
+        if run.mode == "offline":  # what this run's earlier processes already wrote (synced or local)
+            import pyarrow.fs as pafs
+
+            store = ctx.get_storage()
+            run.logged = logged_steps(ctx.get_trial_id(), [(pafs.LocalFileSystem(), ctx.get_trial_dir()),
+                                                           (store.storage_filesystem, store.trial_fs_path)])
         run.replay(state["history"])
     # Which node ran each epoch (history.csv): the whole id, since ids can share long prefixes.
     node = ray.get_runtime_context().get_node_id()
@@ -95,7 +101,7 @@ def run_trial(config: Dict[str, Any], data: Optional[Dataset] = None,
             last_checkpoint = time.monotonic()
         else:
             tune.report(result)
-        run.log(metrics, step=metrics["epoch"])
+        run.log_once(metrics, step=metrics["epoch"])
 
     out = train(cfg, data, on_epoch=on_epoch, state=state)
     run.finish(summarise_history(out["history"], meta["target_acc"]))

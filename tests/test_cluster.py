@@ -409,7 +409,7 @@ def test_worker_node_lost_mid_trial_finishes_elsewhere_with_nothing_lost_or_twic
     from test_tracking import merged_history, wandb_files
 
     for files in wandb_files(exp).values():  # W&B: every epoch, each once, across the run's files
-        assert sorted({s for s, _ in merged_history(files)}) == list(range(1, 11))
+        assert [s for s, _ in merged_history(files)] == list(range(1, 11))
 
 
 def test_cluster_without_gpu_node_type_refuses_a_gpu_fraction_before_any_trial(autoscaling, tmp_path):
