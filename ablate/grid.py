@@ -230,12 +230,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         try:  # one writer per experiment: held until this process ends
             storage.check_writable(exp_dir)
             lock = storage.ExperimentLock(exp_dir).acquire()
+        except storage.LockedError as e:
+            raise UsageError(str(e)) from None
         except OSError as e:
             raise UsageError(f"key 'storage_path': cannot write to {exp_dir} ({e.__class__.__name__}: "
                              f"{str(e).splitlines()[0][:200] if str(e) else 'no detail'})") from None
-        except Exception as e:
-            if isinstance(e, storage.LockedError):
-                raise UsageError(str(e)) from None
+        except Exception as e:  # pyarrow: an unknown scheme, a malformed URI
             raise UsageError(f"key 'storage_path': {cfg.storage_path!r} is not a usable location "
                              f"({e.__class__.__name__}: {str(e).splitlines()[0][:200]}); allowed: a local "
                              "directory, or a URI such as s3://bucket/path or file:///path") from None

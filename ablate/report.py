@@ -55,7 +55,7 @@ def verdicts(fx: pd.DataFrame, stable: pd.DataFrame, baseline: str = BASELINE) -
                 if len(hits):
                     where = "; ".join(
                         f"depth {r['depth']}, lr {r['lr']:g}: {what} {_pts(r[f'{key}_delta'])} points "
-                        f"[{_pts(r[f'{key}_ci_low'])}, {_pts(r[f'{key}_ci_high'])}] (adjusted p {r[f'{key}_p_adj']:.3f})"
+                        f"[{_pts(r[f'{key}_ci_low'])}, {_pts(r[f'{key}_ci_high'])}] (adjusted p {_p(r[f'{key}_p_adj'])})"
                         for r in hits.to_dict("records"))
                     parts.append(f"{word} at {where}")
         s = stable[stable["block"] == block] if len(stable) else stable
@@ -120,7 +120,7 @@ def _ci(r: Dict, key: str) -> str:
 
 
 def _p(p: float) -> str:
-    return "" if not math.isfinite(p) else f"{p:.3f}"
+    return "" if not math.isfinite(p) else "< 0.001" if p < 0.001 else f"{p:.3f}"
 
 
 def stable_table(stable: pd.DataFrame) -> pd.DataFrame:

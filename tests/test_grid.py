@@ -114,3 +114,25 @@ def test_grid_timing_feeds_the_overhead_benchmark(mini_grid):
 
     r = grid_overhead(str(mini_grid["dir"]))
     assert r["concurrency"] >= 1 and r["wall_s"] > r["ideal_wall_s"] > 0 and 0 < r["overhead_fraction"] < 1
+
+
+def test_resume_of_a_finished_experiment_runs_nothing_and_rewrites_nothing(mini_grid):
+    storage, exp = mini_grid["storage"], mini_grid["dir"]
+    files = ("history.csv", "trials.csv", "grid_timing.json", "report.md")
+    before = {f: (exp / f).read_bytes() for f in files}
+    p = run_cli([DEFAULT, *MINI, f"storage_path={storage}", "name=mini", "--resume"], cwd=storage)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    assert "every trial" in p.stdout and "had already finished" in p.stdout
+    assert "Started a local Ray instance" not in p.stdout + p.stderr
+    assert {f: (exp / f).read_bytes() for f in files} == before  # timing, CSVs (and their columns) untouched
+
+
+def test_a_resumes_timing_is_kept_apart_from_the_grids(tmp_path):
+    from ablate.grid import record_timing
+
+    record_timing(str(tmp_path), {"wall_s": 522.0, "trials": 64}, resumed=False)
+    record_timing(str(tmp_path), {"wall_s": 5.6, "trials": 64}, resumed=True)
+    import json
+
+    t = json.loads((tmp_path / "grid_timing.json").read_text())
+    assert t["wall_s"] == 522.0 and t["resumes"] == [{"wall_s": 5.6, "trials": 64}]
