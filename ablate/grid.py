@@ -11,8 +11,10 @@ import argparse
 import glob
 import json
 import os
+import pickle
 import platform
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -326,6 +328,8 @@ def _run(cfg: ExperimentConfig, args: argparse.Namespace, argv: List[str], grown
     except RuntimeError as e:
         print(f"ablate.grid: error: {e}", file=sys.stderr)
         return 2
+    except Exception as e:  # the storage failed under Tune (a full disk leaves its files cut short)
+        return _storage_failed(e, cfg, exp_dir, argv)
     wall = time.time() - t0
     results = [r for r in grid if r.config]  # a trial that never started has no config
     history = R.history_from_results(results)
@@ -339,7 +343,10 @@ def _run(cfg: ExperimentConfig, args: argparse.Namespace, argv: List[str], grown
     trials.loc[short, "status"] = "INTERRUPTED" if interrupt.code else "STOPPED_EARLY"
     if interrupt.code:
         trials.loc[trials["status"] == "NOT_STARTED", "status"] = "INTERRUPTED"
-    R.write_csvs(out_dir, history, trials)
+    try:
+        R.write_csvs(out_dir, history, trials)
+    except OSError as e:
+        return _storage_failed(e, cfg, exp_dir, argv)
     if interrupt.code:  # what finished is written; a partial grid is no answer: no table, no report
         if is_uri(cfg.storage_path):
             storage.upload(out_dir, exp_dir, ("history.csv", "trials.csv"))
@@ -379,6 +386,18 @@ def _run(cfg: ExperimentConfig, args: argparse.Namespace, argv: List[str], grown
     n_err = int((trials["status"] == "ERROR").sum())
     print(f"results: {exp_dir}")
     return 1 if n_err else 0
+
+
+def _storage_failed(e: Exception, cfg: ExperimentConfig, exp_dir: str, argv: List[str]) -> int:
+    """A full (or failing) storage under a running grid: one line naming the path, and how to go on."""
+    full = not is_uri(cfg.storage_path) and shutil.disk_usage(exp_dir).free < 16 * 2**20
+    if not (full or isinstance(e, (OSError, EOFError, pickle.UnpicklingError))):
+        raise e
+    what = f"no space left on {exp_dir}" if full else f"the storage at {exp_dir} failed"
+    detail = str(e).splitlines()[0][:160] if str(e) else ""
+    print(f"ablate.grid: error: {what} ({e.__class__.__name__}: {detail}); free space, then continue with:  "
+          f"{resume_command(argv)}", file=sys.stderr)
+    return 1
 
 
 def record_timing(out_dir: str, timing: dict, resumed: bool) -> None:

@@ -13,7 +13,7 @@ import threading
 import time
 from typing import Iterable, Tuple
 
-__all__ = ["is_uri", "join", "has_files", "list_dirs", "read_text", "write_text", "delete", "upload", "check_writable",
+__all__ = ["is_uri", "join", "has_files", "list_dirs", "list_files", "read_text", "write_text", "delete", "upload", "check_writable",
            "ExperimentLock", "LockedError", "EXPERIMENT_FILE"]
 
 # The experiment's identity (its settings), stored with the experiment; read by --resume and the report.
@@ -58,6 +58,18 @@ def list_dirs(path: str) -> list:
     except (FileNotFoundError, OSError):
         return []
     return [i.base_name for i in infos if i.type == pafs.FileType.Directory]
+
+
+def list_files(path: str) -> list:
+    """Names of the files directly inside ``path`` (none if it does not exist)."""
+    import pyarrow.fs as pafs
+
+    fs, p = _fs(path)
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(p, recursive=False, allow_not_found=True))
+    except (FileNotFoundError, OSError):
+        return []
+    return [i.base_name for i in infos if i.type == pafs.FileType.File]
 
 
 def read_text(path: str) -> str:

@@ -265,6 +265,43 @@ def experiment_parts(exp_dir: str) -> List[str]:
     return [exp_dir] + [join(exp_dir, d) for d in grown if Tuner.can_restore(join(exp_dir, d))]
 
 
+def _state_readable(part: str) -> bool:
+    """Whether the newest experiment state Tune wrote in ``part`` is whole (a full disk cuts it short)."""
+    import json
+
+    from .storage import list_files, read_text
+
+    states = sorted(f for f in list_files(part) if f.startswith("experiment_state-") and f.endswith(".json"))
+    if not states:
+        return True  # nothing to judge: let Tune say
+    try:
+        json.loads(read_text(f"{part.rstrip('/')}/{states[-1]}"))
+        return True
+    except (ValueError, OSError):
+        return False
+
+
+def _finished_from_files(part: str, epochs: int) -> List[Any]:
+    """The trials of ``part`` that finished (every epoch, or diverged), read from their own result
+    files with ``Result.from_path`` when Tune's state of the part is lost."""
+    from ray.tune import Result
+
+    from .storage import join, list_dirs
+
+    kept = []
+    for name in list_dirs(part):
+        try:
+            r = Result.from_path(join(part, name))
+        except Exception:  # not a trial directory, or its files are cut short too
+            continue
+        df = r.metrics_dataframe
+        if df is None or df.empty or "epoch" not in df or not r.config:
+            continue
+        if df["epoch"].max() >= epochs or bool(df["diverged"].iloc[-1]):
+            kept.append(r)
+    return kept
+
+
 def run_grid(cfg: ExperimentConfig, exp_dir: str, *, storage_path: str, resume: bool,
              resources: Dict[str, float], wandb_mode: str, git_commit: Optional[str],
              env: Optional[Dict[str, str]] = None, data: Optional[Dataset] = None) -> List[Any]:
@@ -333,6 +370,12 @@ def run_grid(cfg: ExperimentConfig, exp_dir: str, *, storage_path: str, resume: 
     results: List[Any] = []
     parts = experiment_parts(exp_dir)
     for part in parts:  # each as it was started (its own points and settings)
+        if not _state_readable(part):  # cut short by a full disk: Tune would start the part over
+            kept = _finished_from_files(part, cfg.epochs)
+            print(f"ablate.grid: notice: Tune's state in {part} is unreadable (a full disk?); its {len(kept)} "
+                  "finished trials are kept from their own files, the others run again", flush=True)
+            results += kept
+            continue
         tuner = tune.Tuner.restore(part, trainable=trainable, resume_unfinished=True, resume_errored=True)
         results += [r for r in tuner.fit() if r.config]
     have = {trial_key(r.config) for r in results}

@@ -25,7 +25,7 @@ def test_cifar10_is_he_et_al_recipe():
 
 def test_default_is_small_and_includes_a_deep_net():
     c = load_experiment(None)
-    assert c.dataset == "digits" and max(c.depths) >= 56 and len(c.lrs) == 2 and len(c.seeds) == 2
+    assert c.dataset == "digits" and max(c.depths) >= 56 and len(c.lrs) == 2 and len(c.seeds) == 3  # power: t(2)
 
 
 def test_overrides_parse_yaml_values_and_nested_keys():

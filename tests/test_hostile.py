@@ -238,3 +238,51 @@ def test_report_refuses_empty_and_cut_short_csvs_in_one_line(mini_grid, tmp_path
     (exp / "history.csv").write_text(text)
     p = run_cli([str(exp)], module="ablate.report")
     _one_error_line(p, "trials.csv", "empty")
+
+
+def test_full_disk_is_one_line_and_resume_after_freeing_space_reruns_no_finished_trial(tmp_path):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        args = [*SMALL, "seeds=[0,1,2]", "epochs=30", "max_concurrent_trials=1", "checkpoint_period_s=0",
+                f"storage_path={disk}", "name=full"]
+        log = tmp_path / "grid.log"
+        proc = start_cli(args, cwd=tmp_path, log=open(log, "w"))
+        exp = disk / "full"
+
+        def one_finished():
+            return any(len(f.read_text().splitlines()) == 30 for f in exp.glob("*/result.json"))
+
+        try:
+            wait_for(one_finished, 300, "a finished trial")
+            finished = {f.parent.name: f.read_bytes() for f in exp.glob("*/result.json")
+                        if len(f.read_text().splitlines()) == 30}
+            with open(disk / "filler", "wb") as f:  # the disk fills up under the running grid
+                try:
+                    while True:
+                        f.write(b"\0" * 2**16)
+                        f.flush()
+                except OSError:
+                    pass
+            code = proc.wait(timeout=300)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+        out = log.read_text()
+        errors = [line for line in out.splitlines() if line.startswith("ablate.grid: error")]
+        assert code == 1 and len(errors) == 1 and "no space left on" in errors[0] and str(exp) in errors[0], out[-3000:]
+        assert errors[0].rstrip().endswith("--resume")
+        (disk / "filler").unlink()  # space freed
+        p = run_cli([*args, "--resume"], cwd=tmp_path)
+        assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+        trials = pd.read_csv(exp / "trials.csv")
+        hist = pd.read_csv(exp / "history.csv")
+        assert (trials["status"] == "TERMINATED").all() and len(trials) == 3
+        assert (hist.groupby("seed")["epoch"].apply(list) == [list(range(1, 31))] * 3).all()
+        for name, text in finished.items():  # finished trials were not rerun
+            assert (exp / name / "result.json").read_bytes() == text
+            assert not list(exp.glob(f"grow-*/{name.rsplit('_', 2)[0]}_*")), "a finished trial ran again"
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
