@@ -48,8 +48,7 @@ def has_files(path: str) -> bool:
     return bool(fs.get_file_info(pafs.FileSelector(p, recursive=False)))
 
 
-def list_dirs(path: str) -> list:
-    """Names of the directories directly inside ``path`` (none if it does not exist)."""
+def _names(path: str, kind: str) -> list:
     import pyarrow.fs as pafs
 
     fs, p = _fs(path)
@@ -57,19 +56,17 @@ def list_dirs(path: str) -> list:
         infos = fs.get_file_info(pafs.FileSelector(p, recursive=False, allow_not_found=True))
     except (FileNotFoundError, OSError):
         return []
-    return [i.base_name for i in infos if i.type == pafs.FileType.Directory]
+    return [i.base_name for i in infos if i.type == getattr(pafs.FileType, kind)]
+
+
+def list_dirs(path: str) -> list:
+    """Names of the directories directly inside ``path`` (none if it does not exist)."""
+    return _names(path, "Directory")
 
 
 def list_files(path: str) -> list:
     """Names of the files directly inside ``path`` (none if it does not exist)."""
-    import pyarrow.fs as pafs
-
-    fs, p = _fs(path)
-    try:
-        infos = fs.get_file_info(pafs.FileSelector(p, recursive=False, allow_not_found=True))
-    except (FileNotFoundError, OSError):
-        return []
-    return [i.base_name for i in infos if i.type == pafs.FileType.File]
+    return _names(path, "File")
 
 
 def read_text(path: str) -> str:
