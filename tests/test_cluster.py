@@ -220,20 +220,26 @@ def test_lost_worker_node_trials_finish_on_the_rest(cluster, tmp_path):
             return True
         return False
 
-    try:
-        wait_for(on_worker_with_progress, 240, "a trial with progress on the worker node")
-        cluster.kill_node("worker0")
-        assert proc.wait(timeout=480) == 0, (tmp_path / "grid.log").read_text()[-4000:]
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    hist = pd.read_csv(exp / "history.csv")
-    trials = pd.read_csv(exp / "trials.csv")
+    hist, trials = _lose_a_node_midrun(proc, exp, tmp_path / "grid.log", on_worker_with_progress,
+                                       "a trial with progress on the worker node", 240,
+                                       lambda: cluster.kill_node("worker0"))
     assert (trials["status"] == "TERMINATED").all() and (trials["epochs_done"] == 12).all()
     assert (hist.groupby("seed")["epoch"].apply(list) == [list(range(1, 13))] * 2).all()
     moved = hist[hist["node"] == worker_node]["seed"].unique()
     assert len(moved) == 1
     assert hist[hist["seed"] == moved[0]]["node"].iloc[-1] != worker_node, "finished on the remaining node"
+
+
+def _lose_a_node_midrun(proc, exp, log, ready, what, timeout, kill):
+    """Wait for ``ready``, lose a node (``kill``), let the grid finish; its history and trials tables."""
+    try:
+        wait_for(ready, timeout, what)
+        kill()
+        assert proc.wait(timeout=480) == 0, log.read_text()[-4000:]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    return pd.read_csv(exp / "history.csv"), pd.read_csv(exp / "trials.csv")
 
 
 def _node_id_of_head(cluster) -> str:
@@ -392,15 +398,9 @@ def test_worker_node_lost_mid_trial_finishes_elsewhere_with_nothing_lost_or_twic
                 return True
         return False
 
-    try:
-        wait_for(trial_with_progress_on_a_worker, 300, "a trial with two epochs on an autoscaled worker")
-        cluster.kill_node(victim["node"])
-        assert proc.wait(timeout=480) == 0, (tmp_path / "grid.log").read_text()[-4000:]
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    hist = pd.read_csv(exp / "history.csv")
-    trials = pd.read_csv(exp / "trials.csv")
+    hist, trials = _lose_a_node_midrun(proc, exp, tmp_path / "grid.log", trial_with_progress_on_a_worker,
+                                       "a trial with two epochs on an autoscaled worker", 300,
+                                       lambda: cluster.kill_node(victim["node"]))
     assert (trials["status"] == "TERMINATED").all() and (trials["epochs_done"] == 10).all()
     assert (hist.groupby("seed")["epoch"].apply(list) == [list(range(1, 11))] * 2).all(), "each epoch once"
     moved = hist[hist["node"] == victim["node"]]["seed"].unique()
