@@ -27,23 +27,45 @@ def _one_error_line(p, *needles):
     return errors[0]
 
 
+GATED_BLOCK = """
+import os, time
+from ablate.blocks import BasicBlock, register_block
+
+@register_block("gated")
+class Gated(BasicBlock):
+    \"\"\"The basic block, held at its first step while the test's gate file exists: the first run is
+    surely still running when the second one starts, however fast the machine.\"\"\"
+
+    def merge(self, out, identity):
+        open({started!r}, "a").close()
+        while os.path.exists({gate!r}):
+            time.sleep(0.1)
+        return out + identity
+"""
+
+
 @pytest.mark.parametrize("uri", [False, True], ids=["local", "file-uri"])
 def test_second_run_and_concurrent_resume_are_refused_while_the_first_runs(tmp_path, uri):
+    gate, started = tmp_path / "gate", tmp_path / "started"
+    (tmp_path / "gated_block.py").write_text(GATED_BLOCK.format(gate=str(gate), started=str(started)))
+    gate.touch()
     storage = f"file://{tmp_path}/s" if uri else str(tmp_path / "s")
-    args = [*SMALL, "seeds=[0,1]", "epochs=40", f"storage_path={storage}", "name=twin", "--no-report"]
+    args = [*SMALL, "blocks=[gated]", "block_modules=[gated_block]", "seeds=[0,1]", "epochs=2",
+            f"storage_path={storage}", "name=twin", "--no-report"]
     first = start_cli(args, cwd=tmp_path, log=open(tmp_path / "first.log", "w"))
     exp = tmp_path / "s" / "twin"
     try:
-        wait_for(lambda: any(exp.glob("*/result.json")), 240, "the first run's trials")
+        wait_for(started.exists, 240, "the first run's trials")
         for extra in ([], ["--resume"]):
             p = run_cli([*args, *extra], cwd=tmp_path)
             _one_error_line(p, "is being run by pid", str(first.pid))
+        gate.unlink()
         assert first.wait(timeout=400) == 0, (tmp_path / "first.log").read_text()[-3000:]
     finally:
         if first.poll() is None:
             os.killpg(first.pid, signal.SIGKILL)
     trials = pd.read_csv(exp / "trials.csv")
-    assert (trials["status"] == "TERMINATED").all() and (trials["epochs_done"] == 40).all()
+    assert (trials["status"] == "TERMINATED").all() and (trials["epochs_done"] == 2).all()
     assert not list((tmp_path / "s").glob(".twin.lock*")), "the lock goes with the run"
 
 
