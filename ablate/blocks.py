@@ -4,6 +4,7 @@ Contract (torchvision/timm style): every block class takes
 ``(in_channels, out_channels, stride=1, downsample=None, **options)``, computes the
 residual branch ``F(x) = BN(conv3x3(relu(BN(conv3x3(x, stride)))))`` and merges it with the
 shortcut (``x``, or ``downsample(x)`` where the shape changes) by its own formula.
+A variant overrides ``merge`` (and ``init_merge`` for its own parameters), nothing else.
 Blocks may offer ``zero_init_last()`` (found with ``hasattr``) and list their learned
 gate scalars in ``learned_scalars`` so the trainer can log them.
 
@@ -106,6 +107,10 @@ class BasicBlock(nn.Module):
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, stride=1, padding=1, bias=conv_bias)
         self.bn2 = nn.BatchNorm2d(out_channels)
         self.downsample = downsample
+        self.init_merge(out_channels)
+
+    def init_merge(self, channels: int) -> None:
+        """The merge's own parameters: a variant overrides this and ``merge``, never ``__init__``."""
 
     def branch(self, x: torch.Tensor) -> torch.Tensor:
         """``F(x) = BN(conv3x3(relu(BN(conv3x3(x, stride)))))``."""
@@ -139,9 +144,7 @@ class IdentityScaleBlock(BasicBlock):
 
     learned_scalars = ("scale",)
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int = 1,
-                 downsample: nn.Module | None = None, **kw) -> None:
-        super().__init__(in_channels, out_channels, stride, downsample, **kw)
+    def init_merge(self, channels: int) -> None:
         self.scale = nn.Parameter(torch.ones(1))
 
     def merge(self, out: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
@@ -158,10 +161,8 @@ class ResidualNormBlock(BasicBlock):
     the BN, which rescales it per channel with batch statistics.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int = 1,
-                 downsample: nn.Module | None = None, **kw) -> None:
-        super().__init__(in_channels, out_channels, stride, downsample, **kw)
-        self.residual_norm = nn.BatchNorm2d(out_channels)
+    def init_merge(self, channels: int) -> None:
+        self.residual_norm = nn.BatchNorm2d(channels)
 
     def merge(self, out: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
         return out + self.residual_norm(out - identity)
@@ -178,10 +179,8 @@ class FusionBlock(BasicBlock):
     concatenation) keep the identity path alongside.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int = 1,
-                 downsample: nn.Module | None = None, **kw) -> None:
-        super().__init__(in_channels, out_channels, stride, downsample, **kw)
-        self.feature_fusion = nn.Conv2d(out_channels * 2, out_channels, 1, stride=1, padding=0)
+    def init_merge(self, channels: int) -> None:
+        self.feature_fusion = nn.Conv2d(channels * 2, channels, 1, stride=1, padding=0)
 
     def merge(self, out: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
         return out + self.feature_fusion(torch.cat([out, identity], dim=1))
@@ -200,9 +199,7 @@ class SkipInitBlock(BasicBlock):
 
     learned_scalars = ("alpha",)
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int = 1,
-                 downsample: nn.Module | None = None, **kw) -> None:
-        super().__init__(in_channels, out_channels, stride, downsample, **kw)
+    def init_merge(self, channels: int) -> None:
         self.alpha = nn.Parameter(torch.zeros(1))
 
     def merge(self, out: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
@@ -218,9 +215,7 @@ class ZeroGammaBlock(BasicBlock):
     but with a per-channel gate (BN's gamma) instead of one scalar.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int = 1,
-                 downsample: nn.Module | None = None, **kw) -> None:
-        super().__init__(in_channels, out_channels, stride, downsample, **kw)
+    def init_merge(self, channels: int) -> None:
         self.zero_init_last()
 
 

@@ -1,29 +1,30 @@
 """Typed experiment configs: YAML files are small diffs from these defaults.
 
-Unknown keys and wrong types are errors that name the key; ``key=value`` overrides on the
-command line are parsed as YAML (``depths=[20,56]``, ``wandb.mode=offline``).  Everything here
-runs before Ray or a GPU is touched, so a mistake costs seconds, not a cluster.
+The types, bounds and allowed values are declared once, on pydantic models (``TrainSettings``
+in ``train``, ``ExperimentConfig`` here), in strict mode; pydantic's first error becomes one line
+that names the key and what is allowed.  ``key=value`` overrides on the command line are parsed
+as YAML (``depths=[20,56]``, ``wandb.mode=offline``).  Everything here runs before Ray or a GPU
+is touched, so a mistake costs seconds, not a cluster.
 """
 from __future__ import annotations
 
-import dataclasses
+import itertools
 import os
 import re
 import reprlib
-import typing
-from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Annotated, Any, Dict, List, Literal, Optional
 
 import yaml
+from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
 
-from .blocks import import_block_modules, list_blocks
-from .data import DATASETS
+from .blocks import get_block, import_block_modules, list_blocks
 from .models import valid_depth
-from .train import TrainConfig, TrainSettings
+from .storage import is_uri
+from .train import AXES, Number, Settings, TrainConfig, TrainSettings
 
 __all__ = ["ConfigError", "WandbSettings", "ExperimentConfig", "load_experiment", "find_experiment",
-           "IDENTITY_EXEMPT", "trial_configs"]
+           "IDENTITY_EXEMPT", "trial_configs", "AXIS_KEYS"]
 
 
 class ConfigError(ValueError):
@@ -68,120 +69,204 @@ def _yaml(text: str) -> Any:
     return yaml.load(text, Loader=_Loader)
 
 
-@dataclass
-class WandbSettings:
+MAX_AXIS, MAX_LR, MAX_DEPTH = 1000, 1000.0, 1202  # 1202: He et al.'s deepest CIFAR ResNet
+
+
+def _name(value: Any) -> Any:
+    return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value  # name=2024
+
+
+def Axis(item: Any) -> Any:
+    """A grid axis: 1 to MAX_AXIS distinct values."""
+    return Annotated[List[item], Field(min_length=1, max_length=MAX_AXIS)]
+
+
+class WandbSettings(Settings):
     project: str = "ablate"
     entity: Optional[str] = None
-    mode: str = "auto"          # auto (online with an API key, else offline) | online | offline | disabled
-    tags: List[str] = field(default_factory=list)
-    init_timeout: float = 60.0  # seconds before giving up on W&B and falling back to offline
+    mode: Literal["auto", "online", "offline", "disabled"] = "auto"  # auto: online with an API key, else offline
+    tags: List[str] = Field(default_factory=list)
+    init_timeout: Annotated[Number, Field(gt=0, le=3600)] = 60.0  # seconds before W&B falls back to offline
 
 
-@dataclass
 class ExperimentConfig(TrainSettings):
     """An ablation grid: block x depth x lr x seed, every trial with the same settings."""
 
-    name: str = "default"
-    blocks: List[str] = field(default_factory=list_blocks)
-    depths: List[int] = field(default_factory=lambda: [20, 56])
-    lrs: List[float] = field(default_factory=lambda: [0.05, 0.1])
-    seeds: List[int] = field(default_factory=lambda: [0, 1])
+    name: Annotated[str, BeforeValidator(_name)] = "default"
+    blocks: Axis(str) = Field(default_factory=list_blocks)
+    depths: Axis(Annotated[int, Field(ge=8, le=MAX_DEPTH)]) = Field(default_factory=lambda: [20, 56])
+    lrs: Axis(Annotated[Number, Field(gt=0, le=MAX_LR)]) = Field(default_factory=lambda: [0.05, 0.1])
+    seeds: Axis(int) = Field(default_factory=lambda: [0, 1])
     # Local directory or a URI (s3://...) shared by all nodes; $ABLATE_STORAGE_PATH sets the default.
-    storage_path: str = field(default_factory=lambda: os.environ.get("ABLATE_STORAGE_PATH", "results"))
-    cpus_per_trial: float = 1.0
-    gpus_per_trial: Optional[float] = None  # None: 1/trials_per_gpu where the cluster has GPUs, else 0
-    trials_per_gpu: int = 4             # packing measured in docs/benchmarks.md
-    max_concurrent_trials: int = 0      # 0: as many as the resources allow
-    scheduler: str = "fifo"             # fifo (fair convergence comparison) | asha (early stopping)
-    asha_grace_period: int = 5
-    asha_reduction_factor: int = 3
+    storage_path: str = Field(default_factory=lambda: os.environ.get("ABLATE_STORAGE_PATH", "results"))
+    cpus_per_trial: Annotated[Number, Field(ge=0.01, le=1024)] = 1.0
+    # None: 1/trials_per_gpu where the cluster has (or can add) GPUs, else 0; a fraction packs trials.
+    gpus_per_trial: Optional[Annotated[Number, Field(ge=0, le=8)]] = None
+    trials_per_gpu: Annotated[int, Field(gt=0, le=64)] = 4  # packing measured in docs/benchmarks.md
+    max_concurrent_trials: Annotated[int, Field(ge=0, le=100_000)] = 0  # 0: as many as the resources allow
+    scheduler: Literal["fifo", "asha"] = "fifo"  # fifo (fair convergence comparison) | asha (early stopping)
+    asha_grace_period: Annotated[int, Field(gt=0, le=10_000)] = 5
+    asha_reduction_factor: Annotated[int, Field(ge=2, le=100)] = 3
     # Modules with the user's own @register_block classes (e.g. my_blocks beside the experiment file),
     # imported here and in every trial, on every node (shipped with Ray's runtime env, py_modules).
-    block_modules: List[str] = field(default_factory=list)
-    max_failures: int = 3               # retries per trial, each from its last checkpoint
-    checkpoint_period_s: float = 30.0   # a checkpoint per this much training (and at the end); 0: every epoch
-    checkpoints_to_keep: int = 1        # per trial (Tune's num_to_keep: each checkpoint then snapshots Tune's state)
-    target_acc: float = 0.9             # "epochs to target" in the ablation table
-    wandb: WandbSettings = field(default_factory=WandbSettings)
+    block_modules: List[str] = Field(default_factory=list)
+    max_failures: Annotated[int, Field(ge=0, le=100)] = 3  # retries per trial, each from its last checkpoint
+    # A checkpoint per this much training (and at the end); 0: every epoch.
+    checkpoint_period_s: Annotated[Number, Field(ge=0, le=86_400)] = 30.0
+    # Per trial (Tune's num_to_keep: each checkpoint then snapshots Tune's state).
+    checkpoints_to_keep: Annotated[int, Field(gt=0, le=100)] = 1
+    target_acc: Annotated[Number, Field(gt=0, le=1)] = 0.9  # "epochs to target" in the ablation table
+    wandb: WandbSettings = Field(default_factory=WandbSettings)
+
+    # Domain rules belong to their modules: the block registry, the model's depths.
+    @field_validator("blocks")
+    @classmethod
+    def _known_blocks(cls, blocks: List[str]) -> List[str]:
+        for b in blocks:
+            get_block(b)
+        return _distinct(blocks)
+
+    @field_validator("depths")
+    @classmethod
+    def _resnet_depths(cls, depths: List[int]) -> List[int]:
+        for d in depths:
+            if not valid_depth(d):
+                raise ValueError(f"{d} is not a CIFAR ResNet depth; valid depths are 6n+2 "
+                                 "(8, 14, 20, 26, 32, 44, 56, 110, ...)")
+        return _distinct(depths)
+
+    @field_validator("lrs", "seeds")
+    @classmethod
+    def _distinct_values(cls, values: list) -> list:
+        return _distinct(values)
+
+    @field_validator("name")
+    @classmethod
+    def _directory_name(cls, name: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+            raise ValueError(f"{_short(name)} must be letters, digits, '_', '.', '-' (it names a directory)")
+        return name
+
+    @field_validator("storage_path")
+    @classmethod
+    def _storage_given(cls, path: str) -> str:
+        if not path.strip():
+            raise ValueError("must not be empty; allowed: a directory (default results) or a URI such as s3://bucket/path")
+        return path
+
+    @model_validator(mode="after")
+    def _within_epochs(self) -> "ExperimentConfig":
+        if self.scheduler == "asha" and self.asha_grace_period > self.epochs:
+            raise ValueError(f"key 'asha_grace_period' is {self.asha_grace_period} but 'epochs' is {self.epochs}; "
+                             "allowed: 1 to epochs")
+        if self.warmup_epochs > self.epochs:
+            raise ValueError(f"key 'warmup_epochs' is {self.warmup_epochs:g} but 'epochs' is {self.epochs}; "
+                             "allowed: 0 to epochs")
+        return self
+
+    @property
+    def experiment_dir(self) -> str:
+        """Where the experiment lives: Tune's state, the trials, the identity file."""
+        if is_uri(self.storage_path):
+            return self.storage_path.rstrip("/") + "/" + self.name
+        return os.path.join(os.path.abspath(self.storage_path), self.name)
+
+    @property
+    def output_dir(self) -> str:
+        """Where the CSVs and the report are written: the experiment, or a local mirror of a URI."""
+        return os.path.abspath(os.path.join("results", self.name)) if is_uri(self.storage_path) else self.experiment_dir
+
+    def axes(self) -> Dict[str, list]:
+        """The grid: each axis (``train.AXES``) with its values."""
+        return {a: getattr(self, k) for a, k in AXIS_KEYS.items()}
 
 
 # Settings that may change when an experiment is resumed (they do not change any result).
 IDENTITY_EXEMPT = {"storage_path", "cpus_per_trial", "gpus_per_trial", "trials_per_gpu",
                    "max_concurrent_trials", "max_failures", "wandb", "data_dir", "threads", "device",
                    "checkpoint_period_s", "checkpoints_to_keep", "provenance"}
-
-_ALLOWED = {
-    "schedule": ("step", "cosine", "constant"),
-    "shortcut": ("A", "B"),
-    "precision": ("auto", "fp32", "bf16"),
-    "device": ("auto", "cpu", "cuda"),
-    "scheduler": ("fifo", "asha"),
-    "dataset": DATASETS,
-    "compile_mode": ("default", "reduce-overhead", "max-autotune-no-cudagraphs"),
-}
+AXIS_KEYS = dict(zip(AXES, ("blocks", "depths", "lrs", "seeds")))  # a trial's axis -> the experiment's key
 
 
-def _type_name(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin in (list, List):
-        return f"list of {_type_name(typing.get_args(tp)[0])}"
-    if origin is typing.Union:
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        return f"{_type_name(args[0])} or null"
-    return getattr(tp, "__name__", str(tp))
+def _distinct(values: list) -> list:
+    if len(set(values)) != len(values):
+        raise ValueError(f"repeats a value: {_short(values)}")
+    return values
 
 
-def _coerce(key: str, value: Any, tp: Any) -> Any:
-    """Check ``value`` against the annotation ``tp``; return it (ints widen to float)."""
-    origin = typing.get_origin(tp)
-    if origin is typing.Union:
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if value is None:
-            return None
-        return _coerce(key, value, args[0])
-    if origin in (list, List):
-        if not isinstance(value, list):
-            raise ConfigError(f"key '{key}' must be a {_type_name(tp)}, got {type(value).__name__} {_short(value)}")
-        (inner,) = typing.get_args(tp)
-        return [_coerce(f"{key}[{i}]", v, inner) for i, v in enumerate(value)]
-    if tp is float:
-        if isinstance(value, str):  # YAML 1.1 reads 5e-4 (no dot) as a string; users write it so
-            try:
-                value = float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"key '{key}' must be a number, got {type(value).__name__} {_short(value)}")
-        return float(value)
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"key '{key}' must be an integer, got {type(value).__name__} {_short(value)}")
-        return value
-    if tp is str and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return str(value)  # name=2024
-    if tp in (bool, str):
-        if not isinstance(value, tp):
-            raise ConfigError(f"key '{key}' must be a {tp.__name__}, got {type(value).__name__} {_short(value)}")
-        return value
-    raise ConfigError(f"key '{key}' has an unsupported type {tp}")  # pragma: no cover
+# --- pydantic's errors, as one line that names the key and what is allowed -------------------
+
+def _schema(model: type, loc: tuple) -> Dict[str, Any]:
+    """The JSON schema pydantic derives for the key at ``loc`` (list indices step into the items):
+    its allowed values (``enum``), bounds (``minimum``, ``exclusiveMaximum``, ...) and keys."""
+    root = model.model_json_schema()
+
+    def resolve(node: Dict[str, Any]) -> Dict[str, Any]:
+        while "$ref" in node or "anyOf" in node:  # a nested model; Optional[...]
+            node = root["$defs"][node["$ref"].rsplit("/", 1)[-1]] if "$ref" in node else \
+                next(a for a in node["anyOf"] if a.get("type") != "null")
+        return node
+
+    node = resolve(root)
+    for part in loc:
+        node = resolve(node["items"] if isinstance(part, int) else node["properties"][part])
+    return node
 
 
-def _build(cls, data: Dict[str, Any], prefix: str = ""):
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in fields(cls)}
-    kwargs = {}
-    for key, value in data.items():
-        full = f"{prefix}{key}"
-        if key not in names:
-            raise ConfigError(f"unknown key '{full}'; valid keys: {', '.join(sorted(names))}")
-        tp = hints[key]
-        if dataclasses.is_dataclass(tp):
-            if not isinstance(value, dict):
-                raise ConfigError(f"key '{full}' must be a mapping of {', '.join(f.name for f in fields(tp))}")
-            kwargs[key] = _build(tp, value, prefix=f"{full}.")
-        else:
-            kwargs[key] = _coerce(full, value, tp)
-    return cls(**kwargs)
+def _range(node: Dict[str, Any]) -> str:
+    # JSON schema's names, or pydantic's own where a validator keeps it from mapping them.
+    lo, hi = node.get("minimum", node.get("ge")), node.get("maximum", node.get("le"))
+    if lo is not None and hi is not None:
+        return f"{lo:g} to {hi:g}"
+    bounds = [(">=", lo), (">", node.get("exclusiveMinimum", node.get("gt"))), ("<=", hi),
+              ("<", node.get("exclusiveMaximum", node.get("lt")))]
+    return " and ".join(f"{op} {v:g}" for op, v in bounds if v is not None)
+
+
+_KINDS = {"int": "an integer", "float": "a number", "bool": "a bool", "string": "a string", "list": "a list"}
+
+
+def _message(err: Dict[str, Any], model: type) -> str:
+    """One pydantic error as a line: the key, what is wrong, what is allowed."""
+    loc, kind, value = tuple(err["loc"]), err["type"], err.get("input")
+    path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+    key = ".".join(p for p in loc if isinstance(p, str))  # a list's own key, for rules on its values
+    got = f"got {type(value).__name__} {_short(value)}"
+    if kind == "extra_forbidden":
+        return f"unknown key '{path}'; valid keys: {', '.join(sorted(_schema(model, loc[:-1])['properties']))}"
+    if kind == "value_error":  # a domain rule: its own words
+        text = str(err["ctx"]["error"])
+        return text if not loc else f"key '{key}': {text}"
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return f"key '{path}' must be a mapping of {', '.join(_schema(model, loc)['properties'])}, {got}"
+    if kind == "literal_error":
+        return f"key '{path}' is {_short(value)}; allowed: {', '.join(map(str, _schema(model, loc)['enum']))}"
+    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        what = f"key '{key}' holds {_short(value)}" if key != path else f"key '{key}' is {_short(value)}"
+        return f"{what}; allowed: {_range(_schema(model, loc))}"
+    if kind == "finite_number":
+        return f"key '{key}' holds {_short(value)}; allowed: a finite number"
+    if kind == "too_short":
+        return f"axis '{path}' is empty; give at least one value"
+    if kind == "too_long":
+        return f"axis '{path}' has {len(value)} values; allowed: at most {MAX_AXIS}"
+    stem = kind.split("_")[0]
+    if stem in _KINDS:
+        return f"key '{path}' must be {_KINDS[stem]}, {got}"
+    return f"key '{path}': {err['msg']} ({got})"
+
+
+def _validate(model: type, data: Any) -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_message(e.errors(include_url=False)[0], model)) from None
+
+
+class _Modules(Settings, extra="ignore"):
+    """``block_modules`` alone: read (and imported) before the rest, which may name their blocks."""
+
+    block_modules: List[str] = Field(default_factory=list)
 
 
 def _nested_update(base: Dict[str, Any], dotted: str, value: Any) -> None:
@@ -244,97 +329,18 @@ def load_experiment(path: Optional[str] = None, overrides: Optional[List[str]] =
         key, value = parse_override(item)
         _nested_update(data, key, value)
     # A user's blocks first, so that "every registered block" and the block-name check know them.
-    modules = _coerce("block_modules", data.get("block_modules", []), List[str])
+    modules = _validate(_Modules, data).block_modules
     try:
         import_block_modules(modules, search_path=str(p.resolve().parent))
     except Exception as e:  # the user's module failed to import: one line, not its traceback
         raise ConfigError(f"key 'block_modules': cannot import {_short(modules)} ({e.__class__.__name__}: "
                           f"{str(e).splitlines()[0][:200] if str(e) else ''}); allowed: importable module names, "
                           "e.g. a my_blocks.py beside the experiment file") from None
-    cfg = _build(ExperimentConfig, data)
-    validate(cfg)
-    return cfg
-
-
-# Ranges beyond which a value is a typo, not a study (each far above anything published).
-BOUNDS = {
-    "epochs": (1, 10_000), "batch_size": (1, 65_536), "eval_batch_size": (1, 65_536),
-    "momentum": (0.0, 0.999), "weight_decay": (0.0, 0.1), "lr_decay": (0.0, 1.0),
-    "warmup_epochs": (0.0, 10_000), "label_smoothing": (0.0, 0.99), "cpus_per_trial": (0.01, 1024),
-    "trials_per_gpu": (1, 64), "max_failures": (0, 100), "max_concurrent_trials": (0, 100_000),
-    "asha_grace_period": (1, 10_000), "asha_reduction_factor": (2, 100), "diverge_factor": (1.0, 1e6),
-    "threads": (0, 1024),
-}
-MAX_AXIS, MAX_LR, MAX_DEPTH = 1000, 1000.0, 1202  # 1202: He et al.'s deepest CIFAR ResNet
-
-
-def validate(cfg: ExperimentConfig) -> None:
-    for key, allowed in _ALLOWED.items():
-        if getattr(cfg, key) not in allowed:
-            raise ConfigError(f"key '{key}' is {_short(getattr(cfg, key))}; allowed: {', '.join(allowed)}")
-    for axis in ("blocks", "depths", "lrs", "seeds"):
-        values = getattr(cfg, axis)
-        if not values:
-            raise ConfigError(f"axis '{axis}' is empty; give at least one value")
-        if len(set(values)) != len(values):
-            raise ConfigError(f"axis '{axis}' repeats a value: {values}")
-    valid = list_blocks()
-    for b in cfg.blocks:
-        if b not in valid:
-            raise ConfigError(f"key 'blocks': unknown block {_short(b)}; valid blocks: {', '.join(valid)}")
-    for d in cfg.depths:
-        if not valid_depth(d):
-            raise ConfigError(f"key 'depths': {d} is not a CIFAR ResNet depth; valid depths are 6n+2 "
-                              "(8, 14, 20, 26, 32, 44, 56, 110, ...)")
-    for lr in cfg.lrs:
-        if not lr > 0 or lr != lr or lr == float("inf"):
-            raise ConfigError(f"key 'lrs': learning rate {lr} must be a finite number > 0")
-    positive = ("epochs", "batch_size", "eval_batch_size", "trials_per_gpu", "asha_grace_period",
-                "checkpoints_to_keep")
-    for key in positive:
-        if getattr(cfg, key) <= 0:
-            raise ConfigError(f"key '{key}' must be > 0, got {getattr(cfg, key)}")
-    if cfg.cpus_per_trial <= 0:
-        raise ConfigError(f"key 'cpus_per_trial' must be > 0, got {cfg.cpus_per_trial}")
-    if cfg.gpus_per_trial is not None and not 0 <= cfg.gpus_per_trial <= 8:
-        raise ConfigError(f"key 'gpus_per_trial' must be between 0 and 8 (a fraction packs trials), "
-                          f"got {cfg.gpus_per_trial}")
-    if not 0 <= cfg.checkpoint_period_s <= 86_400:
-        raise ConfigError(f"key 'checkpoint_period_s' must be between 0 (every epoch) and 86400, "
-                          f"got {cfg.checkpoint_period_s}")
-    if cfg.max_concurrent_trials < 0 or cfg.max_failures < 0:
-        raise ConfigError("keys 'max_concurrent_trials' and 'max_failures' must be >= 0")
-    if not 0 < cfg.target_acc <= 1:
-        raise ConfigError(f"key 'target_acc' must be in (0, 1], got {cfg.target_acc}")
-    if not all(0 < m < 1 for m in cfg.milestones):
-        raise ConfigError(f"key 'milestones' must be fractions of training in (0, 1), got {cfg.milestones}")
-    for key, (low, high) in BOUNDS.items():  # beyond what any real study needs: a typo, not a plan
-        v = getattr(cfg, key)
-        if not low <= v <= high:
-            raise ConfigError(f"key '{key}' is {_short(v)}; allowed: {low:g} to {high:g}")
-    for axis in ("blocks", "depths", "lrs", "seeds"):
-        if len(getattr(cfg, axis)) > MAX_AXIS:
-            raise ConfigError(f"axis '{axis}' has {len(getattr(cfg, axis))} values; allowed: at most {MAX_AXIS}")
-    if max(cfg.lrs) > MAX_LR:
-        raise ConfigError(f"key 'lrs': learning rate {max(cfg.lrs):g} is above {MAX_LR:g}; allowed: 0 < lr <= {MAX_LR:g}")
-    if max(cfg.depths) > MAX_DEPTH:
-        raise ConfigError(f"key 'depths': {max(cfg.depths)} is deeper than {MAX_DEPTH}; allowed: 6n+2 up to {MAX_DEPTH}")
-    if cfg.scheduler == "asha" and cfg.asha_grace_period > cfg.epochs:
-        raise ConfigError(f"key 'asha_grace_period' is {cfg.asha_grace_period} but 'epochs' is {cfg.epochs}; "
-                          "allowed: 1 to epochs")
-    if cfg.warmup_epochs > cfg.epochs:
-        raise ConfigError(f"key 'warmup_epochs' is {cfg.warmup_epochs:g} but 'epochs' is {cfg.epochs}; allowed: 0 to epochs")
-    if not cfg.storage_path.strip():
-        raise ConfigError("key 'storage_path' is empty; allowed: a directory (default results) or a URI such as "
-                          "s3://bucket/path")
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", cfg.name):
-        raise ConfigError(f"key 'name' {_short(cfg.name)} must be letters, digits, '_', '.', '-' (it names a directory)")
-    if cfg.wandb.mode not in ("auto", "online", "offline", "disabled"):
-        raise ConfigError(f"key 'wandb.mode' is {_short(cfg.wandb.mode)}; allowed: auto, online, offline, disabled")
+    return _validate(ExperimentConfig, data)
 
 
 def to_dict(cfg: ExperimentConfig) -> Dict[str, Any]:
-    return dataclasses.asdict(cfg)
+    return cfg.model_dump()
 
 
 # Keys that may gain values on --resume: the experiment grows, its finished trials stay.
@@ -366,7 +372,8 @@ def identity(cfg) -> Dict[str, Any]:
 
 
 def trial_configs(cfg: ExperimentConfig) -> List[TrainConfig]:
-    """Every trial of the grid, in a stable order."""
-    settings = {f.name: getattr(cfg, f.name) for f in fields(TrainSettings)}
-    return [TrainConfig(block=b, depth=d, lr=lr, seed=s, **settings)
-            for b in cfg.blocks for d in cfg.depths for lr in cfg.lrs for s in cfg.seeds]
+    """Every trial of the grid, in a stable order: the one expansion of the grid."""
+    settings = {k: getattr(cfg, k) for k in TrainSettings.model_fields}
+    axes = cfg.axes()
+    return [TrainConfig(**settings, **dict(zip(axes, point)))
+            for point in itertools.product(*axes.values())]

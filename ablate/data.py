@@ -9,16 +9,19 @@ no per-sample Python (airbench style).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterator, Tuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["DATASETS", "Dataset", "load_dataset", "DeviceBatches", "check_dataset_name"]
+__all__ = ["DATASETS", "Dataset", "load_dataset", "DeviceBatches", "check_dataset_name", "TRAIN_SIZES"]
 
 DATASETS = ("digits", "synthetic", "cifar10", "cifar100")
+# Training images per dataset (the dry run's compute estimate), without loading them; a test
+# holds these to what the loaders return.
+TRAIN_SIZES = {"digits": 1438, "synthetic": 2048, "cifar10": 50_000, "cifar100": 50_000}
 
 
 @dataclass
@@ -34,15 +37,10 @@ class Dataset:
     # Augmentation that suits the data: digits must not be flipped (a mirrored 2 is no 2).
     crop_pad: int = 4
     flip: bool = True
-    meta: dict = field(default_factory=dict)
 
     @property
     def in_channels(self) -> int:
         return int(self.train_x.shape[1])
-
-    @property
-    def image_shape(self) -> Tuple[int, int, int]:
-        return tuple(self.train_x.shape[1:])  # type: ignore[return-value]
 
 
 def check_dataset_name(name: str) -> None:
@@ -79,7 +77,7 @@ def _digits(seed: int = 0, test_fraction: float = 0.2) -> Dataset:
                    10, mean, std, crop_pad=1, flip=False)
 
 
-def _synthetic(n_train: int = 2048, n_test: int = 512, shape: Tuple[int, int, int] = (3, 32, 32),
+def _synthetic(n_train: int = TRAIN_SIZES["synthetic"], n_test: int = 512, shape: Tuple[int, int, int] = (3, 32, 32),
                num_classes: int = 10, seed: int = 0) -> Dataset:
     """Random CIFAR-shaped tensors (for tests and benchmarks; nothing to learn)."""
     g = torch.Generator().manual_seed(seed)
@@ -137,7 +135,6 @@ class DeviceBatches:
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, *, mean, std,
                  train: bool, crop_pad: int = 0, flip: bool = False, seed: int = 0,
-                 drop_last: bool = False, dtype: torch.dtype = torch.float32,
                  channels_last: bool = False) -> None:
         if batch_size <= 0:
             raise ValueError(f"batch_size must be > 0, got {batch_size}")
@@ -145,8 +142,7 @@ class DeviceBatches:
         self.device = x.device
         self.batch_size, self.train = batch_size, train
         self.crop_pad, self.flip, self.seed = (crop_pad, flip, seed) if train else (0, False, seed)
-        self.drop_last = drop_last
-        self.dtype, self.channels_last = dtype, channels_last
+        self.channels_last = channels_last
         c = x.shape[1]
         self.mean = torch.tensor(mean, device=self.device, dtype=torch.float32).view(1, c, 1, 1) * 255
         self.inv_std = 1.0 / (torch.tensor(std, device=self.device, dtype=torch.float32).view(1, c, 1, 1) * 255)
@@ -155,7 +151,7 @@ class DeviceBatches:
     def __len__(self) -> int:
         n = self.x.shape[0]
         # A last training batch of one image would break BatchNorm's batch statistics: drop it.
-        drop = self.drop_last or (self.train and n % self.batch_size == 1)
+        drop = self.train and n % self.batch_size == 1
         return n // self.batch_size if drop else -(-n // self.batch_size)
 
     def set_epoch(self, epoch: int) -> None:
@@ -198,7 +194,6 @@ class DeviceBatches:
             xb = (xb.float() - self.mean) * self.inv_std
             if self.train:
                 xb = self._augment(xb, g)
-            xb = xb.to(self.dtype)
             if self.channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)
             yield xb, yb

@@ -26,25 +26,8 @@ import yaml
 
 from . import storage
 from .config import ConfigError, ExperimentConfig, growth, identity, load_experiment, to_dict, trial_configs
-from .storage import EXPERIMENT_FILE, is_uri
-
-# Aggregate training images/s of ONE H100 with 4 trials packed on it (fp32, channels_last, CUDA
-# graphs, batch 128), measured in docs/benchmarks.md; other depths scale by depth from the nearest.
-MEASURED_GPU = "H100"
-GPU_IMG_S_PER_GPU = {20: 65_700, 56: 18_500}
-# Other GPUs are NOT measured: their GPU-hours are scaled from the H100 by peak dense FP32
-# throughput (TFLOP/s, vendor data sheets), a rough guide for small, launch-bound nets.
-FP32_TFLOPS = {"H100": 67.0, "H200": 67.0, "A100": 19.5, "A10G": 31.2, "L4": 30.3, "L40S": 91.6,
-               "T4": 8.1, "V100": 15.7}
-
-
-def gpu_img_s(depth: int) -> float:
-    near = min(GPU_IMG_S_PER_GPU, key=lambda d: abs(d - depth))
-    return GPU_IMG_S_PER_GPU[near] * near / depth
-
-
-TRAIN_SIZES = {"cifar10": 50_000, "cifar100": 50_000, "digits": 1438, "synthetic": 2048}
-
+from .plan import FP32_TFLOPS, MEASURED_GPU, concurrency, plan_text
+from .storage import EXPERIMENT_FILE, HISTORY_FILE, OUTPUTS, TIMING_FILE, TRIALS_FILE, is_uri
 
 class UsageError(Exception):
     """Bad input found before any Ray or GPU work: exit code 2."""
@@ -76,19 +59,6 @@ def _parse(argv: Optional[List[str]]) -> argparse.Namespace:
     return args
 
 
-def experiment_dir(cfg: ExperimentConfig) -> str:
-    if is_uri(cfg.storage_path):
-        return cfg.storage_path.rstrip("/") + "/" + cfg.name
-    return os.path.join(os.path.abspath(cfg.storage_path), cfg.name)
-
-
-def output_dir(cfg: ExperimentConfig) -> str:
-    """Where ablate writes its CSVs and report: the experiment dir, or a local mirror of a URI."""
-    if is_uri(cfg.storage_path):
-        return os.path.abspath(os.path.join("results", cfg.name))
-    return experiment_dir(cfg)
-
-
 def check_experiment_dir(cfg: ExperimentConfig, resume: bool) -> dict:
     """Refuse to mix experiments, and to resume nothing: local and URI storage alike.
 
@@ -96,12 +66,12 @@ def check_experiment_dir(cfg: ExperimentConfig, resume: bool) -> dict:
     itself says whether the experiment can be restored.  On ``--resume`` an axis may gain values
     (the experiment grows); returns ``{axis: added values}``.
     """
-    d = experiment_dir(cfg)
+    d = cfg.experiment_dir
     try:
         if resume:
-            from ray.tune import Tuner
+            from .tune_glue import can_restore
 
-            if not storage.has_files(d) or not Tuner.can_restore(d):
+            if not storage.has_files(d) or not can_restore(d):
                 raise UsageError(f"--resume: nothing to resume at {d} (no experiment was started there); "
                                  "run without --resume to start it")
             refused, added = growth(saved_identity(d), identity(cfg))
@@ -132,7 +102,7 @@ def growth_text(cfg: ExperimentConfig, added: dict) -> str:
     old = len(saved["blocks"]) * len(saved["depths"]) * len(saved["lrs"]) * len(saved["seeds"])
     new = len(trial_configs(cfg)) - old
     what = "; ".join(f"{k} +{added[k]}" for k in added)
-    return f"growing {experiment_dir(cfg)}: {what}: {new} new trials beside the {old} it holds (those are not rerun)"
+    return f"growing {cfg.experiment_dir}: {what}: {new} new trials beside the {old} it holds (those are not rerun)"
 
 
 def check_devices(cfg: ExperimentConfig, address: Optional[str]) -> None:
@@ -158,46 +128,6 @@ def git_commit() -> Optional[str]:
         return None
 
 
-def concurrency(cfg: ExperimentConfig, address: Optional[str]) -> Optional[int]:
-    """Trials that run at once in local mode (CPU-bound here); None on a cluster."""
-    if address:
-        return None
-    c = max(1, int((os.cpu_count() or 1) // cfg.cpus_per_trial))
-    return min(c, cfg.max_concurrent_trials) if cfg.max_concurrent_trials else c
-
-
-def plan_text(cfg: ExperimentConfig, address: Optional[str], gpu_type: str = MEASURED_GPU) -> str:
-    trials = trial_configs(cfg)
-    n = len(trials)
-    images = TRAIN_SIZES.get(cfg.dataset, 0) * cfg.epochs
-    gpu = cfg.gpus_per_trial if cfg.gpus_per_trial is not None else f"1/{cfg.trials_per_gpu} where the cluster has GPUs, else 0"
-    c = concurrency(cfg, address)
-    conc = "as the cluster allows" if c is None else f"{c} (local: {os.cpu_count()} CPUs)"
-    lines = [
-        f"experiment {cfg.name}: {n} trials = {len(cfg.blocks)} blocks x {len(cfg.depths)} depths x "
-        f"{len(cfg.lrs)} lrs x {len(cfg.seeds)} seeds",
-        f"  blocks: {', '.join(cfg.blocks)}",
-        f"  depths: {cfg.depths}   lrs: {cfg.lrs}   seeds: {cfg.seeds}",
-        f"  dataset {cfg.dataset}, {cfg.epochs} epochs, batch {cfg.batch_size}, {cfg.schedule} schedule, "
-        f"scheduler {cfg.scheduler}",
-        f"  resources per trial: {cfg.cpus_per_trial:g} CPU, GPU {gpu}; concurrent trials: {conc}",
-        f"  compute: {n} trials x {cfg.epochs} epochs x {TRAIN_SIZES.get(cfg.dataset, '?')} images = "
-        f"{n * images:,} training images",
-    ]
-    if cfg.dataset.startswith("cifar"):
-        hours = sum(TRAIN_SIZES[cfg.dataset] * cfg.epochs / gpu_img_s(t.depth) for t in trials) / 3600
-        if gpu_type == MEASURED_GPU:
-            lines.append(f"  GPU-hours: ~{hours:.0f} on {gpu_type} (measured there: 4 trials packed per GPU, "
-                         "docs/benchmarks.md)")
-        else:
-            scale = FP32_TFLOPS[MEASURED_GPU] / FP32_TFLOPS[gpu_type]
-            lines.append(f"  GPU-hours: ~{hours * scale:.0f} on {gpu_type}, an ESTIMATE: the {MEASURED_GPU} measurement "
-                         f"(~{hours:.0f}) scaled by peak FP32 throughput ({FP32_TFLOPS[MEASURED_GPU]:g}/"
-                         f"{FP32_TFLOPS[gpu_type]:g} TFLOP/s); not measured on {gpu_type}")
-    lines.append(f"  results: {experiment_dir(cfg)}")
-    return "\n".join(lines)
-
-
 def check_address(address: Optional[str], timeout_s: float = 10.0) -> None:
     """A cluster address that nothing answers is an error within seconds (Ray would retry for minutes)."""
     if not address or address == "auto" or "://" in address:
@@ -220,15 +150,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.dry_run:
             print(plan_text(cfg, args.address, args.gpu))
             if args.resume:  # what a resume would add, read from the experiment's identity
-                refused, added = growth(saved_identity(experiment_dir(cfg)), identity(cfg))
+                refused, added = growth(saved_identity(cfg.experiment_dir), identity(cfg))
                 if refused:
-                    raise UsageError(f"--resume: {experiment_dir(cfg)} holds a different experiment "
+                    raise UsageError(f"--resume: {cfg.experiment_dir} holds a different experiment "
                                      f"(differs in: {', '.join(refused)})")
                 print(growth_text(cfg, added) if added else "resume: no axis grows; unfinished trials continue")
             return 0
         check_devices(cfg, args.address)
         check_address(args.address)
-        exp_dir = experiment_dir(cfg)
+        exp_dir = cfg.experiment_dir
         try:  # one writer per experiment: held until this process ends
             storage.check_writable(exp_dir)
             lock = storage.ExperimentLock(exp_dir).acquire()
@@ -246,7 +176,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(f"ablate.grid: {growth_text(cfg, added)}", flush=True)
         if args.resume and finished_already(cfg):
             print(f"ablate.grid: every trial of {exp_dir} had already finished; nothing to run "
-                  f"(results: {output_dir(cfg)}; rebuild the report with python -m ablate.report)")
+                  f"(results: {cfg.output_dir}; rebuild the report with python -m ablate.report)")
             lock.release()
             return 0
     except (ConfigError, UsageError) as e:
@@ -285,7 +215,7 @@ def _run(cfg: ExperimentConfig, args: argparse.Namespace, argv: List[str], grown
     from .tracking import resolve_mode, trial_env
     from .tune_glue import ClusterError, connect, run_grid, trial_resources
 
-    exp_dir, out_dir = experiment_dir(cfg), output_dir(cfg)
+    exp_dir, out_dir = cfg.experiment_dir, cfg.output_dir
     mode = resolve_mode(cfg.wandb.mode)
     # Ray first, what it can give checked, and the data loaded, before anything is written:
     # a failed start leaves nothing behind.
@@ -331,25 +261,16 @@ def _run(cfg: ExperimentConfig, args: argparse.Namespace, argv: List[str], grown
     except Exception as e:  # the storage failed under Tune (a full disk leaves its files cut short)
         return _storage_failed(e, cfg, exp_dir, argv)
     wall = time.time() - t0
-    results = [r for r in grid if r.config]  # a trial that never started has no config
-    history = R.history_from_results(results)
-    statuses = {R.trial_key(r.config): "ERROR" if r.error is not None else "TERMINATED" for r in results}
-    expected = [t.to_dict() for t in trial_configs(cfg)]
-    trials = R.trials_table(history, statuses, expected, cfg.target_acc)
-    done = trials["status"] == "TERMINATED"
-    short = done & ~trials["diverged"] & (trials["epochs_done"] < cfg.epochs)
-    trials.loc[done & trials["diverged"], "status"] = "DIVERGED"
-    # Cut short: by the interruption, or (uninterrupted) by ASHA.
-    trials.loc[short, "status"] = "INTERRUPTED" if interrupt.code else "STOPPED_EARLY"
-    if interrupt.code:
-        trials.loc[trials["status"] == "NOT_STARTED", "status"] = "INTERRUPTED"
+    history, statuses = grid
+    trials = R.trials_table(history, statuses, [t.point for t in trial_configs(cfg)], cfg.target_acc, cfg.epochs,
+                            interrupted=bool(interrupt.code))
     try:
         R.write_csvs(out_dir, history, trials)
     except OSError as e:
         return _storage_failed(e, cfg, exp_dir, argv)
     if interrupt.code:  # what finished is written; a partial grid is no answer: no table, no report
         if is_uri(cfg.storage_path):
-            storage.upload(out_dir, exp_dir, ("history.csv", "trials.csv"))
+            storage.upload(out_dir, exp_dir, (HISTORY_FILE, TRIALS_FILE))
         finished = int(trials["status"].isin(["TERMINATED", "DIVERGED"]).sum())
         print(f"\nablate.grid: interrupted: {finished} of {len(trials)} trials finished (history.csv and trials.csv "
               f"in {out_dir}); continue with:\n  {resume_command(argv)}", file=sys.stderr)
@@ -373,8 +294,7 @@ def _run(cfg: ExperimentConfig, args: argparse.Namespace, argv: List[str], grown
         except Exception as e:  # the report must never cost the results already written
             print(f"ablate.grid: warning: report failed ({e.__class__.__name__}: {e})", file=sys.stderr)
     if is_uri(cfg.storage_path):
-        storage.upload(out_dir, exp_dir, ("history.csv", "trials.csv", "report.html", "report.md",
-                                          "grid_timing.json"))
+        storage.upload(out_dir, exp_dir, OUTPUTS)
     # Offline runs (wandb.mode offline, or trials that fell back to it) are in each trial's own
     # directory of the experiment's storage.
     local_runs = not is_uri(cfg.storage_path) and glob.glob(os.path.join(exp_dir, "**", "wandb", "offline-run-*"),
@@ -403,7 +323,7 @@ def _storage_failed(e: Exception, cfg: ExperimentConfig, exp_dir: str, argv: Lis
 def record_timing(out_dir: str, timing: dict, resumed: bool) -> None:
     """``grid_timing.json`` (read by ``python -m ablate.bench --grid``) describes the first run; a
     resume is appended under ``resumes``, so a short resume never passes for the grid's wall."""
-    path = os.path.join(out_dir, "grid_timing.json")
+    path = os.path.join(out_dir, TIMING_FILE)
     if resumed and os.path.exists(path):
         with open(path) as f:
             first = json.load(f)
@@ -430,14 +350,15 @@ def finished_already(cfg: ExperimentConfig) -> bool:
     """Whether every trial of the grid finished in an earlier run (its trials.csv says so)."""
     import pandas as pd
 
-    from .results import FINISHED, trial_key
+    from .stats import FINISHED
+    from .train import trial_key
 
     try:
-        done = pd.read_csv(os.path.join(output_dir(cfg), "trials.csv"))
+        done = pd.read_csv(os.path.join(cfg.output_dir, TRIALS_FILE))
     except (OSError, ValueError):
         return False
     finished = {trial_key(r) for r in done.to_dict("records") if r.get("status") in FINISHED}
-    return all(trial_key(t.to_dict()) in finished for t in trial_configs(cfg))
+    return all(t.key in finished for t in trial_configs(cfg))
 
 
 def resume_command(argv: List[str]) -> str:

@@ -19,7 +19,8 @@ import yaml
 from . import figures
 from .results import ablation_table, format_table, read_csvs
 from .stats import ALPHA, POWER, effects, finished, stable_lrs
-from .storage import EXPERIMENT_FILE
+from .train import AXES
+from .storage import EXPERIMENT_FILE, HISTORY_FILE, REPORT_HTML, REPORT_MD, TRIALS_FILE
 
 __all__ = ["write_report", "verdicts", "main", "check_csvs"]
 
@@ -148,8 +149,8 @@ def provenance(exp_dir: str, meta: Dict, trials: pd.DataFrame) -> pd.DataFrame:
         ("code", f"commit {prov.get('git_commit') or 'unknown'}"),
         ("versions", ", ".join(f"{k} {v}" for k, v in (prov.get("versions") or {}).items()) or "unknown"),
         ("run", f"started {prov.get('started', '?')}; report written {pd.Timestamp.now():%Y-%m-%d %H:%M}"),
-        ("data files", f"{os.path.join(exp_dir, 'history.csv')} (one row per trial and epoch), "
-                       f"{os.path.join(exp_dir, 'trials.csv')} (one row per trial)"),
+        ("data files", f"{os.path.join(exp_dir, HISTORY_FILE)} (one row per trial and epoch), "
+                       f"{os.path.join(exp_dir, TRIALS_FILE)} (one row per trial)"),
         ("W&B", f"project {wb.get('project', 'ablate')}, group {meta.get('name', '?')}"
                 + (f", entity {wb['entity']}" if wb.get("entity") else "")
                 + "; one run per trial, named block-dDEPTH-lrLR-sSEED"),
@@ -193,8 +194,7 @@ def sections(exp_dir: str) -> tuple:
             "at that best LR. The LR is picked on final accuracy: differences here are optimistic."],
             table=_pipe_to_frame(format_table(table, target)) if not table.empty else None),
     ]
-    fin = finished(history.merge(trials[["block", "depth", "lr", "seed", "status"]],
-                                 on=["block", "depth", "lr", "seed"])) if len(history) else history
+    fin = finished(history.merge(trials[[*AXES, "status"]], on=list(AXES))) if len(history) else history
     if len(fin):
         out += [
             Section("Convergence: validation accuracy", image=figures.curves(fin, "val_acc", "val acc (%)", True),
@@ -247,17 +247,17 @@ def write_report(exp_dir: str) -> str:
     import jinja2
 
     name, secs = sections(exp_dir)
-    with open(os.path.join(exp_dir, "report.md"), "w") as f:
+    with open(os.path.join(exp_dir, REPORT_MD), "w") as f:
         f.write(_markdown(name, secs))
     env = jinja2.Environment(loader=jinja2.PackageLoader("ablate", "templates"), autoescape=True)
-    path = os.path.join(exp_dir, "report.html")
+    path = os.path.join(exp_dir, REPORT_HTML)
     with open(path, "w") as f:
         f.write(env.get_template("report.html.j2").render(name=name, sections=secs))
     return path
 
 
-REQUIRED = {"history.csv": ("block", "depth", "lr", "seed", "epoch", "val_acc", "train_loss"),
-            "trials.csv": ("block", "depth", "lr", "seed", "status", "final_val_acc", "diverged")}
+REQUIRED = {HISTORY_FILE: (*AXES, "epoch", "val_acc", "train_loss"),
+            TRIALS_FILE: (*AXES, "status", "final_val_acc", "diverged")}
 
 
 def check_csvs(exp_dir: str) -> None:
@@ -274,7 +274,7 @@ def check_csvs(exp_dir: str) -> None:
             raise ValueError(f"{path} lacks the columns {', '.join(missing)}: not written by ablate.grid")
         if df.empty:
             raise ValueError(f"{path} has no rows: no trial has reported yet")
-        cut = df[list(cols)].isna().any(axis=1) if name == "history.csv" else pd.Series(False, index=df.index)
+        cut = df[list(cols)].isna().any(axis=1) if name == HISTORY_FILE else pd.Series(False, index=df.index)
         if cut.any():
             raise ValueError(f"{path} is cut short (row {int(cut.idxmax()) + 2} is incomplete); rerun the grid "
                              "with --resume to rewrite it")
@@ -291,7 +291,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--wandb-report", action="store_true",
                    help="also save the same comparison as a W&B Report (needs WANDB_API_KEY or `wandb login`)")
     args = p.parse_args(argv)
-    for f in ("history.csv", "trials.csv"):
+    for f in (HISTORY_FILE, TRIALS_FILE):
         if not os.path.isfile(os.path.join(args.experiment_dir, f)):
             print(f"ablate.report: error: {args.experiment_dir} has no {f}; "
                   "give the directory that python -m ablate.grid printed last", file=sys.stderr)

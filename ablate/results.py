@@ -5,21 +5,36 @@ Pure pandas: used by the grid at its end and by ``ablate.report`` on a finished 
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, Iterable, List
+from typing import Any, Dict, List
 
 import numpy as np
 import pandas as pd
 
-from .stats import FINISHED, finished, paired
-from .train import METRIC_KEYS
+from .stats import finished, paired
+from .storage import HISTORY_FILE, TRIALS_FILE
+from .train import AXES, METRIC_KEYS, trial_key
 
-__all__ = ["summarise_history", "history_from_results", "trials_table", "ablation_table",
-           "format_table", "write_csvs", "read_csvs", "AXES"]
+__all__ = ["summarise_history", "history_table", "trials_table", "ablation_table", "format_table", "write_csvs",
+           "read_csvs"]
 
-AXES = ["block", "depth", "lr", "seed"]
-_DROP = {"timestamp", "checkpoint_dir_name", "should_checkpoint", "done", "training_iteration",
-         "time_this_iter_s", "time_total_s", "pid", "hostname", "node_ip", "time_since_restore",
-         "iterations_since_restore", "date", "experiment_tag", "trial_id"}
+# history.csv's leading columns, whatever order the trials reported in (a resume never reorders);
+# the per-epoch LR metric is epoch_lr (lr is the axis).
+HISTORY_COLUMNS = [*AXES, "trial_id", "epoch", *(("epoch_lr" if m == "lr" else m) for m in METRIC_KEYS if m != "epoch")]
+
+
+def history_table(frames: List[pd.DataFrame]) -> pd.DataFrame:
+    """history.csv from each trial's metrics (one frame per trial, with its axes, trial_id, epoch_lr).
+
+    A trial restored from an older checkpoint may have reported an epoch twice; the last report
+    of each epoch wins, so every epoch appears exactly once.
+    """
+    frames = [f.drop_duplicates(subset="epoch", keep="last") for f in frames if len(f) and "epoch" in f]
+    if not frames:
+        return pd.DataFrame(columns=[*AXES, "trial_id", "epoch"])
+    hist = pd.concat(frames, ignore_index=True)
+    hist["epoch"] = hist["epoch"].astype(int)
+    cols = [c for c in HISTORY_COLUMNS if c in hist.columns] + sorted(c for c in hist.columns if c not in HISTORY_COLUMNS)
+    return hist[cols].sort_values([*AXES, "epoch"]).reset_index(drop=True)
 
 
 def summarise_history(history: List[Dict[str, Any]], target_acc: float) -> Dict[str, Any]:
@@ -42,55 +57,31 @@ def summarise_history(history: List[Dict[str, Any]], target_acc: float) -> Dict[
     }
 
 
-def history_from_results(results: Iterable) -> pd.DataFrame:
-    """One row per trial and epoch from Tune ``Result`` objects.
+def trials_table(history: pd.DataFrame, statuses: Dict[tuple, str], expected: List[Dict[str, Any]],
+                 target_acc: float, epochs: int, interrupted: bool = False) -> pd.DataFrame:
+    """One row per trial of the grid (also those that never reported), with its status.
 
-    A trial restored from an older checkpoint may have reported an epoch twice; the last
-    report of each epoch wins, so every epoch appears exactly once.
+    ``statuses`` holds what the runner said of the trials that ran (``TERMINATED`` or ``ERROR``,
+    by ``trial_key``).  A finished trial that diverged is ``DIVERGED``; one cut short before its
+    last epoch is ``INTERRUPTED`` (by Ctrl-C) or ``STOPPED_EARLY`` (by ASHA); a trial that never
+    started is ``NOT_STARTED``, or ``INTERRUPTED`` when the run was.
     """
-    frames = []
-    for r in results:
-        df = r.metrics_dataframe
-        if df is None or df.empty or "epoch" not in df:
-            continue
-        trial_id = str(df["trial_id"].iloc[-1]) if "trial_id" in df else os.path.basename(r.path)
-        keep = [c for c in df.columns if c not in _DROP and not c.startswith("config/")]
-        df = df[keep].copy()
-        df = df.drop_duplicates(subset="epoch", keep="last").sort_values("epoch")
-        # The per-epoch LR metric would clash with the lr axis: it becomes epoch_lr.
-        df = df.rename(columns={"lr": "epoch_lr"})
-        for axis in AXES:
-            df.insert(AXES.index(axis), axis, r.config[axis])
-        df.insert(len(AXES), "trial_id", trial_id)
-        frames.append(df)
-    if not frames:
-        return pd.DataFrame(columns=AXES + ["trial_id", "epoch"])
-    hist = pd.concat(frames, ignore_index=True)
-    hist["epoch"] = hist["epoch"].astype(int)
-    # One column order whatever order the trials reported in: a rewrite (a resume) never reorders.
-    first = AXES + ["trial_id", "epoch"] + [("epoch_lr" if m == "lr" else m) for m in METRIC_KEYS if m != "epoch"]
-    cols = [c for c in first if c in hist.columns] + sorted(c for c in hist.columns if c not in first)
-    return hist[cols].sort_values(AXES + ["epoch"]).reset_index(drop=True)
-
-
-def trials_table(history: pd.DataFrame, statuses: Dict[str, str], expected: List[Dict[str, Any]],
-                 target_acc: float) -> pd.DataFrame:
-    """One row per trial of the grid (also those that never reported)."""
-    by_trial = {trial_key(dict(zip(AXES, k))): g for k, g in history.groupby(AXES)} if len(history) else {}
+    by_trial = {trial_key(dict(zip(AXES, k))): g for k, g in history.groupby(list(AXES))} if len(history) else {}
     rows = []
-    for axes in expected:
-        key = trial_key(axes)
-        sub = by_trial.get(key)
+    for point in expected:
+        sub = by_trial.get(trial_key(point))
         hist = sub.sort_values("epoch").to_dict("records") if sub is not None else []
-        row = {**{a: axes[a] for a in AXES}, "trial_id": hist[0]["trial_id"] if hist else "",
-               "status": statuses.get(key, "NOT_STARTED")}
+        row = {**{a: point[a] for a in AXES}, "trial_id": hist[0]["trial_id"] if hist else "",
+               "status": statuses.get(trial_key(point), "NOT_STARTED")}
         row.update(summarise_history(hist, target_acc))
+        if row["status"] == "TERMINATED" and row["diverged"]:
+            row["status"] = "DIVERGED"
+        elif row["status"] == "TERMINATED" and row["epochs_done"] < epochs:
+            row["status"] = "INTERRUPTED" if interrupted else "STOPPED_EARLY"
+        elif row["status"] == "NOT_STARTED" and interrupted:
+            row["status"] = "INTERRUPTED"
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-def trial_key(axes: Dict[str, Any]) -> str:
-    return f"{axes['block']}|{axes['depth']}|{float(axes['lr'])}|{axes['seed']}"
 
 
 def ablation_table(trials: pd.DataFrame, baseline: str = "baseline") -> pd.DataFrame:
@@ -188,14 +179,12 @@ def format_table(table: pd.DataFrame, target_acc: float) -> str:
 
 
 def write_csvs(exp_dir: str, history: pd.DataFrame, trials: pd.DataFrame) -> None:
-    history.to_csv(os.path.join(exp_dir, "history.csv"), index=False)
-    trials.to_csv(os.path.join(exp_dir, "trials.csv"), index=False)
+    history.to_csv(os.path.join(exp_dir, HISTORY_FILE), index=False)
+    trials.to_csv(os.path.join(exp_dir, TRIALS_FILE), index=False)
 
 
 def read_csvs(exp_dir: str) -> tuple:
-    h = pd.read_csv(os.path.join(exp_dir, "history.csv"))
-    t = pd.read_csv(os.path.join(exp_dir, "trials.csv"))
-    return h, t
+    return pd.read_csv(os.path.join(exp_dir, HISTORY_FILE)), pd.read_csv(os.path.join(exp_dir, TRIALS_FILE))
 
 
 def summary_line(trials: pd.DataFrame) -> str:

@@ -8,7 +8,7 @@ difference is not resolved, the seeds a paired t-test would need to resolve it (
 from __future__ import annotations
 
 import math
-from typing import Dict, List
+from typing import Dict
 
 import numpy as np
 import pandas as pd

@@ -14,10 +14,17 @@ import time
 from typing import Iterable, Tuple
 
 __all__ = ["is_uri", "join", "has_files", "list_dirs", "list_files", "read_text", "write_text", "delete", "upload", "check_writable",
-           "ExperimentLock", "LockedError", "EXPERIMENT_FILE"]
+           "ExperimentLock", "LockedError", "EXPERIMENT_FILE", "HISTORY_FILE", "TRIALS_FILE", "REPORT_HTML", "REPORT_MD",
+           "TIMING_FILE", "STATE_FILE", "OUTPUTS"]
 
-# The experiment's identity (its settings), stored with the experiment; read by --resume and the report.
-EXPERIMENT_FILE = "ablate_experiment.yaml"
+# Every file name ablate writes, once.
+EXPERIMENT_FILE = "ablate_experiment.yaml"  # the experiment's identity (settings); read by --resume and the report
+HISTORY_FILE = "history.csv"                # one row per trial and epoch
+TRIALS_FILE = "trials.csv"                  # one row per trial of the grid
+REPORT_HTML, REPORT_MD = "report.html", "report.md"
+TIMING_FILE = "grid_timing.json"            # the grid's wall time (python -m ablate.bench --grid)
+STATE_FILE = "state.pt"                     # a trial's checkpoint (in Tune's checkpoint directory)
+OUTPUTS = (HISTORY_FILE, TRIALS_FILE, REPORT_HTML, REPORT_MD, TIMING_FILE)  # what the driver writes at the end
 
 
 def is_uri(path: str) -> bool:

@@ -1,9 +1,11 @@
-"""W&B for one trial: Ray's ``setup_wandb`` inside the trial, and never a cost to a result.
+"""All of ablate's W&B: one run per trial, started inside the trial, never a cost to a result;
+the key's way to the trials; what an offline run already holds; the W&B Report.
 
-Why ``setup_wandb`` and not ``WandbLoggerCallback``: the callback runs one logging actor per
-trial from the driver and, in Ray 2.60, crashed the whole Tuner (``KeyError`` in
-``_signal_logging_actor_stop``) on a 4-trial offline grid on 2 CPUs; ``setup_wandb`` runs in the
-trial's own process, so a W&B fault can only ever reach this module, which swallows it.
+Why ``wandb.init`` in the trial and not Ray's ``WandbLoggerCallback``: the callback runs one
+logging actor per trial from the driver and, in Ray 2.60, crashed the whole Tuner (``KeyError`` in
+``_signal_logging_actor_stop``) on a 4-trial offline grid on 2 CPUs; in the trial's own process a
+W&B fault can only ever reach this module, which swallows it.  (Ray's ``setup_wandb`` is this
+same ``wandb.init`` plus defaults read from the Tune context, which the trial passes itself.)
 
 The API key comes only from the environment (``WANDB_API_KEY``) or ``wandb login`` on the machine
 that runs the grid, and reaches the trials (on any node) in memory, with their parameters; it is
@@ -16,7 +18,7 @@ import os
 import warnings
 from typing import Any, Dict, List, Optional
 
-__all__ = ["resolve_mode", "TrialRun", "start_trial_run", "run_name", "has_api_key", "driver_api_key", "trial_env",
+__all__ = ["resolve_mode", "TrialRun", "start_trial_run", "has_api_key", "driver_api_key", "trial_env",
            "build_wandb_report", "save_wandb_report"]
 
 
@@ -63,10 +65,6 @@ def resolve_mode(mode: str) -> str:
     if mode == "auto":
         return "online" if has_api_key() else "offline"
     return mode
-
-
-def run_name(block: str, depth: int, lr: float, seed: int) -> str:
-    return f"{block}-d{depth}-lr{lr:g}-s{seed}"
 
 
 class TrialRun:
@@ -120,10 +118,6 @@ class TrialRun:
 
         self._guard("finish", _fin)
 
-    @property
-    def dir(self) -> Optional[str]:
-        return getattr(self.run, "dir", None) if self.run is not None else None
-
 
 def _quiet_teardown() -> None:
     try:
@@ -140,21 +134,18 @@ def start_trial_run(config: Dict[str, Any], *, project: str, group: str, name: s
     """Start (or resume, same ``run_id``) the trial's W&B run; fall back to offline, then to none."""
     if mode == "disabled":
         return TrialRun()
-    try:
-        import wandb
-        from ray.air.integrations.wandb import setup_wandb
-    except Exception as e:  # pragma: no cover - wandb is a dependency
-        warnings.warn(f"W&B unavailable ({e}); training goes on without W&B")
-        return TrialRun()
+    import wandb
+
     attempts = [mode] if mode == "offline" else [mode, "offline"]
     for m in attempts:
         try:
             os.makedirs(directory, exist_ok=True)
-            os.environ["WANDB_MODE"] = m  # read by setup_wandb (no key needed offline) and wandb
+            os.environ["WANDB_MODE"] = m  # no key needed offline
             os.environ.setdefault("WANDB_SILENT", "true")
-            run = setup_wandb(
-                config, project=project, group=group, name=name, id=run_id, resume="allow",
-                job_type="trial", tags=list(tags), entity=entity, dir=directory, mode=m,
+            run = wandb.init(
+                config=config, project=project, group=group, name=name, id=run_id, resume="allow",
+                reinit="finish_previous", allow_val_change=True, job_type="trial", tags=list(tags),
+                entity=entity, dir=directory, mode=m,
                 settings=wandb.Settings(init_timeout=init_timeout, console="off", x_disable_stats=True),
             )
             # step = epoch: let W&B plot against "epoch" too.

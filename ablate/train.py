@@ -1,80 +1,129 @@
 """Train one configuration (no Ray here: this module runs on its own).
 
-``train(cfg, data, on_epoch, state)`` builds the model, trains it epoch by epoch, evaluates
+``train(cfg, data, on_epoch, state)`` builds the run (``build``: model, data on the device,
+optimiser, schedule, resumed state), then trains it epoch by epoch (``Run.epochs``), evaluates
 after every epoch and hands each epoch's metrics to ``on_epoch(metrics, get_state)``;
 ``get_state()`` returns everything needed to resume (model, optimiser, schedule, RNG, epoch,
 history), so a run resumed from epoch k ends with the same metrics as an uninterrupted one.
 A non-finite (or exploding) loss stops the run and marks it ``diverged``; it never raises.
+
+A trial's identity lives here too: the grid axes (``AXES``), its key and its name, used by the
+grid, Tune, W&B, the CSVs and the report alike.
 """
 from __future__ import annotations
 
 import copy
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields
-from typing import Callable, Dict, List, Optional
+from typing import Annotated, Any, Callable, Dict, List, Literal, Mapping, Optional
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from .data import Dataset, DeviceBatches, load_dataset
+from .data import DATASETS, Dataset, DeviceBatches, load_dataset
 from .models import create_model
 
-__all__ = ["TrainSettings", "TrainConfig", "train", "resolve_device", "METRIC_KEYS"]
+__all__ = ["TrainSettings", "TrainConfig", "train", "build", "Run", "resolve_device", "METRIC_KEYS", "AXES",
+           "trial_key", "trial_name", "Number", "Settings"]
 
 METRIC_KEYS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr",
                "epoch_seconds", "images_per_second", "diverged")
 
+# The grid's axes: a trial is one point (block, depth, lr, seed); every other setting is shared.
+AXES = ("block", "depth", "lr", "seed")
 
-@dataclass
-class TrainSettings:
-    """Every training setting except the grid axes (block, depth, lr, seed)."""
 
-    dataset: str = "digits"            # digits | synthetic | cifar10 | cifar100
+def trial_key(point: Mapping[str, Any]) -> tuple:
+    """A trial's identity from any mapping with the axes (a config, Tune's trial config, a CSV row)."""
+    return (str(point["block"]), int(point["depth"]), float(point["lr"]), int(point["seed"]))
+
+
+def trial_name(point: Mapping[str, Any]) -> str:
+    """A trial's name: its Tune trial name and directory prefix, its W&B run name."""
+    return f"{point['block']}-d{int(point['depth'])}-lr{float(point['lr']):g}-s{int(point['seed'])}"
+
+
+def _number(value: Any) -> Any:
+    """YAML 1.1 reads 5e-4 (no dot) as a string; users write it so."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value
+
+
+# A float setting: ints widen, numeric strings parse, booleans, NaN and infinities are refused.
+Number = Annotated[float, BeforeValidator(_number), Field(allow_inf_nan=False)]
+
+
+class Settings(BaseModel):
+    """Typed settings (pydantic, strict): a wrong type is an error, never a silent coercion."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, validate_default=False)
+
+
+class TrainSettings(Settings):
+    """Every training setting except the grid axes (block, depth, lr, seed).
+
+    Each bound is far beyond anything a real study uses: a value outside it is a typo, not a plan.
+    """
+
+    dataset: Literal[DATASETS] = "digits"
     data_dir: str = "data"             # where torchvision downloads CIFAR
-    epochs: int = 10
-    batch_size: int = 128              # He et al. 2016
-    momentum: float = 0.9
+    epochs: Annotated[int, Field(gt=0, le=10_000)] = 10
+    batch_size: Annotated[int, Field(gt=0, le=65_536)] = 128             # He et al. 2016
+    momentum: Annotated[Number, Field(ge=0, le=0.999)] = 0.9
     nesterov: bool = False
-    weight_decay: float = 1e-4         # He et al. 2016
-    schedule: str = "step"             # step | cosine | constant
-    milestones: List[float] = field(default_factory=lambda: [0.5, 0.75])  # fractions of training
-    lr_decay: float = 0.1              # step schedule: LR x lr_decay at each milestone
-    warmup_epochs: float = 0.0         # linear warm-up (He et al. use 0.01 for ResNet-110's first ~400 iters)
-    label_smoothing: float = 0.0
-    shortcut: str = "B"                # B: 1x1 conv + BN (reference); A: zero-pad (He et al. CIFAR)
+    weight_decay: Annotated[Number, Field(ge=0, le=0.1)] = 1e-4         # He et al. 2016
+    schedule: Literal["step", "cosine", "constant"] = "step"
+    # Fractions of training at which the step schedule decays the LR.
+    milestones: List[Annotated[Number, Field(gt=0, lt=1)]] = Field(default_factory=lambda: [0.5, 0.75])
+    lr_decay: Annotated[Number, Field(ge=0, le=1)] = 0.1  # step schedule: LR x lr_decay at each milestone
+    # Linear warm-up (He et al. use 0.01 for ResNet-110's first ~400 iterations).
+    warmup_epochs: Annotated[Number, Field(ge=0, le=10_000)] = 0.0
+    label_smoothing: Annotated[Number, Field(ge=0, le=0.99)] = 0.0
+    shortcut: Literal["A", "B"] = "B"  # B: 1x1 conv + BN (reference); A: zero-pad (He et al. CIFAR)
     zero_init_last: bool = False       # call every block's zero_init_last() hook
     conv_bias: bool = False            # bias before BN is redundant (BN subtracts the mean)
-    crop_pad: Optional[int] = None     # None: the dataset's default (4 for CIFAR, 1 for digits)
+    crop_pad: Optional[Annotated[int, Field(ge=0, le=64)]] = None  # None: the dataset's default (4 CIFAR, 1 digits)
     flip: Optional[bool] = None        # None: the dataset's default (no flips for digits)
-    eval_batch_size: int = 1024        # evaluation has no gradients: large batches are cheap
-    device: str = "auto"               # auto | cpu | cuda
+    eval_batch_size: Annotated[int, Field(gt=0, le=65_536)] = 1024  # no gradients: large batches are cheap
+    device: Literal["auto", "cpu", "cuda"] = "auto"
     # Speed settings (none changes the recipe); defaults = the fastest measured, docs/benchmarks.md.
-    precision: str = "auto"            # auto (= fp32: bf16 was no faster at batch 128) | fp32 | bf16
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto (= fp32: bf16 was no faster at batch 128)
     channels_last: Optional[bool] = None  # None: on CUDA only
     compile: Optional[bool] = None     # torch.compile the model; None: on CUDA only
-    compile_mode: str = "reduce-overhead"  # CUDA graphs: small CIFAR nets are launch-bound
-    threads: int = 0                   # torch CPU threads; 0 leaves torch's default
-    diverge_factor: float = 5.0        # diverged when train loss > factor x ln(classes), or non-finite
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune-no-cudagraphs"] = "reduce-overhead"
+    threads: Annotated[int, Field(ge=0, le=1024)] = 0  # torch CPU threads; 0 leaves torch's default
+    # Diverged when train loss > factor x ln(classes), or non-finite.
+    diverge_factor: Annotated[Number, Field(ge=1, le=1e6)] = 5.0
 
 
-@dataclass
 class TrainConfig(TrainSettings):
     """One trial: the settings plus one point of the grid."""
 
     block: str = "baseline"
     depth: int = 20
-    lr: float = 0.1
+    lr: Number = 0.1
     seed: int = 0
 
-    @classmethod
-    def from_dict(cls, d: Dict) -> "TrainConfig":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+    @property
+    def point(self) -> Dict[str, Any]:
+        return {a: getattr(self, a) for a in AXES}
+
+    @property
+    def key(self) -> tuple:
+        return trial_key(self.point)
+
+    @property
+    def name(self) -> str:
+        return trial_name(self.point)
 
     def to_dict(self) -> Dict:
-        return asdict(self)
+        return self.model_dump()
 
 
 def resolve_device(name: str) -> torch.device:
@@ -112,89 +161,80 @@ def _param_groups(model: nn.Module, weight_decay: float):
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def train(
-    cfg: TrainConfig,
-    data: Optional[Dataset] = None,
-    on_epoch: Optional[Callable[[Dict, Callable[[], Dict]], None]] = None,
-    state: Optional[Dict] = None,
-) -> Dict:
-    """Train ``cfg``; return ``{"history": [...], "diverged": bool, "train_seconds": float}``."""
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
-    device = resolve_device(cfg.device)
-    cuda = device.type == "cuda"
-    bf16 = cfg.precision == "bf16"
-    channels_last = cuda if cfg.channels_last is None else cfg.channels_last
-    compile_model = cuda if cfg.compile is None else cfg.compile
-    mem_fmt = torch.channels_last if channels_last else torch.contiguous_format
-    if data is None:
-        data = load_dataset(cfg.dataset, cfg.data_dir)
+class Run:
+    """A built run: model, device-resident batches, optimiser and schedule, history so far."""
 
-    torch.manual_seed(cfg.seed)
-    model = create_model(cfg.block, cfg.depth, data.num_classes, data.in_channels, cfg.shortcut,
-                         conv_bias=cfg.conv_bias, zero_init_last=cfg.zero_init_last)
-    model = model.to(device=device, memory_format=mem_fmt)
-    run_model = torch.compile(model, mode=cfg.compile_mode) if compile_model else model
-    if cuda:
-        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick the fastest kernels
+    def __init__(self, cfg: TrainConfig, data: Dataset, device: torch.device) -> None:
+        self.cfg, self.device = cfg, device
+        cuda = device.type == "cuda"
+        channels_last = cuda if cfg.channels_last is None else cfg.channels_last
+        compile_model = cuda if cfg.compile is None else cfg.compile
+        torch.manual_seed(cfg.seed)
+        model = create_model(cfg.block, cfg.depth, data.num_classes, data.in_channels, cfg.shortcut,
+                             conv_bias=cfg.conv_bias, zero_init_last=cfg.zero_init_last)
+        self.model = model.to(device=device, memory_format=torch.channels_last if channels_last
+                              else torch.contiguous_format)
+        self.run_model = torch.compile(self.model, mode=cfg.compile_mode) if compile_model else self.model
+        if cuda:
+            torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick the fastest kernels
+        # The whole data set lives on the device; batches are views + one gather.
+        tx, ty = data.train_x.to(device, non_blocking=True), data.train_y.to(device, non_blocking=True)
+        vx, vy = data.test_x.to(device, non_blocking=True), data.test_y.to(device, non_blocking=True)
+        self.train_batches = DeviceBatches(
+            tx, ty, cfg.batch_size, mean=data.mean, std=data.std, train=True,
+            crop_pad=data.crop_pad if cfg.crop_pad is None else cfg.crop_pad,
+            flip=data.flip if cfg.flip is None else cfg.flip, seed=cfg.seed, channels_last=channels_last)
+        self.val_batches = DeviceBatches(vx, vy, cfg.eval_batch_size, mean=data.mean, std=data.std, train=False,
+                                         channels_last=channels_last)
+        opt_kw = {"fused": True} if cuda else {"foreach": True}
+        self.opt = torch.optim.SGD(_param_groups(self.model, cfg.weight_decay), lr=cfg.lr, momentum=cfg.momentum,
+                                   nesterov=cfg.nesterov, **opt_kw)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, _lr_lambda(cfg, len(self.train_batches)))
+        self.autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
+        self.loss_limit = cfg.diverge_factor * math.log(max(2, data.num_classes))
+        self.history: List[Dict] = []
 
-    # The whole data set lives on the device; batches are views + one gather.
-    tx, ty = data.train_x.to(device, non_blocking=True), data.train_y.to(device, non_blocking=True)
-    vx, vy = data.test_x.to(device, non_blocking=True), data.test_y.to(device, non_blocking=True)
-    crop = data.crop_pad if cfg.crop_pad is None else cfg.crop_pad
-    flip = data.flip if cfg.flip is None else cfg.flip
-    train_batches = DeviceBatches(tx, ty, cfg.batch_size, mean=data.mean, std=data.std, train=True,
-                                  crop_pad=crop, flip=flip, seed=cfg.seed, channels_last=channels_last)
-    val_batches = DeviceBatches(vx, vy, cfg.eval_batch_size, mean=data.mean, std=data.std, train=False,
-                                channels_last=channels_last)
-
-    opt_kw = {"fused": True} if cuda else {"foreach": True}
-    opt = torch.optim.SGD(_param_groups(model, cfg.weight_decay), lr=cfg.lr, momentum=cfg.momentum,
-                          nesterov=cfg.nesterov, **opt_kw)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg, len(train_batches)))
-    history: List[Dict] = []
-    start = 0
-    if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
+    def restore(self, state: Dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.sched.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng_cpu"])
-        if cuda and state.get("rng_cuda") is not None:
+        if self.device.type == "cuda" and state.get("rng_cuda") is not None:
             torch.cuda.set_rng_state(state["rng_cuda"])
-        history = list(state["history"])
-        start = int(state["epoch"])
+        self.history = list(state["history"])
 
-    def get_state() -> Dict:
+    def state(self) -> Dict:
         # A deep copy: training goes on mutating the live tensors after the callback returns.
+        cuda = self.device.type == "cuda"
         return copy.deepcopy({
-            "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-            "rng_cpu": torch.get_rng_state(), "rng_cuda": torch.cuda.get_rng_state() if cuda else None,
-            "epoch": len(history), "history": list(history), "config": cfg.to_dict(),
+            "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+            "scheduler": self.sched.state_dict(), "rng_cpu": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state() if cuda else None,
+            "epoch": len(self.history), "history": list(self.history), "config": self.cfg.to_dict(),
         })
 
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
-    loss_limit = cfg.diverge_factor * math.log(max(2, data.num_classes))
-    diverged = bool(history and history[-1].get("diverged"))
-    train_seconds = sum(h["epoch_seconds"] for h in history)
+    @property
+    def diverged(self) -> bool:
+        return bool(self.history and self.history[-1].get("diverged"))
 
-    for epoch in range(start + 1, cfg.epochs + 1):
-        if diverged:
-            break
+    def epoch(self, epoch: int) -> Dict:
+        """Train one epoch, evaluate, return its metrics (also appended to the history)."""
+        cfg, model, opt = self.cfg, self.model, self.opt
         t0 = time.perf_counter()
         model.train()
-        train_batches.set_epoch(epoch)
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
+        self.train_batches.set_epoch(epoch)
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
         seen = 0
-        for xb, yb in train_batches:
-            with autocast:
-                logits = run_model(xb)
+        for xb, yb in self.train_batches:
+            with self.autocast:
+                logits = self.run_model(xb)
                 loss = F.cross_entropy(logits, yb, label_smoothing=cfg.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             lr_used = opt.param_groups[0]["lr"]
-            sched.step()
+            self.sched.step()
             # Accumulate on the device: no host synchronisation inside the epoch.
             loss_sum += loss.detach().float() * yb.shape[0]
             correct += (logits.argmax(1) == yb).sum()
@@ -202,20 +242,44 @@ def train(
         train_loss = loss_sum.item() / seen  # the one sync per epoch
         train_acc = correct.item() / seen
         t_train = time.perf_counter() - t0
-        val_loss, val_acc = _evaluate(run_model, val_batches, autocast)
-        diverged = not math.isfinite(train_loss) or train_loss > loss_limit
+        val_loss, val_acc = _evaluate(self.run_model, self.val_batches, self.autocast)
         metrics = {
             "epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
             "val_loss": val_loss, "val_acc": val_acc, "lr": lr_used,
             "epoch_seconds": time.perf_counter() - t0, "images_per_second": seen / t_train,
-            "diverged": diverged,
+            "diverged": not math.isfinite(train_loss) or train_loss > self.loss_limit,
         }
         metrics.update(model.learned_scalars())
-        train_seconds += metrics["epoch_seconds"]
-        history.append(metrics)
+        self.history.append(metrics)
+        return metrics
+
+
+def build(cfg: TrainConfig, data: Optional[Dataset] = None, state: Optional[Dict] = None) -> Run:
+    """Everything a run needs before its first (or next) epoch: model, data, optimiser, resumed state."""
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    run = Run(cfg, data if data is not None else load_dataset(cfg.dataset, cfg.data_dir), resolve_device(cfg.device))
+    if state is not None:
+        run.restore(state)
+    return run
+
+
+def train(
+    cfg: TrainConfig,
+    data: Optional[Dataset] = None,
+    on_epoch: Optional[Callable[[Dict, Callable[[], Dict]], None]] = None,
+    state: Optional[Dict] = None,
+) -> Dict:
+    """Train ``cfg``; return ``{"history": [...], "diverged": bool, "train_seconds": float}``."""
+    run = build(cfg, data, state)
+    for epoch in range(len(run.history) + 1, cfg.epochs + 1):
+        if run.diverged:
+            break
+        metrics = run.epoch(epoch)
         if on_epoch is not None:
-            on_epoch(dict(metrics), get_state)
-    return {"history": history, "diverged": diverged, "train_seconds": train_seconds}
+            on_epoch(dict(metrics), run.state)
+    return {"history": run.history, "diverged": run.diverged,
+            "train_seconds": sum(h["epoch_seconds"] for h in run.history)}
 
 
 @torch.no_grad()

@@ -1,8 +1,10 @@
-"""All of ablate's Ray glue: the Tune trial function and the Tuner that runs the grid.
+"""All of ablate's Ray: the Tune trial function, the Tuner that runs the grid, the cluster it runs on.
 
-The trial follows the Ray Tune function-API pattern: build from config, restore from
-``tune.get_checkpoint()``, loop epochs (in ``ablate.train``), ``tune.report(metrics,
-checkpoint=...)`` after each one.  Everything else in ablate runs without Ray.
+The trial follows the Ray Tune function-API pattern: ``param_space`` holds only what is searched
+(the grid's axes), the constants ride in ``tune.with_parameters`` (settings, metadata, data);
+build from config, restore from ``tune.get_checkpoint()``, loop epochs (in ``ablate.train``),
+``tune.report(metrics, checkpoint=...)``.  What leaves this module is plain: a history table and
+the trials' statuses.  Everything else in ablate runs without Ray.
 """
 from __future__ import annotations
 
@@ -11,44 +13,44 @@ import os
 import tempfile
 import time
 import warnings
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
+import pandas as pd
 import torch
 import yaml
 
-from .config import ExperimentConfig, to_dict
-from .data import Dataset, load_dataset
-from .results import summarise_history
 from .blocks import import_block_modules
-from .tracking import logged_steps, run_name, start_trial_run
-from .train import TrainConfig, TrainSettings, train
+from .config import ExperimentConfig, trial_configs
+from .data import Dataset, load_dataset
+from .results import history_table, summarise_history
+from .storage import STATE_FILE
+from .tracking import logged_steps, start_trial_run
+from .train import AXES, TrainConfig, TrainSettings, train, trial_key, trial_name
 
 __all__ = ["run_trial", "run_grid", "trial_resources", "connect", "cluster_capacity", "Capacity", "ClusterError",
-           "load_state", "experiment_parts", "GROW_PREFIX"]
+           "load_state", "experiment_parts", "can_restore", "GROW_PREFIX"]
 
-STATE_FILE = "state.pt"
-PARAM_COLUMNS = ["block", "depth", "lr", "seed"]
 METRIC_COLUMNS = {"epoch": "epoch", "val_acc": "val_acc", "train_loss": "train_loss"}
 
 
-def run_trial(config: Dict[str, Any], data: Optional[Dataset] = None,
-              env: Optional[Dict[str, str]] = None) -> None:
-    """One Tune trial: one (block, depth, lr, seed), resumed from its checkpoint if it has one.
+def run_trial(point: Dict[str, Any], settings: Dict[str, Any], meta: Dict[str, Any],
+              data: Optional[Dataset] = None, env: Optional[Dict[str, str]] = None) -> None:
+    """One Tune trial: one grid ``point`` (block, depth, lr, seed), resumed from its checkpoint if any.
 
-    ``env`` (the driver's W&B key and server) arrives through ``tune.with_parameters``: in
-    memory, by the object store.  Not a runtime-env variable: Ray's runtime-env agent writes
-    those to its log in plain text.
+    ``settings`` (every other training setting), ``meta`` (experiment name, W&B settings,
+    checkpoint period, ...) and ``env`` (the driver's W&B key and server) arrive through
+    ``tune.with_parameters``: in memory, by the object store.  Not a runtime-env variable: Ray's
+    runtime-env agent writes those to its log in plain text.
     """
     os.environ.update(env or {})
-    import_block_modules(config["meta"].get("block_modules", []))  # a user's blocks, shipped by py_modules
+    import_block_modules(meta["block_modules"])  # a user's blocks, shipped by py_modules
     import ray
     from ray import tune
 
     # One "Checkpoint successfully created" line per epoch per trial drowns Tune's table.
     logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
-    cfg = TrainConfig.from_dict(config)
-    meta = config["meta"]
+    cfg = TrainConfig(**settings, **{a: point[a] for a in AXES})
     state = None
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
@@ -60,12 +62,12 @@ def run_trial(config: Dict[str, Any], data: Optional[Dataset] = None,
     ctx = tune.get_context()
     hook = os.environ.get("ABLATE_TRIAL_HOOK_DIR")  # tests: where trials announce their pid
     if hook:
-        with open(os.path.join(hook, f"{run_name(cfg.block, cfg.depth, cfg.lr, cfg.seed)}.pid"), "w") as f:
+        with open(os.path.join(hook, f"{cfg.name}.pid"), "w") as f:
             f.write(str(os.getpid()))
     wb = meta["wandb"]
     run = start_trial_run(
         {**cfg.to_dict(), "experiment": meta["experiment"], "git_commit": meta.get("git_commit")},
-        project=wb["project"], group=meta["experiment"], name=run_name(cfg.block, cfg.depth, cfg.lr, cfg.seed),
+        project=wb["project"], group=meta["experiment"], name=cfg.name,
         # The trial's own directory: Tune syncs it (sync_artifacts) to the experiment's storage, so
         # an offline run outlives the (autoscaled) worker that wrote it.
         run_id=ctx.get_trial_id(), mode=wb["mode"], directory=ctx.get_trial_dir(),
@@ -235,21 +237,22 @@ def _module_path(name: str) -> str:
     return module.__path__[0] if hasattr(module, "__path__") else module.__file__
 
 
-def _param_space(cfg: ExperimentConfig, meta: Dict[str, Any], device: str, grid: bool) -> Dict[str, Any]:
-    """What every trial gets; with ``grid``, the four axes too, as Tune grid searches.
+def _param_space(cfg: ExperimentConfig, grid: bool) -> Dict[str, Any]:
+    """What Tune searches: the grid's axes, as grid searches.
 
-    A part that grows the experiment has no grid: its points come from the search algorithm.
+    A part that grows the experiment has no grid: its points come from the search algorithm
+    (whose points' keys must exist in the space).
     """
     from ray import tune
 
-    space: Dict[str, Any] = {f.name: getattr(cfg, f.name) for f in fields(TrainSettings)}
-    space.update(threads=cfg.threads or max(1, int(cfg.cpus_per_trial)), device=device, meta=meta)
-    if grid:
-        space.update(block=tune.grid_search(cfg.blocks), depth=tune.grid_search(cfg.depths),
-                     lr=tune.grid_search(cfg.lrs), seed=tune.grid_search(cfg.seeds))
-    else:  # the search algorithm's points fill these in (a point's keys must exist in the space)
-        space.update(block=None, depth=None, lr=None, seed=None)
-    return space
+    return {a: tune.grid_search(values) if grid else None for a, values in cfg.axes().items()}
+
+
+def can_restore(exp_dir: str) -> bool:
+    """Whether Tune holds a restorable experiment at ``exp_dir``."""
+    from ray.tune import Tuner
+
+    return Tuner.can_restore(exp_dir)
 
 
 GROW_PREFIX = "grow-"
@@ -257,12 +260,10 @@ GROW_PREFIX = "grow-"
 
 def experiment_parts(exp_dir: str) -> List[str]:
     """The Tune experiments of one ablate experiment: the first, then each growth, in order."""
-    from ray.tune import Tuner
-
     from .storage import join, list_dirs
 
     grown = sorted((d for d in list_dirs(exp_dir) if d.startswith(GROW_PREFIX)), key=lambda d: int(d[len(GROW_PREFIX):]))
-    return [exp_dir] + [join(exp_dir, d) for d in grown if Tuner.can_restore(join(exp_dir, d))]
+    return [exp_dir] + [join(exp_dir, d) for d in grown if can_restore(join(exp_dir, d))]
 
 
 def _state_readable(part: str) -> bool:
@@ -304,33 +305,35 @@ def _finished_from_files(part: str, epochs: int) -> List[Any]:
 
 def run_grid(cfg: ExperimentConfig, exp_dir: str, *, storage_path: str, resume: bool,
              resources: Dict[str, float], wandb_mode: str, git_commit: Optional[str],
-             env: Optional[Dict[str, str]] = None, data: Optional[Dataset] = None) -> List[Any]:
+             env: Optional[Dict[str, str]] = None, data: Optional[Dataset] = None
+             ) -> Tuple[pd.DataFrame, Dict[tuple, str]]:
     """Run (or resume, or grow) the grid with Ray Tune on the Ray that ``connect`` joined.
 
-    Returns the Tune ``Result`` of every trial.  A resume restores every part of the experiment
-    (``Tuner.restore``: finished trials are not rerun), then runs the grid's points that no part
-    holds (more values on an axis) as one more part, ``<experiment>/grow-K``: the finished
-    trials' files, checkpoints and W&B runs are never touched.
+    Returns the history of every trial that reported (one row per trial and epoch) and the
+    status of every trial that ran (``TERMINATED`` or ``ERROR``, by ``trial_key``).  A resume
+    restores every part of the experiment (``Tuner.restore``: finished trials are not rerun),
+    then runs the grid's points that no part holds (more values on an axis) as one more part,
+    ``<experiment>/grow-K``: the finished trials' files, checkpoints and W&B runs are never touched.
     """
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the classic table honours our columns
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search import BasicVariantGenerator
 
-    from .config import trial_configs
-    from .results import AXES, trial_key
-
     res = resources
     # device=cpu with a GPU fraction is allowed: it schedules like a GPU trial (tests fake GPUs).
     device = cfg.device if cfg.device != "auto" else ("cuda" if res["gpu"] > 0 else "cpu")
     if data is None:
         data = load_dataset(cfg.dataset, cfg.data_dir)  # once, in the driver; shared by object store
+    settings = {k: getattr(cfg, k) for k in TrainSettings.model_fields}
+    settings.update(threads=cfg.threads or max(1, int(cfg.cpus_per_trial)), device=device)
     meta = {"experiment": cfg.name, "target_acc": cfg.target_acc, "git_commit": git_commit,
             "checkpoint_period_s": cfg.checkpoint_period_s, "block_modules": list(cfg.block_modules),
-            "wandb": {**to_dict(cfg)["wandb"], "mode": wandb_mode}}
+            "wandb": {**cfg.wandb.model_dump(), "mode": wandb_mode}}
     # Trials run in processes of other (autoscaled) nodes, which never see the driver's
     # environment: what W&B needs of it travels with the data.
-    trainable = tune.with_resources(tune.with_parameters(run_trial, data=data, env=env or {}), res)
+    trainable = tune.with_resources(tune.with_parameters(run_trial, settings=settings, meta=meta, data=data,
+                                                         env=env or {}), res)
 
     def new_tuner(name: str, storage: str, points: Optional[List[Dict[str, Any]]]):
         if cfg.scheduler == "asha":
@@ -343,7 +346,7 @@ def run_grid(cfg: ExperimentConfig, exp_dir: str, *, storage_path: str, resume: 
                                             "num_samples": len(points)}
         return tune.Tuner(
             trainable,
-            param_space=_param_space(cfg, meta, device, grid=points is None),
+            param_space=_param_space(cfg, grid=points is None),
             tune_config=tune.TuneConfig(
                 scheduler=scheduler, max_concurrent_trials=cfg.max_concurrent_trials or None,
                 trial_name_creator=_trial_name, trial_dirname_creator=_trial_dirname,
@@ -359,14 +362,14 @@ def run_grid(cfg: ExperimentConfig, exp_dir: str, *, storage_path: str, resume: 
                 # With num_to_keep, Tune snapshots its experiment state at every checkpoint: a driver
                 # that dies right after a trial finished still knows that trial finished.
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=cfg.checkpoints_to_keep),
-                progress_reporter=tune.CLIReporter(parameter_columns=PARAM_COLUMNS, metric_columns=METRIC_COLUMNS,
+                progress_reporter=tune.CLIReporter(parameter_columns=list(AXES), metric_columns=METRIC_COLUMNS,
                                                    max_report_frequency=30, sort_by_metric=False),
                 verbose=1,
             ),
         )
 
     if not resume:
-        return list(new_tuner(cfg.name, storage_path, None).fit())
+        return _tables(new_tuner(cfg.name, storage_path, None).fit())
     results: List[Any] = []
     parts = experiment_parts(exp_dir)
     for part in parts:  # each as it was started (its own points and settings)
@@ -377,19 +380,42 @@ def run_grid(cfg: ExperimentConfig, exp_dir: str, *, storage_path: str, resume: 
             results += kept
             continue
         tuner = tune.Tuner.restore(part, trainable=trainable, resume_unfinished=True, resume_errored=True)
-        results += [r for r in tuner.fit() if r.config]
-    have = {trial_key(r.config) for r in results}
-    missing = [{a: getattr(t, a) for a in AXES} for t in trial_configs(cfg) if trial_key(t.to_dict()) not in have]
+        results += list(tuner.fit())
+    have = {trial_key(r.config) for r in results if r.config}
+    missing = [t.point for t in trial_configs(cfg) if t.key not in have]
     if missing:
         print(f"ablate.grid: growing the experiment by {len(missing)} trials into "
               f"{GROW_PREFIX}{len(parts)}", flush=True)
         results += list(new_tuner(f"{GROW_PREFIX}{len(parts)}", exp_dir, missing).fit())
-    return results
+    return _tables(results)
+
+
+# Tune's own columns in a trial's metrics, which history.csv does not keep.
+_TUNE_COLUMNS = {"timestamp", "checkpoint_dir_name", "should_checkpoint", "done", "training_iteration",
+                 "time_this_iter_s", "time_total_s", "pid", "hostname", "node_ip", "time_since_restore",
+                 "iterations_since_restore", "date", "experiment_tag", "trial_id"}
+
+
+def _tables(results) -> Tuple[pd.DataFrame, Dict[tuple, str]]:
+    """Tune ``Result``s as plain tables: the history of every trial, the status of every trial that ran."""
+    frames, statuses = [], {}
+    for r in results:
+        if not r.config:  # a trial that never started
+            continue
+        statuses[trial_key(r.config)] = "ERROR" if r.error is not None else "TERMINATED"
+        df = r.metrics_dataframe
+        if df is None or df.empty or "epoch" not in df:
+            continue
+        trial_id = str(df["trial_id"].iloc[-1]) if "trial_id" in df else os.path.basename(r.path)
+        df = df[[c for c in df.columns if c not in _TUNE_COLUMNS and not c.startswith("config/")]]
+        # The per-epoch LR metric would clash with the lr axis: it becomes epoch_lr.
+        df = df.rename(columns={"lr": "epoch_lr"})
+        frames.append(df.assign(**{a: r.config[a] for a in AXES}, trial_id=trial_id))
+    return history_table(frames), statuses
 
 
 def _trial_name(trial) -> str:
-    c = trial.config
-    return run_name(c["block"], c["depth"], c["lr"], c["seed"])
+    return trial_name(trial.config)
 
 
 def _trial_dirname(trial) -> str:

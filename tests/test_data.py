@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from ablate.data import DeviceBatches, load_dataset
+from ablate.data import TRAIN_SIZES, DeviceBatches, load_dataset
 
 
 def test_digits_split_is_fixed_and_balanced():
@@ -11,6 +11,7 @@ def test_digits_split_is_fixed_and_balanced():
     assert torch.equal(a.test_y, b.test_y) and torch.equal(a.train_x, b.train_x)
     assert a.num_classes == 10 and a.flip is False
     assert a.test_y.bincount().min() >= 30
+    assert len(a.train_x) == TRAIN_SIZES["digits"] and len(load_dataset("synthetic").train_x) == TRAIN_SIZES["synthetic"]
 
 
 def test_synthetic_shape():

@@ -4,7 +4,6 @@ import hashlib
 import textwrap
 
 import pandas as pd
-import pytest
 
 from conftest import DEFAULT, clean_env, run_cli
 

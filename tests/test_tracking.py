@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 import wandb_reader
-from ablate.tracking import resolve_mode, run_name, start_trial_run
+from ablate.tracking import resolve_mode, start_trial_run
+from ablate.train import trial_name
 
 METRICS = ["train_loss", "train_acc", "val_loss", "val_acc", "epoch_seconds", "images_per_second"]
 
@@ -58,7 +59,7 @@ def test_run_identity_config_and_summary(mini_grid):
     for t in trials.itertuples():
         (f,) = runs[t.trial_id]
         info = wandb_reader.run_info(str(f))
-        assert info.display_name == run_name(t.block, t.depth, t.lr, t.seed)
+        assert info.display_name == trial_name(t._asdict())
         assert info.run_group == "mini" and info.project == "ablate" and info.job_type == "trial"
         assert t.block in info.tags
         cfg = {i.key: json.loads(i.value_json) for i in info.config.update}

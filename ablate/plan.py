@@ -1,0 +1,64 @@
+"""The plan of a grid, before anything runs: trials, resources, compute and GPU-hours (``--dry-run``)."""
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+from .config import ExperimentConfig, trial_configs
+from .data import TRAIN_SIZES
+
+__all__ = ["plan_text", "concurrency", "gpu_img_s", "MEASURED_GPU", "FP32_TFLOPS"]
+
+# Aggregate training images/s of ONE H100 with 4 trials packed on it (fp32, channels_last, CUDA
+# graphs, batch 128), measured in docs/benchmarks.md; other depths scale by depth from the nearest.
+MEASURED_GPU = "H100"
+GPU_IMG_S_PER_GPU = {20: 65_700, 56: 18_500}
+# Other GPUs are NOT measured: their GPU-hours are scaled from the H100 by peak dense FP32
+# throughput (TFLOP/s, vendor data sheets), a rough guide for small, launch-bound nets.
+FP32_TFLOPS = {"H100": 67.0, "H200": 67.0, "A100": 19.5, "A10G": 31.2, "L4": 30.3, "L40S": 91.6,
+               "T4": 8.1, "V100": 15.7}
+
+
+def gpu_img_s(depth: int) -> float:
+    near = min(GPU_IMG_S_PER_GPU, key=lambda d: abs(d - depth))
+    return GPU_IMG_S_PER_GPU[near] * near / depth
+
+
+def concurrency(cfg: ExperimentConfig, address: Optional[str]) -> Optional[int]:
+    """Trials that run at once in local mode (CPU-bound here); None on a cluster."""
+    if address:
+        return None
+    c = max(1, int((os.cpu_count() or 1) // cfg.cpus_per_trial))
+    return min(c, cfg.max_concurrent_trials) if cfg.max_concurrent_trials else c
+
+
+def plan_text(cfg: ExperimentConfig, address: Optional[str], gpu_type: str = MEASURED_GPU) -> str:
+    trials = trial_configs(cfg)
+    n = len(trials)
+    images = TRAIN_SIZES.get(cfg.dataset, 0) * cfg.epochs
+    gpu = cfg.gpus_per_trial if cfg.gpus_per_trial is not None else f"1/{cfg.trials_per_gpu} where the cluster has GPUs, else 0"
+    c = concurrency(cfg, address)
+    conc = "as the cluster allows" if c is None else f"{c} (local: {os.cpu_count()} CPUs)"
+    lines = [
+        f"experiment {cfg.name}: {n} trials = {len(cfg.blocks)} blocks x {len(cfg.depths)} depths x "
+        f"{len(cfg.lrs)} lrs x {len(cfg.seeds)} seeds",
+        f"  blocks: {', '.join(cfg.blocks)}",
+        f"  depths: {cfg.depths}   lrs: {cfg.lrs}   seeds: {cfg.seeds}",
+        f"  dataset {cfg.dataset}, {cfg.epochs} epochs, batch {cfg.batch_size}, {cfg.schedule} schedule, "
+        f"scheduler {cfg.scheduler}",
+        f"  resources per trial: {cfg.cpus_per_trial:g} CPU, GPU {gpu}; concurrent trials: {conc}",
+        f"  compute: {n} trials x {cfg.epochs} epochs x {TRAIN_SIZES.get(cfg.dataset, '?')} images = "
+        f"{n * images:,} training images",
+    ]
+    if cfg.dataset.startswith("cifar"):
+        hours = sum(TRAIN_SIZES[cfg.dataset] * cfg.epochs / gpu_img_s(t.depth) for t in trials) / 3600
+        if gpu_type == MEASURED_GPU:
+            lines.append(f"  GPU-hours: ~{hours:.0f} on {gpu_type} (measured there: 4 trials packed per GPU, "
+                         "docs/benchmarks.md)")
+        else:
+            scale = FP32_TFLOPS[MEASURED_GPU] / FP32_TFLOPS[gpu_type]
+            lines.append(f"  GPU-hours: ~{hours * scale:.0f} on {gpu_type}, an ESTIMATE: the {MEASURED_GPU} measurement "
+                         f"(~{hours:.0f}) scaled by peak FP32 throughput ({FP32_TFLOPS[MEASURED_GPU]:g}/"
+                         f"{FP32_TFLOPS[gpu_type]:g} TFLOP/s); not measured on {gpu_type}")
+    lines.append(f"  results: {cfg.experiment_dir}")
+    return "\n".join(lines)
