@@ -5,7 +5,8 @@
     every step;
 (b) ``ablate.train.train`` on the same number of CIFAR-shaped images, same model and batch size.
 Both report training images/s as the median over epochs after a warm-up epoch.  With ``--packing``
-(GPU) k trainer processes share one GPU and their aggregate images/s is reported.
+(GPU) k trainer processes share one GPU and their aggregate images/s is reported; with ``--fused``
+K members train as one fused model (``ablate.fused``), aggregate images/s against K = 1.
 No Ray here: the GPU machine has none.  Results print as JSON lines and a summary table.
 """
 from __future__ import annotations
@@ -103,6 +104,20 @@ def trainer_rates(depth: int, batch_size: int, n_images: int, epochs: int, block
     return [h["images_per_second"] for h in train(cfg, data)["history"]]
 
 
+def fused_rates(depth: int, batch_size: int, n_images: int, epochs: int, k: int, block: str = "baseline",
+                **overrides) -> List[float]:
+    """``k`` members (distinct LRs and seeds) fused into one model (``ablate.fused``); aggregate
+    training images/s per epoch."""
+    from .fused import build_group, train_group
+
+    data = load_dataset("synthetic", n_train=n_images, n_test=1024, shape=(3, 32, 32))
+    cfgs = [TrainConfig(dataset="synthetic", block=block, depth=depth, batch_size=batch_size, epochs=epochs,
+                        lr=0.05 * (1 + i / k), seed=i, schedule="cosine", diverge_factor=1e6, **overrides)
+            for i in range(k)]
+    hist = train_group(build_group(cfgs, data))[0]["history"]
+    return [k * h["images_per_second"] for h in hist]
+
+
 def _median_after_warmup(rates: List[float]) -> float:
     return statistics.median(rates[1:] if len(rates) > 1 else rates)
 
@@ -143,6 +158,8 @@ def main(argv=None) -> int:
     p.add_argument("--packing", default="", help="GPU: comma-separated process counts, e.g. 1,2,4,8")
     p.add_argument("--skip-tutorial", action="store_true")
     p.add_argument("--pack-variant", default="default", help="trainer variant the packed processes run")
+    p.add_argument("--fused", default="", help="comma-separated member counts K of fused trials, e.g. 1,2,4,8,16")
+    p.add_argument("--fused-variants", default="default", help="trainer variants the fused trials run")
     p.add_argument("--out", default=None, help="append JSON lines here")
     p.add_argument("--grid", default=None, metavar="EXPERIMENT_DIR",
                    help="instead: Ray's overhead of a finished grid (wall vs training time / concurrency)")
@@ -178,11 +195,22 @@ def main(argv=None) -> int:
             rates = tutorial_loop(depth, args.batch_size, n, args.epochs, workers)
             ref = _median_after_warmup(rates)
             emit({"what": "tutorial", "depth": depth, "img_s": ref, "rates": rates, "workers": workers})
-        for name in args.variants.split(","):
+        measured = {}
+        for name in [v for v in args.variants.split(",") if v]:
             rates = trainer_rates(depth, args.batch_size, n, args.epochs, **variants[name])
-            med = _median_after_warmup(rates)
+            med = measured[name] = _median_after_warmup(rates)
             emit({"what": f"trainer:{name}", "depth": depth, "img_s": med, "rates": rates,
                   "vs_tutorial": med / ref if ref else None})
+        for name in args.fused_variants.split(",") if args.fused else []:
+            # Unfused, the same variant, in this run: a trial at a time is K trials' aggregate too.
+            unfused = measured.get(name) or _median_after_warmup(
+                trainer_rates(depth, args.batch_size, n, args.epochs, **variants[name]))
+            for k in [int(x) for x in args.fused.split(",")]:
+                rates = fused_rates(depth, args.batch_size, n, args.epochs, k, **variants[name])
+                med = _median_after_warmup(rates)
+                emit({"what": f"fused:{k}:{name}", "depth": depth, "img_s": med, "rates": rates, "k": k,
+                      "unfused_img_s": unfused, "vs_unfused": med / unfused,
+                      "vs_tutorial": med / ref if ref else None})
         for k in [int(x) for x in args.packing.split(",") if x]:
             r = packing(k, depth, args.batch_size, n, args.epochs, variants[args.pack_variant])
             emit({"what": f"packed:{k}:{args.pack_variant}", "depth": depth, "img_s": r["total_img_s"], "per_proc": r["per_proc"],

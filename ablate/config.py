@@ -24,7 +24,7 @@ from .storage import is_uri
 from .train import AXES, Number, Settings, TrainConfig, TrainSettings
 
 __all__ = ["ConfigError", "WandbSettings", "ExperimentConfig", "load_experiment", "find_experiment",
-           "IDENTITY_EXEMPT", "trial_configs", "AXIS_KEYS"]
+           "IDENTITY_EXEMPT", "trial_configs", "trial_groups", "AXIS_KEYS"]
 
 
 class ConfigError(ValueError):
@@ -110,6 +110,10 @@ class ExperimentConfig(TrainSettings):
     # Modules with the user's own @register_block classes (e.g. my_blocks beside the experiment file),
     # imported here and in every trial, on every node (shipped with Ray's runtime env, py_modules).
     block_modules: List[str] = Field(default_factory=list)
+    # Grid points that differ only in lr and seed train as one model, up to this many (ablate.fused);
+    # 1: a model per trial.  1 by default: on CPU fusing was slower (docs/benchmarks.md); on GPUs
+    # it is not measured yet.
+    fuse_trials: Annotated[int, Field(ge=1, le=64)] = 1
     max_failures: Annotated[int, Field(ge=0, le=100)] = 3  # retries per trial, each from its last checkpoint
     # A checkpoint per this much training (and at the end); 0: every epoch.
     checkpoint_period_s: Annotated[Number, Field(ge=0, le=86_400)] = 30.0
@@ -159,6 +163,10 @@ class ExperimentConfig(TrainSettings):
         if self.scheduler == "asha" and self.asha_grace_period > self.epochs:
             raise ValueError(f"key 'asha_grace_period' is {self.asha_grace_period} but 'epochs' is {self.epochs}; "
                              "allowed: 1 to epochs")
+        if self.scheduler == "asha" and self.fuse_trials > 1:
+            raise ValueError(f"key 'scheduler' is asha but 'fuse_trials' is {self.fuse_trials}: ASHA stops trials one "
+                             "by one, a fused trial trains its members together; allowed: scheduler fifo, or "
+                             "fuse_trials 1")
         if self.warmup_epochs > self.epochs:
             raise ValueError(f"key 'warmup_epochs' is {self.warmup_epochs:g} but 'epochs' is {self.epochs}; "
                              "allowed: 0 to epochs")
@@ -377,3 +385,17 @@ def trial_configs(cfg: ExperimentConfig) -> List[TrainConfig]:
     axes = cfg.axes()
     return [TrainConfig(**settings, **dict(zip(axes, point)))
             for point in itertools.product(*axes.values())]
+
+
+def trial_groups(cfg: ExperimentConfig, points: Optional[List[Dict[str, Any]]] = None) -> List[List[TrainConfig]]:
+    """The grid's trials (or those of ``points``) in groups of up to ``fuse_trials`` that share block
+    and depth: each group trains as one fused model."""
+    by_model: Dict[tuple, List[TrainConfig]] = {}
+    trials = trial_configs(cfg)
+    if points is not None:
+        wanted = {(str(p["block"]), int(p["depth"]), float(p["lr"]), int(p["seed"])) for p in points}
+        trials = [t for t in trials if t.key in wanted]
+    for t in trials:
+        by_model.setdefault((t.block, t.depth), []).append(t)
+    n = cfg.fuse_trials
+    return [ts[i:i + n] for ts in by_model.values() for i in range(0, len(ts), n)]

@@ -91,9 +91,12 @@ def check_experiment_dir(cfg: ExperimentConfig, resume: bool) -> dict:
 
 def saved_identity(exp_dir: str) -> dict:
     try:
-        return identity(yaml.safe_load(storage.read_text(storage.join(exp_dir, EXPERIMENT_FILE))) or {})
+        saved = yaml.safe_load(storage.read_text(storage.join(exp_dir, EXPERIMENT_FILE))) or {}
     except FileNotFoundError:
         raise UsageError(f"--resume: {exp_dir} holds no {EXPERIMENT_FILE}: it is not an ablate experiment") from None
+    # A key added to ablate after the experiment was started (fuse_trials) had its default then.
+    defaults = {k: f.get_default(call_default_factory=True) for k, f in ExperimentConfig.model_fields.items()}
+    return identity({**{k: v for k, v in defaults.items() if k not in saved}, **saved})
 
 
 def growth_text(cfg: ExperimentConfig, added: dict) -> str:

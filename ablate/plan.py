@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from typing import Optional
 
-from .config import ExperimentConfig, trial_configs
+from .config import ExperimentConfig, trial_configs, trial_groups
 from .data import TRAIN_SIZES
 
 __all__ = ["plan_text", "concurrency", "gpu_img_s", "MEASURED_GPU", "FP32_TFLOPS"]
@@ -47,6 +47,8 @@ def plan_text(cfg: ExperimentConfig, address: Optional[str], gpu_type: str = MEA
         f"  dataset {cfg.dataset}, {cfg.epochs} epochs, batch {cfg.batch_size}, {cfg.schedule} schedule, "
         f"scheduler {cfg.scheduler}",
         f"  resources per trial: {cfg.cpus_per_trial:g} CPU, GPU {gpu}; concurrent trials: {conc}",
+        *([f"  fused trials: {len(trial_groups(cfg))} Tune trials, each up to {cfg.fuse_trials} grid points of one "
+           "block and depth trained as one model"] if cfg.fuse_trials > 1 else []),
         f"  compute: {n} trials x {cfg.epochs} epochs x {TRAIN_SIZES.get(cfg.dataset, '?')} images = "
         f"{n * images:,} training images",
     ]

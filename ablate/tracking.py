@@ -18,7 +18,7 @@ import os
 import warnings
 from typing import Any, Dict, List, Optional
 
-__all__ = ["resolve_mode", "TrialRun", "start_trial_run", "has_api_key", "driver_api_key", "trial_env",
+__all__ = ["resolve_mode", "TrialRun", "start_trial_run", "finish_runs", "has_api_key", "driver_api_key", "trial_env",
            "build_wandb_report", "save_wandb_report"]
 
 
@@ -112,11 +112,17 @@ class TrialRun:
             for k, v in summary.items():
                 self.run.summary[k] = v
             self.run.finish()
-            import wandb
-
-            wandb.teardown()  # close the service now, not in an atexit hook Ray may cut short
 
         self._guard("finish", _fin)
+
+
+def finish_runs(runs: List[TrialRun], summaries: List[Dict[str, Any]]) -> None:
+    """Finish a trial's runs (a fused trial has one per member), then close W&B's service now, not
+    in an atexit hook Ray may cut short."""
+    for run, summary in zip(runs, summaries):
+        run.finish(summary)
+    if any(r.mode != "disabled" for r in runs):
+        _quiet_teardown()
 
 
 def _quiet_teardown() -> None:
@@ -144,7 +150,7 @@ def start_trial_run(config: Dict[str, Any], *, project: str, group: str, name: s
             os.environ.setdefault("WANDB_SILENT", "true")
             run = wandb.init(
                 config=config, project=project, group=group, name=name, id=run_id, resume="allow",
-                reinit="finish_previous", allow_val_change=True, job_type="trial", tags=list(tags),
+                reinit="create_new", allow_val_change=True,  # a fused trial's members: a run each job_type="trial", tags=list(tags),
                 entity=entity, dir=directory, mode=m,
                 settings=wandb.Settings(init_timeout=init_timeout, console="off", x_disable_stats=True),
             )

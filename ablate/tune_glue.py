@@ -21,11 +21,12 @@ import torch
 import yaml
 
 from .blocks import import_block_modules
-from .config import ExperimentConfig, trial_configs
+from .config import ExperimentConfig, trial_configs, trial_groups
 from .data import Dataset, load_dataset
+from .fused import build_group, train_group
 from .results import history_table, summarise_history
 from .storage import STATE_FILE
-from .tracking import logged_steps, start_trial_run
+from .tracking import finish_runs, logged_steps, start_trial_run
 from .train import AXES, TrainConfig, TrainSettings, train, trial_key, trial_name
 
 __all__ = ["run_trial", "run_grid", "trial_resources", "connect", "cluster_capacity", "Capacity", "ClusterError",
@@ -34,9 +35,17 @@ __all__ = ["run_trial", "run_grid", "trial_resources", "connect", "cluster_capac
 METRIC_COLUMNS = {"epoch": "epoch", "val_acc": "val_acc", "train_loss": "train_loss"}
 
 
-def run_trial(point: Dict[str, Any], settings: Dict[str, Any], meta: Dict[str, Any],
+def members(config: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """The grid points of a Tune trial's config: one, or a fused trial's members."""
+    if "members" in config:
+        return [{"block": config["block"], "depth": config["depth"], **m} for m in config["members"]]
+    return [{a: config[a] for a in AXES}]
+
+
+def run_trial(config: Dict[str, Any], settings: Dict[str, Any], meta: Dict[str, Any],
               data: Optional[Dataset] = None, env: Optional[Dict[str, str]] = None) -> None:
-    """One Tune trial: one grid ``point`` (block, depth, lr, seed), resumed from its checkpoint if any.
+    """One Tune trial: one grid point (block, depth, lr, seed), or a fused trial's members (one
+    block and depth, several lr and seed: ``ablate.fused``), resumed from its checkpoint if any.
 
     ``settings`` (every other training setting), ``meta`` (experiment name, W&B settings,
     checkpoint period, ...) and ``env`` (the driver's W&B key and server) arrive through
@@ -50,7 +59,8 @@ def run_trial(point: Dict[str, Any], settings: Dict[str, Any], meta: Dict[str, A
 
     # One "Checkpoint successfully created" line per epoch per trial drowns Tune's table.
     logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
-    cfg = TrainConfig(**settings, **{a: point[a] for a in AXES})
+    fused = "members" in config
+    cfgs = [TrainConfig(**settings, **p) for p in members(config)]
     state = None
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
@@ -62,36 +72,47 @@ def run_trial(point: Dict[str, Any], settings: Dict[str, Any], meta: Dict[str, A
     ctx = tune.get_context()
     hook = os.environ.get("ABLATE_TRIAL_HOOK_DIR")  # tests: where trials announce their pid
     if hook:
-        with open(os.path.join(hook, f"{cfg.name}.pid"), "w") as f:
+        with open(os.path.join(hook, f"{_config_name(config)}.pid"), "w") as f:
             f.write(str(os.getpid()))
+    group = build_group(cfgs, data, state) if fused else None
     wb = meta["wandb"]
-    run = start_trial_run(
+    ids = [member_id(ctx.get_trial_id(), i) for i in range(len(cfgs))] if fused else [ctx.get_trial_id()]
+    runs = [start_trial_run(
         {**cfg.to_dict(), "experiment": meta["experiment"], "git_commit": meta.get("git_commit")},
         project=wb["project"], group=meta["experiment"], name=cfg.name,
         # The trial's own directory: Tune syncs it (sync_artifacts) to the experiment's storage, so
         # an offline run outlives the (autoscaled) worker that wrote it.
-        run_id=ctx.get_trial_id(), mode=wb["mode"], directory=ctx.get_trial_dir(),
+        run_id=run_id, mode=wb["mode"], directory=ctx.get_trial_dir(),
         tags=[cfg.block, f"d{cfg.depth}", cfg.dataset, *wb.get("tags", [])], entity=wb.get("entity"),
         init_timeout=wb.get("init_timeout", 60.0),
-    )
+    ) for cfg, run_id in zip(cfgs, ids)]
 
     if state is not None:
-        if run.mode == "offline":  # what this run's earlier processes already wrote (synced or local)
-            import pyarrow.fs as pafs
+        store = ctx.get_storage()
+        histories = group.histories if fused else [state["history"]]
+        for run, run_id, history in zip(runs, ids, histories):
+            if run.mode == "offline":  # what this run's earlier processes already wrote (synced or local)
+                import pyarrow.fs as pafs
 
-            store = ctx.get_storage()
-            run.logged = logged_steps(ctx.get_trial_id(), [(pafs.LocalFileSystem(), ctx.get_trial_dir()),
-                                                           (store.storage_filesystem, store.trial_fs_path)])
-        run.replay(state["history"])
+                run.logged = logged_steps(run_id, [(pafs.LocalFileSystem(), ctx.get_trial_dir()),
+                                                   (store.storage_filesystem, store.trial_fs_path)])
+            run.replay(history)
     # Which node ran each epoch (history.csv): the whole id, since ids can share long prefixes.
     node = ray.get_runtime_context().get_node_id()
 
     period, last_checkpoint = meta["checkpoint_period_s"], time.monotonic()
+    epochs = cfgs[0].epochs
 
-    def on_epoch(metrics: Dict[str, Any], get_state) -> None:
+    def on_epoch(metrics, get_state) -> None:
         nonlocal last_checkpoint
-        result = {**metrics, "node": node, "time": time.time()}
-        final = metrics["epoch"] >= cfg.epochs or metrics["diverged"]
+        per_member = metrics if fused else [metrics]
+        if fused:  # Tune flattens this to members/<i>/<metric>; _tables turns it back into trials
+            result = {"epoch": max(m["epoch"] for m in per_member if m),
+                      "members": {str(i): m for i, m in enumerate(per_member) if m}}
+        else:
+            result = dict(metrics)
+        result.update(node=node, time=time.time())
+        final = all(m is None or m["epoch"] >= epochs or m["diverged"] for m in per_member)
         # A checkpoint every `checkpoint_period_s` of training and at the end, not every epoch:
         # each one is an upload, and with num_to_keep Tune snapshots (and syncs) the whole
         # experiment's state every num_to_keep of them (docs/benchmarks.md).  A restore repeats
@@ -103,10 +124,17 @@ def run_trial(point: Dict[str, Any], settings: Dict[str, Any], meta: Dict[str, A
             last_checkpoint = time.monotonic()
         else:
             tune.report(result)
-        run.log_once(metrics, step=metrics["epoch"])
+        for run, m in zip(runs, per_member):
+            if m is not None:
+                run.log_once(m, step=m["epoch"])
 
-    out = train(cfg, data, on_epoch=on_epoch, state=state)
-    run.finish(summarise_history(out["history"], meta["target_acc"]))
+    outs = train_group(group, on_epoch) if fused else [train(cfgs[0], data, on_epoch=on_epoch, state=state)]
+    finish_runs(runs, [summarise_history(out["history"], meta["target_acc"]) for out in outs])
+
+
+def member_id(trial_id: str, index: int) -> str:
+    """A fused trial's member: its id in history.csv, trials.csv and W&B."""
+    return f"{trial_id}-{index}"
 
 
 class CheckpointLost(Exception):
@@ -238,14 +266,30 @@ def _module_path(name: str) -> str:
 
 
 def _param_space(cfg: ExperimentConfig, grid: bool) -> Dict[str, Any]:
-    """What Tune searches: the grid's axes, as grid searches.
+    """What Tune searches: the grid's axes, as grid searches; with ``fuse_trials`` > 1, block x depth
+    x the groups of (lr, seed) that train together (``members``).
 
     A part that grows the experiment has no grid: its points come from the search algorithm
     (whose points' keys must exist in the space).
     """
     from ray import tune
 
-    return {a: tune.grid_search(values) if grid else None for a, values in cfg.axes().items()}
+    if cfg.fuse_trials == 1:
+        space = cfg.axes()
+    else:
+        first = (cfg.blocks[0], cfg.depths[0])  # every block and depth has the same (lr, seed) groups
+        space = {"block": cfg.blocks, "depth": cfg.depths,
+                 "members": [[{"lr": t.lr, "seed": t.seed} for t in g] for g in trial_groups(cfg)
+                             if (g[0].block, g[0].depth) == first]}
+    return {k: tune.grid_search(v) if grid else None for k, v in space.items()}
+
+
+def _search_points(cfg: ExperimentConfig, points: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """Grid points as Tune configs: themselves, or fused into groups."""
+    if cfg.fuse_trials == 1:
+        return points
+    return [{"block": g[0].block, "depth": g[0].depth, "members": [{"lr": t.lr, "seed": t.seed} for t in g]}
+            for g in trial_groups(cfg, points)]
 
 
 def can_restore(exp_dir: str) -> bool:
@@ -362,7 +406,8 @@ def run_grid(cfg: ExperimentConfig, exp_dir: str, *, storage_path: str, resume: 
                 # With num_to_keep, Tune snapshots its experiment state at every checkpoint: a driver
                 # that dies right after a trial finished still knows that trial finished.
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=cfg.checkpoints_to_keep),
-                progress_reporter=tune.CLIReporter(parameter_columns=list(AXES), metric_columns=METRIC_COLUMNS,
+                progress_reporter=tune.CLIReporter(parameter_columns=list(AXES) if cfg.fuse_trials == 1 else
+                                                   ["block", "depth"], metric_columns=METRIC_COLUMNS,
                                                    max_report_frequency=30, sort_by_metric=False),
                 verbose=1,
             ),
@@ -381,12 +426,12 @@ def run_grid(cfg: ExperimentConfig, exp_dir: str, *, storage_path: str, resume: 
             continue
         tuner = tune.Tuner.restore(part, trainable=trainable, resume_unfinished=True, resume_errored=True)
         results += list(tuner.fit())
-    have = {trial_key(r.config) for r in results if r.config}
+    have = {trial_key(p) for r in results if r.config for p in members(r.config)}
     missing = [t.point for t in trial_configs(cfg) if t.key not in have]
     if missing:
         print(f"ablate.grid: growing the experiment by {len(missing)} trials into "
               f"{GROW_PREFIX}{len(parts)}", flush=True)
-        results += list(new_tuner(f"{GROW_PREFIX}{len(parts)}", exp_dir, missing).fit())
+        results += list(new_tuner(f"{GROW_PREFIX}{len(parts)}", exp_dir, _search_points(cfg, missing)).fit())
     return _tables(results)
 
 
@@ -397,25 +442,46 @@ _TUNE_COLUMNS = {"timestamp", "checkpoint_dir_name", "should_checkpoint", "done"
 
 
 def _tables(results) -> Tuple[pd.DataFrame, Dict[tuple, str]]:
-    """Tune ``Result``s as plain tables: the history of every trial, the status of every trial that ran."""
+    """Tune ``Result``s as plain tables: the history of every trial (a fused trial's members each as
+    a trial of their own), the status of every trial that ran."""
     frames, statuses = [], {}
     for r in results:
         if not r.config:  # a trial that never started
             continue
-        statuses[trial_key(r.config)] = "ERROR" if r.error is not None else "TERMINATED"
+        points = members(r.config)
+        for p in points:
+            statuses[trial_key(p)] = "ERROR" if r.error is not None else "TERMINATED"
         df = r.metrics_dataframe
         if df is None or df.empty or "epoch" not in df:
             continue
         trial_id = str(df["trial_id"].iloc[-1]) if "trial_id" in df else os.path.basename(r.path)
         df = df[[c for c in df.columns if c not in _TUNE_COLUMNS and not c.startswith("config/")]]
-        # The per-epoch LR metric would clash with the lr axis: it becomes epoch_lr.
-        df = df.rename(columns={"lr": "epoch_lr"})
-        frames.append(df.assign(**{a: r.config[a] for a in AXES}, trial_id=trial_id))
+        if "members" not in r.config:
+            frames.append(_trial_frame(df, points[0], trial_id))
+            continue
+        shared = df[[c for c in df.columns if not c.startswith("members/") and c != "epoch"]]
+        for i, p in enumerate(points):
+            prefix = f"members/{i}/"
+            own = df[[c for c in df.columns if c.startswith(prefix)]].rename(columns=lambda c: c[len(prefix):])
+            if "epoch" in own:  # epochs this member reported (none after it diverged)
+                keep = own["epoch"].notna()
+                frames.append(_trial_frame(pd.concat([shared[keep], own[keep]], axis=1), p, member_id(trial_id, i)))
     return history_table(frames), statuses
 
 
+def _trial_frame(df: pd.DataFrame, point: Dict[str, Any], trial_id: str) -> pd.DataFrame:
+    # The per-epoch LR metric would clash with the lr axis: it becomes epoch_lr.
+    return df.rename(columns={"lr": "epoch_lr"}).assign(**{a: point[a] for a in AXES}, trial_id=trial_id)
+
+
+def _config_name(config: Dict[str, Any]) -> str:
+    """A Tune trial's name: its point's, or a fused trial's first member's and how many more."""
+    points = members(config)
+    return trial_name(points[0]) + (f"+{len(points) - 1}" if len(points) > 1 else "")
+
+
 def _trial_name(trial) -> str:
-    return trial_name(trial.config)
+    return _config_name(trial.config)
 
 
 def _trial_dirname(trial) -> str:

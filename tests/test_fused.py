@@ -1,0 +1,120 @@
+"""Fused trials (fuse_trials > 1): each member is still its own trial, in numbers and in files."""
+import os
+import signal
+import textwrap
+
+import pandas as pd
+import pytest
+
+from conftest import DEFAULT, clean_env, start_cli, wait_for
+from ablate.config import ConfigError, load_experiment
+from ablate.data import load_dataset
+from ablate.fused import FusedRun, SequentialGroup, build_group, train_group
+from ablate.train import TrainConfig, train
+
+DIGITS = load_dataset("digits")
+# "A couple of test images": fp32 rounding alone (grouped convolutions sum in another order) moves
+# a digits run's accuracy after a few epochs by as much as 1 or 2 thread counts do: 2-3 images of 359.
+COUPLE = 3.01 / len(DIGITS.test_y)
+
+
+def _cfg(lr, seed, block="identity_scale", epochs=2):
+    return TrainConfig(block=block, depth=8, lr=lr, seed=seed, epochs=epochs, device="cpu", threads=1)
+
+
+def _fused(cfgs):
+    group = build_group(cfgs, DIGITS)
+    assert isinstance(group, FusedRun)
+    return [o["history"] for o in train_group(group)]
+
+
+def test_each_member_follows_its_separate_run_whoever_shares_its_model():
+    cfgs = [_cfg(0.1, 0), _cfg(0.05, 1), _cfg(0.2, 2)]
+    fused = _fused(cfgs)
+    for cfg, hist in zip(cfgs, fused):
+        alone = train(cfg, DIGITS)["history"]
+        assert [h["epoch"] for h in hist] == [1, 2]
+        assert hist[0]["train_loss"] == pytest.approx(alone[0]["train_loss"], rel=1e-3)  # same init, data, LR
+        assert abs(hist[-1]["val_acc"] - alone[-1]["val_acc"]) <= COUPLE
+        assert hist[0]["lr"] == pytest.approx(alone[0]["lr"])
+        assert hist[-1]["scale_stage1"] == pytest.approx(alone[-1]["scale_stage1"], rel=1e-2)
+    other = _fused([_cfg(0.1, 0), _cfg(0.3, 5)])  # the first member with another partner
+    assert other[0][0]["train_loss"] == pytest.approx(fused[0][0]["train_loss"], rel=1e-4)
+
+
+def test_a_diverging_member_is_frozen_and_the_others_finish_as_alone():
+    cfgs = [_cfg(1000.0, 0, block="baseline", epochs=3), _cfg(0.1, 1, block="baseline", epochs=3)]
+    group = build_group(cfgs, DIGITS)
+    blown, ok = [o["history"] for o in train_group(group)]
+    assert blown[-1]["diverged"] and len(blown) < 3
+    frozen = {n: p[0].clone() for n, p in group.params.items()}
+    alone = train(cfgs[1], DIGITS)["history"]
+    assert [h["epoch"] for h in ok] == [1, 2, 3] and not ok[-1]["diverged"]
+    assert ok[0]["train_loss"] == pytest.approx(alone[0]["train_loss"], rel=1e-3)
+    assert abs(ok[-1]["val_acc"] - alone[-1]["val_acc"]) <= COUPLE
+    group.epoch(4)  # a frozen member does not move, whatever its neighbour does
+    assert all((frozen[n].nan_to_num() == p[0].nan_to_num()).all() for n, p in group.params.items())
+
+
+def test_a_block_vmap_cannot_batch_runs_its_members_one_by_one(tmp_path):
+    (tmp_path / "branchy_mod.py").write_text(textwrap.dedent('''
+        from ablate.blocks import BasicBlock, register_block
+
+        @register_block("branchy")
+        class Branchy(BasicBlock):
+            def merge(self, out, identity):
+                if out.mean() > 1e9:  # data-dependent control flow: vmap cannot batch it
+                    return out
+                return out + identity
+    '''))
+    from ablate.blocks import import_block_modules
+
+    import_block_modules(["branchy_mod"], search_path=str(tmp_path))
+    cfgs = [_cfg(0.1, 0, block="branchy", epochs=1), _cfg(0.05, 1, block="branchy", epochs=1)]
+    with pytest.warns(UserWarning, match="cannot be fused"):
+        group = build_group(cfgs, DIGITS)
+    assert isinstance(group, SequentialGroup)
+    hist = [o["history"] for o in train_group(group)]
+    assert hist[1][0]["train_loss"] == train(cfgs[1], DIGITS)["history"][0]["train_loss"]
+
+
+def test_asha_with_fused_trials_is_refused_naming_both_keys():
+    with pytest.raises(ConfigError, match="'scheduler' is asha but 'fuse_trials' is 2"):
+        load_experiment(None, ["scheduler=asha", "asha_grace_period=2", "fuse_trials=2"])
+
+
+def test_killed_fused_trial_resumes_every_member_and_outputs_have_the_unfused_shape(tmp_path, mini_grid):
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    args = [DEFAULT, "blocks=[baseline]", "depths=[20]", "lrs=[0.1,0.05]", "seeds=[0]", "epochs=5",
+            "fuse_trials=2", "wandb.mode=offline", "checkpoint_period_s=0", f"storage_path={tmp_path}", "name=fu"]
+    log = tmp_path / "grid.log"
+    proc = start_cli(args, env=clean_env(ABLATE_TRIAL_HOOK_DIR=str(hooks)), cwd=tmp_path, log=open(log, "w"))
+    exp = tmp_path / "fu"
+    pid_file = hooks / "baseline-d20-lr0.1-s0+1.pid"
+
+    def two_epochs():
+        res = list(exp.glob("baseline-d20-lr0.1-s0+1_*/result.json"))
+        return pid_file.exists() and res and len(res[0].read_text().splitlines()) >= 2
+
+    try:
+        wait_for(two_epochs, 240, "the fused trial's second epoch")
+        victim = int(pid_file.read_text())
+        os.kill(victim, signal.SIGKILL)  # the fused trial's worker process, mid-epoch
+        assert proc.wait(timeout=400) == 0, log.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert int(pid_file.read_text()) != victim, "the fused trial ran again in a new process"
+    hist = pd.read_csv(exp / "history.csv", dtype={"trial_id": str})
+    trials = pd.read_csv(exp / "trials.csv", dtype={"trial_id": str})
+    assert sorted(trials["lr"]) == [0.05, 0.1] and (trials["status"] == "TERMINATED").all()
+    assert (trials["epochs_done"] == 5).all() and trials["trial_id"].str.endswith(("-0", "-1")).all()
+    assert (hist.groupby("lr")["epoch"].apply(list) == [[1, 2, 3, 4, 5]] * 2).all(), "each epoch once"
+    unfused_h, unfused_t = (pd.read_csv(mini_grid["dir"] / f) for f in ("history.csv", "trials.csv"))
+    assert list(trials.columns) == list(unfused_t.columns)
+    assert set(unfused_h.columns) - {"scale_stage1", "scale_stage2", "scale_stage3"} == set(hist.columns)
+    from test_tracking import wandb_files
+
+    runs = wandb_files(exp)
+    assert set(runs) == set(trials["trial_id"]), "a W&B run per member"
