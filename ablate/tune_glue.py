@@ -38,8 +38,16 @@ METRIC_COLUMNS = {"epoch": "epoch", "val_acc": "val_acc", "train_loss": "train_l
 def members(config: Dict[str, Any]) -> List[Dict[str, Any]]:
     """The grid points of a Tune trial's config: one, or a fused trial's members."""
     if "members" in config:
-        return [{"block": config["block"], "depth": config["depth"], **m} for m in config["members"]]
+        pairs = [dict(kv.split("=") for kv in m.split(",")) for m in config["members"].split("; ")]
+        return [{"block": config["block"], "depth": config["depth"], "lr": float(p["lr"]), "seed": int(p["seed"])}
+                for p in pairs]
     return [{a: config[a] for a in AXES}]
+
+
+def _encode_members(group: List[TrainConfig]) -> str:
+    """A fused trial's (lr, seed) pairs as one Tune value, ``lr=0.1,seed=0; lr=0.05,seed=1``: a string,
+    since Tune's search algorithms split nested values into paths of their own."""
+    return "; ".join(f"lr={t.lr!r},seed={t.seed}" for t in group)
 
 
 def run_trial(config: Dict[str, Any], settings: Dict[str, Any], meta: Dict[str, Any],
@@ -279,8 +287,7 @@ def _param_space(cfg: ExperimentConfig, grid: bool) -> Dict[str, Any]:
     else:
         first = (cfg.blocks[0], cfg.depths[0])  # every block and depth has the same (lr, seed) groups
         space = {"block": cfg.blocks, "depth": cfg.depths,
-                 "members": [[{"lr": t.lr, "seed": t.seed} for t in g] for g in trial_groups(cfg)
-                             if (g[0].block, g[0].depth) == first]}
+                 "members": [_encode_members(g) for g in trial_groups(cfg) if (g[0].block, g[0].depth) == first]}
     return {k: tune.grid_search(v) if grid else None for k, v in space.items()}
 
 
@@ -288,7 +295,7 @@ def _search_points(cfg: ExperimentConfig, points: List[Dict[str, Any]]) -> List[
     """Grid points as Tune configs: themselves, or fused into groups."""
     if cfg.fuse_trials == 1:
         return points
-    return [{"block": g[0].block, "depth": g[0].depth, "members": [{"lr": t.lr, "seed": t.seed} for t in g]}
+    return [{"block": g[0].block, "depth": g[0].depth, "members": _encode_members(g)}
             for g in trial_groups(cfg, points)]
 
 
@@ -407,7 +414,7 @@ def run_grid(cfg: ExperimentConfig, exp_dir: str, *, storage_path: str, resume: 
                 # that dies right after a trial finished still knows that trial finished.
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=cfg.checkpoints_to_keep),
                 progress_reporter=tune.CLIReporter(parameter_columns=list(AXES) if cfg.fuse_trials == 1 else
-                                                   ["block", "depth"], metric_columns=METRIC_COLUMNS,
+                                                   ["block", "depth", "members"], metric_columns=METRIC_COLUMNS,
                                                    max_report_frequency=30, sort_by_metric=False),
                 verbose=1,
             ),

@@ -41,6 +41,32 @@ def kill_group(proc):
     proc.wait(timeout=30)
 
 
+def kill_trial_midrun(args, exp, name, tmp_path, epochs=2):
+    """Run the grid; when trial ``name`` has reported ``epochs`` epochs, SIGKILL its worker process
+    (its pid comes from the trial's hook file); let the grid finish.  Returns (killed pid, pid file)."""
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    log = tmp_path / "grid.log"
+    proc = start_cli(args, env=clean_env(ABLATE_TRIAL_HOOK_DIR=str(hooks)), cwd=tmp_path, log=open(log, "w"))
+    pid_file = hooks / f"{name}.pid"
+
+    def reported():
+        res = list(exp.glob(f"{name}_*/result.json"))
+        return pid_file.exists() and res and len(res[0].read_text().splitlines()) >= epochs
+
+    try:
+        wait_for(reported, 240, f"epoch {epochs} of {name}")
+        time.sleep(0.2)  # into the next epoch
+        victim = int(pid_file.read_text())
+        os.kill(victim, signal.SIGKILL)  # the trial's worker process, by pid
+        assert proc.wait(timeout=400) == 0, log.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert int(pid_file.read_text()) != victim, "the trial ran again in a new process"
+    return victim, pid_file
+
+
 def wait_for(predicate, timeout, what):
     deadline = time.time() + timeout
     while time.time() < deadline:

@@ -1,40 +1,18 @@
 """Faults on a real local Ray run: a trial SIGKILLed mid-epoch, a diverging trial, W&B down
 with a (fake) key that must never land in any file."""
-import os
-import signal
-import time
 from pathlib import Path
 
 import pandas as pd
 
-from conftest import DEFAULT, clean_env, run_cli, start_cli, wait_for
+from conftest import DEFAULT, clean_env, kill_trial_midrun, run_cli
 from test_tracking import merged_history, wandb_files
 
 
 def test_killed_trial_restarts_from_checkpoint_and_diverging_trial_is_marked(tmp_path):
-    hooks = tmp_path / "hooks"
-    hooks.mkdir()
     args = [DEFAULT, "blocks=[baseline]", "depths=[20]", "lrs=[0.1,40]", "seeds=[0]", "epochs=6",
             "schedule=constant", "wandb.mode=offline", "max_failures=2", "checkpoint_period_s=0", f"storage_path={tmp_path}", "name=f"]
-    log = open(tmp_path / "grid.log", "w")
-    proc = start_cli(args, env=clean_env(ABLATE_TRIAL_HOOK_DIR=str(hooks)), cwd=tmp_path, log=log)
     exp = tmp_path / "f"
-    pid_file = hooks / "baseline-d20-lr0.1-s0.pid"
-
-    def two_epochs():
-        res = list(exp.glob("baseline-d20-lr0.1-s0_*/result.json"))
-        return pid_file.exists() and res and len(res[0].read_text().splitlines()) >= 2
-
-    try:
-        wait_for(two_epochs, 240, "the trial's second epoch")
-        time.sleep(0.2)  # into epoch 3 (an epoch takes ~0.5 s here)
-        victim = int(pid_file.read_text())
-        os.kill(victim, signal.SIGKILL)  # the trial's worker process, by pid
-        assert proc.wait(timeout=400) == 0, (tmp_path / "grid.log").read_text()[-3000:]
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    assert int(pid_file.read_text()) != victim, "the trial ran again in a new process"
+    kill_trial_midrun(args, exp, "baseline-d20-lr0.1-s0", tmp_path)  # an epoch takes ~0.5 s here
 
     hist = pd.read_csv(exp / "history.csv", dtype={"trial_id": str})
     trials = pd.read_csv(exp / "trials.csv", dtype={"trial_id": str})

@@ -1,12 +1,10 @@
 """Fused trials (fuse_trials > 1): each member is still its own trial, in numbers and in files."""
-import os
-import signal
 import textwrap
 
 import pandas as pd
 import pytest
 
-from conftest import DEFAULT, clean_env, start_cli, wait_for
+from conftest import DEFAULT, kill_trial_midrun, run_cli
 from ablate.config import ConfigError, load_experiment
 from ablate.data import load_dataset
 from ablate.fused import FusedRun, SequentialGroup, build_group, train_group
@@ -84,28 +82,10 @@ def test_asha_with_fused_trials_is_refused_naming_both_keys():
 
 
 def test_killed_fused_trial_resumes_every_member_and_outputs_have_the_unfused_shape(tmp_path, mini_grid):
-    hooks = tmp_path / "hooks"
-    hooks.mkdir()
     args = [DEFAULT, "blocks=[baseline]", "depths=[20]", "lrs=[0.1,0.05]", "seeds=[0]", "epochs=5",
             "fuse_trials=2", "wandb.mode=offline", "checkpoint_period_s=0", f"storage_path={tmp_path}", "name=fu"]
-    log = tmp_path / "grid.log"
-    proc = start_cli(args, env=clean_env(ABLATE_TRIAL_HOOK_DIR=str(hooks)), cwd=tmp_path, log=open(log, "w"))
     exp = tmp_path / "fu"
-    pid_file = hooks / "baseline-d20-lr0.1-s0+1.pid"
-
-    def two_epochs():
-        res = list(exp.glob("baseline-d20-lr0.1-s0+1_*/result.json"))
-        return pid_file.exists() and res and len(res[0].read_text().splitlines()) >= 2
-
-    try:
-        wait_for(two_epochs, 240, "the fused trial's second epoch")
-        victim = int(pid_file.read_text())
-        os.kill(victim, signal.SIGKILL)  # the fused trial's worker process, mid-epoch
-        assert proc.wait(timeout=400) == 0, log.read_text()[-3000:]
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    assert int(pid_file.read_text()) != victim, "the fused trial ran again in a new process"
+    kill_trial_midrun(args, exp, "baseline-d20-lr0.1-s0+1", tmp_path)  # the fused trial's process, mid-epoch
     hist = pd.read_csv(exp / "history.csv", dtype={"trial_id": str})
     trials = pd.read_csv(exp / "trials.csv", dtype={"trial_id": str})
     assert sorted(trials["lr"]) == [0.05, 0.1] and (trials["status"] == "TERMINATED").all()
@@ -118,3 +98,9 @@ def test_killed_fused_trial_resumes_every_member_and_outputs_have_the_unfused_sh
 
     runs = wandb_files(exp)
     assert set(runs) == set(trials["trial_id"]), "a W&B run per member"
+    # The fused experiment grows by a seed: the new points are fused the same way, the old kept.
+    p = run_cli([*args, "seeds=[0,1]", "--resume", "--no-report"], cwd=tmp_path)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    grown = pd.read_csv(exp / "trials.csv", dtype={"trial_id": str})
+    assert len(grown) == 4 and (grown["status"] == "TERMINATED").all()
+    assert set(trials["trial_id"]) <= set(grown["trial_id"]) and grown["trial_id"].nunique() == 4
