@@ -150,7 +150,8 @@ def start_trial_run(config: Dict[str, Any], *, project: str, group: str, name: s
             os.environ.setdefault("WANDB_SILENT", "true")
             run = wandb.init(
                 config=config, project=project, group=group, name=name, id=run_id, resume="allow",
-                reinit="create_new", allow_val_change=True,  # a fused trial's members: a run each job_type="trial", tags=list(tags),
+                # create_new: a fused trial's members have a run each, open at once, in one process.
+                reinit="create_new", allow_val_change=True, job_type="trial", tags=list(tags),
                 entity=entity, dir=directory, mode=m,
                 settings=wandb.Settings(init_timeout=init_timeout, console="off", x_disable_stats=True),
             )

@@ -65,15 +65,18 @@ def test_a_block_vmap_cannot_batch_runs_its_members_one_by_one(tmp_path):
                     return out
                 return out + identity
     '''))
-    from ablate.blocks import import_block_modules
+    from ablate.blocks import BLOCKS, import_block_modules
 
     import_block_modules(["branchy_mod"], search_path=str(tmp_path))
-    cfgs = [_cfg(0.1, 0, block="branchy", epochs=1), _cfg(0.05, 1, block="branchy", epochs=1)]
-    with pytest.warns(UserWarning, match="cannot be fused"):
-        group = build_group(cfgs, DIGITS)
-    assert isinstance(group, SequentialGroup)
-    hist = [o["history"] for o in train_group(group)]
-    assert hist[1][0]["train_loss"] == train(cfgs[1], DIGITS)["history"][0]["train_loss"]
+    try:
+        cfgs = [_cfg(0.1, 0, block="branchy", epochs=1), _cfg(0.05, 1, block="branchy", epochs=1)]
+        with pytest.warns(UserWarning, match="cannot be fused"):
+            group = build_group(cfgs, DIGITS)
+        assert isinstance(group, SequentialGroup)
+        hist = [o["history"] for o in train_group(group)]
+        assert hist[1][0]["train_loss"] == train(cfgs[1], DIGITS)["history"][0]["train_loss"]
+    finally:  # the registry is the process's: later tests expect the built-in blocks only
+        BLOCKS.pop("branchy", None)
 
 
 def test_asha_with_fused_trials_is_refused_naming_both_keys():
