@@ -221,8 +221,7 @@ class SequentialGroup:
             r.restore(s)
 
 
-def build_group(cfgs: List[TrainConfig], data: Optional[Dataset] = None, state: Optional[Dict] = None,
-                notice: Callable[[str], None] = lambda m: warnings.warn(m)):
+def build_group(cfgs: List[TrainConfig], data: Optional[Dataset] = None, state: Optional[Dict] = None):
     """A fused run of ``cfgs`` (or, for a block that cannot be fused, the members one by one)."""
     cfg = cfgs[0]
     if cfg.threads > 0:
@@ -241,7 +240,7 @@ def build_group(cfgs: List[TrainConfig], data: Optional[Dataset] = None, state: 
         except Exception as e:
             if state is not None:
                 raise
-            notice(f"block {cfg.block!r} cannot be fused ({e.__class__.__name__}: {str(e).splitlines()[0][:120]}); "
+            warnings.warn(f"block {cfg.block!r} cannot be fused ({e.__class__.__name__}: {str(e).splitlines()[0][:120]}); "
                    f"its {len(cfgs)} members train one after another")
             group = None
     if group is None:

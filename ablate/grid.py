@@ -29,6 +29,7 @@ from .config import ConfigError, ExperimentConfig, growth, identity, load_experi
 from .plan import FP32_TFLOPS, MEASURED_GPU, concurrency, plan_text
 from .storage import EXPERIMENT_FILE, HISTORY_FILE, OUTPUTS, TIMING_FILE, TRIALS_FILE, is_uri
 
+
 class UsageError(Exception):
     """Bad input found before any Ray or GPU work: exit code 2."""
 
@@ -74,12 +75,7 @@ def check_experiment_dir(cfg: ExperimentConfig, resume: bool) -> dict:
             if not storage.has_files(d) or not can_restore(d):
                 raise UsageError(f"--resume: nothing to resume at {d} (no experiment was started there); "
                                  "run without --resume to start it")
-            refused, added = growth(saved_identity(d), identity(cfg))
-            if refused:
-                raise UsageError(f"--resume: {d} holds a different experiment (differs in: {', '.join(refused)}); "
-                                 "resume it with its own settings (an axis may only gain values), "
-                                 "or choose a new name=")
-            return added
+            return resume_growth(cfg)
         if storage.has_files(d):
             raise UsageError(f"{d} already holds an experiment; continue it with --resume, "
                              f"or choose a new name= (nothing was changed)")
@@ -97,6 +93,17 @@ def saved_identity(exp_dir: str) -> dict:
     # A key added to ablate after the experiment was started (fuse_trials) had its default then.
     defaults = {k: f.get_default(call_default_factory=True) for k, f in ExperimentConfig.model_fields.items()}
     return identity({**{k: v for k, v in defaults.items() if k not in saved}, **saved})
+
+
+def resume_growth(cfg: ExperimentConfig) -> dict:
+    """What ``--resume`` adds to the saved experiment (``{axis: new values}``); any other difference
+    is a different experiment."""
+    refused, added = growth(saved_identity(cfg.experiment_dir), identity(cfg))
+    if refused:
+        raise UsageError(f"--resume: {cfg.experiment_dir} holds a different experiment (differs in: "
+                         f"{', '.join(refused)}); resume it with its own settings (an axis may only gain values), "
+                         "or choose a new name=")
+    return added
 
 
 def growth_text(cfg: ExperimentConfig, added: dict) -> str:
@@ -153,10 +160,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.dry_run:
             print(plan_text(cfg, args.address, args.gpu))
             if args.resume:  # what a resume would add, read from the experiment's identity
-                refused, added = growth(saved_identity(cfg.experiment_dir), identity(cfg))
-                if refused:
-                    raise UsageError(f"--resume: {cfg.experiment_dir} holds a different experiment "
-                                     f"(differs in: {', '.join(refused)})")
+                added = resume_growth(cfg)
                 print(growth_text(cfg, added) if added else "resume: no axis grows; unfinished trials continue")
             return 0
         check_devices(cfg, args.address)
@@ -215,6 +219,7 @@ class _Interrupt:
 def _run(cfg: ExperimentConfig, args: argparse.Namespace, argv: List[str], grown: bool = False) -> int:
     from . import results as R
     from .data import load_dataset
+    from .stats import FINISHED
     from .tracking import resolve_mode, trial_env
     from .tune_glue import ClusterError, connect, run_grid, trial_resources
 
@@ -274,7 +279,7 @@ def _run(cfg: ExperimentConfig, args: argparse.Namespace, argv: List[str], grown
     if interrupt.code:  # what finished is written; a partial grid is no answer: no table, no report
         if is_uri(cfg.storage_path):
             storage.upload(out_dir, exp_dir, (HISTORY_FILE, TRIALS_FILE))
-        finished = int(trials["status"].isin(["TERMINATED", "DIVERGED"]).sum())
+        finished = int(trials["status"].isin(FINISHED).sum())
         print(f"\nablate.grid: interrupted: {finished} of {len(trials)} trials finished (history.csv and trials.csv "
               f"in {out_dir}); continue with:\n  {resume_command(argv)}", file=sys.stderr)
         return interrupt.code

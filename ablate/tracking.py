@@ -112,6 +112,7 @@ class TrialRun:
             for k, v in summary.items():
                 self.run.summary[k] = v
             self.run.finish()
+            _OPEN.discard(id(self.run))
 
         self._guard("finish", _fin)
 
@@ -123,6 +124,11 @@ def finish_runs(runs: List[TrialRun], summaries: List[Dict[str, Any]]) -> None:
         run.finish(summary)
     if any(r.mode != "disabled" for r in runs):
         _quiet_teardown()
+
+
+# Runs this process has open: a fused trial's members share the W&B service, which a failed
+# start must then not tear down under the others.
+_OPEN: set = set()
 
 
 def _quiet_teardown() -> None:
@@ -162,14 +168,13 @@ def start_trial_run(config: Dict[str, Any], *, project: str, group: str, name: s
             # traceback into the grid's output; this one tears down quietly and unhooks it.
             atexit.unregister(_quiet_teardown)
             atexit.register(_quiet_teardown)
+            _OPEN.add(id(run))
             return TrialRun(run, m)
         except Exception as e:
             nxt = "falling back to offline" if m != attempts[-1] else "training goes on without W&B"
             warnings.warn(f"W&B init ({m}) failed ({e.__class__.__name__}: {str(e)[:200]}); {nxt}")
-            try:  # the failed run still holds its id in the W&B service: start the next try clean
-                wandb.teardown()
-            except Exception:
-                pass
+            if not _OPEN:  # the failed run still holds its id in the W&B service: start the next try clean
+                _quiet_teardown()
     return TrialRun()
 
 

@@ -96,12 +96,12 @@ def run_trial(config: Dict[str, Any], settings: Dict[str, Any], meta: Dict[str, 
     ) for cfg, run_id in zip(cfgs, ids)]
 
     if state is not None:
+        import pyarrow.fs as pafs
+
         store = ctx.get_storage()
         histories = group.histories if fused else [state["history"]]
         for run, run_id, history in zip(runs, ids, histories):
             if run.mode == "offline":  # what this run's earlier processes already wrote (synced or local)
-                import pyarrow.fs as pafs
-
                 run.logged = logged_steps(run_id, [(pafs.LocalFileSystem(), ctx.get_trial_dir()),
                                                    (store.storage_filesystem, store.trial_fs_path)])
             run.replay(history)
@@ -349,7 +349,8 @@ def _finished_from_files(part: str, epochs: int) -> List[Any]:
         df = r.metrics_dataframe
         if df is None or df.empty or "epoch" not in df or not r.config:
             continue
-        if df["epoch"].max() >= epochs or bool(df["diverged"].iloc[-1]):
+        # (A fused trial reports its members' "diverged" under members/<i>/: only "epoch" is shared.)
+        if df["epoch"].max() >= epochs or ("diverged" in df and bool(df["diverged"].iloc[-1])):
             kept.append(r)
     return kept
 
