@@ -84,16 +84,20 @@ def test_asha_with_fused_trials_is_refused_naming_both_keys():
         load_experiment(None, ["scheduler=asha", "asha_grace_period=2", "fuse_trials=2"])
 
 
-def test_killed_fused_trial_resumes_every_member_and_outputs_have_the_unfused_shape(tmp_path, mini_grid):
-    args = [DEFAULT, "blocks=[baseline]", "depths=[20]", "lrs=[0.1,0.05]", "seeds=[0]", "epochs=5",
-            "fuse_trials=2", "wandb.mode=offline", "checkpoint_period_s=0", f"storage_path={tmp_path}", "name=fu"]
+def test_killed_fused_trial_with_a_diverging_member_resumes_every_member_and_keeps_the_unfused_shape(tmp_path, mini_grid):
+    args = [DEFAULT, "blocks=[baseline]", "depths=[20]", "lrs=[0.1,0.05,1000]", "seeds=[0]", "epochs=5",
+            "fuse_trials=3", "wandb.mode=offline", "checkpoint_period_s=0", f"storage_path={tmp_path}", "name=fu"]
     exp = tmp_path / "fu"
-    kill_trial_midrun(args, exp, "baseline-d20-lr0.1-s0+1", tmp_path)  # the fused trial's process, mid-epoch
+    kill_trial_midrun(args, exp, "baseline-d20-lr0.1-s0+2", tmp_path)  # the fused trial's process, mid-epoch
     hist = pd.read_csv(exp / "history.csv", dtype={"trial_id": str})
     trials = pd.read_csv(exp / "trials.csv", dtype={"trial_id": str})
-    assert sorted(trials["lr"]) == [0.05, 0.1] and (trials["status"] == "TERMINATED").all()
-    assert (trials["epochs_done"] == 5).all() and trials["trial_id"].str.endswith(("-0", "-1")).all()
-    assert (hist.groupby("lr")["epoch"].apply(list) == [[1, 2, 3, 4, 5]] * 2).all(), "each epoch once"
+    ok, blown = trials[trials["lr"] < 1000], trials[trials["lr"] == 1000]
+    assert sorted(ok["lr"]) == [0.05, 0.1] and (ok["status"] == "TERMINATED").all() and (ok["epochs_done"] == 5).all()
+    assert blown["status"].item() == "DIVERGED" and blown["epochs_done"].item() < 5  # frozen, the others went on
+    assert trials["trial_id"].str.endswith(("-0", "-1", "-2")).all() and trials["trial_id"].nunique() == 3
+    epochs = hist.groupby("lr")["epoch"].apply(list)
+    assert epochs[0.1] == epochs[0.05] == [1, 2, 3, 4, 5], "each epoch once"
+    assert epochs[1000.0] == list(range(1, blown["epochs_done"].item() + 1))
     unfused_h, unfused_t = (pd.read_csv(mini_grid["dir"] / f) for f in ("history.csv", "trials.csv"))
     assert list(trials.columns) == list(unfused_t.columns)
     assert set(unfused_h.columns) - {"scale_stage1", "scale_stage2", "scale_stage3"} == set(hist.columns)
@@ -105,5 +109,6 @@ def test_killed_fused_trial_resumes_every_member_and_outputs_have_the_unfused_sh
     p = run_cli([*args, "seeds=[0,1]", "--resume", "--no-report"], cwd=tmp_path)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     grown = pd.read_csv(exp / "trials.csv", dtype={"trial_id": str})
-    assert len(grown) == 4 and (grown["status"] == "TERMINATED").all()
-    assert set(trials["trial_id"]) <= set(grown["trial_id"]) and grown["trial_id"].nunique() == 4
+    assert len(grown) == 6 and (grown["status"] == grown["lr"].map({0.1: "TERMINATED", 0.05: "TERMINATED",
+                                                                   1000.0: "DIVERGED"})).all()
+    assert set(trials["trial_id"]) <= set(grown["trial_id"]) and grown["trial_id"].nunique() == 6
