@@ -13,7 +13,7 @@ import threading
 import time
 from typing import Iterable, Tuple
 
-__all__ = ["is_uri", "join", "has_files", "list_dirs", "list_files", "read_text", "write_text", "delete", "upload", "check_writable",
+__all__ = ["is_uri", "join", "has_files", "list_dirs", "list_files", "read_bytes", "read_text", "write_text", "delete", "upload", "check_writable",
            "ExperimentLock", "LockedError", "EXPERIMENT_FILE", "HISTORY_FILE", "TRIALS_FILE", "REPORT_HTML", "REPORT_MD",
            "TIMING_FILE", "STATE_FILE", "OUTPUTS"]
 
@@ -76,10 +76,14 @@ def list_files(path: str) -> list:
     return _names(path, "File")
 
 
-def read_text(path: str) -> str:
+def read_bytes(path: str) -> bytes:
     fs, p = _fs(path)
     with fs.open_input_stream(p) as f:
-        return f.read().decode("utf-8")
+        return f.read()
+
+
+def read_text(path: str) -> str:
+    return read_bytes(path).decode("utf-8")
 
 
 def write_text(path: str, text: str) -> None:

@@ -69,7 +69,7 @@ def run_trial(config: Dict[str, Any], settings: Dict[str, Any], meta: Dict[str, 
     logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
     fused = "members" in config
     cfgs = [TrainConfig(**settings, **p) for p in members(config)]
-    state = None
+    state: Optional[Dict[str, Any]] = None
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         try:
@@ -110,6 +110,7 @@ def run_trial(config: Dict[str, Any], settings: Dict[str, Any], meta: Dict[str, 
 
     period, last_checkpoint = meta["checkpoint_period_s"], time.monotonic()
     epochs = cfgs[0].epochs
+    reports: List[Dict[str, Any]] = list(state[RECORD]["reports"]) if state and RECORD in state else []
 
     def on_epoch(metrics, get_state) -> None:
         nonlocal last_checkpoint
@@ -120,14 +121,19 @@ def run_trial(config: Dict[str, Any], settings: Dict[str, Any], meta: Dict[str, 
         else:
             result = dict(metrics)
         result.update(node=node, time=time.time())
+        reports.append(result)
         final = all(m is None or m["epoch"] >= epochs or m["diverged"] for m in per_member)
         # A checkpoint every `checkpoint_period_s` of training and at the end, not every epoch:
         # each one is an upload, and with num_to_keep Tune snapshots (and syncs) the whole
         # experiment's state every num_to_keep of them (docs/benchmarks.md).  A restore repeats
         # at most that much training; history.csv keeps each epoch's last report.
         if final or time.monotonic() - last_checkpoint >= period:
+            # The checkpoint also holds the trial's record (its Tune config and id, what it reported,
+            # whether it is done): a full disk can cut short the files Tune rewrites (result.json, its
+            # experiment state), never a checkpoint once written, so --resume still knows what finished.
+            record = {"trial_id": ctx.get_trial_id(), "config": dict(config), "reports": reports, "done": final}
             with tempfile.TemporaryDirectory() as d:
-                torch.save(get_state(), os.path.join(d, STATE_FILE))
+                torch.save({**get_state(), RECORD: record}, os.path.join(d, STATE_FILE))
                 tune.report(result, checkpoint=tune.Checkpoint.from_directory(d))
             last_checkpoint = time.monotonic()
         else:
@@ -145,6 +151,9 @@ def member_id(trial_id: str, index: int) -> str:
     return f"{trial_id}-{index}"
 
 
+RECORD = "trial_record"  # the key of a trial's record in its checkpoint (run_trial, _finished_from_files)
+
+
 class CheckpointLost(Exception):
     """A checkpoint that is gone or unreadable (not a refused one)."""
 
@@ -158,16 +167,18 @@ def load_state(path: str) -> Dict[str, Any]:
     """
     import pickle
 
+    def first_line(e: BaseException) -> str:
+        return (str(e).splitlines() or [""])[0][:160]
+
     if not os.path.isfile(path):
         raise CheckpointLost(f"checkpoint {path} is missing")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         raise RuntimeError(f"checkpoint {path} holds objects other than tensors and plain values; refused "
-                           f"(storage is trusted: see README). {str(e).splitlines()[0][:160]}") from None
+                           f"(storage is trusted: see README). {first_line(e)}") from None
     except (EOFError, RuntimeError, OSError) as e:
-        raise CheckpointLost(f"checkpoint {path} is unreadable ({e.__class__.__name__}: "
-                             f"{str(e).splitlines()[0][:160]})") from None
+        raise CheckpointLost(f"checkpoint {path} is unreadable ({e.__class__.__name__}: {first_line(e)})") from None
 
 
 class ClusterError(ValueError):
@@ -318,40 +329,60 @@ def experiment_parts(exp_dir: str) -> List[str]:
 
 
 def _state_readable(part: str) -> bool:
-    """Whether the newest experiment state Tune wrote in ``part`` is whole (a full disk cuts it short)."""
+    """Whether the newest of each state file Tune restores ``part`` from is whole: a full disk cuts
+    them short, and Tune then starts the part over.  The experiment state is JSON; the search
+    algorithm's (``.json`` too, by name) is a pickle, walked opcode by opcode, never loaded."""
     import json
+    import pickletools
 
-    from .storage import list_files, read_text
+    from .storage import list_files, read_bytes
 
-    states = sorted(f for f in list_files(part) if f.startswith("experiment_state-") and f.endswith(".json"))
-    if not states:
-        return True  # nothing to judge: let Tune say
+    newest: Dict[str, str] = {}
+    for f in sorted(list_files(part)):  # <kind>-<date>.json: the newest sorts last, as Tune picks it
+        for kind in ("experiment_state-", "basic-variant-state-"):
+            if f.startswith(kind) and f.endswith(".json"):
+                newest[kind] = f
     try:
-        json.loads(read_text(f"{part.rstrip('/')}/{states[-1]}"))
+        for kind, f in newest.items():
+            data = read_bytes(f"{part.rstrip('/')}/{f}")
+            if kind == "experiment_state-":
+                json.loads(data)
+            else:
+                for _ in pickletools.genops(data):  # ValueError if cut before its STOP
+                    pass
         return True
     except (ValueError, OSError):
         return False
 
 
-def _finished_from_files(part: str, epochs: int) -> List[Any]:
-    """The trials of ``part`` that finished (every epoch, or diverged), read from their own result
-    files with ``Result.from_path`` when Tune's state of the part is lost."""
-    from ray.tune import Result
+@dataclass
+class _Salvaged:
+    """A finished trial read back from its last checkpoint's record: what ``_tables`` reads of a Tune ``Result``."""
+    config: Dict[str, Any]
+    metrics_dataframe: pd.DataFrame
+    error: None = None
+
+
+def _finished_from_files(part: str) -> List[_Salvaged]:
+    """The trials of ``part`` that finished (every epoch, or diverged), read from the record in their
+    newest readable checkpoint when Tune's state of the part is lost (``run_trial`` writes it)."""
+    from ray.tune import Checkpoint
 
     from .storage import join, list_dirs
 
     kept = []
     for name in list_dirs(part):
-        try:
-            r = Result.from_path(join(part, name))
-        except Exception:  # not a trial directory, or its files are cut short too
-            continue
-        df = r.metrics_dataframe
-        if df is None or df.empty or "epoch" not in df or not r.config:
-            continue
-        # (A fused trial reports its members' "diverged" under members/<i>/: only "epoch" is shared.)
-        if df["epoch"].max() >= epochs or ("diverged" in df and bool(df["diverged"].iloc[-1])):
-            kept.append(r)
+        for ckpt in sorted((c for c in list_dirs(join(part, name)) if c.startswith("checkpoint_")), reverse=True):
+            try:
+                with Checkpoint(join(part, name, ckpt)).as_directory() as d:
+                    record = load_state(os.path.join(d, STATE_FILE)).get(RECORD)
+            except (CheckpointLost, OSError):  # cut short too: an older one may be whole
+                continue
+            if record and record["done"]:
+                # Tune flattens nested metrics with "/": a fused trial's members/<i>/<metric>
+                df = pd.json_normalize(record["reports"], sep="/").assign(trial_id=record["trial_id"])
+                kept.append(_Salvaged(record["config"], df))
+            break
     return kept
 
 
@@ -427,7 +458,7 @@ def run_grid(cfg: ExperimentConfig, exp_dir: str, *, storage_path: str, resume: 
     parts = experiment_parts(exp_dir)
     for part in parts:  # each as it was started (its own points and settings)
         if not _state_readable(part):  # cut short by a full disk: Tune would start the part over
-            kept = _finished_from_files(part, cfg.epochs)
+            kept = _finished_from_files(part)
             print(f"ablate.grid: notice: Tune's state in {part} is unreadable (a full disk?); its {len(kept)} "
                   "finished trials are kept from their own files, the others run again", flush=True)
             results += kept

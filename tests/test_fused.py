@@ -112,3 +112,18 @@ def test_killed_fused_trial_with_a_diverging_member_resumes_every_member_and_kee
     assert len(grown) == 6 and (grown["status"] == grown["lr"].map({0.1: "TERMINATED", 0.05: "TERMINATED",
                                                                    1000.0: "DIVERGED"})).all()
     assert set(trials["trial_id"]) <= set(grown["trial_id"]) and grown["trial_id"].nunique() == 6
+    # Tune's state of the first part cut short by a full disk (and the run that filled it wrote no
+    # tables): every trial of the part finished, and the record in its last checkpoint says so,
+    # members, diverged one and all; nothing runs again, nothing changes.
+    before = pd.read_csv(exp / "history.csv", dtype={"trial_id": str})
+    for f in [*exp.glob("*state-*.json"), *exp.glob("*/result.json")]:
+        f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    (exp / "history.csv").unlink()
+    (exp / "trials.csv").unlink()
+    p = run_cli([*args, "seeds=[0,1]", "--resume", "--no-report"], cwd=tmp_path)
+    assert p.returncode == 0 and "its 1 finished trials are kept" in p.stdout, p.stdout[-3000:] + p.stderr[-3000:]
+    assert not (exp / "grow-2").exists(), "nothing ran again"
+    pd.testing.assert_frame_equal(pd.read_csv(exp / "trials.csv", dtype={"trial_id": str}), grown)
+    key = ["trial_id", "epoch"]
+    pd.testing.assert_frame_equal(pd.read_csv(exp / "history.csv", dtype={"trial_id": str}).sort_values(key)
+                                  .reset_index(drop=True), before.sort_values(key).reset_index(drop=True))
