@@ -95,13 +95,22 @@ def tutorial_loop(depth: int, batch_size: int, n_images: int, epochs: int, worke
     return rates
 
 
+def _synthetic(n_images: int):
+    return load_dataset("synthetic", n_train=n_images, n_test=1024, shape=(3, 32, 32))
+
+
+def _bench_cfg(depth: int, batch_size: int, epochs: int, block: str, lr: float = 0.05, seed: int = 0,
+               **overrides) -> TrainConfig:
+    # diverge_factor: the largest allowed; random labels must never count as diverged.
+    return TrainConfig(dataset="synthetic", block=block, depth=depth, batch_size=batch_size, epochs=epochs,
+                       lr=lr, seed=seed, schedule="cosine", diverge_factor=1e6, **overrides)
+
+
 def trainer_rates(depth: int, batch_size: int, n_images: int, epochs: int, block: str = "baseline",
                   **overrides) -> List[float]:
     """ablate's trainer on CIFAR-shaped synthetic data; training images/s per epoch."""
-    data = load_dataset("synthetic", n_train=n_images, n_test=1024, shape=(3, 32, 32))
-    cfg = TrainConfig(dataset="synthetic", block=block, depth=depth, batch_size=batch_size, epochs=epochs,
-                      lr=0.05, schedule="cosine", diverge_factor=1e6, **overrides)
-    return [h["images_per_second"] for h in train(cfg, data)["history"]]
+    cfg = _bench_cfg(depth, batch_size, epochs, block, **overrides)
+    return [h["images_per_second"] for h in train(cfg, _synthetic(n_images))["history"]]
 
 
 def fused_rates(depth: int, batch_size: int, n_images: int, epochs: int, k: int, block: str = "baseline",
@@ -110,11 +119,9 @@ def fused_rates(depth: int, batch_size: int, n_images: int, epochs: int, k: int,
     training images/s per epoch."""
     from .fused import build_group, train_group
 
-    data = load_dataset("synthetic", n_train=n_images, n_test=1024, shape=(3, 32, 32))
-    cfgs = [TrainConfig(dataset="synthetic", block=block, depth=depth, batch_size=batch_size, epochs=epochs,
-                        lr=0.05 * (1 + i / k), seed=i, schedule="cosine", diverge_factor=1e6, **overrides)
+    cfgs = [_bench_cfg(depth, batch_size, epochs, block, lr=0.05 * (1 + i / k), seed=i, **overrides)
             for i in range(k)]
-    hist = train_group(build_group(cfgs, data))[0]["history"]
+    hist = train_group(build_group(cfgs, _synthetic(n_images)))[0]["history"]
     return [k * h["images_per_second"] for h in hist]
 
 

@@ -21,7 +21,7 @@ from pydantic import BeforeValidator, Field, ValidationError, field_validator, m
 from .blocks import get_block, import_block_modules, list_blocks
 from .models import valid_depth
 from .storage import is_uri
-from .train import AXES, Number, Settings, TrainConfig, TrainSettings
+from .train import AXES, Number, Settings, TrainConfig, TrainSettings, trial_key
 
 __all__ = ["ConfigError", "WandbSettings", "ExperimentConfig", "load_experiment", "find_experiment",
            "IDENTITY_EXEMPT", "trial_configs", "trial_groups", "AXIS_KEYS"]
@@ -183,6 +183,10 @@ class ExperimentConfig(TrainSettings):
     def output_dir(self) -> str:
         """Where the CSVs and the report are written: the experiment, or a local mirror of a URI."""
         return os.path.abspath(os.path.join("results", self.name)) if is_uri(self.storage_path) else self.experiment_dir
+
+    def train_settings(self) -> Dict[str, Any]:
+        """What every trial of the grid shares: its ``TrainSettings``."""
+        return {k: getattr(self, k) for k in TrainSettings.model_fields}
 
     def axes(self) -> Dict[str, list]:
         """The grid: each axis (``train.AXES``) with its values."""
@@ -381,8 +385,7 @@ def identity(cfg) -> Dict[str, Any]:
 
 def trial_configs(cfg: ExperimentConfig) -> List[TrainConfig]:
     """Every trial of the grid, in a stable order: the one expansion of the grid."""
-    settings = {k: getattr(cfg, k) for k in TrainSettings.model_fields}
-    axes = cfg.axes()
+    settings, axes = cfg.train_settings(), cfg.axes()
     return [TrainConfig(**settings, **dict(zip(axes, point)))
             for point in itertools.product(*axes.values())]
 
@@ -393,7 +396,7 @@ def trial_groups(cfg: ExperimentConfig, points: Optional[List[Dict[str, Any]]] =
     by_model: Dict[tuple, List[TrainConfig]] = {}
     trials = trial_configs(cfg)
     if points is not None:
-        wanted = {(str(p["block"]), int(p["depth"]), float(p["lr"]), int(p["seed"])) for p in points}
+        wanted = {trial_key(p) for p in points}
         trials = [t for t in trials if t.key in wanted]
     for t in trials:
         by_model.setdefault((t.block, t.depth), []).append(t)

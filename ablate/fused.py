@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call, stack_module_state, vmap
 
-from .data import Dataset, load_dataset
-from .train import Run, TrainConfig, _lr_lambda, resolve_device
+from .data import Dataset
+from .train import Run, TrainConfig, _lr_lambda, setup
 
 __all__ = ["FusedRun", "build_group", "train_group", "check_group"]
 
@@ -62,7 +62,7 @@ class FusedRun:
         self.skeleton = skeleton
         self.train_forward = vmap(forward)                       # a batch per member
         self.eval_forward = vmap(forward, in_dims=(0, 0, None))  # the same batch for all
-        if device.type == "cuda" if cfg.compile is None else cfg.compile:  # as train.Run decides
+        if runs[0].compiled:
             self.train_forward = torch.compile(self.train_forward, mode=cfg.compile_mode)
         # Weight decay on every weight, none on learned gate scalars (as train._param_groups).
         gate = {n for n, p in self.params.items() if p[0].ndim == 1 and p[0].numel() == 1}
@@ -224,10 +224,7 @@ class SequentialGroup:
 def build_group(cfgs: List[TrainConfig], data: Optional[Dataset] = None, state: Optional[Dict] = None):
     """A fused run of ``cfgs`` (or, for a block that cannot be fused, the members one by one)."""
     cfg = cfgs[0]
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
-    data = data if data is not None else load_dataset(cfg.dataset, cfg.data_dir)
-    device = resolve_device(cfg.device)
+    data, device = setup(cfg, data)
     # On the device once, for every member (each member's run would otherwise copy it).
     data = dataclasses.replace(data, **{f: getattr(data, f).to(device) for f in ("train_x", "train_y", "test_x", "test_y")})
     group = None

@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from typing import Annotated, Any, Callable, Dict, List, Literal, Mapping, Optional
+from typing import Annotated, Any, Callable, Dict, List, Literal, Mapping, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -25,7 +25,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from .data import DATASETS, Dataset, DeviceBatches, load_dataset
 from .models import create_model
 
-__all__ = ["TrainSettings", "TrainConfig", "train", "build", "Run", "resolve_device", "METRIC_KEYS", "AXES",
+__all__ = ["TrainSettings", "TrainConfig", "train", "build", "setup", "Run", "resolve_device", "METRIC_KEYS", "AXES",
            "trial_key", "trial_name", "Number", "Settings"]
 
 METRIC_KEYS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr",
@@ -168,13 +168,13 @@ class Run:
         self.cfg, self.device = cfg, device
         cuda = device.type == "cuda"
         channels_last = cuda if cfg.channels_last is None else cfg.channels_last
-        compile_model = cuda if cfg.compile is None else cfg.compile
+        self.compiled = cuda if cfg.compile is None else cfg.compile  # fused runs decide the same
         torch.manual_seed(cfg.seed)
         model = create_model(cfg.block, cfg.depth, data.num_classes, data.in_channels, cfg.shortcut,
                              conv_bias=cfg.conv_bias, zero_init_last=cfg.zero_init_last)
         self.model = model.to(device=device, memory_format=torch.channels_last if channels_last
                               else torch.contiguous_format)
-        self.run_model = torch.compile(self.model, mode=cfg.compile_mode) if compile_model else self.model
+        self.run_model = torch.compile(self.model, mode=cfg.compile_mode) if self.compiled else self.model
         if cuda:
             torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick the fastest kernels
         # The whole data set lives on the device; batches are views + one gather.
@@ -254,11 +254,16 @@ class Run:
         return metrics
 
 
-def build(cfg: TrainConfig, data: Optional[Dataset] = None, state: Optional[Dict] = None) -> Run:
-    """Everything a run needs before its first (or next) epoch: model, data, optimiser, resumed state."""
+def setup(cfg: TrainConfig, data: Optional[Dataset] = None) -> Tuple[Dataset, torch.device]:
+    """What a run (or a fused group) of ``cfg`` needs first: torch's threads, its data, its device."""
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
-    run = Run(cfg, data if data is not None else load_dataset(cfg.dataset, cfg.data_dir), resolve_device(cfg.device))
+    return data if data is not None else load_dataset(cfg.dataset, cfg.data_dir), resolve_device(cfg.device)
+
+
+def build(cfg: TrainConfig, data: Optional[Dataset] = None, state: Optional[Dict] = None) -> Run:
+    """Everything a run needs before its first (or next) epoch: model, data, optimiser, resumed state."""
+    run = Run(cfg, *setup(cfg, data))
     if state is not None:
         run.restore(state)
     return run

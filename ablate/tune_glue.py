@@ -27,7 +27,7 @@ from .fused import build_group, train_group
 from .results import history_table, summarise_history
 from .storage import STATE_FILE
 from .tracking import finish_runs, logged_steps, start_trial_run
-from .train import AXES, TrainConfig, TrainSettings, train, trial_key, trial_name
+from .train import AXES, TrainConfig, train, trial_key, trial_name
 
 __all__ = ["run_trial", "run_grid", "trial_resources", "connect", "cluster_capacity", "Capacity", "ClusterError",
            "load_state", "experiment_parts", "can_restore", "GROW_PREFIX"]
@@ -408,7 +408,7 @@ def run_grid(cfg: ExperimentConfig, exp_dir: str, *, storage_path: str, resume: 
     device = cfg.device if cfg.device != "auto" else ("cuda" if res["gpu"] > 0 else "cpu")
     if data is None:
         data = load_dataset(cfg.dataset, cfg.data_dir)  # once, in the driver; shared by object store
-    settings = {k: getattr(cfg, k) for k in TrainSettings.model_fields}
+    settings = cfg.train_settings()
     settings.update(threads=cfg.threads or max(1, int(cfg.cpus_per_trial)), device=device)
     meta = {"experiment": cfg.name, "target_acc": cfg.target_acc, "git_commit": git_commit,
             "checkpoint_period_s": cfg.checkpoint_period_s, "block_modules": list(cfg.block_modules),
@@ -493,7 +493,7 @@ def _tables(results) -> Tuple[pd.DataFrame, Dict[tuple, str]]:
         df = r.metrics_dataframe
         if df is None or df.empty or "epoch" not in df:
             continue
-        trial_id = str(df["trial_id"].iloc[-1]) if "trial_id" in df else os.path.basename(r.path)
+        trial_id = str(df["trial_id"].iloc[-1])  # Tune fills it in every report (the salvage too)
         df = df[[c for c in df.columns if c not in _TUNE_COLUMNS and not c.startswith("config/")]]
         if "members" not in r.config:
             frames.append(_trial_frame(df, points[0], trial_id))
