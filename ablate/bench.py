@@ -95,14 +95,17 @@ def tutorial_loop(depth: int, batch_size: int, n_images: int, epochs: int, worke
     return rates
 
 
-def _synthetic(n_images: int):
+def _synthetic(n_images: int, dataset: str = "synthetic"):
+    """CIFAR-shaped synthetic data (``n_images``), or the default grid's own data set, digits."""
+    if dataset == "digits":
+        return load_dataset("digits")
     return load_dataset("synthetic", n_train=n_images, n_test=1024, shape=(3, 32, 32))
 
 
 def _bench_cfg(depth: int, batch_size: int, epochs: int, block: str, lr: float = 0.05, seed: int = 0,
-               **overrides) -> TrainConfig:
+               dataset: str = "synthetic", **overrides) -> TrainConfig:
     # diverge_factor: the largest allowed; random labels must never count as diverged.
-    return TrainConfig(dataset="synthetic", block=block, depth=depth, batch_size=batch_size, epochs=epochs,
+    return TrainConfig(dataset=dataset, block=block, depth=depth, batch_size=batch_size, epochs=epochs,
                        lr=lr, seed=seed, schedule="cosine", diverge_factor=1e6, **overrides)
 
 
@@ -110,7 +113,7 @@ def trainer_rates(depth: int, batch_size: int, n_images: int, epochs: int, block
                   **overrides) -> List[float]:
     """ablate's trainer on CIFAR-shaped synthetic data; training images/s per epoch."""
     cfg = _bench_cfg(depth, batch_size, epochs, block, **overrides)
-    return [h["images_per_second"] for h in train(cfg, _synthetic(n_images))["history"]]
+    return [h["images_per_second"] for h in train(cfg, _synthetic(n_images, cfg.dataset))["history"]]
 
 
 def fused_rates(depth: int, batch_size: int, n_images: int, epochs: int, k: int, block: str = "baseline",
@@ -121,7 +124,7 @@ def fused_rates(depth: int, batch_size: int, n_images: int, epochs: int, k: int,
 
     cfgs = [_bench_cfg(depth, batch_size, epochs, block, lr=0.05 * (1 + i / k), seed=i, **overrides)
             for i in range(k)]
-    hist = train_group(build_group(cfgs, _synthetic(n_images)))[0]["history"]
+    hist = train_group(build_group(cfgs, _synthetic(n_images, cfgs[0].dataset)))[0]["history"]
     return [k * h["images_per_second"] for h in hist]
 
 
@@ -167,6 +170,8 @@ def main(argv=None) -> int:
     p.add_argument("--pack-variant", default="default", help="trainer variant the packed processes run")
     p.add_argument("--fused", default="", help="comma-separated member counts K of fused trials, e.g. 1,2,4,8,16")
     p.add_argument("--fused-variants", default="default", help="trainer variants the fused trials run")
+    p.add_argument("--dataset", default="synthetic", choices=["synthetic", "digits"],
+                   help="the trainer's data: CIFAR-shaped synthetic images, or the default grid's digits (8x8)")
     p.add_argument("--out", default=None, help="append JSON lines here")
     p.add_argument("--grid", default=None, metavar="EXPERIMENT_DIR",
                    help="instead: Ray's overhead of a finished grid (wall vs training time / concurrency)")
@@ -184,12 +189,14 @@ def main(argv=None) -> int:
         "cudagraphs": {"compile": True, "compile_mode": "reduce-overhead", "precision": "bf16"},
         "fp32cl_cudagraphs": {"compile": True, "compile_mode": "reduce-overhead", "precision": "fp32",
                               "channels_last": True},
-        "threads1": {"threads": 1},
+        "threads1": {"threads": 1}, "threads1cl": {"threads": 1, "channels_last": True},
+        "threads2": {"threads": 2},
     }
+    variants = {k: {**v, "dataset": args.dataset} for k, v in variants.items()}
     out = open(args.out, "a") if args.out else None
 
     def emit(rec):
-        rec.update(hardware=hardware(), batch_size=args.batch_size, images=n)
+        rec.update(hardware=hardware(), batch_size=args.batch_size, images=n, dataset=args.dataset)
         line = json.dumps(rec)
         print(line, flush=True)
         if out:

@@ -17,6 +17,8 @@ mean subtraction and only costs memory traffic).
 """
 from __future__ import annotations
 
+import re
+
 from typing import Optional, Callable, Dict, List, Tuple, Type
 
 import torch
@@ -35,10 +37,18 @@ __all__ = [
 BLOCKS: Dict[str, Type[nn.Module]] = {}
 
 
+MAX_NAME = 64
+NAME_PATTERN = rf"[A-Za-z0-9][A-Za-z0-9_.-]{{0,{MAX_NAME - 1}}}"
+
+
 def register_block(name: str) -> Callable[[Type[nn.Module]], Type[nn.Module]]:
     """Class decorator: register a block under ``name``; a duplicate name is an error."""
 
     def deco(cls: Type[nn.Module]) -> Type[nn.Module]:
+        if not isinstance(name, str) or not re.fullmatch(NAME_PATTERN, name):
+            # A block's name names trials, their directories and W&B runs, and CSV cells.
+            raise ValueError(f"block name {name!r} must be 1-{MAX_NAME} letters, digits, '_', '.', '-' "
+                             "(starting with a letter or digit)")
         if name in BLOCKS:
             raise ValueError(
                 f"block name {name!r} is already registered (by {BLOCKS[name].__name__}); "

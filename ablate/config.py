@@ -8,6 +8,7 @@ is touched, so a mistake costs seconds, not a cluster.
 """
 from __future__ import annotations
 
+import hashlib
 import itertools
 import os
 import re
@@ -19,12 +20,13 @@ import yaml
 from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
 
 from .blocks import get_block, import_block_modules, list_blocks
+from .messages import message
 from .models import valid_depth
 from .storage import is_uri
 from .train import AXES, Number, Settings, TrainConfig, TrainSettings, trial_key
 
 __all__ = ["ConfigError", "WandbSettings", "ExperimentConfig", "load_experiment", "find_experiment",
-           "IDENTITY_EXEMPT", "trial_configs", "trial_groups", "AXIS_KEYS"]
+           "trial_configs", "trial_groups", "AXIS_KEYS"]
 
 
 class ConfigError(ValueError):
@@ -70,6 +72,8 @@ def _yaml(text: str) -> Any:
 
 
 MAX_AXIS, MAX_LR, MAX_DEPTH = 1000, 1000.0, 1202  # 1202: He et al.'s deepest CIFAR ResNet
+MAX_TRIALS = 100_000  # the grid (the product of its axes): far beyond a study, within what a driver holds
+MAX_SEED = 2**31 - 1
 
 
 def _name(value: Any) -> Any:
@@ -92,13 +96,16 @@ class WandbSettings(Settings):
 class ExperimentConfig(TrainSettings):
     """An ablation grid: block x depth x lr x seed, every trial with the same settings."""
 
-    name: Annotated[str, BeforeValidator(_name)] = "default"
+    name: Annotated[str, BeforeValidator(_name), Field(max_length=100)] = "default"
     blocks: Axis(str) = Field(default_factory=list_blocks)
     depths: Axis(Annotated[int, Field(ge=8, le=MAX_DEPTH)]) = Field(default_factory=lambda: [20, 56])
     lrs: Axis(Annotated[Number, Field(gt=0, le=MAX_LR)]) = Field(default_factory=lambda: [0.05, 0.1])
-    seeds: Axis(int) = Field(default_factory=lambda: [0, 1])
-    # Local directory or a URI (s3://...) shared by all nodes; $ABLATE_STORAGE_PATH sets the default.
-    storage_path: str = Field(default_factory=lambda: os.environ.get("ABLATE_STORAGE_PATH", "results"))
+    # Seeds within every generator's range (torch, numpy, scikit-learn: 32 bits).
+    seeds: Axis(Annotated[int, Field(ge=0, le=MAX_SEED)]) = Field(default_factory=lambda: [0, 1])
+    # Local directory or a URI (s3://...) shared by all nodes; $ABLATE_STORAGE_PATH sets the default
+    # (checked like a value given here: an empty one is an error, not the current directory).
+    storage_path: str = Field(default_factory=lambda: os.environ.get("ABLATE_STORAGE_PATH", "results"),
+                              validate_default=True)
     cpus_per_trial: Annotated[Number, Field(ge=0.01, le=1024)] = 1.0
     # None: 1/trials_per_gpu where the cluster has (or can add) GPUs, else 0; a fraction packs trials.
     gpus_per_trial: Optional[Annotated[Number, Field(ge=0, le=8)]] = None
@@ -117,8 +124,8 @@ class ExperimentConfig(TrainSettings):
     max_failures: Annotated[int, Field(ge=0, le=100)] = 3  # retries per trial, each from its last checkpoint
     # A checkpoint per this much training (and at the end); 0: every epoch.
     checkpoint_period_s: Annotated[Number, Field(ge=0, le=86_400)] = 30.0
-    # Per trial (Tune's num_to_keep: each checkpoint then snapshots Tune's state).
-    checkpoints_to_keep: Annotated[int, Field(gt=0, le=100)] = 1
+    # Per trial, pruned by the trial itself: two, so a newest one cut short (a full disk) has an older beside it.
+    checkpoints_to_keep: Annotated[int, Field(gt=0, le=100)] = 2
     target_acc: Annotated[Number, Field(gt=0, le=1)] = 0.9  # "epochs to target" in the ablation table
     wandb: WandbSettings = Field(default_factory=WandbSettings)
 
@@ -156,10 +163,17 @@ class ExperimentConfig(TrainSettings):
     def _storage_given(cls, path: str) -> str:
         if not path.strip():
             raise ValueError("must not be empty; allowed: a directory (default results) or a URI such as s3://bucket/path")
-        return path
+        if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:/(?!/)", path) or re.match(r"^[A-Za-z][A-Za-z0-9+.-]+:[^/\\]", path):
+            raise ValueError(f"{_short(path)} looks like a URI without its '//'; allowed: a directory, or a URI such "
+                             "as s3://bucket/path or file:///path")
+        return path if is_uri(path) else os.path.expanduser(path)
 
     @model_validator(mode="after")
     def _within_epochs(self) -> "ExperimentConfig":
+        n = len(self.blocks) * len(self.depths) * len(self.lrs) * len(self.seeds)
+        if n > MAX_TRIALS:
+            raise ValueError(f"the grid has {n:,} trials (blocks x depths x lrs x seeds); allowed: at most "
+                             f"{MAX_TRIALS:,}")
         if self.scheduler == "asha" and self.asha_grace_period > self.epochs:
             raise ValueError(f"key 'asha_grace_period' is {self.asha_grace_period} but 'epochs' is {self.epochs}; "
                              "allowed: 1 to epochs")
@@ -181,8 +195,14 @@ class ExperimentConfig(TrainSettings):
 
     @property
     def output_dir(self) -> str:
-        """Where the CSVs and the report are written: the experiment, or a local mirror of a URI."""
-        return os.path.abspath(os.path.join("results", self.name)) if is_uri(self.storage_path) else self.experiment_dir
+        """Where the CSVs and the report are written: the experiment, or a local mirror of a URI's.
+
+        A mirror is ``results/<name>@<hash of the URI>``: never a local experiment's folder (a name
+        has no '@') and never another URI experiment's."""
+        if not is_uri(self.storage_path):
+            return self.experiment_dir
+        digest = hashlib.sha1(self.experiment_dir.encode()).hexdigest()[:8]
+        return os.path.abspath(os.path.join("results", f"{self.name}@{digest}"))
 
     def train_settings(self) -> Dict[str, Any]:
         """What every trial of the grid shares: its ``TrainSettings``."""
@@ -193,10 +213,6 @@ class ExperimentConfig(TrainSettings):
         return {a: getattr(self, k) for a, k in AXIS_KEYS.items()}
 
 
-# Settings that may change when an experiment is resumed (they do not change any result).
-IDENTITY_EXEMPT = {"storage_path", "cpus_per_trial", "gpus_per_trial", "trials_per_gpu",
-                   "max_concurrent_trials", "max_failures", "wandb", "data_dir", "threads", "device",
-                   "checkpoint_period_s", "checkpoints_to_keep", "provenance"}
 AXIS_KEYS = dict(zip(AXES, ("blocks", "depths", "lrs", "seeds")))  # a trial's axis -> the experiment's key
 
 
@@ -206,73 +222,11 @@ def _distinct(values: list) -> list:
     return values
 
 
-# --- pydantic's errors, as one line that names the key and what is allowed -------------------
-
-def _schema(model: type, loc: tuple) -> Dict[str, Any]:
-    """The JSON schema pydantic derives for the key at ``loc`` (list indices step into the items):
-    its allowed values (``enum``), bounds (``minimum``, ``exclusiveMaximum``, ...) and keys."""
-    root = model.model_json_schema()
-
-    def resolve(node: Dict[str, Any]) -> Dict[str, Any]:
-        while "$ref" in node or "anyOf" in node:  # a nested model; Optional[...]
-            node = root["$defs"][node["$ref"].rsplit("/", 1)[-1]] if "$ref" in node else \
-                next(a for a in node["anyOf"] if a.get("type") != "null")
-        return node
-
-    node = resolve(root)
-    for part in loc:
-        node = resolve(node["items"] if isinstance(part, int) else node["properties"][part])
-    return node
-
-
-def _range(node: Dict[str, Any]) -> str:
-    # JSON schema's names, or pydantic's own where a validator keeps it from mapping them.
-    lo, hi = node.get("minimum", node.get("ge")), node.get("maximum", node.get("le"))
-    if lo is not None and hi is not None:
-        return f"{lo:g} to {hi:g}"
-    bounds = [(">=", lo), (">", node.get("exclusiveMinimum", node.get("gt"))), ("<=", hi),
-              ("<", node.get("exclusiveMaximum", node.get("lt")))]
-    return " and ".join(f"{op} {v:g}" for op, v in bounds if v is not None)
-
-
-_KINDS = {"int": "an integer", "float": "a number", "bool": "a bool", "string": "a string", "list": "a list"}
-
-
-def _message(err: Dict[str, Any], model: type) -> str:
-    """One pydantic error as a line: the key, what is wrong, what is allowed."""
-    loc, kind, value = tuple(err["loc"]), err["type"], err.get("input")
-    path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
-    key = ".".join(p for p in loc if isinstance(p, str))  # a list's own key, for rules on its values
-    got = f"got {type(value).__name__} {_short(value)}"
-    if kind == "extra_forbidden":
-        return f"unknown key '{path}'; valid keys: {', '.join(sorted(_schema(model, loc[:-1])['properties']))}"
-    if kind == "value_error":  # a domain rule: its own words
-        text = str(err["ctx"]["error"])
-        return text if not loc else f"key '{key}': {text}"
-    if kind in ("model_type", "model_attributes_type", "dict_type"):
-        return f"key '{path}' must be a mapping of {', '.join(_schema(model, loc)['properties'])}, {got}"
-    if kind == "literal_error":
-        return f"key '{path}' is {_short(value)}; allowed: {', '.join(map(str, _schema(model, loc)['enum']))}"
-    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
-        what = f"key '{key}' holds {_short(value)}" if key != path else f"key '{key}' is {_short(value)}"
-        return f"{what}; allowed: {_range(_schema(model, loc))}"
-    if kind == "finite_number":
-        return f"key '{key}' holds {_short(value)}; allowed: a finite number"
-    if kind == "too_short":
-        return f"axis '{path}' is empty; give at least one value"
-    if kind == "too_long":
-        return f"axis '{path}' has {len(value)} values; allowed: at most {MAX_AXIS}"
-    stem = kind.split("_")[0]
-    if stem in _KINDS:
-        return f"key '{path}' must be {_KINDS[stem]}, {got}"
-    return f"key '{path}': {err['msg']} ({got})"
-
-
 def _validate(model: type, data: Any) -> Any:
     try:
         return model.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(_message(e.errors(include_url=False)[0], model)) from None
+        raise ConfigError(message(e.errors(include_url=False)[0], model, _short, MAX_AXIS)) from None
 
 
 class _Modules(Settings, extra="ignore"):
@@ -306,6 +260,18 @@ def parse_override(item: str) -> tuple:
     return key, value
 
 
+def _raw_scalar(text: str, key: str, value: Any) -> Any:
+    """A top-level key's value as written in the document (its scalar's own text), else ``value``."""
+    try:
+        node = yaml.compose(text, Loader=_Loader)
+    except yaml.YAMLError:
+        return value
+    for k, v in getattr(node, "value", []) if isinstance(node, yaml.MappingNode) else []:
+        if getattr(k, "value", None) == key and isinstance(v, yaml.ScalarNode) and v.tag != "tag:yaml.org,2002:null":
+            return v.value
+    return value
+
+
 def find_experiment(path: Optional[str]) -> Path:
     """The experiment file: ``path``, or the embedded ``experiments/default.yaml``."""
     if path is not None:
@@ -337,14 +303,18 @@ def load_experiment(path: Optional[str] = None, overrides: Optional[List[str]] =
         raise ConfigError(f"{p}: malformed YAML: {str(e).splitlines()[0]} ({e.__class__.__name__})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: an experiment must be a mapping of keys to values, got {type(data).__name__}")
+    if "name" in data:  # the name as typed (YAML would read 1.10 as 1.1 and 010 as 8)
+        data["name"] = _raw_scalar(text, "name", data["name"])
     for item in overrides or []:
         key, value = parse_override(item)
+        if key == "name" and "=" in item and not isinstance(value, (list, dict)):
+            value = item.split("=", 1)[1].strip()
         _nested_update(data, key, value)
     # A user's blocks first, so that "every registered block" and the block-name check know them.
     modules = _validate(_Modules, data).block_modules
     try:
         import_block_modules(modules, search_path=str(p.resolve().parent))
-    except Exception as e:  # the user's module failed to import: one line, not its traceback
+    except (Exception, SystemExit) as e:  # the user's module failed (or exited) on import: one line
         raise ConfigError(f"key 'block_modules': cannot import {_short(modules)} ({e.__class__.__name__}: "
                           f"{str(e).splitlines()[0][:200] if str(e) else ''}); allowed: importable module names, "
                           "e.g. a my_blocks.py beside the experiment file") from None
@@ -353,34 +323,6 @@ def load_experiment(path: Optional[str] = None, overrides: Optional[List[str]] =
 
 def to_dict(cfg: ExperimentConfig) -> Dict[str, Any]:
     return cfg.model_dump()
-
-
-# Keys that may gain values on --resume: the experiment grows, its finished trials stay.
-GROWABLE = ("blocks", "depths", "lrs", "seeds", "block_modules")
-
-
-def growth(saved: Dict[str, Any], now: Dict[str, Any]) -> tuple:
-    """Compare two identities: (keys that differ in a way no resume allows, {axis: values added}).
-
-    An axis (or ``block_modules``) may gain values; any other difference, or a value removed,
-    is a different experiment.
-    """
-    refused, added = [], {}
-    for k in sorted(set(saved) | set(now)):
-        a, b = saved.get(k), now.get(k)
-        if a == b:
-            continue
-        if k in GROWABLE and isinstance(a, list) and isinstance(b, list) and all(v in b for v in a):
-            added[k] = [v for v in b if v not in a]
-        else:
-            refused.append(k)
-    return refused, added
-
-
-def identity(cfg) -> Dict[str, Any]:
-    """What makes two experiments the same one (compared on ``--resume``); a config or its dict."""
-    d = cfg if isinstance(cfg, dict) else to_dict(cfg)
-    return {k: v for k, v in d.items() if k not in IDENTITY_EXEMPT}
 
 
 def trial_configs(cfg: ExperimentConfig) -> List[TrainConfig]:

@@ -16,12 +16,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["DATASETS", "Dataset", "load_dataset", "DeviceBatches", "check_dataset_name", "TRAIN_SIZES"]
+__all__ = ["DATASETS", "Dataset", "load_dataset", "DeviceBatches", "check_dataset_name", "TRAIN_SIZES", "IMAGE_SHAPES",
+           "CLASSES"]
 
 DATASETS = ("digits", "synthetic", "cifar10", "cifar100")
 # Training images per dataset (the dry run's compute estimate), without loading them; a test
 # holds these to what the loaders return.
 TRAIN_SIZES = {"digits": 1438, "synthetic": 2048, "cifar10": 50_000, "cifar100": 50_000}
+# Each dataset's image shape (C, H, W) and classes, without loading it (the plan's time estimate).
+IMAGE_SHAPES = {"digits": (1, 8, 8), "synthetic": (3, 32, 32), "cifar10": (3, 32, 32), "cifar100": (3, 32, 32)}
+CLASSES = {"digits": 10, "synthetic": 10, "cifar10": 10, "cifar100": 100}
 
 
 @dataclass

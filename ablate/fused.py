@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import math
 import time
 import warnings
 from typing import Callable, Dict, List, Optional
@@ -27,7 +26,7 @@ import torch.nn.functional as F
 from torch.func import functional_call, stack_module_state, vmap
 
 from .data import Dataset
-from .train import Run, TrainConfig, _lr_lambda, setup
+from .train import Run, TrainConfig, _lr_lambda, epoch_metrics, setup
 
 __all__ = ["FusedRun", "build_group", "train_group", "check_group"]
 
@@ -149,12 +148,9 @@ class FusedRun:
         active = [i for i in range(k) if self.active[i]]
         out: List[Optional[Dict]] = [None] * k
         for i in active:
-            m = {"epoch": epoch, "train_loss": train_loss[i], "train_acc": train_acc[i],
-                 "val_loss": val_loss[i], "val_acc": val_acc[i], "lr": self.cfgs[i].lr * factor,
-                 # A member's share of the fused epoch: sums over members give the device time.
-                 "epoch_seconds": wall / len(active), "images_per_second": seen / t_train,
-                 "diverged": not math.isfinite(train_loss[i]) or train_loss[i] > self.loss_limit}
-            m.update(self.members[i].learned_scalars())
+            # A member's share of the fused epoch: sums over members give the device time.
+            m = epoch_metrics(epoch, train_loss[i], train_acc[i], val_loss[i], val_acc[i], self.cfgs[i].lr * factor,
+                              wall / len(active), seen / t_train, self.loss_limit, self.members[i].learned_scalars())
             self.histories[i].append(m)
             out[i] = m
             if m["diverged"]:
@@ -180,25 +176,27 @@ class FusedRun:
         return [not bool(self.active[i]) or len(h) >= epochs for i, h in enumerate(self.histories)]
 
     def state(self) -> Dict:
+        """The tensors to resume from; the members' histories are the caller's (a trial's record)."""
         return copy.deepcopy({
             "params": dict(self.params), "buffers": dict(self.buffers), "optimizer": self.opt.state_dict(),
             "scheduler": self.sched.state_dict(), "active": self.active.tolist(),
-            "histories": [list(h) for h in self.histories], "configs": [c.to_dict() for c in self.cfgs],
+            "configs": [c.to_dict() for c in self.cfgs],
         })
 
     @torch.no_grad()
-    def restore(self, state: Dict) -> None:
+    def restore(self, state: Dict, histories: List[List[Dict]]) -> None:
         for src, dst in ((state["params"], self.params), (state["buffers"], self.buffers)):
             for name, t in src.items():
                 dst[name].copy_(t)
         self.opt.load_state_dict(state["optimizer"])
         self.sched.load_state_dict(state["scheduler"])
         self.active = torch.tensor(state["active"], dtype=torch.bool, device=self.device)
-        self.histories = [list(h) for h in state["histories"]]
+        self.histories = [list(h) for h in histories]
 
 
 class SequentialGroup:
-    """The fallback for a block ``vmap`` cannot batch: the members as separate runs, epoch by epoch."""
+    """Members as separate runs, epoch by epoch: a trial of one grid point, or the fallback for a
+    block ``vmap`` cannot batch."""
 
     def __init__(self, cfgs: List[TrainConfig], data: Dataset, device: torch.device) -> None:
         self.cfgs, self.runs = cfgs, [Run(c, data, device) for c in cfgs]
@@ -214,21 +212,27 @@ class SequentialGroup:
         return [r.diverged or len(r.history) >= epochs for r in self.runs]
 
     def state(self) -> Dict:
-        return {"members": [r.state() for r in self.runs]}
+        """The tensors to resume from; the members' histories are the caller's (a trial's record)."""
+        states = [r.state() for r in self.runs]
+        for s in states:
+            del s["history"]
+        return {"members": states}
 
-    def restore(self, state: Dict) -> None:
-        for r, s in zip(self.runs, state["members"]):
-            r.restore(s)
+    def restore(self, state: Dict, histories: List[List[Dict]]) -> None:
+        for r, s, h in zip(self.runs, state["members"], histories):
+            r.restore({**s, "history": h})
 
 
-def build_group(cfgs: List[TrainConfig], data: Optional[Dataset] = None, state: Optional[Dict] = None):
-    """A fused run of ``cfgs`` (or, for a block that cannot be fused, the members one by one)."""
+def build_group(cfgs: List[TrainConfig], data: Optional[Dataset] = None, state: Optional[Dict] = None,
+                histories: Optional[List[List[Dict]]] = None):
+    """The members of one trial, built and restored (``state`` and the members' ``histories``): one
+    member as a plain run, several as one fused run (or, for a block that cannot be fused, one by one)."""
     cfg = cfgs[0]
     data, device = setup(cfg, data)
     # On the device once, for every member (each member's run would otherwise copy it).
     data = dataclasses.replace(data, **{f: getattr(data, f).to(device) for f in ("train_x", "train_y", "test_x", "test_y")})
     group = None
-    if state is None or "params" in state:
+    if len(cfgs) > 1 and (state is None or "params" in state):
         try:
             group = FusedRun(cfgs, data, device)
             with torch.no_grad():  # one small step through the fused model: can vmap batch this block?
@@ -243,7 +247,7 @@ def build_group(cfgs: List[TrainConfig], data: Optional[Dataset] = None, state: 
     if group is None:
         group = SequentialGroup(cfgs, data, device)
     if state is not None:
-        group.restore(state)
+        group.restore(state, histories if histories is not None else [[] for _ in cfgs])
     return group
 
 

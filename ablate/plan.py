@@ -5,9 +5,9 @@ import os
 from typing import Optional
 
 from .config import ExperimentConfig, trial_configs, trial_groups
-from .data import TRAIN_SIZES
+from .data import CLASSES, IMAGE_SHAPES, TRAIN_SIZES
 
-__all__ = ["plan_text", "concurrency", "gpu_img_s", "MEASURED_GPU", "FP32_TFLOPS"]
+__all__ = ["plan_text", "concurrency", "gpu_img_s", "gpu_hours", "estimate_cpu_wall", "MEASURED_GPU", "FP32_TFLOPS"]
 
 # Aggregate training images/s of ONE H100 with 4 trials packed on it (fp32, channels_last, CUDA
 # graphs, batch 128), measured in docs/benchmarks.md; other depths scale by depth from the nearest.
@@ -22,6 +22,60 @@ FP32_TFLOPS = {"H100": 67.0, "H200": 67.0, "A100": 19.5, "A10G": 31.2, "L4": 30.
 def gpu_img_s(depth: int) -> float:
     near = min(GPU_IMG_S_PER_GPU, key=lambda d: abs(d - depth))
     return GPU_IMG_S_PER_GPU[near] * near / depth
+
+
+# Measured on the default grid (docs/benchmarks.md, "The first run"): a whole epoch (train, eval) over
+# what the probe's training steps predict, with trials side by side on every core; Ray's and W&B's
+# cost per trial (start, reports, checkpoints); Ray's start, the data, the tables and the report, once.
+EPOCH_OVER_PROBE = 1.05
+PER_TRIAL_S = 0.6
+FIXED_S = 15.0
+
+
+def _step_seconds(cfg: ExperimentConfig, depth: int, steps: int = 3) -> float:
+    """One training step of a ``depth`` net at the grid's batch on this CPU, one thread: the probe."""
+    import time
+
+    import torch
+    import torch.nn.functional as F
+
+    from .models import create_model
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(cfg.cpus_per_trial)))
+    try:
+        torch.manual_seed(0)
+        fmt = torch.contiguous_format if cfg.channels_last is False else torch.channels_last  # as the trainer
+        model = create_model("baseline", depth, CLASSES[cfg.dataset], IMAGE_SHAPES[cfg.dataset][0],
+                             cfg.shortcut).to(memory_format=fmt)
+        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+        x = torch.randn(cfg.batch_size, *IMAGE_SHAPES[cfg.dataset]).to(memory_format=fmt)
+        y = torch.randint(0, CLASSES[cfg.dataset], (cfg.batch_size,))
+        times = []
+        for _ in range(steps + 1):  # the first warms up
+            t0 = time.perf_counter()
+            opt.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            opt.step()
+            times.append(time.perf_counter() - t0)
+        return sorted(times[1:])[len(times[1:]) // 2]
+    finally:
+        torch.set_num_threads(threads)
+
+
+def gpu_hours(cfg: ExperimentConfig) -> float:
+    """GPU-hours of the grid on the measured GPU (``MEASURED_GPU``) at its measured packed throughput."""
+    return sum(TRAIN_SIZES[cfg.dataset] * cfg.epochs / gpu_img_s(t.depth) for t in trial_configs(cfg)) / 3600
+
+
+def estimate_cpu_wall(cfg: ExperimentConfig, conc: int, step_seconds=_step_seconds) -> float:
+    """Seconds a local CPU run of the grid should take: a probe step per depth, times the steps,
+    over the trials that run at once, plus the fixed costs; an estimate (the blocks differ a little)."""
+    steps = -(-TRAIN_SIZES[cfg.dataset] // cfg.batch_size)
+    per_epoch = {d: step_seconds(cfg, d) * steps * EPOCH_OVER_PROBE for d in cfg.depths}
+    trials = trial_configs(cfg)
+    train = sum(per_epoch[t.depth] * cfg.epochs + PER_TRIAL_S for t in trials)
+    return FIXED_S + train / max(1, conc)
 
 
 def concurrency(cfg: ExperimentConfig, address: Optional[str]) -> Optional[int]:
@@ -53,7 +107,7 @@ def plan_text(cfg: ExperimentConfig, address: Optional[str], gpu_type: str = MEA
         f"{n * images:,} training images",
     ]
     if cfg.dataset.startswith("cifar"):
-        hours = sum(TRAIN_SIZES[cfg.dataset] * cfg.epochs / gpu_img_s(t.depth) for t in trials) / 3600
+        hours = gpu_hours(cfg)
         if gpu_type == MEASURED_GPU:
             lines.append(f"  GPU-hours: ~{hours:.0f} on {gpu_type} (measured there: 4 trials packed per GPU, "
                          "docs/benchmarks.md)")
@@ -62,5 +116,16 @@ def plan_text(cfg: ExperimentConfig, address: Optional[str], gpu_type: str = MEA
             lines.append(f"  GPU-hours: ~{hours * scale:.0f} on {gpu_type}, an ESTIMATE: the {MEASURED_GPU} measurement "
                          f"(~{hours:.0f}) scaled by peak FP32 throughput ({FP32_TFLOPS[MEASURED_GPU]:g}/"
                          f"{FP32_TFLOPS[gpu_type]:g} TFLOP/s); not measured on {gpu_type}")
+    if c is not None and (cfg.device == "cpu" or cfg.device == "auto" and not _cuda()):
+        from .progress import duration
+
+        lines.append(f"  time: ~{duration(estimate_cpu_wall(cfg, c))} here, an ESTIMATE (a probe step per depth on "
+                     "this CPU; docs/benchmarks.md)")
     lines.append(f"  results: {cfg.experiment_dir}")
     return "\n".join(lines)
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()

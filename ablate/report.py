@@ -22,7 +22,7 @@ from .stats import ALPHA, POWER, effects, finished, stable_lrs
 from .train import AXES
 from .storage import EXPERIMENT_FILE, HISTORY_FILE, REPORT_HTML, REPORT_MD, TRIALS_FILE
 
-__all__ = ["write_report", "verdicts", "main", "check_csvs"]
+__all__ = ["write_report", "verdicts", "main"]
 
 BASELINE = "baseline"
 
@@ -70,7 +70,8 @@ def verdicts(fx: pd.DataFrame, stable: pd.DataFrame, baseline: str = BASELINE) -
         if rest:
             parts.append(f"final acc not resolved at the other {rest} of {len(g)} depth x LR points" if resolved
                          else f"no significant difference in final acc at any of its {len(g)} depth x LR points")
-        lines.append(f"{block}: " + "; ".join(parts) + ".")
+        lines.append(f"{block}: " + ("; ".join(parts) if parts else
+                                     "nothing to compare (no finished baseline trial at its depths and LRs)") + ".")
     return lines
 
 
@@ -78,7 +79,8 @@ def power_notes(trials: pd.DataFrame, fx: pd.DataFrame) -> List[str]:
     """What the statistics can and cannot say, in words."""
     from scipy import stats
 
-    n = int(finished(trials).groupby(["block", "depth", "lr"])["seed"].nunique().min()) if len(trials) else 0
+    done = finished(trials)
+    n = int(done.groupby(["block", "depth", "lr"])["seed"].nunique().min()) if len(done) else 0
     m = int(fx[["final_p", "auc_p"]].notna().to_numpy().sum()) if len(fx) else 0
     notes = [f"Every comparison is a trick against baseline at the same depth and LR, paired by seed, with the "
              f"paired t-test's 95% interval (scipy); p-values are adjusted for the {m} comparisons of this report "
@@ -256,30 +258,6 @@ def write_report(exp_dir: str) -> str:
     return path
 
 
-REQUIRED = {HISTORY_FILE: (*AXES, "epoch", "val_acc", "train_loss"),
-            TRIALS_FILE: (*AXES, "status", "final_val_acc", "diverged")}
-
-
-def check_csvs(exp_dir: str) -> None:
-    """Refuse empty, cut-short or foreign CSVs with one line, rather than a report of NaNs."""
-    for name, cols in REQUIRED.items():
-        path = os.path.join(exp_dir, name)
-        try:
-            df = pd.read_csv(path)
-        except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as e:
-            raise ValueError(f"{path} is empty or not a CSV ({e.__class__.__name__}); rerun the grid "
-                             "with --resume to rewrite it") from None
-        missing = [c for c in cols if c not in df.columns]
-        if missing:
-            raise ValueError(f"{path} lacks the columns {', '.join(missing)}: not written by ablate.grid")
-        if df.empty:
-            raise ValueError(f"{path} has no rows: no trial has reported yet")
-        cut = df[list(cols)].isna().any(axis=1) if name == HISTORY_FILE else pd.Series(False, index=df.index)
-        if cut.any():
-            raise ValueError(f"{path} is cut short (row {int(cut.idxmax()) + 2} is incomplete); rerun the grid "
-                             "with --resume to rewrite it")
-
-
 def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m ablate.report",
@@ -291,16 +269,20 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--wandb-report", action="store_true",
                    help="also save the same comparison as a W&B Report (needs WANDB_API_KEY or `wandb login`)")
     args = p.parse_args(argv)
-    for f in (HISTORY_FILE, TRIALS_FILE):
-        if not os.path.isfile(os.path.join(args.experiment_dir, f)):
-            print(f"ablate.report: error: {args.experiment_dir} has no {f}; "
-                  "give the directory that python -m ablate.grid printed last", file=sys.stderr)
-            return 2
     try:
-        check_csvs(args.experiment_dir)
-    except ValueError as e:
-        print(f"ablate.report: error: {e}", file=sys.stderr)
-        return 2
+        read_csvs(args.experiment_dir)
+    except (OSError, ValueError) as e:  # lost, cut short or foreign: the trials' records can rebuild them
+        problem = str(e) if isinstance(e, ValueError) else f"{args.experiment_dir} has no {os.path.basename(e.filename or '')}"
+        try:
+            from .results import write_csvs
+            from .study import tables_from_records
+
+            write_csvs(args.experiment_dir, *tables_from_records(args.experiment_dir))
+            print(f"ablate.report: notice: {problem}; history.csv and trials.csv rebuilt from the trials' records")
+        except (OSError, ValueError) as e2:
+            print(f"ablate.report: error: {problem}; and no trial records to rebuild it from ({e2}); give the "
+                  "directory that python -m ablate.grid printed last", file=sys.stderr)
+            return 2
     path = write_report(args.experiment_dir)
     print(f"report: {path}")
     if args.wandb_report:

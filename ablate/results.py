@@ -15,7 +15,7 @@ from .storage import HISTORY_FILE, TRIALS_FILE
 from .train import AXES, METRIC_KEYS, trial_key
 
 __all__ = ["summarise_history", "history_table", "trials_table", "ablation_table", "format_table", "write_csvs",
-           "read_csvs"]
+           "read_csvs", "read_table", "TEXT_COLUMNS", "STATUSES"]
 
 # history.csv's leading columns, whatever order the trials reported in (a resume never reorders);
 # the per-epoch LR metric is epoch_lr (lr is the axis).
@@ -57,12 +57,12 @@ def summarise_history(history: List[Dict[str, Any]], target_acc: float) -> Dict[
     }
 
 
-def trials_table(history: pd.DataFrame, statuses: Dict[tuple, str], expected: List[Dict[str, Any]],
+def trials_table(history: pd.DataFrame, statuses: Dict[str, str], expected: List[Dict[str, Any]],
                  target_acc: float, epochs: int, interrupted: bool = False) -> pd.DataFrame:
     """One row per trial of the grid (also those that never reported), with its status.
 
-    ``statuses`` holds what the runner said of the trials that ran (``TERMINATED`` or ``ERROR``,
-    by ``trial_key``).  A finished trial that diverged is ``DIVERGED``; one cut short before its
+    ``expected`` are the grid's points with their ``trial_id``; ``statuses`` says what became of
+    the trials that ran (``TERMINATED`` or ``ERROR``, by trial id).  A finished trial that diverged is ``DIVERGED``; one cut short before its
     last epoch is ``INTERRUPTED`` (by Ctrl-C) or ``STOPPED_EARLY`` (by ASHA); a trial that never
     started is ``NOT_STARTED``, or ``INTERRUPTED`` when the run was.
     """
@@ -71,8 +71,8 @@ def trials_table(history: pd.DataFrame, statuses: Dict[tuple, str], expected: Li
     for point in expected:
         sub = by_trial.get(trial_key(point))
         hist = sub.sort_values("epoch").to_dict("records") if sub is not None else []
-        row = {**{a: point[a] for a in AXES}, "trial_id": hist[0]["trial_id"] if hist else "",
-               "status": statuses.get(trial_key(point), "NOT_STARTED")}
+        row = {**{a: point[a] for a in AXES}, "trial_id": point["trial_id"],
+               "status": statuses.get(point["trial_id"], "NOT_STARTED")}
         row.update(summarise_history(hist, target_acc))
         if row["status"] == "TERMINATED" and row["diverged"]:
             row["status"] = "DIVERGED"
@@ -178,13 +178,68 @@ def format_table(table: pd.DataFrame, target_acc: float) -> str:
     return "\n".join(lines)
 
 
-def write_csvs(exp_dir: str, history: pd.DataFrame, trials: pd.DataFrame) -> None:
-    history.to_csv(os.path.join(exp_dir, HISTORY_FILE), index=False)
-    trials.to_csv(os.path.join(exp_dir, TRIALS_FILE), index=False)
+# Columns that hold text, whatever it looks like: a block named NA, None or nan stays a name.
+TEXT_COLUMNS = ("block", "trial_id", "status", "node")
+# What the report reads of each table, and the columns that no row may leave empty.
+COLUMNS = {HISTORY_FILE: ((*AXES, "trial_id", "epoch", "train_loss", "val_acc"), (*AXES, "trial_id", "epoch")),
+           TRIALS_FILE: ((*AXES, "trial_id", "status", "epochs_done", "final_val_acc", "best_val_acc",
+                          "epochs_to_target", "diverged", "train_seconds", "auc_val_acc"),
+                         (*AXES, "trial_id", "status", "epochs_done", "diverged"))}
+STATUSES = ("TERMINATED", "DIVERGED", "INTERRUPTED", "STOPPED_EARLY", "NOT_STARTED", "ERROR")
+
+
+def csv_text(df: pd.DataFrame) -> str:
+    return df.to_csv(index=False)
+
+
+def write_csvs(exp_dir: str, history: pd.DataFrame, trials: pd.DataFrame, only_changed: bool = False) -> None:
+    """Write both tables (with ``only_changed``, leave a file that already holds the same text)."""
+    for name, df in ((HISTORY_FILE, history), (TRIALS_FILE, trials)):
+        path, text = os.path.join(exp_dir, name), csv_text(df)
+        if only_changed and os.path.isfile(path):
+            with open(path) as f:
+                if f.read() == text:
+                    continue
+        with open(path, "w") as f:
+            f.write(text)
+
+
+def read_table(path: str) -> pd.DataFrame:
+    """A table as ablate wrote it: text columns as text (never NaN), numbers as numbers (NaN where a
+    diverged trial's loss was not finite); ``ValueError`` with one line for anything else."""
+    import csv
+
+    with open(path, newline="") as f:
+        text = f.read()
+    if not text.strip():
+        raise ValueError(f"{path} is empty")
+    rows = list(csv.reader(text.splitlines()))
+    cut = next((i for i, r in enumerate(rows[1:], 2) if len(r) != len(rows[0])), None)
+    if cut is not None or not text.endswith("\n"):
+        raise ValueError(f"{path} is cut short (line {cut or len(rows)} is incomplete)")
+    name = os.path.basename(path)
+    used, required = COLUMNS.get(name, ((), ()))
+    missing = [c for c in used if c not in rows[0]]
+    if missing:
+        raise ValueError(f"{path} lacks the columns {', '.join(missing)}: not a {name} written by ablate.grid")
+    na = {c: ["", "nan", "NaN"] for c in rows[0] if c not in TEXT_COLUMNS}
+    df = pd.read_csv(path, keep_default_na=False, na_values=na, dtype={c: str for c in TEXT_COLUMNS if c in rows[0]})
+    for c in used:
+        if c not in TEXT_COLUMNS and c != "diverged" and not pd.api.types.is_numeric_dtype(df[c]):
+            raise ValueError(f"{path}: column {c} holds text where numbers belong: not as ablate.grid wrote it")
+    empty = [c for c in required if (df[c] == "").any() or df[c].isna().any()]
+    if empty:
+        raise ValueError(f"{path}: column {empty[0]} has empty cells: not as ablate.grid wrote it")
+    if name == TRIALS_FILE and not df["status"].isin(STATUSES).all():
+        raise ValueError(f"{path}: unknown status {sorted(set(df['status']) - set(STATUSES))[0]!r}; allowed: "
+                         f"{', '.join(STATUSES)}")
+    if "diverged" in df:
+        df["diverged"] = df["diverged"].astype(str).str.lower().isin(("true", "1", "1.0"))
+    return df
 
 
 def read_csvs(exp_dir: str) -> tuple:
-    return pd.read_csv(os.path.join(exp_dir, HISTORY_FILE)), pd.read_csv(os.path.join(exp_dir, TRIALS_FILE))
+    return read_table(os.path.join(exp_dir, HISTORY_FILE)), read_table(os.path.join(exp_dir, TRIALS_FILE))
 
 
 def summary_line(trials: pd.DataFrame) -> str:

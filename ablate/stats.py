@@ -86,10 +86,17 @@ def effects(trials: pd.DataFrame, baseline: str = "baseline") -> pd.DataFrame:
     table["final_p_adj"], table["auc_p_adj"] = adj[: len(table)].to_numpy(), adj[len(table):].to_numpy()
     for key in ("final", "auc"):
         table[f"{key}_verdict"] = [_verdict(r, key) for r in table.to_dict("records")]
-        table[f"{key}_seeds_needed"] = [
-            seeds_needed(r[f"{key}_delta"], r[f"{key}_sd"]) if r[f"{key}_verdict"] not in ("helps", "hurts")
-            else math.nan for r in table.to_dict("records")]
+        table[f"{key}_seeds_needed"] = [_needed(r, key) for r in table.to_dict("records")]
     return table.sort_values(["depth", "lr", "block"]).reset_index(drop=True)
+
+
+def _needed(r: Dict, key: str) -> float:
+    """Seeds to resolve an unresolved difference: never fewer than one more than it had (those did not
+    resolve it; with the multiple-comparison adjustment the power formula alone can say fewer)."""
+    if r[f"{key}_verdict"] in ("helps", "hurts"):
+        return math.nan
+    n = seeds_needed(r[f"{key}_delta"], r[f"{key}_sd"])
+    return max(n, r["seeds"] + 1) if math.isfinite(n) else n
 
 
 def _verdict(r: Dict, key: str) -> str:

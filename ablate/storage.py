@@ -15,7 +15,7 @@ from typing import Iterable, Tuple
 
 __all__ = ["is_uri", "join", "has_files", "list_dirs", "list_files", "read_bytes", "read_text", "write_text", "delete", "upload", "check_writable",
            "ExperimentLock", "LockedError", "EXPERIMENT_FILE", "HISTORY_FILE", "TRIALS_FILE", "REPORT_HTML", "REPORT_MD",
-           "TIMING_FILE", "STATE_FILE", "OUTPUTS"]
+           "TIMING_FILE", "STATE_FILE", "RECORD_FILE", "RAY_LOG", "OUTPUTS", "filesystem"]
 
 # Every file name ablate writes, once.
 EXPERIMENT_FILE = "ablate_experiment.yaml"  # the experiment's identity (settings); read by --resume and the report
@@ -23,8 +23,10 @@ HISTORY_FILE = "history.csv"                # one row per trial and epoch
 TRIALS_FILE = "trials.csv"                  # one row per trial of the grid
 REPORT_HTML, REPORT_MD = "report.html", "report.md"
 TIMING_FILE = "grid_timing.json"            # the grid's wall time (python -m ablate.bench --grid)
-STATE_FILE = "state.pt"                     # a trial's checkpoint (in Tune's checkpoint directory)
-OUTPUTS = (HISTORY_FILE, TRIALS_FILE, REPORT_HTML, REPORT_MD, TIMING_FILE)  # what the driver writes at the end
+RAY_LOG = "ray.log"                         # Ray's and Tune's own log lines of the last run
+STATE_FILE = "state.pt"                     # a trial's trainer state (in each checkpoint directory)
+RECORD_FILE = "ablate_record.json"          # a trial's record, beside it (ablate.records)
+OUTPUTS = (HISTORY_FILE, TRIALS_FILE, REPORT_HTML, REPORT_MD, TIMING_FILE, RAY_LOG)  # what the driver writes at the end
 
 
 def is_uri(path: str) -> bool:
@@ -37,7 +39,8 @@ def join(base: str, *parts: str) -> str:
     return os.path.join(base, *parts)
 
 
-def _fs(path: str) -> Tuple[object, str]:
+def filesystem(path: str) -> Tuple[object, str]:
+    """The pyarrow filesystem of ``path`` and the path within it."""
     import pyarrow.fs as pafs
 
     if is_uri(path):
@@ -49,7 +52,7 @@ def has_files(path: str) -> bool:
     """Whether ``path`` is a directory that holds anything."""
     import pyarrow.fs as pafs
 
-    fs, p = _fs(path)
+    fs, p = filesystem(path)
     if fs.get_file_info(p).type != pafs.FileType.Directory:
         return False
     return bool(fs.get_file_info(pafs.FileSelector(p, recursive=False)))
@@ -58,7 +61,7 @@ def has_files(path: str) -> bool:
 def _names(path: str, kind: str) -> list:
     import pyarrow.fs as pafs
 
-    fs, p = _fs(path)
+    fs, p = filesystem(path)
     try:
         infos = fs.get_file_info(pafs.FileSelector(p, recursive=False, allow_not_found=True))
     except (FileNotFoundError, OSError):
@@ -77,7 +80,7 @@ def list_files(path: str) -> list:
 
 
 def read_bytes(path: str) -> bytes:
-    fs, p = _fs(path)
+    fs, p = filesystem(path)
     with fs.open_input_stream(p) as f:
         return f.read()
 
@@ -87,14 +90,14 @@ def read_text(path: str) -> str:
 
 
 def write_text(path: str, text: str) -> None:
-    fs, p = _fs(path)
+    fs, p = filesystem(path)
     fs.create_dir(p.rsplit("/", 1)[0], recursive=True)
     with fs.open_output_stream(p) as f:
         f.write(text.encode("utf-8"))
 
 
 def delete(path: str) -> None:
-    fs, p = _fs(path)
+    fs, p = filesystem(path)
     try:
         fs.delete_file(p)
     except (FileNotFoundError, OSError):
@@ -123,6 +126,16 @@ def upload(local_dir: str, uri: str, names: Iterable[str]) -> None:
                 write_text(join(uri, name), f.read())
 
 
+def _alive(pid) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, TypeError, ValueError):
+        return True  # another user's process, or no pid said: assume alive
+    return True
+
+
 class LockedError(Exception):
     """Another run holds the experiment."""
 
@@ -133,7 +146,8 @@ class ExperimentLock:
     Local storage: an OS file lock (``filelock``, flock) on ``<storage>/.<name>.lock``: the kernel
     frees it when the holder dies, however it dies.  URI storage (``s3://``, ``file://``): a lock
     object beside the experiment, naming its holder and refreshed every ``HEARTBEAT_S`` by a
-    thread; one older than ``STALE_S`` belongs to a dead run and is taken over.  Limits: object
+    thread; one older than ``STALE_S``, or one whose holder's pid is gone on this same host, belongs
+    to a dead run and is taken over.  Limits: object
     stores have no compare-and-swap through pyarrow, so two runs started within the same second
     on different machines could both pass the check; and a driver cut off from the bucket for
     ``STALE_S`` loses its lock.
@@ -178,6 +192,8 @@ class ExperimentLock:
             h = json.loads(read_text(self.path))
         except (FileNotFoundError, ValueError):
             h = None
+        if h and h.get("host") == socket.gethostname() and not _alive(h.get("pid")):
+            h = None  # its holder died on this very host (SIGKILL, SIGHUP): taken over at once
         if h and time.time() - float(h.get("heartbeat", 0)) < self.STALE_S:
             raise LockedError(f"{self.exp_dir} is being run by {self._describe(h)}; wait for it to end "
                               f"(a lock object not refreshed for {self.STALE_S:.0f} s is taken over)")

@@ -25,17 +25,19 @@ __all__ = ["resolve_mode", "TrialRun", "start_trial_run", "finish_runs", "has_ap
 def driver_api_key() -> Optional[str]:
     """The key of the machine that runs the grid: ``WANDB_API_KEY``, else ``wandb login``'s.
 
-    Read through wandb itself (its own netrc lookup for its own host), returned only to be
+    ``wandb login`` keeps the key in the netrc file (``~/.netrc``, or ``$NETRC``) under the W&B
+    host (``WANDB_BASE_URL``, default api.wandb.ai); read there with the netrc lookup wandb itself
+    uses (requests'), not through ``wandb.api``, which wandb 0.31 deprecates.  Returned only to be
     handed to the trials in memory (``trial_env``); never printed or written.
     """
     if os.environ.get("WANDB_API_KEY"):
         return os.environ["WANDB_API_KEY"]
     try:
-        import wandb
+        from requests.utils import get_netrc_auth
 
-        wandb.ensure_configured()
-        return wandb.api.api_key or None
-    except Exception:  # no login, or an unreadable netrc: no key
+        auth = get_netrc_auth(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai"))
+        return auth[1] if auth and auth[1] else None
+    except Exception:  # an unreadable netrc: no key
         return None
 
 

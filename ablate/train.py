@@ -13,6 +13,7 @@ grid, Tune, W&B, the CSVs and the report alike.
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
 import time
 from typing import Annotated, Any, Callable, Dict, List, Literal, Mapping, Optional, Tuple
@@ -26,7 +27,7 @@ from .data import DATASETS, Dataset, DeviceBatches, load_dataset
 from .models import create_model
 
 __all__ = ["TrainSettings", "TrainConfig", "train", "build", "setup", "Run", "resolve_device", "METRIC_KEYS", "AXES",
-           "trial_key", "trial_name", "Number", "Settings"]
+           "trial_key", "trial_name", "trial_id", "epoch_metrics", "Number", "Settings"]
 
 METRIC_KEYS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr",
                "epoch_seconds", "images_per_second", "diverged")
@@ -43,6 +44,13 @@ def trial_key(point: Mapping[str, Any]) -> tuple:
 def trial_name(point: Mapping[str, Any]) -> str:
     """A trial's name: its Tune trial name and directory prefix, its W&B run name."""
     return f"{point['block']}-d{int(point['depth'])}-lr{float(point['lr']):g}-s{int(point['seed'])}"
+
+
+def trial_id(experiment_id: str, point: Mapping[str, Any]) -> str:
+    """A trial's stable id within one experiment (its rows in the CSVs, its W&B run id): the same
+    in every run and resume of the experiment, whichever Tune run trains it; another experiment
+    of the same name (another ``experiment_id``) never shares it."""
+    return hashlib.sha1(f"{experiment_id}/{trial_key(point)}".encode()).hexdigest()[:12]
 
 
 def _number(value: Any) -> Any:
@@ -94,7 +102,8 @@ class TrainSettings(Settings):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # Speed settings (none changes the recipe); defaults = the fastest measured, docs/benchmarks.md.
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto (= fp32: bf16 was no faster at batch 128)
-    channels_last: Optional[bool] = None  # None: on CUDA only
+    # None: on; measured faster on CUDA and on the CPU (1.2-1.3x for digits nets, docs/benchmarks.md).
+    channels_last: Optional[bool] = None
     compile: Optional[bool] = None     # torch.compile the model; None: on CUDA only
     compile_mode: Literal["default", "reduce-overhead", "max-autotune-no-cudagraphs"] = "reduce-overhead"
     threads: Annotated[int, Field(ge=0, le=1024)] = 0  # torch CPU threads; 0 leaves torch's default
@@ -167,7 +176,7 @@ class Run:
     def __init__(self, cfg: TrainConfig, data: Dataset, device: torch.device) -> None:
         self.cfg, self.device = cfg, device
         cuda = device.type == "cuda"
-        channels_last = cuda if cfg.channels_last is None else cfg.channels_last
+        channels_last = True if cfg.channels_last is None else cfg.channels_last
         self.compiled = cuda if cfg.compile is None else cfg.compile  # fused runs decide the same
         torch.manual_seed(cfg.seed)
         model = create_model(cfg.block, cfg.depth, data.num_classes, data.in_channels, cfg.shortcut,
@@ -243,15 +252,18 @@ class Run:
         train_acc = correct.item() / seen
         t_train = time.perf_counter() - t0
         val_loss, val_acc = _evaluate(self.run_model, self.val_batches, self.autocast)
-        metrics = {
-            "epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
-            "val_loss": val_loss, "val_acc": val_acc, "lr": lr_used,
-            "epoch_seconds": time.perf_counter() - t0, "images_per_second": seen / t_train,
-            "diverged": not math.isfinite(train_loss) or train_loss > self.loss_limit,
-        }
-        metrics.update(model.learned_scalars())
+        metrics = epoch_metrics(epoch, train_loss, train_acc, val_loss, val_acc, lr_used,
+                                time.perf_counter() - t0, seen / t_train, self.loss_limit, model.learned_scalars())
         self.history.append(metrics)
         return metrics
+
+
+def epoch_metrics(epoch: int, train_loss: float, train_acc: float, val_loss: float, val_acc: float, lr: float,
+                  seconds: float, images_per_second: float, loss_limit: float, scalars: Dict[str, float]) -> Dict:
+    """An epoch's metrics (``METRIC_KEYS`` and the learned scalars), for a run and a fused member alike."""
+    return {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss,
+            "val_acc": val_acc, "lr": lr, "epoch_seconds": seconds, "images_per_second": images_per_second,
+            "diverged": not math.isfinite(train_loss) or train_loss > loss_limit, **scalars}
 
 
 def setup(cfg: TrainConfig, data: Optional[Dataset] = None) -> Tuple[Dataset, torch.device]:

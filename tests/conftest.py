@@ -1,14 +1,23 @@
-"""Shared helpers: run the real CLI in a subprocess, and one real mini-grid for many tests."""
+"""Shared helpers: run the real CLI in a subprocess, one real mini-grid for many tests, what Tune
+reported of each trial, and a local multi-node Ray cluster.
+
+Tests that start Ray or the CLI in a subprocess are marked ``slow``; ``pytest -m "not slow"`` is
+the inner loop (no Ray, no subprocess)."""
+import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+RAY = shutil.which("ray") or str(Path(sys.executable).with_name("ray"))
 DEFAULT = str(REPO / "experiments" / "default.yaml")
 # The mini-grid: 2 blocks x 1 depth x 1 lr x 2 seeds, 3 epochs on digits (real Ray Tune, CPU).
 MINI = ["blocks=[baseline,identity_scale]", "depths=[8]", "lrs=[0.1]", "seeds=[0,1]", "epochs=3",
@@ -41,30 +50,89 @@ def kill_group(proc):
     proc.wait(timeout=30)
 
 
-def kill_trial_midrun(args, exp, name, tmp_path, epochs=2):
-    """Run the grid; when trial ``name`` has reported ``epochs`` epochs, SIGKILL its worker process
-    (its pid comes from the trial's hook file); let the grid finish.  Returns (killed pid, pid file)."""
-    hooks = tmp_path / "hooks"
-    hooks.mkdir()
-    log = tmp_path / "grid.log"
-    proc = start_cli(args, env=clean_env(ABLATE_TRIAL_HOOK_DIR=str(hooks)), cwd=tmp_path, log=open(log, "w"))
-    pid_file = hooks / f"{name}.pid"
+def trial_results(exp):
+    """{Tune trial directory: its reports} from Tune's result.json files (what Tune got: epoch, node,
+    time, the process's pid), in every Tune run of the experiment."""
+    return {f"{f.parent.parent.name}/{f.parent.name}": [json.loads(line) for line in f.read_text().splitlines()]
+            for f in exp.glob("run-*/*/result.json")}
 
-    def reported():
-        res = list(exp.glob(f"{name}_*/result.json"))
-        return pid_file.exists() and res and len(res[0].read_text().splitlines()) >= epochs
+
+def trial_records(exp):
+    """{Tune trial directory: the newest record of its trials' checkpoints} (``ablate.records``: written by
+    the trial itself, so a test sees an epoch as soon as it is on record, whatever Tune's driver syncs)."""
+    out = {}
+    for f in sorted(exp.glob("run-*/*/checkpoint_*/ablate_record.json")):
+        try:
+            out[f"{f.parent.parent.parent.name}/{f.parent.parent.name}"] = json.loads(f.read_text())
+        except ValueError:  # being written
+            continue
+    return out
+
+
+# A block held in its trial's epoch after the first checkpoint while the gate file exists: the run stops
+# at a known point (that trial unfinished, with a checkpoint on record), however fast the machine.
+HELD_BLOCK = """
+import glob, os, time
+from ablate.blocks import BasicBlock, register_block
+
+@register_block("held")
+class Held(BasicBlock):
+    def merge(self, out, identity):
+        while os.path.exists({gate!r}) and glob.glob({records!r}):
+            open({held!r}, "a").close()
+            time.sleep(0.05)
+        return out + identity
+"""
+
+
+def held_block(tmp_path, exp, trial):
+    """Write ``held_block.py`` (block ``held``) into ``tmp_path`` (run the CLI there, with
+    ``block_modules=[held_block]``), held once trial ``trial`` (a name prefix) has a checkpoint.
+    Returns (gate, held): delete the gate to let it go; ``held`` exists once it waits."""
+    gate, held = tmp_path / "gate", tmp_path / "held"
+    records = str(exp / "run-*" / f"{trial}_*" / "checkpoint_*" / "ablate_record.json")
+    (tmp_path / "held_block.py").write_text(HELD_BLOCK.format(gate=str(gate), held=str(held), records=records))
+    gate.touch()
+    return gate, held
+
+
+def signal_when_held(args, tmp_path, gate, held, sig):
+    """Run the grid (in ``tmp_path``, with the held block); once it is held, send ``sig`` to the driver
+    alone (as Ctrl-C, ``kill`` or a closed terminal would) and let the trial go.  Returns (exit code, log)."""
+    log = tmp_path / "grid.log"
+    proc = start_cli(args, cwd=tmp_path, log=open(log, "w"))
+    try:
+        wait_for(held.exists, 300, "the run held at its known point")
+        os.kill(proc.pid, sig)
+        gate.unlink()
+        return proc.wait(timeout=120), log.read_text()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def kill_trial_midrun(args, exp, name, tmp_path):
+    """Run the grid (``args`` with block ``held`` and ``block_modules=[held_block]``); once trial ``name``
+    is held with a checkpoint, SIGKILL its worker process (the pid its record names), let it go, let the
+    grid finish.  Returns the killed pid."""
+    gate, held = held_block(tmp_path, exp, name)
+    log = tmp_path / "grid.log"
+    proc = start_cli(args, cwd=tmp_path, log=open(log, "w"))
+
+    def record():
+        return next(r for d, r in trial_records(exp).items() if d.split("/")[1].startswith(f"{name}_"))
 
     try:
-        wait_for(reported, 240, f"epoch {epochs} of {name}")
-        time.sleep(0.2)  # into the next epoch
-        victim = int(pid_file.read_text())
+        wait_for(held.exists, 300, f"{name} held after its first checkpoint")
+        victim = record()["process"]["pid"]
         os.kill(victim, signal.SIGKILL)  # the trial's worker process, by pid
+        gate.unlink()
         assert proc.wait(timeout=400) == 0, log.read_text()[-3000:]
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    assert int(pid_file.read_text()) != victim, "the trial ran again in a new process"
-    return victim, pid_file
+    assert record()["process"]["pid"] != victim, "the trial ran again in a new process"
+    return victim
 
 
 def wait_for(predicate, timeout, what):
@@ -83,3 +151,97 @@ def mini_grid(tmp_path_factory):
     proc = run_cli([DEFAULT, *MINI, f"storage_path={storage}", "name=mini"], cwd=storage)
     exp = storage / "mini"
     return {"proc": proc, "dir": exp, "storage": storage}
+
+
+# --- a local multi-node Ray cluster: every process it starts is ours, stopped by pid ---------------
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _procs():
+    out = {}
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                cmd = (p / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                ppid = int((p / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            out[int(p.name)] = (ppid, cmd)
+    return out
+
+
+def _descendants(roots):
+    procs = _procs()
+    ours, grew = set(roots), True
+    while grew:
+        grew = False
+        for pid, (ppid, _) in procs.items():
+            if ppid in ours and pid not in ours:
+                ours.add(pid)
+                grew = True
+    return ours
+
+
+def _kill(pids):
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+class LocalCluster:
+    """A head and worker nodes started with `ray start` on 127.0.0.1, each with a fake GPU."""
+
+    def __init__(self):
+        self.temp_dir = f"/tmp/abl-{uuid.uuid4().hex[:8]}"
+        # The same auth mode for every command: a head turns token auth on by itself when
+        # ~/.ray/auth_token exists, and a node or driver without it then fails after ~20 s.
+        self.env = clean_env(RAY_AUTH_MODE="disabled")
+        self.port = _free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.nodes = {}
+
+    def _start(self, args, name):
+        before = set(_procs())
+        subprocess.run([RAY, "start", *args, "--node-ip-address=127.0.0.1", "--num-cpus=1", "--num-gpus=1",
+                        "--disable-usage-stats"], env=self.env, check=True, capture_output=True, timeout=120)
+        self.nodes[name] = set(_procs()) - before
+
+    def start(self, workers=1):
+        self._start(["--head", f"--port={self.port}", "--include-dashboard=false", f"--temp-dir={self.temp_dir}"],
+                    "head")
+        for i in range(workers):
+            self._start([f"--address={self.address}"], f"worker{i}")
+        return self
+
+    def node_raylet(self, name):
+        procs = _procs()
+        return next(pid for pid in self.nodes[name] if pid in procs and "/raylet/raylet" in procs[pid][1])
+
+    def kill_node(self, name):
+        """Lose a node: SIGKILL its raylet, the processes it started, and its other daemons."""
+        raylet = self.node_raylet(name)
+        children = [pid for pid, (ppid, _) in _procs().items() if ppid == raylet]
+        for pid in [raylet, *children, *self.nodes[name]]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def stop(self):
+        """Stop our nodes only: the daemons we saw start, and the workers their raylets started."""
+        ours = set().union(*self.nodes.values())
+        procs = _procs()
+        ours |= {pid for pid, (ppid, _) in procs.items() if ppid in ours}
+        ours |= {pid for pid, (_, cmd) in procs.items() if self.temp_dir in cmd}
+        for pid in ours:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        shutil.rmtree(self.temp_dir, ignore_errors=True)

@@ -6,6 +6,8 @@ import pytest
 
 from conftest import DEFAULT, run_cli
 
+pytestmark = pytest.mark.slow  # the real CLI in a subprocess, real Ray
+
 CASES = {
     "unknown block": (["blocks=[baseline,resnet_magic]"], ["'blocks'", "resnet_magic", "valid blocks: baseline"]),
     "depth not 6n+2": (["depths=[20,21]"], ["'depths'", "21", "6n+2"]),

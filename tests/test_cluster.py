@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import DEFAULT, REPO, clean_env, run_cli, start_cli, wait_for
+from conftest import DEFAULT, REPO, LocalCluster, _descendants, _free_port, _kill, _procs, clean_env, run_cli, start_cli, trial_records, trial_results, wait_for
 
 RAY = shutil.which("ray") or str(Path(sys.executable).with_name("ray"))
 
@@ -62,98 +62,6 @@ def test_cluster_yaml_gpu_workers_can_write_s3_run_current_cuda_and_fit_the_pack
         assert cfg.cpus_per_trial * cfg.trials_per_gpu <= gpu["resources"]["CPU"] / gpu["resources"]["GPU"], name
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _procs():
-    out = {}
-    for p in Path("/proc").iterdir():
-        if p.name.isdigit():
-            try:
-                cmd = (p / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-                ppid = int((p / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-            out[int(p.name)] = (ppid, cmd)
-    return out
-
-
-def _descendants(roots):
-    procs = _procs()
-    ours, grew = set(roots), True
-    while grew:
-        grew = False
-        for pid, (ppid, _) in procs.items():
-            if ppid in ours and pid not in ours:
-                ours.add(pid)
-                grew = True
-    return ours
-
-
-def _kill(pids):
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-
-class LocalCluster:
-    """A head and worker nodes started with `ray start` on 127.0.0.1, each with a fake GPU."""
-
-    def __init__(self):
-        self.temp_dir = f"/tmp/abl-{uuid.uuid4().hex[:8]}"
-        # The same auth mode for every command: a head turns token auth on by itself when
-        # ~/.ray/auth_token exists, and a node or driver without it then fails after ~20 s.
-        self.env = clean_env(RAY_AUTH_MODE="disabled")
-        self.port = _free_port()
-        self.address = f"127.0.0.1:{self.port}"
-        self.nodes = {}
-
-    def _start(self, args, name):
-        before = set(_procs())
-        subprocess.run([RAY, "start", *args, "--node-ip-address=127.0.0.1", "--num-cpus=1", "--num-gpus=1",
-                        "--disable-usage-stats"], env=self.env, check=True, capture_output=True, timeout=120)
-        self.nodes[name] = set(_procs()) - before
-
-    def start(self, workers=1):
-        self._start(["--head", f"--port={self.port}", "--include-dashboard=false", f"--temp-dir={self.temp_dir}"],
-                    "head")
-        for i in range(workers):
-            self._start([f"--address={self.address}"], f"worker{i}")
-        return self
-
-    def node_raylet(self, name):
-        procs = _procs()
-        return next(pid for pid in self.nodes[name] if pid in procs and "/raylet/raylet" in procs[pid][1])
-
-    def kill_node(self, name):
-        """Lose a node: SIGKILL its raylet, the processes it started, and its other daemons."""
-        raylet = self.node_raylet(name)
-        children = [pid for pid, (ppid, _) in _procs().items() if ppid == raylet]
-        for pid in [raylet, *children, *self.nodes[name]]:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-
-    def stop(self):
-        """Stop our nodes only: the daemons we saw start, and the workers their raylets started."""
-        ours = set().union(*self.nodes.values())
-        procs = _procs()
-        ours |= {pid for pid, (ppid, _) in procs.items() if ppid in ours}
-        ours |= {pid for pid, (_, cmd) in procs.items() if self.temp_dir in cmd}
-        for pid in ours:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        shutil.rmtree(self.temp_dir, ignore_errors=True)
-
-
 @pytest.fixture
 def cluster():
     c = LocalCluster()
@@ -165,8 +73,7 @@ def cluster():
 
 def _concurrency(exp: Path) -> int:
     spans = []
-    for f in exp.glob("*/result.json"):
-        rows = [json.loads(line) for line in f.read_text().splitlines()]
+    for rows in trial_results(exp).values():
         start = rows[0]["time"] - rows[0]["time_total_s"]
         spans.append((start, rows[-1]["time"]))
     events = sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans])
@@ -177,6 +84,7 @@ def _concurrency(exp: Path) -> int:
     return peak
 
 
+@pytest.mark.slow
 def test_grid_on_two_nodes_packs_trials_and_resumes_from_shared_storage(cluster, tmp_path):
     args = [DEFAULT, "blocks=[baseline,skipinit]", "depths=[8]", "lrs=[0.1]", "seeds=[0,1,2,3]", "epochs=5",
             "trials_per_gpu=2", "cpus_per_trial=0.25", "device=cpu", "wandb.mode=offline",
@@ -189,13 +97,14 @@ def test_grid_on_two_nodes_packs_trials_and_resumes_from_shared_storage(cluster,
     assert hist["node"].nunique() == 2, "trials ran on both nodes"
     # k=2 trials per GPU x G=2 GPUs: at most 4 at once (CPUs alone would allow 8)
     assert 2 <= _concurrency(exp) <= 4
-    before = {f: f.read_text() for f in exp.glob("*/result.json")}
+    before = trial_results(exp)
     p = run_cli([*args, "--resume"], env=cluster.env, cwd=tmp_path)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
-    assert {f: f.read_text() for f in exp.glob("*/result.json")} == before  # nothing rerun
+    assert trial_results(exp) == before and "nothing to run" in p.stdout  # nothing rerun
     assert len(pd.read_csv(exp / "trials.csv")) == 8
 
 
+@pytest.mark.slow
 def test_lost_worker_node_trials_finish_on_the_rest(cluster, tmp_path):
     args = [DEFAULT, "blocks=[baseline]", "depths=[20]", "lrs=[0.1]", "seeds=[0,1]", "epochs=12",
             "gpus_per_trial=1", "cpus_per_trial=0.5", "device=cpu", "wandb.mode=disabled", "max_failures=3",
@@ -209,8 +118,8 @@ def test_lost_worker_node_trials_finish_on_the_rest(cluster, tmp_path):
     def on_worker_with_progress():
         nonlocal worker_node
         nodes = set()
-        for f in exp.glob("*/result.json"):
-            rows = [json.loads(line) for line in f.read_text().splitlines()]
+        for r in trial_records(exp).values():
+            rows = r["members"][0]["history"]
             if len(rows) >= 2:
                 nodes.add(rows[-1]["node"])
         head_id = _node_id_of_head(cluster)
@@ -340,10 +249,7 @@ def autoscaling(tmp_path):
         c.stop()
 
 
-def _trial_rows(exp: Path):
-    return {f.parent.name: [json.loads(line) for line in f.read_text().splitlines()] for f in exp.glob("*/result.json")}
-
-
+@pytest.mark.slow
 def test_trials_wait_for_autoscaled_gpu_workers_and_wandb_runs_land_in_storage(autoscaling, tmp_path):
     cluster = autoscaling(("gpu_worker", GPU_WORKER))
     fake_key = "fake0cluster0key" + "7" * 24
@@ -367,7 +273,7 @@ def test_trials_wait_for_autoscaled_gpu_workers_and_wandb_runs_land_in_storage(a
     # The driver's key reached every trial (they tried online, and fell back offline against
     # the dead server), and every offline run is in the experiment's storage, per trial.
     assert "No WandB API key found" not in out and "falling back to offline" in out
-    from test_tracking import merged_history, wandb_files
+    from wandb_reader import merged_history, wandb_files
 
     runs = wandb_files(exp)
     assert sorted(runs) == sorted(hist["trial_id"].astype(str).unique())
@@ -381,6 +287,7 @@ def test_trials_wait_for_autoscaled_gpu_workers_and_wandb_runs_land_in_storage(a
     assert fake_key not in out
 
 
+@pytest.mark.slow
 def test_worker_node_lost_mid_trial_finishes_elsewhere_with_nothing_lost_or_twice(autoscaling, tmp_path):
     cluster = autoscaling(("gpu_worker", GPU_WORKER))
     args = [DEFAULT, "blocks=[baseline]", "depths=[14]", "lrs=[0.1]", "seeds=[0,1]", "epochs=10",
@@ -392,7 +299,8 @@ def test_worker_node_lost_mid_trial_finishes_elsewhere_with_nothing_lost_or_twic
     victim = {}
 
     def trial_with_progress_on_a_worker():
-        for name, rows in _trial_rows(exp).items():
+        for name, r in trial_records(exp).items():
+            rows = r["members"][0]["history"]
             if len(rows) >= 2:
                 victim.update(node=rows[-1]["node"], trial=name)
                 return True
@@ -406,12 +314,13 @@ def test_worker_node_lost_mid_trial_finishes_elsewhere_with_nothing_lost_or_twic
     moved = hist[hist["node"] == victim["node"]]["seed"].unique()
     assert len(moved) == 1
     assert hist[hist["seed"] == moved[0]]["node"].iloc[-1] != victim["node"], "finished on another node"
-    from test_tracking import merged_history, wandb_files
+    from wandb_reader import merged_history, wandb_files
 
     for files in wandb_files(exp).values():  # W&B: every epoch, each once, across the run's files
         assert [s for s, _ in merged_history(files)] == list(range(1, 11))
 
 
+@pytest.mark.slow
 def test_cluster_without_gpu_node_type_refuses_a_gpu_fraction_before_any_trial(autoscaling, tmp_path):
     cluster = autoscaling(("cpu_worker", CPU_WORKER))
     args = [DEFAULT, "blocks=[baseline]", "depths=[8]", "lrs=[0.1]", "seeds=[0]", "epochs=1",

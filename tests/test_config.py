@@ -49,3 +49,8 @@ def test_overrides_parse_yaml_values_and_nested_keys():
 def test_type_and_value_errors_name_the_key(override, needle):
     with pytest.raises(ConfigError, match=needle.replace("[", r"\[")):
         load_experiment(None, [override])
+
+
+def test_numbers_users_write_are_read_as_those_numbers():
+    cfg = load_experiment(None, ["weight_decay=5e-4", "lrs=[1e-3, 2e-1]", "name=1.10"])
+    assert cfg.weight_decay == 5e-4 and cfg.lrs == [1e-3, 0.2] and cfg.name == "1.10"

@@ -3,16 +3,19 @@ with a (fake) key that must never land in any file."""
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from conftest import DEFAULT, clean_env, kill_trial_midrun, run_cli
-from test_tracking import merged_history, wandb_files
+from wandb_reader import merged_history, wandb_files
+
+pytestmark = pytest.mark.slow  # the real CLI in a subprocess, real Ray
 
 
 def test_killed_trial_restarts_from_checkpoint_and_diverging_trial_is_marked(tmp_path):
-    args = [DEFAULT, "blocks=[baseline]", "depths=[20]", "lrs=[0.1,40]", "seeds=[0]", "epochs=6",
+    args = [DEFAULT, "blocks=[held]", "block_modules=[held_block]", "depths=[20]", "lrs=[0.1,40]", "seeds=[0]", "epochs=6",
             "schedule=constant", "wandb.mode=offline", "max_failures=2", "checkpoint_period_s=0", f"storage_path={tmp_path}", "name=f"]
     exp = tmp_path / "f"
-    kill_trial_midrun(args, exp, "baseline-d20-lr0.1-s0", tmp_path)  # an epoch takes ~0.5 s here
+    kill_trial_midrun(args, exp, "held-d20-lr0.1-s0", tmp_path)  # held mid-run, killed, let go
 
     hist = pd.read_csv(exp / "history.csv", dtype={"trial_id": str})
     trials = pd.read_csv(exp / "trials.csv", dtype={"trial_id": str})
@@ -27,7 +30,7 @@ def test_killed_trial_restarts_from_checkpoint_and_diverging_trial_is_marked(tmp
     div = trials[trials["lr"] == 40].iloc[0]
     assert div["status"] == "DIVERGED" and bool(div["diverged"]) and div["epochs_done"] < 6
     assert "Diverged trials" in (exp / "report.md").read_text()
-    assert "baseline d20 lr 40 seed 0" in (exp / "report.md").read_text()
+    assert "held d20 lr 40 seed 0" in (exp / "report.md").read_text()
 
 
 def test_wandb_down_with_a_key_leaves_grid_green_and_key_nowhere(tmp_path):

@@ -2,12 +2,13 @@
 import pandas as pd
 import pytest
 
-from conftest import DEFAULT, MINI, kill_group, run_cli, start_cli, wait_for
+from conftest import DEFAULT, MINI, run_cli
 
 from ablate.config import load_experiment, trial_configs
 from ablate.data import load_dataset
 
 
+@pytest.mark.slow
 def test_mini_grid_runs_every_trial_and_writes_csvs(mini_grid):
     proc, exp = mini_grid["proc"], mini_grid["dir"]
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -28,14 +29,27 @@ def test_mini_grid_runs_every_trial_and_writes_csvs(mini_grid):
         assert r.epochs_done == 3
 
 
+@pytest.mark.slow
 def test_mini_grid_prints_table_and_names_directory_last(mini_grid):
     out = mini_grid["proc"].stdout
     assert "Ablation table" in out and "| identity_scale | 8 |" in out
     assert out.strip().splitlines()[-1] == f"results: {mini_grid['dir']}"
-    # Tune's progress table, trimmed to the columns a user watches
-    assert "val_acc" in out and "block" in out
 
 
+@pytest.mark.slow
+def test_mini_grid_shows_a_progress_line_not_a_log(mini_grid):
+    out = mini_grid["proc"].stdout + mini_grid["proc"].stderr
+    lines = out.splitlines()
+    # Not a terminal: a plain progress line (once a minute, and at the end), no status table.
+    assert any(line.startswith("trials 4/4 done, 0 running, 0 pending, 0 diverged | ") for line in lines), out
+    assert "Trial name" not in out and "== Status ==" not in out
+    assert len(lines) <= 40, f"{len(lines)} lines:\n{out}"
+    noisy = [line for line in lines if "warn" in line.lower() or "deprecat" in line.lower()]
+    assert not noisy, noisy  # W&B's deprecation, Tune's snapshot warning, Ray's token notice: causes fixed
+    assert (mini_grid["dir"] / "ray.log").stat().st_size > 0 and f"Ray's log: {mini_grid['dir'] / 'ray.log'}" in out
+
+
+@pytest.mark.slow
 def test_dry_run_prints_plan_without_ray(tmp_path):
     p = run_cli([DEFAULT, "epochs=3", f"storage_path={tmp_path}", "--dry-run"], cwd=tmp_path)
     assert p.returncode == 0, p.stderr
@@ -48,6 +62,7 @@ def test_dry_run_prints_plan_without_ray(tmp_path):
     assert "Started a local Ray instance" not in p.stdout + p.stderr
 
 
+@pytest.mark.slow
 def test_dry_run_cifar_gives_gpu_hours(tmp_path):
     p = run_cli([str(DEFAULT).replace("default", "cifar10"), "--dry-run"], cwd=tmp_path)
     assert p.returncode == 0, p.stderr
@@ -59,35 +74,7 @@ def test_dry_run_cifar_gives_gpu_hours(tmp_path):
     assert "on A10G, an ESTIMATE" in line and "scaled by peak FP32 throughput" in line
 
 
-def test_interrupted_grid_resumes_without_rerunning_finished_trials(tmp_path):
-    args = [DEFAULT, "blocks=[baseline,skipinit]", "depths=[8]", "lrs=[0.1]", "seeds=[0,1,2]", "epochs=4",
-            "wandb.mode=disabled", "max_concurrent_trials=1", f"storage_path={tmp_path}", "name=r"]
-    exp = tmp_path / "r"
-    log = open(tmp_path / "first.log", "w")
-    proc = start_cli(args, cwd=tmp_path, log=log)
-
-    def finished():
-        return len(list(exp.glob("*/result.json"))) >= 2 and any(
-            len(p.read_text().splitlines()) >= 4 for p in exp.glob("*/result.json"))
-
-    try:
-        wait_for(finished, 180, "a first finished trial")
-    finally:
-        kill_group(proc)  # the driver dies mid-grid (SIGKILL, its whole process group)
-    before = {p.parent.name: p.read_text().splitlines() for p in exp.glob("*/result.json")}
-    done_before = [k for k, v in before.items() if len(v) == 4]
-    assert done_before and len(before) < 6 or any(len(v) < 4 for v in before.values())
-
-    p = run_cli([*args, "--resume"], cwd=tmp_path)
-    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
-    trials = pd.read_csv(exp / "trials.csv")
-    hist = pd.read_csv(exp / "history.csv")
-    assert len(trials) == 6 and (trials["epochs_done"] == 4).all()
-    assert (hist.groupby(["block", "seed"]).size() == 4).all()
-    for name in done_before:  # finished trials were not rerun: their result file is unchanged
-        assert (exp / name / "result.json").read_text().splitlines() == before[name]
-
-
+@pytest.mark.slow
 def test_resume_refuses_a_different_experiment_and_an_existing_dir(mini_grid):
     storage = mini_grid["storage"]
     p = run_cli([DEFAULT, *MINI, f"storage_path={storage}", "name=mini"], cwd=storage)
@@ -98,6 +85,7 @@ def test_resume_refuses_a_different_experiment_and_an_existing_dir(mini_grid):
     assert (mini_grid["dir"] / "history.csv").exists()  # nothing already written is lost
 
 
+@pytest.mark.slow
 def test_asha_stops_weak_trials_early(tmp_path):
     p = run_cli([DEFAULT, "blocks=[baseline]", "depths=[8]", "lrs=[0.005,0.1]", "seeds=[0,1]", "epochs=6",
                  "scheduler=asha", "asha_grace_period=2", "asha_reduction_factor=2", "wandb.mode=disabled",
@@ -109,6 +97,7 @@ def test_asha_stops_weak_trials_early(tmp_path):
     assert (stopped["epochs_done"] < 6).all()
 
 
+@pytest.mark.slow
 def test_grid_timing_feeds_the_overhead_benchmark(mini_grid):
     from ablate.bench import grid_overhead
 
@@ -116,6 +105,7 @@ def test_grid_timing_feeds_the_overhead_benchmark(mini_grid):
     assert r["concurrency"] >= 1 and r["wall_s"] > r["ideal_wall_s"] > 0 and 0 < r["overhead_fraction"] < 1
 
 
+@pytest.mark.slow
 def test_resume_of_a_finished_experiment_runs_nothing_and_rewrites_nothing(mini_grid):
     storage, exp = mini_grid["storage"], mini_grid["dir"]
     files = ("history.csv", "trials.csv", "grid_timing.json", "report.md")

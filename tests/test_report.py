@@ -11,6 +11,7 @@ from ablate.report import verdicts
 from ablate.results import ablation_table
 
 
+@pytest.mark.slow
 def test_report_written_and_table_matches_results(mini_grid):
     exp = mini_grid["dir"]
     assert f"report: {exp / 'report.html'}" in mini_grid["proc"].stdout
@@ -34,6 +35,7 @@ def test_report_written_and_table_matches_results(mini_grid):
         assert needle in md, needle
 
 
+@pytest.mark.slow
 def test_report_cli_rebuilds_and_rejects_a_wrong_dir(mini_grid, tmp_path):
     p = run_cli([str(mini_grid["dir"])], module="ablate.report")
     assert p.returncode == 0 and "report.html" in p.stdout
@@ -89,6 +91,7 @@ def test_paired_interval_is_scipys_t_interval():
     assert (r["ci_low"], r["ci_high"]) == pytest.approx((ci.low, ci.high))
 
 
+@pytest.mark.slow
 def test_wandb_report_compares_what_the_page_compares(mini_grid):
     import wandb_workspaces.reports.v2 as wr
 
@@ -112,6 +115,7 @@ def test_wandb_report_compares_what_the_page_compares(mini_grid):
 CHROMIUM = "/usr/bin/chromium"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian's chromium is installed by .ci/run")
 def test_report_renders_in_a_real_browser(mini_grid):
     from playwright.sync_api import sync_playwright

@@ -1,37 +1,19 @@
 """W&B: one offline run per trial whose history equals history.csv; failures never cost a result."""
 import json
 import warnings
-from pathlib import Path
 
 import pandas as pd
 import pytest
 
 import wandb_reader
+from wandb_reader import merged_history, wandb_files
 from ablate.tracking import resolve_mode, start_trial_run
 from ablate.train import trial_name
 
 METRICS = ["train_loss", "train_acc", "val_loss", "val_acc", "epoch_seconds", "images_per_second"]
 
 
-def wandb_files(exp_dir: Path):
-    """{run id: [.wandb files, oldest first]} (a resumed run has one file per process).
-
-    Each trial's offline run lives in the trial's own directory of the experiment's storage
-    (``grow-K/`` holds the trials a grown experiment added).
-    """
-    runs = {}
-    for f in sorted(exp_dir.glob("**/wandb/offline-run-*/run-*.wandb"), key=lambda f: f.parent.name):
-        runs.setdefault(f.stem[len("run-"):], []).append(f)
-    return runs
-
-
-def merged_history(files):
-    rows = []
-    for f in files:
-        rows += wandb_reader.history(str(f))
-    return rows
-
-
+@pytest.mark.slow
 def test_one_offline_run_per_trial_with_history_equal_to_csv(mini_grid):
     exp = mini_grid["dir"]
     hist = pd.read_csv(exp / "history.csv", dtype={"trial_id": str})
@@ -52,6 +34,7 @@ def test_one_offline_run_per_trial_with_history_equal_to_csv(mini_grid):
                 assert items["scale_stage3"] == pytest.approx(row["scale_stage3"])
 
 
+@pytest.mark.slow
 def test_run_identity_config_and_summary(mini_grid):
     exp = mini_grid["dir"]
     trials = pd.read_csv(exp / "trials.csv", dtype={"trial_id": str})
@@ -78,6 +61,7 @@ def test_run_identity_config_and_summary(mini_grid):
         assert "train_seconds" in summary and summary["diverged"] is False
 
 
+@pytest.mark.slow
 def test_sync_command_printed_for_offline(mini_grid):
     assert "wandb sync" in mini_grid["proc"].stdout
 

@@ -1,6 +1,7 @@
 """Read a .wandb file in the tests: its records come from ``ablate.tracking.read_records``
 (wandb 0.31 ships no Python reader); these helpers pick the history, config and run records."""
 import json
+from pathlib import Path
 
 from ablate.tracking import read_records as _records
 
@@ -34,3 +35,22 @@ def run_info(path):
         if rec.WhichOneof("record_type") == "run":
             return rec.run
     return None
+
+
+def wandb_files(exp_dir: Path):
+    """{run id: [.wandb files, oldest first]} (a resumed run has one file per process).
+
+    Each trial's offline run lives in the trial's own directory of the experiment's storage, in
+    the Tune run (``run-*/``) that trained it; a run resumed by a later Tune run has files in both.
+    """
+    runs = {}
+    for f in sorted(Path(exp_dir).glob("**/wandb/offline-run-*/run-*.wandb"), key=lambda f: f.parent.name):
+        runs.setdefault(f.stem[len("run-"):], []).append(f)
+    return runs
+
+
+def merged_history(files):
+    rows = []
+    for f in files:
+        rows += history(str(f))
+    return rows

@@ -1,0 +1,153 @@
+"""The Ray cluster a grid runs on: joining it, what it has and can add, what each trial asks of it.
+
+A trial's GPU request follows from what the cluster has now or its autoscaler can add (node
+types read from the GCS, where the autoscaler reports them, or from the cluster launcher's
+config on the head); a request no node could ever hold is an error before any trial starts.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple
+
+import yaml
+
+from .config import ExperimentConfig
+
+__all__ = ["Capacity", "ClusterError", "autoscaler_node_types", "cluster_capacity", "trial_resources", "connect",
+           "BOOTSTRAP_CONFIG"]
+
+# Where the cluster launcher (`ray up`) leaves its config on the head node.
+BOOTSTRAP_CONFIG = "~/ray_bootstrap_config.yaml"
+
+
+class ClusterError(ValueError):
+    """What the grid asks of the Ray cluster it can never get: exit 2 before any trial."""
+
+
+@dataclass
+class Capacity:
+    """What the Ray cluster has now, and what its autoscaler can add (node shapes)."""
+
+    gpus_now: float
+    shapes: List[Dict[str, float]]      # resources of every live node and every node type it can add
+    autoscaler: Optional[str] = None    # where the autoscaler's node types were read, if anywhere
+
+    @property
+    def gpu_possible(self) -> bool:
+        return self.gpus_now > 0 or any(s.get("GPU", 0) > 0 for s in self.shapes)
+
+
+def autoscaler_node_types() -> Tuple[List[Dict[str, float]], Optional[str]]:
+    """Resources of the worker node types the cluster's autoscaler can start (none: [], None).
+
+    Ray records the autoscaler's node groups in the GCS where the autoscaler reports them
+    (``get_max_resources_from_cluster_config`` reads the same record for Ray Train and Data);
+    the cluster launcher's autoscaler (``ray up``) reads its node types from
+    ``~/ray_bootstrap_config.yaml`` on the head, where the grid's driver runs.
+    """
+    from ray._private.state import state
+
+    try:
+        config = state.get_cluster_config()
+    except Exception:
+        config = None
+    if config is not None and config.node_group_configs:
+        return ([{k: float(v) for k, v in g.resources.items()} for g in config.node_group_configs
+                 if g.max_count != 0], "the GCS cluster config")
+    path = os.path.expanduser(BOOTSTRAP_CONFIG)
+    try:
+        with open(path) as f:
+            launcher = yaml.safe_load(f) or {}
+    except (OSError, yaml.YAMLError):
+        return [], None
+    head = launcher.get("head_node_type")
+    types = launcher.get("available_node_types") or {}
+    shapes = [{k: float(v) for k, v in (t.get("resources") or {}).items()} for name, t in types.items()
+              if name != head and int(t.get("max_workers", launcher.get("max_workers", 0)) or 0) > 0]
+    return shapes, path
+
+
+def cluster_capacity() -> Capacity:
+    import ray
+
+    shapes = [dict(n["Resources"]) for n in ray.nodes() if n.get("Alive")]
+    scalable, source = autoscaler_node_types()
+    return Capacity(gpus_now=ray.cluster_resources().get("GPU", 0.0), shapes=shapes + scalable,
+                    autoscaler=source)
+
+
+def trial_resources(cfg: ExperimentConfig, cap: Capacity) -> Dict[str, float]:
+    """CPUs and (fractional) GPUs per trial, from what the cluster has or its autoscaler can add.
+
+    An explicit ``gpus_per_trial`` always wins; unset, trials take ``1/trials_per_gpu`` GPU where
+    a GPU exists or can be added (the trials then wait for the autoscaler), else none.  A request
+    no node of the cluster, present or addable, could ever hold is a ``ClusterError``.
+    """
+    gpus = cfg.gpus_per_trial
+    if gpus is None:
+        gpus = 1.0 / cfg.trials_per_gpu if cap.gpu_possible else 0.0
+    if gpus > 0 and not cap.gpu_possible:
+        raise ClusterError(f"key 'gpus_per_trial' is {gpus:g} but the Ray cluster has no GPU and its autoscaler "
+                           "can add none; allowed here: 0, or leave it unset (trials then run on CPUs)")
+    if not any(s.get("CPU", 0) >= cfg.cpus_per_trial and s.get("GPU", 0) >= gpus for s in cap.shapes):
+        most = max((s.get("CPU", 0) for s in cap.shapes if s.get("GPU", 0) >= gpus), default=0)
+        raise ClusterError(f"key 'cpus_per_trial' is {cfg.cpus_per_trial:g} but no node of the Ray cluster "
+                           f"(nor any its autoscaler can add) has that many CPUs beside {gpus:g} GPU; "
+                           f"allowed here: up to {most:g}")
+    return {"cpu": cfg.cpus_per_trial, "gpu": gpus}
+
+
+def log_to_file(path: str) -> None:
+    """Ray's and Tune's own log lines go to ``path``; only their errors still reach the terminal.
+
+    Ray configures its loggers (``ray`` and below) with handlers of its own on import and on
+    ``ray.init``; those that write to the terminal are replaced by the file.
+    """
+    import logging
+
+    import ray  # noqa: F401 -- its loggers exist once imported
+
+    to_file = logging.FileHandler(path)
+    to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    errors = logging.StreamHandler()
+    errors.setLevel(logging.ERROR)
+    for name in [n for n in logging.root.manager.loggerDict if n == "ray" or n.startswith("ray.")]:
+        logger = logging.getLogger(name)
+        for h in list(logger.handlers):
+            if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler):
+                logger.removeHandler(h)
+        if not logger.propagate or name == "ray":
+            logger.addHandler(to_file)
+            logger.addHandler(errors)
+
+
+def connect(address: Optional[str], block_modules: List[str] = (), log_path: Optional[str] = None) -> Capacity:
+    """Join (or start) Ray and read what it can give.
+
+    A user's block modules (imported in this driver already) travel to every node with the
+    job's runtime env (``py_modules``: Ray uploads them once; every worker gets them on its path).
+    With ``log_path``, Ray's own log lines go there (``log_to_file``).
+    """
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no job metadata leaves the cluster
+    import ray
+
+    if log_path:
+        log_to_file(log_path)
+    runtime_env = {"py_modules": [_module_path(m) for m in block_modules]} if block_modules else None
+    if address:
+        ray.init(address=address, log_to_driver=True, runtime_env=runtime_env)
+    elif not ray.is_initialized():
+        # Local mode: this machine's CPUs and GPUs; no dashboard (and never off localhost).
+        ray.init(include_dashboard=False, dashboard_host="127.0.0.1", log_to_driver=True, runtime_env=runtime_env)
+    if log_path:
+        log_to_file(log_path)  # ray.init may have added handlers of its own
+    return cluster_capacity()
+
+
+def _module_path(name: str) -> str:
+    """The file (single-file module) or directory (package) of an imported module, for ``py_modules``."""
+    import sys
+
+    module = sys.modules[name.split(".")[0]]
+    return module.__path__[0] if hasattr(module, "__path__") else module.__file__

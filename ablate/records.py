@@ -1,0 +1,160 @@
+"""A trial's record: ablate's own account of what a trial trained, and the one truth of what finished.
+
+Every checkpoint a trial writes is a directory with the trainer's state (``state.pt``) and the
+trial's record (``ablate_record.json``): the experiment's id, the trial (a group of one or more
+grid points that train together), and for each member its stable id, its point, its history
+(every epoch, with the node that ran it) and whether it is done.  A checkpoint is written once,
+into a fresh directory, and never rewritten; the record names the size of the state beside it,
+so a checkpoint that a full disk or a broken upload cut short is recognised from its own files.
+
+The driver lists the records once (``list_records``: JSON and file sizes, no torch, no Ray, no
+file of Tune's) and decides from them alone what is done, what continues from which checkpoint,
+and what history.csv holds.  Local and URI storage alike (pyarrow's filesystems, as Tune's).
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Tuple
+
+import pandas as pd
+
+from . import storage
+from .storage import RECORD_FILE, STATE_FILE
+from .train import AXES
+
+__all__ = ["Found", "Listing", "make_record", "write_checkpoint", "list_records", "history_frames", "loggable",
+           "RUN_KEYS"]
+
+VERSION = 1
+# What a history row holds beside the trainer's metrics: the node that ran the epoch, and when.
+RUN_KEYS = ("node", "time")
+
+
+def loggable(metrics: Dict[str, Any]) -> Dict[str, Any]:
+    """An epoch's metrics as the trainer computed them (W&B's), without ``RUN_KEYS``."""
+    return {k: v for k, v in metrics.items() if k not in RUN_KEYS}
+
+
+def make_record(experiment_id: str, trial: str, members: List[Dict[str, Any]], histories: List[List[Dict]],
+                done: List[bool]) -> Dict[str, Any]:
+    """A trial's record: ``members`` are ``{"id", "point"}``; each gets its history and whether it is done."""
+    return {"ablate_record": VERSION, "experiment_id": experiment_id, "trial": trial, "written": time.time(),
+            "process": {"pid": os.getpid(), "host": socket.gethostname()},  # which process wrote it
+            "members": [{**m, "history": list(h), "done": bool(d)} for m, h, d in zip(members, histories, done)]}
+
+
+def write_checkpoint(directory: str, state: Dict[str, Any], record: Dict[str, Any]) -> None:
+    """Write ``state`` (tensors and plain values) and ``record`` into a new checkpoint directory.
+
+    The record goes last and names the size of the state: whatever cuts the copy short (a full disk,
+    an upload that broke) leaves a record that is missing, unparseable, or names another size.
+    """
+    import torch
+
+    path = os.path.join(directory, STATE_FILE)
+    torch.save(state, path)
+    tmp = os.path.join(directory, RECORD_FILE + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump({**record, "state_bytes": os.path.getsize(path)}, f, allow_nan=True)
+    os.replace(tmp, os.path.join(directory, RECORD_FILE))
+
+
+@dataclass
+class Found:
+    """A readable record and the checkpoint directory it is in (a local path or a URI)."""
+
+    record: Dict[str, Any]
+    checkpoint: str
+    state_whole: bool = True  # the trainer's state beside it is whole: the trial can continue from here
+
+    @property
+    def trial_dir(self) -> str:
+        return self.checkpoint.rstrip("/").rsplit("/", 1)[0]
+
+    @property
+    def epochs(self) -> int:
+        return sum(len(m["history"]) for m in self.record["members"])
+
+    @property
+    def done(self) -> bool:
+        return all(m["done"] for m in self.record["members"])
+
+    @property
+    def ids(self) -> Tuple[str, ...]:
+        return tuple(m["id"] for m in self.record["members"])
+
+
+@dataclass
+class Listing:
+    """Every readable record of an experiment, by trial (its members' ids), newest first."""
+
+    by_trial: Dict[Tuple[str, ...], List[Found]] = field(default_factory=dict)
+    broken: List[str] = field(default_factory=list)  # unfinished trials' checkpoints that are cut short
+
+    def newest(self) -> List[Found]:
+        return [found[0] for found in self.by_trial.values()]
+
+    def member(self, member_id: str) -> Optional[Dict[str, Any]]:
+        """A member's record in the newest record that holds it (the longest history, then the latest)."""
+        best = None
+        for f in self.newest():
+            for m in f.record["members"]:
+                if m["id"] == member_id and (best is None or (m["done"], len(m["history"])) >
+                                             (best["done"], len(best["history"]))):
+                    best = m
+        return best
+
+    def done_ids(self) -> set:
+        return {m["id"] for f in self.newest() for m in f.record["members"] if m["done"]}
+
+
+def list_records(exp_dir: str, experiment_id: str) -> Listing:
+    """Every record under ``exp_dir`` whose checkpoint is whole: one recursive listing, then the records."""
+    import pyarrow.fs as pafs
+
+    fs, root = storage.filesystem(exp_dir)
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
+    except (FileNotFoundError, OSError):
+        return Listing()
+    sizes = {i.path: i.size for i in infos if i.type == pafs.FileType.File}
+    listing = Listing()
+    for path in sorted(sizes):
+        if os.path.basename(path) != RECORD_FILE:
+            continue
+        ckpt = path.rsplit("/", 1)[0]
+        where = storage.join(exp_dir, ckpt[len(root.rstrip("/")) + 1:])
+        try:
+            with fs.open_input_stream(path) as f:
+                record = json.loads(f.read())  # a record cut short does not parse
+            if record["ablate_record"] != VERSION or record["experiment_id"] != experiment_id:
+                continue  # another experiment's record (a copied directory): never this one's truth
+            found = Found(record, where, sizes.get(f"{ckpt}/{STATE_FILE}") == record["state_bytes"])
+            found.ids, found.done  # noqa: B018 -- a record of another shape is refused here, not later
+        except (OSError, ValueError, KeyError, TypeError):
+            listing.broken.append(where)
+            continue
+        if not found.state_whole and not found.done:
+            listing.broken.append(where)
+        listing.by_trial.setdefault(found.ids, []).append(found)
+    for found in listing.by_trial.values():
+        found.sort(key=lambda f: (f.done, f.epochs, f.record["written"]), reverse=True)
+    return listing
+
+
+def history_frames(listing: Listing, ids: Dict[str, Dict[str, Any]]) -> List[pd.DataFrame]:
+    """One frame per grid member (``ids``: member id -> point) from its newest record: its epochs,
+    axes and trial id; the per-epoch LR metric is ``epoch_lr`` (``lr`` is the axis)."""
+    frames = []
+    for member_id, point in ids.items():
+        m = listing.member(member_id)
+        if m is None or not m["history"]:
+            continue
+        df = pd.DataFrame(m["history"]).rename(columns={"lr": "epoch_lr"})
+        frames.append(df.assign(**{a: point[a] for a in AXES}, trial_id=member_id))
+    return frames
+

@@ -1,0 +1,307 @@
+"""One experiment's lifecycle: its identity, what is done, what runs next, its tables, its timing.
+
+A study is the grid of one experiment directory.  What it holds is decided from the trials'
+own records alone (``ablate.records``): a first run, a ``--resume`` after a crash, a Ctrl-C or a
+full disk, and a growth (more values on an axis) are one operation: run the grid points that are
+not done, each unfinished trial from its newest whole checkpoint, as one more Tune run
+(``<experiment>/run-<time>``).  No file of Tune's is read back.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shlex
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Tuple
+
+import pandas as pd
+import yaml
+
+from . import storage
+from .config import ExperimentConfig, to_dict, trial_configs, trial_groups
+from .records import Listing, history_frames, list_records
+from .results import history_table, trials_table
+from .storage import EXPERIMENT_FILE, TIMING_FILE, ExperimentLock, LockedError
+from .train import trial_id, trial_name
+
+__all__ = ["UsageError", "Study", "Trial", "tables_from_records", "identity", "growth", "IDENTITY_EXEMPT", "GROWABLE", "PART_PREFIX",
+           "resume_command", "record_timing", "provenance", "git_commit"]
+
+
+class UsageError(Exception):
+    """Bad input found before any Ray or GPU work: exit code 2."""
+
+
+# Settings that may change when an experiment is resumed (they do not change any result).
+IDENTITY_EXEMPT = {"storage_path", "cpus_per_trial", "gpus_per_trial", "trials_per_gpu", "max_concurrent_trials",
+                   "max_failures", "wandb", "data_dir", "threads", "device", "checkpoint_period_s",
+                   "checkpoints_to_keep", "target_acc", "eval_batch_size", "compile", "compile_mode",
+                   "provenance", "experiment_id"}
+# Keys that may gain values on --resume: the experiment grows, its finished trials stay.
+GROWABLE = ("blocks", "depths", "lrs", "seeds", "block_modules")
+PART_PREFIX = "run-"  # each Tune run of the study: <experiment>/run-<UTC time>, never a trial's name
+
+
+def identity(cfg) -> Dict[str, Any]:
+    """What makes two experiments the same one (compared on ``--resume``); a config or its dict."""
+    d = cfg if isinstance(cfg, dict) else to_dict(cfg)
+    return {k: v for k, v in d.items() if k not in IDENTITY_EXEMPT}
+
+
+def growth(saved: Dict[str, Any], now: Dict[str, Any]) -> Tuple[List[str], Dict[str, list]]:
+    """Compare two identities: (keys that differ in a way no resume allows, {axis: values added}).
+
+    An axis (or ``block_modules``) may gain values, in any order; any other difference, or a value
+    removed, is a different experiment.
+    """
+    refused, added = [], {}
+    for k in sorted(set(saved) | set(now)):
+        a, b = saved.get(k), now.get(k)
+        if a == b:
+            continue
+        if k in GROWABLE and isinstance(a, list) and isinstance(b, list) and all(v in b for v in a):
+            new = [v for v in b if v not in a]
+            if new:
+                added[k] = new
+        else:
+            refused.append(k)
+    return refused, added
+
+
+@dataclass
+class Trial:
+    """A Tune trial of the study: its members (``{"id", "point"}``), trained together (one, or a fused group),
+    the checkpoints it may continue from (newest first) and its earlier trial directories."""
+
+    name: str
+    members: List[Dict[str, Any]]
+    checkpoints: List[str] = field(default_factory=list)
+    dirs: List[str] = field(default_factory=list)
+    epochs_done: int = 0  # on record in its newest whole checkpoint: where it continues
+
+    @property
+    def weight(self) -> float:
+        """What an epoch of it costs, relatively: compute grows with depth, and with the members."""
+        return float(self.members[0]["point"]["depth"] * len(self.members))
+
+
+def _trial(points: List[Dict[str, Any]], experiment_id: str, found=()) -> Trial:
+    name = trial_name(points[0]) + (f"+{len(points) - 1}" if len(points) > 1 else "")
+    whole = [f for f in found if f.state_whole]
+    start = min((len(m["history"]) for m in whole[0].record["members"] if not m["done"]), default=0) if whole else 0
+    return Trial(name, [{"id": trial_id(experiment_id, p), "point": dict(p)} for p in points],
+                 [f.checkpoint for f in whole], list(dict.fromkeys(f.trial_dir for f in found)), start)
+
+
+class Study:
+    """The lifecycle of ``cfg``'s experiment: ``check`` (before Ray), ``plan``, ``begin``, ``tables``, ``finish``."""
+
+    def __init__(self, cfg: ExperimentConfig, resume: bool):
+        self.cfg, self.resume = cfg, resume
+        self.dir = cfg.experiment_dir
+        self.saved: Optional[Dict[str, Any]] = None
+        self.added: Dict[str, list] = {}
+        self.experiment_id = uuid.uuid4().hex[:12]
+        self.listing = Listing()
+
+    # --- before Ray ---------------------------------------------------------------------------
+    def lock(self) -> ExperimentLock:
+        """One writer per experiment, for the whole run (``with study.lock():``)."""
+        try:
+            if not storage.is_uri(self.dir) and os.path.exists(self.dir) and not os.path.isdir(self.dir):
+                raise UsageError(f"{self.dir} is a file, not an experiment directory; choose another name= "
+                                 "(nothing was changed)")
+            storage.check_writable(self.dir)
+            if not storage.is_uri(self.dir) and os.path.isdir(self.dir) and not os.access(self.dir, os.W_OK | os.X_OK):
+                raise PermissionError(f"{self.dir} is read-only")
+            return ExperimentLock(self.dir)
+        except UsageError:
+            raise
+        except OSError as e:
+            raise UsageError(f"key 'storage_path': cannot write to {self.dir} ({e.__class__.__name__}: "
+                             f"{_first(e) or 'no detail'})") from None
+        except Exception as e:  # pyarrow: an unknown scheme, a malformed URI
+            raise UsageError(f"key 'storage_path': {self.cfg.storage_path!r} is not a usable location "
+                             f"({e.__class__.__name__}: {_first(e)}); allowed: a local directory, or a URI such as "
+                             "s3://bucket/path or file:///path") from None
+
+    def check(self) -> None:
+        """Refuse to mix experiments and to resume nothing; on ``--resume``, what the grid adds."""
+        try:
+            exists = storage.has_files(self.dir)
+            if self.resume:
+                self.saved = self._saved_identity() if exists else None
+                if self.saved is None:
+                    raise UsageError(f"--resume: nothing to resume at {self.dir} (no experiment was started there); "
+                                     "run without --resume to start it")
+                refused, self.added = growth(identity(self.saved), identity(self.cfg))
+                if refused:
+                    raise UsageError(f"--resume: {self.dir} holds a different experiment (differs in: "
+                                     f"{', '.join(refused)}); resume it with its own settings (an axis may only gain "
+                                     "values), or choose a new name=")
+                self.experiment_id = str(self.saved.get("experiment_id") or self.cfg.name)
+            elif exists:
+                raise UsageError(f"{self.dir} already holds an experiment; continue it with --resume, "
+                                 "or choose a new name= (nothing was changed)")
+        except OSError as e:  # an unreachable bucket, no credentials
+            raise UsageError(f"key 'storage_path': cannot read {self.dir} ({e.__class__.__name__}: {_first(e)})") from None
+
+    def _saved_identity(self) -> Optional[Dict[str, Any]]:
+        try:
+            saved = yaml.safe_load(storage.read_text(storage.join(self.dir, EXPERIMENT_FILE))) or {}
+        except FileNotFoundError:
+            raise UsageError(f"--resume: {self.dir} holds no {EXPERIMENT_FILE}: it is not an ablate experiment") from None
+        # A key added to ablate after the experiment was started had its default then.
+        defaults = {k: f.get_default(call_default_factory=True) for k, f in ExperimentConfig.model_fields.items()}
+        return {**{k: v for k, v in defaults.items() if k not in saved}, **saved}
+
+    def growth_text(self) -> str:
+        saved = {k: [v for v in getattr(self.cfg, k) if v not in self.added.get(k, [])]
+                 for k in ("blocks", "depths", "lrs", "seeds")}
+        old = len(saved["blocks"]) * len(saved["depths"]) * len(saved["lrs"]) * len(saved["seeds"])
+        new = len(trial_configs(self.cfg)) - old
+        what = "; ".join(f"{k} +{v}" for k, v in self.added.items())
+        return f"growing {self.dir}: {what}: {new} new trials beside the {old} it holds (those are not rerun)"
+
+    # --- what runs ----------------------------------------------------------------------------
+    def points(self) -> Dict[str, Dict[str, Any]]:
+        """The grid's points by their stable id."""
+        return {trial_id(self.experiment_id, t.point): t.point for t in trial_configs(self.cfg)}
+
+    def plan(self) -> List[Trial]:
+        """The trials that run next: the grid points not done, from the records alone.
+
+        An unfinished trial runs again as it was (its members together, from its newest whole
+        checkpoint, whichever Tune run wrote it); points no record holds form new trials.
+        """
+        self.listing = list_records(self.dir, self.experiment_id)
+        points = self.points()
+        done = self.listing.done_ids()
+        todo, taken = [], set()
+        for found in self.listing.by_trial.values():
+            ids = found[0].ids
+            elsewhere = {i for f in self.listing.newest() if f.ids != ids for i in f.ids if i in done}
+            if found[0].done or not all(i in points for i in ids) or any(i in elsewhere or i in taken for i in ids):
+                continue  # done, or not all of it in this grid (an interrupted growth), or its points run elsewhere
+            todo.append(_trial([points[i] for i in ids], self.experiment_id, found))
+            taken |= set(ids)
+        fresh = [p for i, p in points.items() if i not in done and i not in taken]
+        if fresh:
+            todo += [_trial([t.point for t in g], self.experiment_id) for g in trial_groups(self.cfg, fresh)]
+        return todo
+
+    def broken_notice(self) -> Optional[str]:
+        broken = self.listing.broken
+        if not broken:
+            return None
+        return (f"notice: {len(broken)} checkpoints are cut short or unreadable (first: {broken[0]}); their trials "
+                "continue from an older checkpoint, or each starts again from epoch 1")
+
+    # --- writing ------------------------------------------------------------------------------
+    def write_identity(self) -> None:
+        """The experiment's identity, with the experiment (checked by ``--resume``, read by the report):
+        written when the experiment starts, and after a growth once the grown points are on record."""
+        prov = (self.saved or {}).get("provenance") or provenance()
+        text = yaml.safe_dump({**to_dict(self.cfg), "experiment_id": self.experiment_id, "provenance": prov},
+                              sort_keys=False)
+        storage.write_text(storage.join(self.dir, EXPERIMENT_FILE), text)
+        if self.cfg.output_dir != self.dir:
+            os.makedirs(self.cfg.output_dir, exist_ok=True)
+            storage.write_text(os.path.join(self.cfg.output_dir, EXPERIMENT_FILE), text)
+
+    def part_name(self) -> str:
+        """A new Tune run's directory name: the time, and a count where one of that second exists."""
+        taken = set(storage.list_dirs(self.dir))
+        base = PART_PREFIX + time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+        name, k = base, 1
+        while name in taken:
+            k += 1
+            name = f"{base}-{k}"
+        return name
+
+    def tables(self, errored: set, interrupted: bool) -> Tuple[pd.DataFrame, pd.DataFrame]:
+        """history.csv and trials.csv of the grid, from the records (listed once more: what this run added)."""
+        self.listing = list_records(self.dir, self.experiment_id)
+        points = self.points()
+        history = history_table(history_frames(self.listing, points))
+        statuses = {}
+        for i, p in points.items():
+            m = self.listing.member(i)
+            statuses[i] = ("TERMINATED" if m is not None and m["done"] else "ERROR" if i in errored
+                           else "TERMINATED" if m is not None else "NOT_STARTED")
+        expected = [{**p, "trial_id": i} for i, p in points.items()]
+        trials = trials_table(history, statuses, expected, self.cfg.target_acc, self.cfg.epochs, interrupted)
+        return history, trials
+
+
+def tables_from_records(exp_dir: str) -> Tuple[pd.DataFrame, pd.DataFrame]:
+    """An experiment's history.csv and trials.csv rebuilt from its identity and its trials' records alone
+    (``python -m ablate.report`` when they are lost or cut short); ``ValueError`` if it has neither."""
+    try:
+        saved = yaml.safe_load(storage.read_text(storage.join(exp_dir, EXPERIMENT_FILE))) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise ValueError(f"no readable {EXPERIMENT_FILE}: {e.__class__.__name__}") from None
+    if not isinstance(saved, dict) or "experiment_id" not in saved:
+        raise ValueError(f"{EXPERIMENT_FILE} names no experiment_id")
+    fields = {k: v for k, v in saved.items() if k in ExperimentConfig.model_fields}
+    parent, name = os.path.split(os.path.abspath(exp_dir.rstrip("/")))
+    # Not validated again: its user blocks need not be importable here, and it was valid when it ran.
+    cfg = ExperimentConfig.model_construct(**{**fields, "storage_path": parent, "name": name})
+    study = Study(cfg, resume=True)
+    study.dir, study.experiment_id = exp_dir, str(saved["experiment_id"])
+    history, trials = study.tables(set(), interrupted=True)
+    if history.empty:
+        raise ValueError("no trial has a record yet")
+    return history, trials
+
+
+def _first(e: BaseException) -> str:
+    return (str(e).splitlines() or [""])[0][:200]
+
+
+def git_commit() -> Optional[str]:
+    try:
+        here = os.path.dirname(os.path.abspath(__file__))  # the code that runs, wherever the cwd is
+        out = subprocess.run(["git", "-C", here, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def provenance() -> dict:
+    """What produced the results: the code's commit, the libraries' versions, when."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {"python": platform.python_version()}
+    for pkg in ("ablate", "torch", "ray", "wandb", "scipy"):
+        try:
+            versions[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return {"git_commit": git_commit(), "versions": versions, "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+
+
+def record_timing(out_dir: str, timing: dict, resumed: bool) -> None:
+    """``grid_timing.json`` (read by ``python -m ablate.bench --grid``) describes the first run; a
+    resume is appended under ``resumes``, so a short resume never passes for the grid's wall."""
+    path = os.path.join(out_dir, TIMING_FILE)
+    if resumed and os.path.exists(path):
+        with open(path) as f:
+            first = json.load(f)
+        first.setdefault("resumes", []).append(timing)
+        timing = first
+    with open(path, "w") as f:
+        json.dump(timing, f)
+
+
+def resume_command(argv: List[str]) -> str:
+    """The exact command that continues this experiment."""
+    rest = [a for a in argv if a != "--resume"]
+    return shlex.join(["python", "-m", "ablate.grid", *rest, "--resume"])
+
+
+__all__ += ["LockedError"]

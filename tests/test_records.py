@@ -1,0 +1,167 @@
+"""The study's pure parts, without Ray: records on disk (hand-made), what a resume runs, growth,
+the tables, trial groups and resources."""
+import json
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from ablate.cluster import Capacity, ClusterError, trial_resources
+from ablate.config import load_experiment, trial_configs, trial_groups
+from ablate.records import list_records, make_record, write_checkpoint
+from ablate.results import trials_table
+from ablate.storage import RECORD_FILE, STATE_FILE
+from ablate.study import Study, growth, identity
+from ablate.train import trial_id
+
+EXP_ID = "0123456789ab"
+
+
+def _epoch(e, acc=0.5, loss=1.0, diverged=False):
+    return {"epoch": e, "train_loss": loss, "train_acc": acc, "val_loss": loss, "val_acc": acc, "lr": 0.1,
+            "epoch_seconds": 0.1, "images_per_second": 100.0, "diverged": diverged, "node": "n1", "time": 1.0 * e}
+
+
+def _cfg(tmp_path, *overrides):
+    return load_experiment(None, ["blocks=[baseline,skipinit]", "depths=[8]", "lrs=[0.1]", "seeds=[0,1]",
+                                  "epochs=3", f"storage_path={tmp_path}", "name=e", *overrides])
+
+
+def _write(exp_dir, part, trial_dir, ckpt, points, epochs, done, experiment_id=EXP_ID, state=None):
+    """A checkpoint as a trial writes it: the trainer's state and the record beside it."""
+    d = exp_dir / part / trial_dir / ckpt
+    d.mkdir(parents=True)
+    members = [{"id": trial_id(experiment_id, p), "point": p} for p in points]
+    histories = [[_epoch(e) for e in range(1, n + 1)] for n in epochs]
+    write_checkpoint(str(d), state or {"w": torch.zeros(3)}, make_record(experiment_id, trial_dir, members,
+                                                                         histories, done))
+    return d
+
+
+def _point(block="baseline", seed=0):
+    return {"block": block, "depth": 8, "lr": 0.1, "seed": seed}
+
+
+def test_records_are_listed_newest_first_and_a_cut_checkpoint_is_known_by_its_own_files(tmp_path):
+    exp = tmp_path / "e"
+    old = _write(exp, "run-1", "t0", "checkpoint_000000", [_point()], [1], [False])
+    new = _write(exp, "run-2", "t0", "checkpoint_000001", [_point()], [2], [False])
+    listing = list_records(str(exp), EXP_ID)
+    (found,) = listing.by_trial.values()
+    assert [f.checkpoint for f in found] == [str(new), str(old)] and found[0].state_whole
+    # The state cut short (a full disk): the trial continues from the older checkpoint.
+    state = new / STATE_FILE
+    state.write_bytes(state.read_bytes()[:50])
+    listing = list_records(str(exp), EXP_ID)
+    assert listing.broken == [str(new)]
+    assert [f.state_whole for f in listing.by_trial[(trial_id(EXP_ID, _point()),)]] == [False, True]
+    # A record cut short does not parse: broken, never a truth.
+    rec = old / RECORD_FILE
+    rec.write_text(rec.read_text()[:40])
+    assert str(old) in list_records(str(exp), EXP_ID).broken
+
+
+def test_a_done_record_is_the_truth_even_when_its_state_is_cut(tmp_path):
+    exp = tmp_path / "e"
+    d = _write(exp, "run-1", "t0", "checkpoint_000002", [_point()], [3], [True])
+    (d / STATE_FILE).write_bytes(b"")
+    listing = list_records(str(exp), EXP_ID)
+    assert listing.broken == [] and listing.done_ids() == {trial_id(EXP_ID, _point())}
+
+
+def test_another_experiments_records_and_foreign_files_are_ignored(tmp_path):
+    exp = tmp_path / "e"
+    _write(exp, "run-1", "t0", "checkpoint_000000", [_point()], [3], [True], experiment_id="ffffffffffff")
+    (exp / "run-1" / "t1" / "checkpoint_000000").mkdir(parents=True)
+    (exp / "run-1" / "t1" / "checkpoint_000000" / RECORD_FILE).write_text(json.dumps({"hello": 1}))
+    listing = list_records(str(exp), EXP_ID)
+    assert not listing.by_trial and len(listing.broken) == 1
+
+
+def test_nan_metrics_of_a_diverged_trial_round_trip(tmp_path):
+    exp = tmp_path / "e"
+    d = tmp_path / "e" / "run-1" / "t0" / "checkpoint_000000"
+    d.mkdir(parents=True)
+    hist = [_epoch(1), {**_epoch(2, loss=float("nan")), "diverged": True}]
+    write_checkpoint(str(d), {"w": torch.ones(1)}, make_record(EXP_ID, "t0", [{"id": "a", "point": _point()}],
+                                                               [hist], [True]))
+    (found,) = list_records(str(exp), EXP_ID).newest()
+    assert math.isnan(found.record["members"][0]["history"][1]["train_loss"])
+
+
+def test_plan_runs_only_points_not_done_and_unfinished_trials_as_they_were(tmp_path):
+    cfg = _cfg(tmp_path, "fuse_trials=2", "seeds=[0,1,2]")
+    study = Study(cfg, resume=True)
+    study.experiment_id = EXP_ID
+    exp = tmp_path / "e"
+    # baseline seeds 0,1 fused: done; skipinit seeds 0,1 fused: one done, one at epoch 1 (continues together)
+    _write(exp, "run-1", "a", "checkpoint_000002", [_point(seed=0), _point(seed=1)], [3, 3], [True, True])
+    _write(exp, "run-1", "b", "checkpoint_000000", [_point("skipinit", 0), _point("skipinit", 1)], [2, 1],
+           [True, False])
+    todo = study.plan()
+    names = {t.name: t for t in todo}
+    assert set(names) == {"skipinit-d8-lr0.1-s0+1", "baseline-d8-lr0.1-s2", "skipinit-d8-lr0.1-s2"}
+    again = names["skipinit-d8-lr0.1-s0+1"]
+    assert len(again.checkpoints) == 1 and again.checkpoints[0].endswith("b/checkpoint_000000")
+    assert [m["point"]["seed"] for m in again.members] == [0, 1]
+    assert names["baseline-d8-lr0.1-s2"].checkpoints == []
+    # The tables of this state: every grid point, its status from the records.
+    history, trials = study.tables(errored=set(), interrupted=True)
+    by_seed = trials.set_index(["block", "seed"])["status"]
+    assert by_seed[("baseline", 0)] == "TERMINATED" and by_seed[("skipinit", 1)] == "INTERRUPTED"
+    assert by_seed[("baseline", 2)] == "INTERRUPTED" and len(trials) == 6
+    assert sorted(history.groupby(["block", "seed"]).size().tolist()) == [1, 2, 3, 3]
+    assert set(trials["trial_id"]) == {trial_id(EXP_ID, t.point) for t in trial_configs(cfg)}
+
+
+def test_growth_allows_added_values_in_any_order_and_nothing_else():
+    saved = {"seeds": [0, 1], "depths": [8], "epochs": 3}
+    assert growth(saved, {"seeds": [1, 0], "depths": [8], "epochs": 3}) == ([], {})  # reordered: no growth
+    assert growth(saved, {"seeds": [2, 0, 1], "depths": [8, 20], "epochs": 3}) == ([], {"depths": [20], "seeds": [2]})
+    assert growth(saved, {"seeds": [0], "depths": [8], "epochs": 4}) == (["epochs", "seeds"], {})
+
+
+def test_identity_ignores_what_changes_no_result(tmp_path):
+    a, b = _cfg(tmp_path), _cfg(tmp_path, "target_acc=0.5", "eval_batch_size=64", "compile=false", "threads=1")
+    assert identity(a) == identity(b)
+    assert identity(a) != identity(_cfg(tmp_path, "epochs=4"))
+
+
+def test_trial_groups_share_block_and_depth_and_keep_the_grid_order(tmp_path):
+    cfg = _cfg(tmp_path, "lrs=[0.1,0.2]", "seeds=[0,1,2]", "fuse_trials=4")
+    groups = trial_groups(cfg)
+    assert [len(g) for g in groups] == [4, 2, 4, 2]
+    assert all(len({(t.block, t.depth) for t in g}) == 1 for g in groups)
+    some = [t.point for t in trial_configs(cfg)][:3]
+    assert [[t.point for t in g] for g in trial_groups(cfg, some)] == [some]
+
+
+def test_trials_table_marks_diverged_interrupted_and_not_started():
+    points = [{**_point(seed=s), "trial_id": f"id{s}"} for s in range(4)]
+    rows = [{**_point(seed=0), "trial_id": "id0", **_epoch(e)} for e in (1, 2, 3)]
+    rows += [{**_point(seed=1), "trial_id": "id1", **_epoch(1, loss=float("nan"), diverged=True)}]
+    rows += [{**_point(seed=2), "trial_id": "id2", **_epoch(1)}]
+    hist = pd.DataFrame(rows)
+    t = trials_table(hist, {"id0": "TERMINATED", "id1": "TERMINATED", "id2": "TERMINATED"}, points, 0.9, 3,
+                     interrupted=True)
+    assert t["status"].tolist() == ["TERMINATED", "DIVERGED", "INTERRUPTED", "INTERRUPTED"]
+    assert t["trial_id"].tolist() == ["id0", "id1", "id2", "id3"] and t["epochs_done"].tolist() == [3, 1, 1, 0]
+
+
+def test_trial_resources_follow_what_the_cluster_has_or_can_add(tmp_path):
+    cfg = _cfg(tmp_path, "trials_per_gpu=4")
+    cpu_only = Capacity(gpus_now=0, shapes=[{"CPU": 2}])
+    assert trial_resources(cfg, cpu_only) == {"cpu": 1.0, "gpu": 0.0}
+    scalable = Capacity(gpus_now=0, shapes=[{"CPU": 2}, {"CPU": 8, "GPU": 1}], autoscaler="the GCS cluster config")
+    assert trial_resources(cfg, scalable) == {"cpu": 1.0, "gpu": 0.25}
+    with pytest.raises(ClusterError, match="'gpus_per_trial' is 0.5 but the Ray cluster has no GPU"):
+        trial_resources(_cfg(tmp_path, "gpus_per_trial=0.5"), cpu_only)
+    with pytest.raises(ClusterError, match="'cpus_per_trial' is 16.*up to 8"):
+        trial_resources(_cfg(tmp_path, "cpus_per_trial=16"), scalable)
+
+
+def test_trial_ids_are_stable_per_experiment_and_point():
+    p = _point()
+    assert trial_id(EXP_ID, p) == trial_id(EXP_ID, dict(p, lr=0.1, depth=8))
+    assert trial_id(EXP_ID, p) != trial_id("ffffffffffff", p) != trial_id(EXP_ID, _point(seed=1))
