@@ -16,6 +16,7 @@ import socket
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from typing import List, Optional
 
 from typing import TYPE_CHECKING
@@ -193,34 +194,50 @@ def _main(argv: List[str], signals: Signals) -> int:
 
 
 def _run(study: Study, args: argparse.Namespace, argv: List[str], signals: Signals) -> int:
-    """Run the grid points that are not done (all of them, the first time), then the tables and the report."""
+    """Run the grid points that are not done (all of them, the first time): start, train, finish."""
     from . import results as R
-    from .plan import concurrency, plan_text
-    from .study import PART_PREFIX, git_commit, record_timing, resume_command
-    from .cluster import BOOTSTRAP_CONFIG, ClusterError, connect, trial_resources
-    from .data import load_dataset
-    from .progress import Progress
-    from .stats import FINISHED
-    from .tracking import resolve_mode, trial_env
-    from .tune_glue import run_grid
 
-    cfg, exp_dir, out_dir = study.cfg, study.dir, study.cfg.output_dir
     trials = study.plan()
     if study.added:
         print(f"ablate.grid: {study.growth_text()}", flush=True)
     if study.broken_notice():
         print(f"ablate.grid: {study.broken_notice()}", file=sys.stderr, flush=True)
     if not trials:  # the tables are rebuilt from the records where they were lost or cut short
-        os.makedirs(out_dir, exist_ok=True)
-        R.write_csvs(out_dir, *study.tables(set(), interrupted=False), only_changed=True)
-        print(f"ablate.grid: every trial of {exp_dir} had already finished; nothing to run "
-              f"(results: {out_dir}; rebuild the report with python -m ablate.report)")
+        os.makedirs(study.cfg.output_dir, exist_ok=True)
+        R.write_csvs(study.cfg.output_dir, *study.tables(set(), interrupted=False), only_changed=True)
+        print(f"ablate.grid: every trial of {study.dir} had already finished; nothing to run "
+              f"(results: {study.cfg.output_dir}; rebuild the report with python -m ablate.report)")
         return 0
-    mode = resolve_mode(cfg.wandb.mode)
-    # Ray first, what it can give checked, and the data loaded, before anything is written:
-    # a failed start leaves nothing behind.
-    # Ray's own log lines go to a file, moved into the results at the end (nothing is written there
-    # before the checks below pass).
+    started = _start(study, args, signals)
+    if isinstance(started, int):
+        return started
+    t0 = time.time()
+    errored = _train(study, trials, started, args, argv, signals)
+    if isinstance(errored, int):
+        return errored
+    return _finish(study, errored, started, time.time() - t0, args, argv, signals)
+
+
+@dataclass
+class _Started:
+    """What the start gave the run: Ray's resources per trial, the data, the W&B mode, Ray's log file."""
+
+    resources: dict
+    data: object
+    mode: str
+    ray_log: str
+
+
+def _start(study: Study, args: argparse.Namespace, signals: Signals):
+    """Ray first, what it can give checked, and the data loaded, before anything is written (a failed
+    start leaves nothing behind); then the identity, the plan.  A ``_Started``, or an exit code."""
+    from .cluster import BOOTSTRAP_CONFIG, ClusterError, connect, trial_resources
+    from .data import load_dataset
+    from .plan import plan_text
+    from .tracking import resolve_mode
+
+    cfg = study.cfg
+    # Ray's own log lines go to a file, moved into the results at the end.
     fd, ray_log = tempfile.mkstemp(prefix="ablate-ray-", suffix=".log")
     os.close(fd)
     try:
@@ -247,31 +264,52 @@ def _run(study: Study, args: argparse.Namespace, argv: List[str], signals: Signa
     elif resources["gpu"] > 0 and cap.gpus_now == 0:
         print(f"ablate.grid: notice: no GPU node yet; trials ask for {resources['gpu']:g} GPU and wait for the "
               f"autoscaler (node types from {cap.autoscaler})", file=sys.stderr)
-    os.makedirs(out_dir, exist_ok=True)
+    os.makedirs(cfg.output_dir, exist_ok=True)
     if not args.resume:
         study.write_identity()
+    mode = resolve_mode(cfg.wandb.mode)
     print(plan_text(cfg, args.address), flush=True)
     print(f"W&B mode: {mode}", flush=True)
-    t0 = time.time()
+    return _Started(resources, data, mode, ray_log)
+
+
+def _train(study: Study, trials, started: _Started, args: argparse.Namespace, argv: List[str], signals: Signals):
+    """One Tune run over ``trials``, a progress line meanwhile; the names of those that errored, or an exit code."""
+    from .progress import Progress
+    from .study import git_commit
+    from .tracking import trial_env
+    from .tune_glue import run_grid
+
+    cfg = study.cfg
     meta = {"experiment_id": study.experiment_id, "git_commit": git_commit(),
-            "wandb": {**cfg.wandb.model_dump(), "mode": mode}}
+            "wandb": {**cfg.wandb.model_dump(), "mode": started.mode}}
     progress = Progress({t.name: {"weight": t.weight, "start": t.epochs_done, "epochs": cfg.epochs} for t in trials})
     signals.tune = True
     try:
-        errored = run_grid(cfg, exp_dir, study.part_name(), trials, resources=resources, meta=meta,
-                           env=trial_env(mode), data=data, progress=progress, verbose=args.verbose)
+        return run_grid(cfg, study.dir, study.part_name(), trials, resources=started.resources, meta=meta,
+                        env=trial_env(started.mode), data=started.data, progress=progress, verbose=args.verbose)
     except RuntimeError as e:
         print(f"ablate.grid: error: {e}", file=sys.stderr)
         return 2
     except Exception as e:  # the storage failed under Tune (a full disk leaves its files cut short)
-        return _storage_failed(e, cfg, exp_dir, argv)
+        return _storage_failed(e, cfg, study.dir, argv)
     finally:
         signals.tune = False
-    wall = time.time() - t0
+
+
+def _finish(study: Study, errored: set, started: _Started, wall: float, args: argparse.Namespace,
+            argv: List[str], signals: Signals) -> int:
+    """The tables from the records; then, unless interrupted, the ablation table, the report, the uploads."""
+    from . import results as R
+    from .plan import concurrency
+    from .stats import FINISHED
+    from .study import PART_PREFIX, record_timing, resume_command
+
+    cfg, exp_dir, out_dir = study.cfg, study.dir, study.cfg.output_dir
     try:
         history, trials_df = study.tables(errored, interrupted=bool(signals.code))
         R.write_csvs(out_dir, history, trials_df)
-        shutil.move(ray_log, os.path.join(out_dir, RAY_LOG))
+        shutil.move(started.ray_log, os.path.join(out_dir, RAY_LOG))
     except OSError as e:
         return _storage_failed(e, cfg, exp_dir, argv)
     if signals.code:  # what finished is written; a partial grid is no answer: no table, no report
@@ -285,11 +323,10 @@ def _run(study: Study, args: argparse.Namespace, argv: List[str], signals: Signa
         study.write_identity()
     signals.after = (f"every trial finished and the tables are written ({out_dir}); the report: "
                      f"python -m ablate.report {out_dir}")
-    table = R.ablation_table(trials_df)
     print()
     print(f"Ablation table ({cfg.name}, {cfg.dataset}, {cfg.epochs} epochs; at each block's best lr; "
           f"mean +- std over {len(cfg.seeds)} seeds):")
-    print(R.format_table(table, cfg.target_acc))
+    print(R.format_table(R.ablation_table(trials_df), cfg.target_acc))
     train_s = trials_df["train_seconds"].sum()
     print(f"\ntrials: {R.summary_line(trials_df)}; wall {wall:.0f} s; time in training {train_s:.0f} s "
           f"(sum over trials)")
@@ -304,14 +341,13 @@ def _run(study: Study, args: argparse.Namespace, argv: List[str], signals: Signa
             print(f"ablate.grid: warning: report failed ({e.__class__.__name__}: {e})", file=sys.stderr)
     if is_uri(cfg.storage_path):
         storage.upload(out_dir, exp_dir, OUTPUTS)
-    if mode == "offline":  # offline runs are in each trial's own directory of the experiment's storage
+    if started.mode == "offline":  # offline runs are in each trial's own directory of the experiment's storage
         where = exp_dir if not is_uri(cfg.storage_path) else f"<a download of {exp_dir}>"
         print(f"W&B offline runs: upload with  wandb sync {where}/{PART_PREFIX}*/*/wandb/offline-run-*")
-    n_err = int((trials_df["status"] == "ERROR").sum())
     if not args.verbose:
         print(f"Ray's log: {os.path.join(out_dir, RAY_LOG)}")
     print(f"results: {exp_dir}")
-    return 1 if n_err else 0
+    return 1 if (trials_df["status"] == "ERROR").any() else 0
 
 
 def _storage_failed(e: Exception, cfg: ExperimentConfig, exp_dir: str, argv: List[str]) -> int:

@@ -118,7 +118,7 @@ def test_resume_of_a_finished_experiment_runs_nothing_and_rewrites_nothing(mini_
 
 
 def test_a_resumes_timing_is_kept_apart_from_the_grids(tmp_path):
-    from ablate.grid import record_timing
+    from ablate.study import record_timing
 
     record_timing(str(tmp_path), {"wall_s": 522.0, "trials": 64}, resumed=False)
     record_timing(str(tmp_path), {"wall_s": 5.6, "trials": 64}, resumed=True)
