@@ -116,7 +116,9 @@ def plan_text(cfg: ExperimentConfig, address: Optional[str], gpu_type: str = MEA
             lines.append(f"  GPU-hours: ~{hours * scale:.0f} on {gpu_type}, an ESTIMATE: the {MEASURED_GPU} measurement "
                          f"(~{hours:.0f}) scaled by peak FP32 throughput ({FP32_TFLOPS[MEASURED_GPU]:g}/"
                          f"{FP32_TFLOPS[gpu_type]:g} TFLOP/s); not measured on {gpu_type}")
-    if c is not None and (cfg.device == "cpu" or cfg.device == "auto" and not _cuda()):
+    # On this machine's CPU, for the small images it is meant for (a CIFAR probe costs a minute; CIFAR
+    # studies are priced in GPU-hours below).
+    if c is not None and cfg.dataset == "digits" and (cfg.device == "cpu" or cfg.device == "auto" and not _cuda()):
         from .progress import duration
 
         lines.append(f"  time: ~{duration(estimate_cpu_wall(cfg, c))} here, an ESTIMATE (a probe step per depth on "

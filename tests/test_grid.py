@@ -87,7 +87,9 @@ def test_resume_refuses_a_different_experiment_and_an_existing_dir(mini_grid):
 
 @pytest.mark.slow
 def test_asha_stops_weak_trials_early(tmp_path):
-    p = run_cli([DEFAULT, "blocks=[baseline]", "depths=[8]", "lrs=[0.005,0.1]", "seeds=[0,1]", "epochs=6",
+    # The good LR first: trials start in grid order, and ASHA stops a trial at a rung only against
+    # results already there (the weak ones start once the strong ones have reached the rungs).
+    p = run_cli([DEFAULT, "blocks=[baseline]", "depths=[8]", "lrs=[0.1,0.005]", "seeds=[0,1]", "epochs=6",
                  "scheduler=asha", "asha_grace_period=2", "asha_reduction_factor=2", "wandb.mode=disabled",
                  f"storage_path={tmp_path}", "name=a", "--no-report"], cwd=tmp_path)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]

@@ -124,8 +124,9 @@ def test_sbatch_runs_the_grid_requeued_midrun_it_finishes_with_every_epoch_once(
             for f in exp.glob("run-*/held-d8-lr0.1-s0_*/**/*") if f.is_file()}
     assert done
     slurm.run("scontrol", "requeue", job)  # preempted: the job is killed and queued again
-    wait_for(lambda: slurm.job_state(job) in ("PENDING", "REQUEUED", "CONFIGURING")
-             or "restart" in slurm.run("scontrol", "show", "job", job).lower(), 120, "the requeue")
+    wait_for(lambda: slurm.job_state(job) == "PENDING" and "Restarts=1" in slurm.run("scontrol", "show", "job", job),
+             120, "the requeue")
+    slurm.run("scontrol", "update", f"JobId={job}", "StartTime=now")  # SLURM holds a requeued job ~2 min
     gate.unlink()
     wait_for(lambda: slurm.job_state(job) in ("COMPLETED", "FAILED", "CANCELLED", "GONE"), 400, "the requeued job")
     out = (tmp_path / f"ablate-sl-{job}.out").read_text()
