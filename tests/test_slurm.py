@@ -7,7 +7,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import time
 
 import pandas as pd
 import pytest
@@ -149,4 +148,3 @@ def test_a_storage_path_the_job_cannot_write_is_refused_before_any_trial(slurm, 
         assert p.returncode == 2 and len(errors) == 1 and needle in errors[0], p.stdout + p.stderr
     assert not slurm.run("squeue", "-h"), "nothing was submitted"
     assert not list(tmp_path.glob("*.sbatch"))
-    time.sleep(0)
