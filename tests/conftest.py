@@ -104,6 +104,9 @@ def signal_when_held(args, tmp_path, gate, held, sig):
     try:
         wait_for(held.exists, 300, "the run held at its known point")
         os.kill(proc.pid, sig)
+        # Let the trial go only once the driver has the signal (its line is in the log): Tune's stop is
+        # then under way before the held trial can train on.
+        wait_for(lambda: "received" in log.read_text(), 60, "the driver to take the signal")
         gate.unlink()
         return proc.wait(timeout=120), log.read_text()
     finally:

@@ -361,7 +361,7 @@ def test_a_signal_while_the_driver_starts_is_one_line_and_changes_nothing(tmp_pa
 def test_sighup_mid_run_writes_what_finished_and_frees_the_lock_at_once_on_uri_storage(tmp_path):
     exp = tmp_path / "s" / "hup"
     gate, held = held_block(tmp_path, exp, "held-d8-lr0.1-s1")
-    args = [*SMALL, "blocks=[held]", "block_modules=[held_block]", "seeds=[0,1]", "epochs=4", "max_concurrent_trials=1",
+    args = [*SMALL, "blocks=[held]", "block_modules=[held_block]", "seeds=[0,1]", "epochs=30", "max_concurrent_trials=1",
             "checkpoint_period_s=0", f"storage_path=file://{tmp_path / 's'}", "name=hup", "--no-report"]
     got, out = signal_when_held(args, tmp_path, gate, held, signal.SIGHUP)  # the terminal closed
     assert got == 129 and "Traceback" not in out, out[-3000:]
