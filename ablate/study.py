@@ -181,10 +181,15 @@ class Study:
         self.listing = list_records(self.dir, self.experiment_id)
         points = self.points()
         done = self.listing.done_ids()
+        done_in: Dict[str, set] = {}  # member id -> the trials whose newest record says it is done
+        for f in self.listing.newest():
+            for m in f.record["members"]:
+                if m["done"]:
+                    done_in.setdefault(m["id"], set()).add(f.ids)
         todo, taken = [], set()
         for found in self.listing.by_trial.values():
             ids = found[0].ids
-            elsewhere = {i for f in self.listing.newest() if f.ids != ids for i in f.ids if i in done}
+            elsewhere = {i for i in ids if done_in.get(i, set()) - {ids}}
             if found[0].done or not all(i in points for i in ids) or any(i in elsewhere or i in taken for i in ids):
                 continue  # done, or not all of it in this grid (an interrupted growth), or its points run elsewhere
             todo.append(_trial([points[i] for i in ids], self.experiment_id, found))
