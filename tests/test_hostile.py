@@ -375,3 +375,24 @@ def test_sighup_mid_run_writes_what_finished_and_frees_the_lock_at_once_on_uri_s
     p = run_cli([*args, "--resume"], cwd=tmp_path)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     assert (pd.read_csv(exp / "trials.csv")["status"] == "TERMINATED").all()
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_a_growing_resume_stops_it_whole_and_the_next_resume_trains_each_point_once(tmp_path):
+    exp = tmp_path / "grow"
+    gate, held = held_block(tmp_path, exp, "held-d8-lr0.1-s1")
+    gate.unlink()  # the first run is not held
+    args = [*SMALL, "blocks=[held]", "block_modules=[held_block]", "epochs=30", "max_concurrent_trials=1",
+            "checkpoint_period_s=0", f"storage_path={tmp_path}", "name=grow"]
+    p = run_cli([*args, "seeds=[0]"], cwd=tmp_path)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    gate.touch()  # the growth is held at seed 1, mid-run
+    code, out = signal_when_held([*args, "seeds=[0,1,2]", "--resume"], tmp_path, gate, held, signal.SIGINT)
+    assert code == 130 and "Traceback" not in out, out[-3000:]
+    assert "seeds:\n- 0\n" in (exp / "ablate_experiment.yaml").read_text(), "not grown before the points are on record"
+    p = run_cli([*args, "seeds=[0,1,2]", "--resume"], cwd=tmp_path)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    trials = pd.read_csv(exp / "trials.csv")
+    hist = pd.read_csv(exp / "history.csv")
+    assert (trials["status"] == "TERMINATED").all() and (trials["epochs_done"] == 30).all() and len(trials) == 3
+    assert (hist.groupby("seed")["epoch"].apply(list) == [list(range(1, 31))] * 3).all(), "each epoch once"
