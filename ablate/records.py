@@ -6,6 +6,9 @@ grid points that train together), and for each member its stable id, its point, 
 (every epoch, with the node that ran it) and whether it is done.  A checkpoint is written once,
 into a fresh directory, and never rewritten; the record names the size of the state beside it,
 so a checkpoint that a full disk or a broken upload cut short is recognised from its own files.
+A trial that the scheduler (ASHA) stopped early cannot say so itself (Tune ends its process at its
+next report); the driver that decided it writes ``ablate_stopped.json`` into the trial's directory,
+and that trial is settled: no later run continues it.
 
 The driver lists the records once (``list_records``: JSON and file sizes, no torch, no Ray, no
 file of Tune's) and decides from them alone what is done, what continues from which checkpoint,
@@ -23,10 +26,10 @@ from typing import Any, Dict, List, Optional, Tuple
 import pandas as pd
 
 from . import storage
-from .storage import RECORD_FILE, STATE_FILE
+from .storage import RECORD_FILE, STATE_FILE, STOPPED_FILE
 from .train import AXES
 
-__all__ = ["Found", "Listing", "make_record", "write_checkpoint", "list_records", "history_frames", "loggable",
+__all__ = ["Found", "Listing", "make_record", "write_checkpoint", "write_stopped", "list_records", "history_frames", "loggable",
            "RUN_KEYS"]
 
 VERSION = 1
@@ -63,6 +66,17 @@ def write_checkpoint(directory: str, state: Dict[str, Any], record: Dict[str, An
     os.replace(tmp, os.path.join(directory, RECORD_FILE))
 
 
+def write_stopped(trial_dir: str, experiment_id: str, trial: str, member_ids: List[str], epoch: int) -> None:
+    """Say that the scheduler stopped ``trial`` after ``epoch`` (its directory: a local path or a URI).
+
+    One small JSON file; one that is cut short does not parse and is ignored (the trial then
+    continues on a later ``--resume``: training repeated, nothing lost).
+    """
+    storage.write_text(storage.join(trial_dir, STOPPED_FILE), json.dumps(
+        {"ablate_stopped": VERSION, "experiment_id": experiment_id, "trial": trial, "members": list(member_ids),
+         "epoch": int(epoch), "written": time.time()}))
+
+
 @dataclass
 class Found:
     """A readable record and the checkpoint directory it is in (a local path or a URI)."""
@@ -94,6 +108,7 @@ class Listing:
 
     by_trial: Dict[Tuple[str, ...], List[Found]] = field(default_factory=dict)
     broken: List[str] = field(default_factory=list)  # unfinished trials' checkpoints that are cut short
+    stopped: Dict[str, int] = field(default_factory=dict)  # member id -> the epoch the scheduler stopped it after
 
     def newest(self) -> List[Found]:
         return [found[0] for found in self.by_trial.values()]
@@ -111,6 +126,10 @@ class Listing:
     def done_ids(self) -> set:
         return {m["id"] for f in self.newest() for m in f.record["members"] if m["done"]}
 
+    def settled_ids(self) -> set:
+        """The members no later run trains: done, or stopped by the scheduler."""
+        return self.done_ids() | set(self.stopped)
+
 
 def list_records(exp_dir: str, experiment_id: str) -> Listing:
     """Every record under ``exp_dir`` whose checkpoint is whole: one recursive listing, then the records."""
@@ -124,6 +143,8 @@ def list_records(exp_dir: str, experiment_id: str) -> Listing:
     sizes = {i.path: i.size for i in infos if i.type == pafs.FileType.File}
     listing = Listing()
     for path in sorted(sizes):
+        if os.path.basename(path) == STOPPED_FILE:
+            _read_stopped(fs, path, experiment_id, listing.stopped)
         if os.path.basename(path) != RECORD_FILE:
             continue
         ckpt = path.rsplit("/", 1)[0]
@@ -144,6 +165,16 @@ def list_records(exp_dir: str, experiment_id: str) -> Listing:
     for found in listing.by_trial.values():
         found.sort(key=lambda f: (f.done, f.epochs, f.record["written"]), reverse=True)
     return listing
+
+
+def _read_stopped(fs, path: str, experiment_id: str, stopped: Dict[str, int]) -> None:
+    try:
+        with fs.open_input_stream(path) as f:
+            note = json.loads(f.read())
+        if note["ablate_stopped"] == VERSION and note["experiment_id"] == experiment_id:
+            stopped.update({str(i): int(note["epoch"]) for i in note["members"]})
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # cut short or of another shape: the trial is not known to be stopped, and may continue
 
 
 def history_frames(listing: Listing, ids: Dict[str, Dict[str, Any]]) -> List[pd.DataFrame]:

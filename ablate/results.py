@@ -62,9 +62,10 @@ def trials_table(history: pd.DataFrame, statuses: Dict[str, str], expected: List
     """One row per trial of the grid (also those that never reported), with its status.
 
     ``expected`` are the grid's points with their ``trial_id``; ``statuses`` says what became of
-    the trials that ran (``TERMINATED`` or ``ERROR``, by trial id).  A finished trial that diverged is ``DIVERGED``; one cut short before its
-    last epoch is ``INTERRUPTED`` (by Ctrl-C) or ``STOPPED_EARLY`` (by ASHA); a trial that never
-    started is ``NOT_STARTED``, or ``INTERRUPTED`` when the run was.
+    the trials that ran (``TERMINATED``, ``ERROR``, or ``STOPPED_EARLY`` where the scheduler said so,
+    by trial id).  A finished trial that diverged is ``DIVERGED``; one cut short before its last
+    epoch is ``INTERRUPTED`` (by Ctrl-C) or ``STOPPED_EARLY``; a trial that never started is
+    ``NOT_STARTED``, or ``INTERRUPTED`` when the run was.
     """
     by_trial = {trial_key(dict(zip(AXES, k))): g for k, g in history.groupby(list(AXES))} if len(history) else {}
     rows = []

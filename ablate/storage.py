@@ -15,7 +15,7 @@ from typing import Iterable, Tuple
 
 __all__ = ["is_uri", "join", "has_files", "list_dirs", "list_files", "read_bytes", "read_text", "write_text", "delete", "upload", "check_writable",
            "ExperimentLock", "LockedError", "EXPERIMENT_FILE", "HISTORY_FILE", "TRIALS_FILE", "REPORT_HTML", "REPORT_MD",
-           "TIMING_FILE", "STATE_FILE", "RECORD_FILE", "RAY_LOG", "OUTPUTS", "filesystem"]
+           "TIMING_FILE", "STATE_FILE", "RECORD_FILE", "STOPPED_FILE", "RAY_LOG", "OUTPUTS", "filesystem"]
 
 # Every file name ablate writes, once.
 EXPERIMENT_FILE = "ablate_experiment.yaml"  # the experiment's identity (settings); read by --resume and the report
@@ -26,6 +26,7 @@ TIMING_FILE = "grid_timing.json"            # the grid's wall time (python -m ab
 RAY_LOG = "ray.log"                         # Ray's and Tune's own log lines of the last run
 STATE_FILE = "state.pt"                     # a trial's trainer state (in each checkpoint directory)
 RECORD_FILE = "ablate_record.json"          # a trial's record, beside it (ablate.records)
+STOPPED_FILE = "ablate_stopped.json"        # the scheduler (ASHA) stopped the trial: in its trial directory
 OUTPUTS = (HISTORY_FILE, TRIALS_FILE, REPORT_HTML, REPORT_MD, TIMING_FILE, RAY_LOG)  # what the driver writes at the end
 
 

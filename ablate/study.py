@@ -180,7 +180,7 @@ class Study:
         """
         self.listing = list_records(self.dir, self.experiment_id)
         points = self.points()
-        done = self.listing.done_ids()
+        done = self.listing.settled_ids()  # done, or stopped early by the scheduler: never trained again
         done_in: Dict[str, set] = {}  # member id -> the trials whose newest record says it is done
         for f in self.listing.newest():
             for m in f.record["members"]:
@@ -190,8 +190,9 @@ class Study:
         for found in self.listing.by_trial.values():
             ids = found[0].ids
             elsewhere = {i for i in ids if done_in.get(i, set()) - {ids}}
-            if found[0].done or not all(i in points for i in ids) or any(i in elsewhere or i in taken for i in ids):
-                continue  # done, or not all of it in this grid (an interrupted growth), or its points run elsewhere
+            if (all(i in done for i in ids) or not all(i in points for i in ids)
+                    or any(i in elsewhere or i in taken for i in ids)):
+                continue  # settled, or not all of it in this grid (an interrupted growth), or its points run elsewhere
             todo.append(_trial([points[i] for i in ids], self.experiment_id, found))
             taken |= set(ids)
         fresh = [p for i, p in points.items() if i not in done and i not in taken]
@@ -236,7 +237,8 @@ class Study:
         statuses = {}
         for i, p in points.items():
             m = self.listing.member(i)
-            statuses[i] = ("TERMINATED" if m is not None and m["done"] else "ERROR" if i in errored
+            statuses[i] = ("TERMINATED" if m is not None and m["done"] else
+                           "STOPPED_EARLY" if i in self.listing.stopped else "ERROR" if i in errored
                            else "TERMINATED" if m is not None else "NOT_STARTED")
         expected = [{**p, "trial_id": i} for i, p in points.items()]
         trials = trials_table(history, statuses, expected, self.cfg.target_acc, self.cfg.epochs, interrupted)

@@ -22,8 +22,9 @@ from .blocks import import_block_modules
 from .config import ExperimentConfig
 from .data import Dataset
 from .fused import build_group, train_group
-from .records import RUN_KEYS, loggable, make_record, write_checkpoint
+from .records import RUN_KEYS, loggable, make_record, write_checkpoint, write_stopped
 from .results import summarise_history
+from . import storage
 from .storage import RECORD_FILE, STATE_FILE, filesystem
 from .study import Trial
 from .tracking import finish_runs, logged_steps, start_trial_run
@@ -214,6 +215,38 @@ def _progress_callback(progress):
     return ProgressCallback()
 
 
+def _trial_dirname(t) -> str:
+    """A Tune trial's directory in the run: the ablate trial's name, then Tune's id (unique per run)."""
+    return f"{t.config['trial']}_{t.trial_id}"
+
+
+def _asha(cfg: ExperimentConfig, run_dir: str, trials: Dict[str, Trial], experiment_id: str):
+    """Tune's ASHA, which also writes down each trial it stops before its last epoch.
+
+    The trial cannot record that itself (Tune ends it at its next report, or ends its process), and
+    without a note a later ``--resume`` would take a stopped trial for an interrupted one and
+    train it to the end.
+    """
+    from ray.tune.schedulers import ASHAScheduler
+
+    class RecordingASHA(ASHAScheduler):
+        def on_trial_result(self, tune_controller, trial, result):
+            action = super().on_trial_result(tune_controller, trial, result)
+            epoch = result.get("epoch", cfg.epochs)
+            if action == self.STOP and epoch < cfg.epochs:
+                name = trial.config["trial"]
+                try:
+                    write_stopped(storage.join(run_dir, _trial_dirname(trial)), experiment_id, name,
+                                  [m["id"] for m in trials[name].members], epoch)
+                except OSError as e:  # never fail the scheduler: the trial would only continue on --resume
+                    warnings.warn(f"could not record that ASHA stopped {name} ({e.__class__.__name__}: "
+                                  f"{str(e)[:160]}); a --resume will continue it")
+            return action
+
+    return RecordingASHA(time_attr="epoch", metric="val_acc", mode="max", max_t=cfg.epochs,
+                         grace_period=cfg.asha_grace_period, reduction_factor=cfg.asha_reduction_factor)
+
+
 def run_grid(cfg: ExperimentConfig, exp_dir: str, part: str, trials: List[Trial], *, resources: Dict[str, float],
              meta: Dict[str, Any], env: Optional[Dict[str, str]], data: Dataset, progress=None,
              verbose: bool = False) -> set:
@@ -225,7 +258,7 @@ def run_grid(cfg: ExperimentConfig, exp_dir: str, part: str, trials: List[Trial]
     """
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the classic table (--verbose) honours our columns
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.schedulers import FIFOScheduler
 
     # device=cpu with a GPU fraction is allowed: it schedules like a GPU trial (tests fake GPUs).
     device = cfg.device if cfg.device != "auto" else ("cuda" if resources["gpu"] > 0 else "cpu")
@@ -235,11 +268,11 @@ def run_grid(cfg: ExperimentConfig, exp_dir: str, part: str, trials: List[Trial]
             "block_modules": list(cfg.block_modules)}
     # Trials run in processes of other (autoscaled) nodes, which never see the driver's
     # environment: what W&B needs of it travels with the data.
-    trainable = tune.with_resources(tune.with_parameters(run_trial, trials={t.name: t for t in trials},
+    by_name = {t.name: t for t in trials}
+    trainable = tune.with_resources(tune.with_parameters(run_trial, trials=by_name,
                                                          settings=settings, meta=meta, data=data, env=env or {}),
                                     resources)
-    scheduler = (ASHAScheduler(time_attr="epoch", metric="val_acc", mode="max", max_t=cfg.epochs,
-                               grace_period=cfg.asha_grace_period, reduction_factor=cfg.asha_reduction_factor)
+    scheduler = (_asha(cfg, storage.join(exp_dir, part), by_name, meta["experiment_id"])
                  if cfg.scheduler == "asha" else FIFOScheduler())
     tuner = tune.Tuner(
         trainable,
@@ -247,7 +280,7 @@ def run_grid(cfg: ExperimentConfig, exp_dir: str, part: str, trials: List[Trial]
         tune_config=tune.TuneConfig(
             scheduler=scheduler, max_concurrent_trials=cfg.max_concurrent_trials or None,
             trial_name_creator=lambda t: t.config["trial"],
-            trial_dirname_creator=lambda t: f"{t.config['trial']}_{t.trial_id}",
+            trial_dirname_creator=_trial_dirname,
             # Reuse trial processes: a new one per trial (Python + torch + Ray imports) cost
             # more than a digits trial's whole training (docs/benchmarks.md).
             reuse_actors=True,

@@ -1,4 +1,6 @@
 """The grid CLI through real Ray Tune on CPU: trials, metrics, CSVs, table, dry-run, resume."""
+import json
+
 import pandas as pd
 import pytest
 
@@ -6,6 +8,7 @@ from conftest import DEFAULT, MINI, run_cli
 
 from ablate.config import load_experiment, trial_configs
 from ablate.data import load_dataset
+from ablate.storage import STOPPED_FILE
 
 
 @pytest.mark.slow
@@ -89,14 +92,30 @@ def test_resume_refuses_a_different_experiment_and_an_existing_dir(mini_grid):
 def test_asha_stops_weak_trials_early(tmp_path):
     # The good LR first: trials start in grid order, and ASHA stops a trial at a rung only against
     # results already there (the weak ones start once the strong ones have reached the rungs).
-    p = run_cli([DEFAULT, "blocks=[baseline]", "depths=[8]", "lrs=[0.1,0.005]", "seeds=[0,1]", "epochs=6",
-                 "scheduler=asha", "asha_grace_period=2", "asha_reduction_factor=2", "wandb.mode=disabled",
-                 f"storage_path={tmp_path}", "name=a", "--no-report"], cwd=tmp_path)
+    args = [DEFAULT, "blocks=[baseline]", "depths=[8]", "lrs=[0.1,0.005]", "seeds=[0,1]", "epochs=6",
+            "scheduler=asha", "asha_grace_period=2", "asha_reduction_factor=2", "wandb.mode=disabled",
+            f"storage_path={tmp_path}", "name=a", "--no-report"]
+    p = run_cli(args, cwd=tmp_path)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
-    trials = pd.read_csv(tmp_path / "a" / "trials.csv")
+    exp = tmp_path / "a"
+    trials = pd.read_csv(exp / "trials.csv")
     assert (trials["status"] == "STOPPED_EARLY").any() and (trials["epochs_done"] == 6).any()
     stopped = trials[trials["status"] == "STOPPED_EARLY"]
     assert (stopped["epochs_done"] < 6).all()
+    # The scheduler's decision is on record beside the trial: a --resume trains no stopped trial
+    # again, and tables rebuilt from the records alone still say STOPPED_EARLY (not INTERRUPTED).
+    notes = [json.loads(f.read_text()) for f in exp.rglob(STOPPED_FILE)]
+    assert sorted(i for n in notes for i in n["members"]) == sorted(stopped["trial_id"])
+    before = {f: (exp / f).read_bytes() for f in ("trials.csv", "history.csv")}
+    p = run_cli([*args, "--resume"], cwd=tmp_path)
+    assert p.returncode == 0 and "nothing to run" in p.stdout, p.stdout[-2000:] + p.stderr[-2000:]
+    assert {f: (exp / f).read_bytes() for f in before} == before
+    for f in before:
+        (exp / f).unlink()
+    p = run_cli([str(exp)], module="ablate.report")
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    rebuilt = pd.read_csv(exp / "trials.csv")
+    assert rebuilt[["trial_id", "status", "epochs_done"]].equals(trials[["trial_id", "status", "epochs_done"]])
 
 
 @pytest.mark.slow

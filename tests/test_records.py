@@ -9,9 +9,9 @@ import torch
 
 from ablate.cluster import Capacity, ClusterError, trial_resources
 from ablate.config import load_experiment, trial_configs, trial_groups
-from ablate.records import list_records, make_record, write_checkpoint
+from ablate.records import list_records, make_record, write_checkpoint, write_stopped
 from ablate.results import trials_table
-from ablate.storage import RECORD_FILE, STATE_FILE
+from ablate.storage import RECORD_FILE, STATE_FILE, STOPPED_FILE
 from ablate.study import Study, growth, identity
 from ablate.train import trial_id
 
@@ -113,6 +113,26 @@ def test_plan_runs_only_points_not_done_and_unfinished_trials_as_they_were(tmp_p
     assert by_seed[("baseline", 2)] == "INTERRUPTED" and len(trials) == 6
     assert sorted(history.groupby(["block", "seed"]).size().tolist()) == [1, 2, 3, 3]
     assert set(trials["trial_id"]) == {trial_id(EXP_ID, t.point) for t in trial_configs(cfg)}
+
+
+def test_a_trial_the_scheduler_stopped_is_settled_and_stays_stopped_early(tmp_path):
+    study = Study(_cfg(tmp_path), resume=True)
+    study.experiment_id = EXP_ID
+    exp = tmp_path / "e"
+    ids = {b: trial_id(EXP_ID, _point(b)) for b in ("baseline", "skipinit")}
+    for block in ids:  # both at epoch 1 of 3; ASHA stopped baseline's (its note), skipinit's was cut off
+        _write(exp, "run-1", block, "checkpoint_000000", [_point(block)], [1], [False])
+    write_stopped(str(exp / "run-1" / "baseline"), EXP_ID, "baseline", [ids["baseline"]], 1)
+    (exp / "run-1" / "x").mkdir()
+    (exp / "run-1" / "x" / STOPPED_FILE).write_text('{"ablate_stopped": 1, "experiment_id": "')  # cut short
+    write_stopped(str(exp / "run-1" / "y"), "another", "skipinit", [ids["skipinit"]], 1)  # another experiment's
+    assert list_records(str(exp), EXP_ID).stopped == {ids["baseline"]: 1}
+    names = {t.name for t in study.plan()}
+    assert "baseline-d8-lr0.1-s0" not in names and "skipinit-d8-lr0.1-s0" in names
+    for interrupted in (False, True):  # a run stopped by Ctrl-C, or tables rebuilt by the report
+        trials = study.tables(errored=set(), interrupted=interrupted)[1].set_index("trial_id")["status"]
+        assert trials[ids["baseline"]] == "STOPPED_EARLY"
+        assert interrupted is False or trials[ids["skipinit"]] == "INTERRUPTED"  # no note: cut off, not stopped
 
 
 def test_growth_allows_added_values_in_any_order_and_nothing_else():
