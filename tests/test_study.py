@@ -1,5 +1,6 @@
 """The records are the truth: with every file Tune wrote at the experiment level deleted, --resume
-trains only what is not done, on the real CLI and real Ray; plain and fused trials, and after a growth."""
+trains only what is not done, on the real CLI and real Ray; plain and fused trials; a growth (more
+seeds) trains only the new points and leaves every file on record as it was."""
 import hashlib
 import os
 
@@ -57,11 +58,24 @@ def test_resume_with_tunes_files_deleted_trains_only_what_is_not_done(tmp_path, 
     for files in runs.values():
         assert [s for s, _ in merged_history(files)] == [1, 2, 3, 4]
 
+    if fused:
+        return  # a fused experiment's growth: tests/test_fused.py (grown, Tune's files deleted, nothing reruns)
+
     # Grown by a seed, then Tune's files deleted again (and the tables): nothing is trained twice.
+    p = run_cli([*args, "seeds=[0,1]", "--resume", "--dry-run"], cwd=tmp_path)
+    assert p.returncode == 0 and "seeds +[1]: 2 new trials beside the 2 it holds" in p.stdout, p.stdout + p.stderr
+    p = run_cli([*args, "seeds=[1]", "--resume"], cwd=tmp_path)  # a value removed: another experiment
+    assert p.returncode == 2 and "differs in: seeds" in p.stderr
+    done_dirs = [d for d in exp.glob("run-*/*") if d.is_dir()]
+    before = _digests(done_dirs)
     p = run_cli([*args, "seeds=[0,1]", "--resume"], cwd=tmp_path)
-    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert p.returncode == 0 and "growing" in p.stdout, p.stdout[-3000:] + p.stderr[-3000:]
+    assert _digests(done_dirs) == before, "the trials on record are byte-for-byte unchanged"
+    third = sorted(exp.glob("run-*"))[-1]
+    assert third.name != second.name and all("-s1_" in d.name for d in third.iterdir() if d.is_dir())
     grown = pd.read_csv(exp / "trials.csv", dtype={"trial_id": str})
     assert len(grown) == 2 * len(trials) and set(trials["trial_id"]) < set(grown["trial_id"])
+    assert sorted(wandb_files(exp)) == sorted(grown["trial_id"]), "a W&B run per point, new ones beside the old"
     _delete_tunes_experiment_files(exp)
     os.remove(exp / "history.csv")
     p = run_cli([*args, "seeds=[0,1]", "--resume"], cwd=tmp_path)

@@ -1,58 +1,13 @@
-"""A study that grows (more values on an axis, with --resume) and blocks from the user's own module,
-on real Ray: locally and on a two-node cluster."""
-import hashlib
+"""Blocks from the user's own module (``block_modules``) on real Ray: refused names, local trials,
+and the workers of a two-node cluster.  A study's growth: tests/test_study.py."""
 import textwrap
 
 import pandas as pd
 import pytest
 
-from conftest import DEFAULT, clean_env, run_cli
+from conftest import clean_env, run_cli
 
 pytestmark = pytest.mark.slow  # the real CLI in a subprocess, real Ray
-
-BASE = [DEFAULT, "blocks=[baseline,skipinit]", "depths=[8]", "lrs=[0.1]", "epochs=2", "wandb.mode=offline"]
-
-
-def _digests(root):
-    """sha256 of every file in the experiment's Tune runs (results, checkpoints, records, W&B runs)."""
-    return {str(f.relative_to(root)): hashlib.sha256(f.read_bytes()).hexdigest()
-            for d in root.glob("run-*") for f in d.rglob("*") if f.is_file()}
-
-
-def test_finished_experiment_grows_by_a_seed_without_touching_the_first_trials(tmp_path):
-    args = [*BASE, f"storage_path={tmp_path}", "name=grow"]
-    p = run_cli([*args, "seeds=[0]"], cwd=tmp_path)
-    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
-    exp = tmp_path / "grow"
-    before = _digests(exp)
-    assert any("result.json" in k for k in before) and any(".wandb" in k for k in before)
-
-    p = run_cli([*args, "seeds=[0,1]", "--resume", "--dry-run"], cwd=tmp_path)
-    assert p.returncode == 0 and "seeds +[1]: 2 new trials beside the 2 it holds" in p.stdout, p.stdout + p.stderr
-    p = run_cli([*args, "seeds=[0,1]", "epochs=3", "--resume"], cwd=tmp_path)  # anything else: refused
-    assert p.returncode == 2 and "differs in: epochs" in p.stderr
-    p = run_cli([*args, "seeds=[1]", "--resume"], cwd=tmp_path)  # a value removed: refused
-    assert p.returncode == 2 and "differs in: seeds" in p.stderr
-
-    p = run_cli([*args, "seeds=[0,1]", "--resume"], cwd=tmp_path)
-    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
-    assert "growing" in p.stdout
-    after = _digests(exp)
-    assert {k: v for k, v in after.items() if k in before} == before, "the first run's files are byte-for-byte unchanged"
-    trials = pd.read_csv(exp / "trials.csv")
-    hist = pd.read_csv(exp / "history.csv")
-    assert len(trials) == 4 and (trials["status"] == "TERMINATED").all()
-    assert sorted(trials["seed"]) == [0, 0, 1, 1] and len(hist) == 4 * 2
-    assert "| skipinit | 8 |" in (exp / "report.md").read_text()
-    runs = sorted(exp.glob("run-*"))
-    assert len(runs) == 2 and len(list(runs[1].glob("*/result.json"))) == 2  # the new points: one more Tune run
-    assert all("-s1_" in d.name for d in runs[1].iterdir() if d.is_dir())
-    from wandb_reader import wandb_files
-
-    assert len(wandb_files(exp)) == 4  # a W&B run per trial, new ones beside the old
-    p = run_cli([*args, "seeds=[0,1]", "--resume"], cwd=tmp_path)
-    assert p.returncode == 0 and "had already finished" in p.stdout
-
 
 USER_BLOCKS = '''
     import torch
