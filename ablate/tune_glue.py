@@ -18,13 +18,13 @@ import time
 import warnings
 from typing import Any, Dict, List, Optional
 
+from . import storage
 from .blocks import import_block_modules
 from .config import ExperimentConfig
 from .data import Dataset
 from .fused import build_group, train_group
 from .records import RUN_KEYS, loggable, make_record, write_checkpoint, write_stopped
 from .results import summarise_history
-from . import storage
 from .storage import RECORD_FILE, STATE_FILE, filesystem
 from .study import Trial
 from .tracking import finish_runs, logged_steps, start_trial_run

@@ -104,8 +104,9 @@ def test_asha_stops_weak_trials_early(tmp_path):
     assert (stopped["epochs_done"] < 6).all()
     # The scheduler's decision is on record beside the trial: a --resume trains no stopped trial
     # again, and tables rebuilt from the records alone still say STOPPED_EARLY (not INTERRUPTED).
-    notes = [json.loads(f.read_text()) for f in exp.rglob(STOPPED_FILE)]
-    assert sorted(i for n in notes for i in n["members"]) == sorted(stopped["trial_id"])
+    # (A trial whose stop reached it only after its last epoch is done all the same: a note, and TERMINATED.)
+    noted = {i for f in exp.rglob(STOPPED_FILE) for i in json.loads(f.read_text())["members"]}
+    assert set(stopped["trial_id"]) <= noted
     before = {f: (exp / f).read_bytes() for f in ("trials.csv", "history.csv")}
     p = run_cli([*args, "--resume"], cwd=tmp_path)
     assert p.returncode == 0 and "nothing to run" in p.stdout, p.stdout[-2000:] + p.stderr[-2000:]
