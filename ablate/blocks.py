@@ -64,16 +64,26 @@ def register_block(name: str) -> Callable[[Type[nn.Module]], Type[nn.Module]]:
 def import_block_modules(names, search_path: Optional[str] = None) -> None:
     """Import a user's modules, whose ``@register_block`` classes then join the registry.
 
-    ``search_path`` (the experiment file's directory) is tried first, so a ``my_blocks.py``
-    beside the experiment is found; a module already imported is not imported again.
+    ``search_path`` (the experiment file's directory) is tried first for these modules alone, so a
+    ``my_blocks.py`` beside the experiment is found, while any other file there (a ``filelock.py``)
+    never shadows a module ablate imports: the path is on ``sys.path`` only while they import.  A
+    module already imported is not imported again.
     """
     import importlib
     import sys
 
-    if search_path and search_path not in sys.path:
+    names = list(names)
+    if not names:
+        return
+    added = bool(search_path) and search_path not in sys.path
+    if added:
         sys.path.insert(0, search_path)
-    for name in names:
-        importlib.import_module(name)
+    try:
+        for name in names:
+            importlib.import_module(name)
+    finally:
+        if added and search_path in sys.path:
+            sys.path.remove(search_path)
 
 
 def list_blocks() -> List[str]:

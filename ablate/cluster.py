@@ -135,11 +135,16 @@ def connect(address: Optional[str], block_modules: List[str] = (), log_path: Opt
     if log_path:
         log_to_file(log_path)
     runtime_env = {"py_modules": [_module_path(m) for m in block_modules]} if block_modules else None
-    if address:
-        ray.init(address=address, log_to_driver=True, runtime_env=runtime_env)
-    elif not ray.is_initialized():
-        # Local mode: this machine's CPUs and GPUs; no dashboard (and never off localhost).
-        ray.init(include_dashboard=False, dashboard_host="127.0.0.1", log_to_driver=True, runtime_env=runtime_env)
+    try:
+        if address:
+            ray.init(address=address, log_to_driver=True, runtime_env=runtime_env)
+        elif not ray.is_initialized():
+            # Local mode: this machine's CPUs and GPUs; no dashboard (and never off localhost).
+            ray.init(include_dashboard=False, dashboard_host="127.0.0.1", log_to_driver=True, runtime_env=runtime_env)
+    except Exception as e:  # an unusable HOME or temp directory, a cluster that refuses this driver
+        detail = (str(e).strip().splitlines() or [""])[-1][:200]
+        raise ClusterError(f"Ray could not start{f' (address {address})' if address else ''}: {e.__class__.__name__}: "
+                           f"{detail}; check that HOME and TMPDIR are writable directories, and the address") from None
     if log_path:
         log_to_file(log_path)  # ray.init may have added handlers of its own
     return cluster_capacity()

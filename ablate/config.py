@@ -8,11 +8,11 @@ is touched, so a mistake costs seconds, not a cluster.
 """
 from __future__ import annotations
 
-import hashlib
 import itertools
 import os
 import re
 import reprlib
+import sys
 from pathlib import Path
 from typing import Annotated, Any, Dict, List, Literal, Optional
 
@@ -22,7 +22,7 @@ from pydantic import BeforeValidator, Field, ValidationError, field_validator, m
 from .blocks import get_block, import_block_modules, list_blocks
 from .messages import message
 from .models import valid_depth
-from .storage import is_uri
+from .storage import is_uri, local_mirror
 from .train import AXES, Number, Settings, TrainConfig, TrainSettings, trial_key
 
 __all__ = ["ConfigError", "WandbSettings", "ExperimentConfig", "load_experiment", "find_experiment",
@@ -199,10 +199,7 @@ class ExperimentConfig(TrainSettings):
 
         A mirror is ``results/<name>@<hash of the URI>``: never a local experiment's folder (a name
         has no '@') and never another URI experiment's."""
-        if not is_uri(self.storage_path):
-            return self.experiment_dir
-        digest = hashlib.sha1(self.experiment_dir.encode()).hexdigest()[:8]
-        return os.path.abspath(os.path.join("results", f"{self.name}@{digest}"))
+        return local_mirror(self.experiment_dir) if is_uri(self.storage_path) else self.experiment_dir
 
     def train_settings(self) -> Dict[str, Any]:
         """What every trial of the grid shares: its ``TrainSettings``."""
@@ -318,6 +315,11 @@ def load_experiment(path: Optional[str] = None, overrides: Optional[List[str]] =
         raise ConfigError(f"key 'block_modules': cannot import {_short(modules)} ({e.__class__.__name__}: "
                           f"{str(e).splitlines()[0][:200] if str(e) else ''}); allowed: importable module names, "
                           "e.g. a my_blocks.py beside the experiment file") from None
+    for name in modules:  # what Ray ships to every node is a module's file (py_modules)
+        module = sys.modules.get(name.split(".")[0])
+        if module is not None and not hasattr(module, "__path__") and not getattr(module, "__file__", None):
+            raise ConfigError(f"key 'block_modules': {_short(name)} is built into Python (it has no file to ship to "
+                              "the trials); allowed: your own modules, e.g. a my_blocks.py beside the experiment file")
     return _validate(ExperimentConfig, data)
 
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 __all__ = ["DATASETS", "Dataset", "load_dataset", "DeviceBatches", "check_dataset_name", "TRAIN_SIZES", "IMAGE_SHAPES",
-           "CLASSES"]
+           "CLASSES", "AUGMENT"]
 
 DATASETS = ("digits", "synthetic", "cifar10", "cifar100")
 # Training images per dataset (the dry run's compute estimate), without loading them; a test
@@ -26,6 +26,9 @@ TRAIN_SIZES = {"digits": 1438, "synthetic": 2048, "cifar10": 50_000, "cifar100":
 # Each dataset's image shape (C, H, W) and classes, without loading it (the plan's time estimate).
 IMAGE_SHAPES = {"digits": (1, 8, 8), "synthetic": (3, 32, 32), "cifar10": (3, 32, 32), "cifar100": (3, 32, 32)}
 CLASSES = {"digits": 10, "synthetic": 10, "cifar10": 10, "cifar100": 100}
+# Each dataset's own augmentation (pad-and-crop pixels, horizontal flips): what crop_pad/flip None mean.
+# Digits must not be flipped (a mirrored 2 is no 2) and are 8 pixels wide (a 1-pixel crop).
+AUGMENT = {"digits": (1, False), "synthetic": (4, True), "cifar10": (4, True), "cifar100": (4, True)}
 
 
 @dataclass
@@ -38,7 +41,7 @@ class Dataset:
     num_classes: int
     mean: Tuple[float, ...]  # per channel, in [0, 1] units
     std: Tuple[float, ...]
-    # Augmentation that suits the data: digits must not be flipped (a mirrored 2 is no 2).
+    # Augmentation that suits the data (AUGMENT).
     crop_pad: int = 4
     flip: bool = True
 
@@ -78,7 +81,7 @@ def _digits(seed: int = 0, test_fraction: float = 0.2) -> Dataset:
     tr, te = torch.cat(train_idx).sort().values, torch.cat(test_idx).sort().values
     mean, std = _stats(x[tr])
     return Dataset("digits", x[tr].contiguous(), y[tr].contiguous(), x[te].contiguous(), y[te].contiguous(),
-                   10, mean, std, crop_pad=1, flip=False)
+                   10, mean, std, *AUGMENT["digits"])
 
 
 def _synthetic(n_train: int = TRAIN_SIZES["synthetic"], n_test: int = 512, shape: Tuple[int, int, int] = (3, 32, 32),

@@ -22,6 +22,7 @@ from typing import List, Optional
 from typing import TYPE_CHECKING
 
 from . import storage
+from .cli import PID_ENV, split_overrides
 from .storage import HISTORY_FILE, OUTPUTS, RAY_LOG, TRIALS_FILE, is_uri
 
 if TYPE_CHECKING:
@@ -59,9 +60,7 @@ def _parse(argv: Optional[List[str]]) -> argparse.Namespace:
     p.add_argument("--gpu", default=MEASURED_GPU, choices=sorted(FP32_TFLOPS),
                    help=f"--dry-run: price GPU-hours on this GPU (measured on {MEASURED_GPU}; others are scaled)")
     args = p.parse_intermixed_args(argv)  # options may come before, between or after key=value
-    if args.experiment is not None and "=" in args.experiment and not args.experiment.endswith((".yaml", ".yml")):
-        args.overrides.insert(0, args.experiment)
-        args.experiment = None
+    args.experiment, args.overrides = split_overrides(args.experiment, args.overrides)
     return args
 
 
@@ -89,7 +88,12 @@ def check_address(address: Optional[str], timeout_s: float = 10.0) -> None:
         raise UsageError(f"--address {address}: Ray Client (ray://) is not supported (a grid outlives a client "
                          "connection); allowed: HOST:PORT of the head, or auto on a node of the cluster "
                          "(ray exec, ray job submit, or ssh to the head)")
-    if not address or address == "auto" or "://" in address:
+    if address and "://" in address:
+        from .study import UsageError
+
+        raise UsageError(f"--address {address}: a URL is not a Ray cluster address (http:// is the dashboard's, for "
+                         "`ray job submit`); allowed: HOST:PORT of the head's GCS (`ray start --head` prints it), or auto")
+    if not address or address == "auto":
         return
     host, _, port = address.rpartition(":")
     try:
@@ -165,11 +169,12 @@ def main(argv: Optional[List[str]] = None) -> int:
 def _main(argv: List[str], signals: Signals) -> int:
     from .config import ConfigError, load_experiment
     from .plan import plan_text
+    from .records import RecordError
     from .study import Study, UsageError, resume_command
 
     args = _parse(argv)
-    if os.environ.get("ABLATE_PID_FILE"):  # a batch script's way to hand SIGTERM to this driver (ablate.slurm)
-        with open(os.environ["ABLATE_PID_FILE"], "w") as f:
+    if os.environ.get(PID_ENV):  # a batch script's way to hand SIGTERM to this driver (ablate.slurm)
+        with open(os.environ[PID_ENV], "w") as f:
             f.write(str(os.getpid()))
     try:
         cfg = load_experiment(args.experiment, args.overrides)
@@ -188,7 +193,7 @@ def _main(argv: List[str], signals: Signals) -> int:
             study.check()
             signals.after = f"what finished is kept; continue with:  {resume_command(argv)}"
             return _run(study, args, argv, signals)
-    except (ConfigError, UsageError, storage.LockedError) as e:
+    except (ConfigError, UsageError, storage.LockedError, RecordError) as e:
         print(f"ablate.grid: error: {e}", file=sys.stderr)
         return 2
 
@@ -205,6 +210,10 @@ def _run(study: Study, args: argparse.Namespace, argv: List[str], signals: Signa
     if not trials:  # the tables are rebuilt from the records where they were lost or cut short
         os.makedirs(study.cfg.output_dir, exist_ok=True)
         R.write_csvs(study.cfg.output_dir, *study.tables(set(), interrupted=False), only_changed=True)
+        if is_uri(study.cfg.storage_path):  # the bucket's own copies too (they may be the lost ones)
+            storage.upload(study.cfg.output_dir, study.dir, (HISTORY_FILE, TRIALS_FILE))
+        if study.added:  # a growth trained to the end whose identity was never rewritten (a kill at the finish)
+            study.write_identity()
         print(f"ablate.grid: every trial of {study.dir} had already finished; nothing to run "
               f"(results: {study.cfg.output_dir}; rebuild the report with python -m ablate.report)")
         return 0
@@ -238,8 +247,13 @@ def _start(study: Study, args: argparse.Namespace, signals: Signals):
 
     cfg = study.cfg
     # Ray's own log lines go to a file, moved into the results at the end.
-    fd, ray_log = tempfile.mkstemp(prefix="ablate-ray-", suffix=".log")
-    os.close(fd)
+    try:
+        fd, ray_log = tempfile.mkstemp(prefix="ablate-ray-", suffix=".log")
+        os.close(fd)
+    except OSError as e:
+        print(f"ablate.grid: error: no usable temporary directory ({tempfile.gettempdir()}: {e.__class__.__name__}); "
+              "set TMPDIR to a writable directory", file=sys.stderr)
+        return 2
     try:
         cap = connect(args.address, cfg.block_modules, log_path=None if args.verbose else ray_log)
         signals.install()
@@ -274,7 +288,8 @@ def _start(study: Study, args: argparse.Namespace, signals: Signals):
 
 
 def _train(study: Study, trials, started: _Started, args: argparse.Namespace, argv: List[str], signals: Signals):
-    """One Tune run over ``trials``, a progress line meanwhile; the names of those that errored, or an exit code."""
+    """One Tune run over ``trials``, a progress line meanwhile; the ids of the grid points whose trial errored
+    (after its retries), or an exit code."""
     from .progress import Progress
     from .study import git_commit
     from .tracking import trial_env
@@ -286,8 +301,10 @@ def _train(study: Study, trials, started: _Started, args: argparse.Namespace, ar
     progress = Progress({t.name: {"weight": t.weight, "start": t.epochs_done, "epochs": cfg.epochs} for t in trials})
     signals.tune = True
     try:
-        return run_grid(cfg, study.dir, study.part_name(), trials, resources=started.resources, meta=meta,
-                        env=trial_env(started.mode), data=started.data, progress=progress, verbose=args.verbose)
+        names = run_grid(cfg, study.dir, study.part_name(), trials, resources=started.resources, meta=meta,
+                         env=trial_env(started.mode), data=started.data, progress=progress, verbose=args.verbose)
+        # Tune names a Tune trial; the tables speak of grid points (a fused trial errs for all its members).
+        return {m["id"] for t in trials if t.name in names for m in t.members}
     except RuntimeError as e:
         print(f"ablate.grid: error: {e}", file=sys.stderr)
         return 2
@@ -347,7 +364,13 @@ def _finish(study: Study, errored: set, started: _Started, wall: float, args: ar
     if not args.verbose:
         print(f"Ray's log: {os.path.join(out_dir, RAY_LOG)}")
     print(f"results: {exp_dir}")
-    return 1 if (trials_df["status"] == "ERROR").any() else 0
+    failed = int((trials_df["status"] == "ERROR").sum())
+    if failed:  # the answer above lacks these points: say so last, and exit 1
+        _say(f"ablate.grid: error: {failed} of {len(trials_df)} trials failed (ERROR in {TRIALS_FILE}; each one's "
+             f"traceback: {exp_dir}/{PART_PREFIX}*/<trial>_*/error.txt); fix the cause, then continue with:  "
+             f"{resume_command(argv)}")
+        return 1
+    return 0
 
 
 def _storage_failed(e: Exception, cfg: ExperimentConfig, exp_dir: str, argv: List[str]) -> int:

@@ -29,10 +29,16 @@ from . import storage
 from .storage import RECORD_FILE, STATE_FILE, STOPPED_FILE
 from .train import AXES
 
-__all__ = ["Found", "Listing", "make_record", "write_checkpoint", "write_stopped", "list_records", "history_frames", "loggable",
+__all__ = ["RecordError", "Found", "Listing", "make_record", "write_checkpoint", "write_stopped", "list_records", "experiment_ids", "history_frames", "loggable",
            "RUN_KEYS"]
 
 VERSION = 1
+
+
+class RecordError(ValueError):
+    """A record (or the experiment's listing) that exists but cannot be read, or is not one this ablate
+    can read: never taken for "not done" (that would train again what may be finished)."""
+
 # What a history row holds beside the trainer's metrics: the node that ran the epoch, and when.
 RUN_KEYS = ("node", "time")
 
@@ -132,15 +138,25 @@ class Listing:
 
 
 def list_records(exp_dir: str, experiment_id: str) -> Listing:
-    """Every record under ``exp_dir`` whose checkpoint is whole: one recursive listing, then the records."""
+    """Every record under ``exp_dir`` whose checkpoint is whole: one recursive listing, then the records.
+
+    A record cut short (it does not parse: a full disk, a broken upload) is ``broken``: its trial
+    continues from an older checkpoint.  Anything that exists but cannot be read (a folder or file
+    without permission, a name that is not UTF-8), a record of a newer format, or one of another
+    shape is ``RecordError``: whether that trial finished is unknown, so nothing may be trained.
+    """
     import pyarrow.fs as pafs
 
     fs, root = storage.filesystem(exp_dir)
     try:
         infos = fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
-    except (FileNotFoundError, OSError):
+        sizes = {i.path: i.size for i in infos if i.type == pafs.FileType.File}
+    except FileNotFoundError:
         return Listing()
-    sizes = {i.path: i.size for i in infos if i.type == pafs.FileType.File}
+    except (OSError, UnicodeDecodeError) as e:
+        what = "holds a file name that is not UTF-8" if isinstance(e, UnicodeDecodeError) else f"cannot be listed ({_first(e)})"
+        raise RecordError(f"{exp_dir} {what}: which trials finished is unknown, so nothing was trained; "
+                          "make every file of the experiment readable (and its names UTF-8), then run again") from None
     listing = Listing()
     for path in sorted(sizes):
         if os.path.basename(path) == STOPPED_FILE:
@@ -149,16 +165,14 @@ def list_records(exp_dir: str, experiment_id: str) -> Listing:
             continue
         ckpt = path.rsplit("/", 1)[0]
         where = storage.join(exp_dir, ckpt[len(root.rstrip("/")) + 1:])
-        try:
-            with fs.open_input_stream(path) as f:
-                record = json.loads(f.read())  # a record cut short does not parse
-            if record["ablate_record"] != VERSION or record["experiment_id"] != experiment_id:
-                continue  # another experiment's record (a copied directory): never this one's truth
-            found = Found(record, where, sizes.get(f"{ckpt}/{STATE_FILE}") == record["state_bytes"])
-            found.ids, found.done  # noqa: B018 -- a record of another shape is refused here, not later
-        except (OSError, ValueError, KeyError, TypeError):
+        record = _read_json(fs, path)
+        if record is None:  # cut short: an older checkpoint (or epoch 1) continues the trial
             listing.broken.append(where)
             continue
+        if not isinstance(record, dict) or record.get("experiment_id") != experiment_id:
+            continue  # another experiment's record (a copied directory): never this one's truth
+        _check_shape(record, path)
+        found = Found(record, where, sizes.get(f"{ckpt}/{STATE_FILE}") == record["state_bytes"])
         if not found.state_whole and not found.done:
             listing.broken.append(where)
         listing.by_trial.setdefault(found.ids, []).append(found)
@@ -167,14 +181,69 @@ def list_records(exp_dir: str, experiment_id: str) -> Listing:
     return listing
 
 
-def _read_stopped(fs, path: str, experiment_id: str, stopped: Dict[str, int]) -> None:
+def _first(e: BaseException) -> str:
+    return (str(e).splitlines() or [""])[0][:200]
+
+
+def _read_json(fs, path: str):
+    """A JSON file's value; None if it is cut short; ``RecordError`` if it cannot be read at all."""
     try:
         with fs.open_input_stream(path) as f:
-            note = json.loads(f.read())
+            data = f.read()
+    except OSError as e:
+        raise RecordError(f"{path} cannot be read ({e.__class__.__name__}: {_first(e)}): whether its trial "
+                          "finished is unknown, so nothing was trained; make it readable, then run again") from None
+    try:
+        return json.loads(data)
+    except ValueError:
+        return None
+
+
+def _check_shape(record: Dict[str, Any], path: str) -> None:
+    """A record of this experiment is of a format this ablate reads, and of its shape; else ``RecordError``."""
+    version = record.get("ablate_record")
+    if isinstance(version, int) and not isinstance(version, bool) and version > VERSION:
+        raise RecordError(f"{path} was written by a newer ablate (record format {version}; this one reads "
+                          f"{VERSION}): upgrade ablate to continue this experiment (nothing was trained)")
+    members = record.get("members")
+    ok = (version == VERSION and isinstance(members, list) and members and isinstance(record.get("written"), (int, float))
+          and isinstance(record.get("state_bytes"), int)
+          and all(isinstance(m, dict) and isinstance(m.get("id"), str) and isinstance(m.get("point"), dict)
+                  and isinstance(m.get("history"), list) and isinstance(m.get("done"), bool)
+                  and all(isinstance(h, dict) and isinstance(h.get("epoch"), int) for h in m["history"])
+                  for m in members))
+    if not ok:
+        raise RecordError(f"{path} is not a trial record this ablate wrote (format {version!r}, or a member without "
+                          "id, point, history or done): it was edited or comes from elsewhere; restore or remove "
+                          "that checkpoint directory, then run again (nothing was trained)")
+
+
+def _read_stopped(fs, path: str, experiment_id: str, stopped: Dict[str, int]) -> None:
+    note = _read_json(fs, path)  # cut short (None) or of another shape: the trial may continue
+    try:
         if note["ablate_stopped"] == VERSION and note["experiment_id"] == experiment_id:
             stopped.update({str(i): int(note["epoch"]) for i in note["members"]})
-    except (OSError, ValueError, KeyError, TypeError):
-        pass  # cut short or of another shape: the trial is not known to be stopped, and may continue
+    except (ValueError, KeyError, TypeError):
+        pass
+
+
+def experiment_ids(exp_dir: str) -> List[str]:
+    """The experiment ids the records under ``exp_dir`` name (to repair an identity that lost its own)."""
+    import pyarrow.fs as pafs
+
+    fs, root = storage.filesystem(exp_dir)
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
+        paths = [i.path for i in infos if i.base_name == RECORD_FILE]
+    except (OSError, UnicodeDecodeError):
+        return []
+    ids = set()
+    for path in paths:
+        try:
+            ids.add(str(_read_json(fs, path)["experiment_id"]))
+        except (RecordError, KeyError, TypeError):
+            continue
+    return sorted(ids)
 
 
 def history_frames(listing: Listing, ids: Dict[str, Dict[str, Any]]) -> List[pd.DataFrame]:

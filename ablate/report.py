@@ -270,20 +270,61 @@ def main(argv: Optional[List[str]] = None) -> int:
                    help="also save the same comparison as a W&B Report (needs WANDB_API_KEY or `wandb login`)")
     args = p.parse_args(argv)
     try:
-        read_csvs(args.experiment_dir)
+        return _main(args)
+    except OSError as e:  # a read-only or full experiment directory: the report alone is lost
+        print(f"ablate.report: error: cannot write the report ({e.__class__.__name__}: {_first(e)}); the tables "
+              "are unchanged; make the directory writable (or copy it), then run again", file=sys.stderr)
+        return 2
+
+
+def _first(e: BaseException) -> str:
+    return (str(e).splitlines() or [""])[0][:200]
+
+
+def _main(args) -> int:
+    from . import storage
+    from .storage import HISTORY_FILE, TRIALS_FILE, ExperimentLock
+
+    where = args.experiment_dir
+    uri = storage.is_uri(where)
+    out = storage.local_mirror(where.rstrip("/")) if uri else where  # a bucket's tables are read and written here
+    if uri:
+        try:
+            os.makedirs(out, exist_ok=True)
+            for name in (HISTORY_FILE, TRIALS_FILE, EXPERIMENT_FILE):
+                try:
+                    text = storage.read_text(storage.join(where, name))
+                except FileNotFoundError:
+                    continue
+                with open(os.path.join(out, name), "w") as f:
+                    f.write(text)
+        except Exception as e:  # noqa: BLE001 -- pyarrow: an unknown scheme, no credentials
+            print(f"ablate.report: error: cannot read {where} ({e.__class__.__name__}: {_first(e)})", file=sys.stderr)
+            return 2
+    holder = ExperimentLock.holder(where)
+    try:
+        read_csvs(out)
+        if holder is not None:  # the tables on disk are the last run's: the records are newer
+            raise ValueError(f"a run is training {where} now")
     except (OSError, ValueError) as e:  # lost, cut short or foreign: the trials' records can rebuild them
-        problem = str(e) if isinstance(e, ValueError) else f"{args.experiment_dir} has no {os.path.basename(e.filename or '')}"
+        problem = str(e) if isinstance(e, ValueError) else f"{where} has no {os.path.basename(e.filename or '')}"
         try:
             from .results import write_csvs
             from .study import tables_from_records
 
-            write_csvs(args.experiment_dir, *tables_from_records(args.experiment_dir))
-            print(f"ablate.report: notice: {problem}; history.csv and trials.csv rebuilt from the trials' records")
-        except (OSError, ValueError) as e2:
+            write_csvs(out, *tables_from_records(where))
+            if uri:
+                storage.upload(out, where, (HISTORY_FILE, TRIALS_FILE))
+            print(f"ablate.report: notice: {problem}; history.csv and trials.csv rebuilt from the trials' records"
+                  + (f" (interim: trials still training are RUNNING; pid {holder.get('pid')} on {holder.get('host')})"
+                     if holder is not None else ""))
+        except ValueError as e2:
             print(f"ablate.report: error: {problem}; and no trial records to rebuild it from ({e2}); give the "
                   "directory that python -m ablate.grid printed last", file=sys.stderr)
             return 2
-    path = write_report(args.experiment_dir)
+    path = write_report(out)
+    if uri:
+        storage.upload(out, where, (storage.REPORT_HTML, storage.REPORT_MD))
     print(f"report: {path}")
     if args.wandb_report:
         from .tracking import has_api_key, save_wandb_report
@@ -291,9 +332,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         if not has_api_key():
             print("ablate.report: error: --wandb-report needs WANDB_API_KEY (or `wandb login`)", file=sys.stderr)
             return 2
-        _, trials = read_csvs(args.experiment_dir)
-        meta = _meta(args.experiment_dir)
-        url = save_wandb_report(meta, trials, verdicts(effects(trials), stable_lrs(trials)))
+        _, trials = read_csvs(out)
+        meta = _meta(out)
+        try:
+            url = save_wandb_report(meta, trials, verdicts(effects(trials), stable_lrs(trials)))
+        except Exception as e:  # noqa: BLE001 -- W&B refused the key, or is unreachable: the report above stands
+            print(f"ablate.report: error: W&B did not take the report ({e.__class__.__name__}: {_first(e)}); "
+                  f"{path} is written; check the key (wandb login) and the network", file=sys.stderr)
+            return 2
         print(f"W&B report: {url}")
     return 0
 

@@ -58,14 +58,15 @@ def summarise_history(history: List[Dict[str, Any]], target_acc: float) -> Dict[
 
 
 def trials_table(history: pd.DataFrame, statuses: Dict[str, str], expected: List[Dict[str, Any]],
-                 target_acc: float, epochs: int, interrupted: bool = False) -> pd.DataFrame:
+                 target_acc: float, epochs: int, interrupted: bool = False, running: bool = False) -> pd.DataFrame:
     """One row per trial of the grid (also those that never reported), with its status.
 
     ``expected`` are the grid's points with their ``trial_id``; ``statuses`` says what became of
     the trials that ran (``TERMINATED``, ``ERROR``, or ``STOPPED_EARLY`` where the scheduler said so,
     by trial id).  A finished trial that diverged is ``DIVERGED``; one cut short before its last
     epoch is ``INTERRUPTED`` (by Ctrl-C) or ``STOPPED_EARLY``; a trial that never started is
-    ``NOT_STARTED``, or ``INTERRUPTED`` when the run was.
+    ``NOT_STARTED``, or ``INTERRUPTED`` when the run was.  Tables of an experiment that a run is
+    training now (``running``) call its unfinished trials ``RUNNING``.
     """
     by_trial = {trial_key(dict(zip(AXES, k))): g for k, g in history.groupby(list(AXES))} if len(history) else {}
     rows = []
@@ -78,7 +79,7 @@ def trials_table(history: pd.DataFrame, statuses: Dict[str, str], expected: List
         if row["status"] == "TERMINATED" and row["diverged"]:
             row["status"] = "DIVERGED"
         elif row["status"] == "TERMINATED" and row["epochs_done"] < epochs:
-            row["status"] = "INTERRUPTED" if interrupted else "STOPPED_EARLY"
+            row["status"] = "RUNNING" if running else "INTERRUPTED" if interrupted else "STOPPED_EARLY"
         elif row["status"] == "NOT_STARTED" and interrupted:
             row["status"] = "INTERRUPTED"
         rows.append(row)
@@ -186,7 +187,7 @@ COLUMNS = {HISTORY_FILE: ((*AXES, "trial_id", "epoch", "train_loss", "val_acc"),
            TRIALS_FILE: ((*AXES, "trial_id", "status", "epochs_done", "final_val_acc", "best_val_acc",
                           "epochs_to_target", "diverged", "train_seconds", "auc_val_acc"),
                          (*AXES, "trial_id", "status", "epochs_done", "diverged"))}
-STATUSES = ("TERMINATED", "DIVERGED", "INTERRUPTED", "STOPPED_EARLY", "NOT_STARTED", "ERROR")
+STATUSES = ("TERMINATED", "DIVERGED", "INTERRUPTED", "STOPPED_EARLY", "NOT_STARTED", "ERROR", "RUNNING")
 
 
 def csv_text(df: pd.DataFrame) -> str:

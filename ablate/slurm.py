@@ -1,9 +1,12 @@
 """``python -m ablate.slurm [EXPERIMENT.yaml] [key=value ...] --nodes N --gpus-per-node G [--submit]``
 
 The grid on a SLURM allocation: writes (and with ``--submit``, submits) one batch script that starts
-Ray across the allocation with ``ray symmetric-run`` (every node runs the same command; the first
-starts the head and runs the grid once, the others join), runs ``python -m ablate.grid ... --address
-auto`` on it, and stops Ray when the grid ends.
+this job's own Ray across the allocation (``srun`` on every node: the first starts the head and runs
+``python -m ablate.grid`` on it once, the others join), and stops that Ray, and no other, when the grid
+ends.  Not ``ray symmetric-run``: it refuses to start where any other Ray runs on the node (another
+user's job, a second ablate job) and ends with ``ray stop``, which stops them all.  This job's Ray has
+its own temp dir and ports, and is called through the Python the script was written with (a venv
+that is not activated on the node, ``conda run``, cron), never ``ray`` from ``PATH``.
 
 Preemption and time limits: the job asks for ``--signal=B:TERM@GRACE`` and ``--requeue``.  The batch
 shell hands SLURM's SIGTERM to the grid's driver alone (its pid file), which stops the trials
@@ -21,18 +24,54 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 import shlex
+import shutil
 import subprocess
 import sys
 from typing import List, Optional
 
-__all__ = ["batch_script", "main"]
+from .cli import PID_ENV
+
+__all__ = ["batch_script", "parse_time", "SlurmError", "main"]
 
 GRACE_S = 120  # SIGTERM this long before a preemption or the time limit: trials stop, tables written
-PID_ENV = "ABLATE_PID_FILE"  # where the grid writes its pid, for the batch shell to signal it
+MIN_TIME_S = GRACE_S + 180  # a job shorter than the grace plus Ray's start would only ever requeue
+# Characters SLURM names may hold; anything else (a space, a newline) would be an option or a command.
+_SLURM_NAME = re.compile(r"[A-Za-z0-9_.,+-]{1,128}")
+_NODE_LOCAL = ("/tmp", "/var/tmp", "/dev/shm", "/run")
+
+
+class SlurmError(ValueError):
+    """A value that cannot go into a batch script: exit 2, one line, nothing written or submitted."""
+
+
+def parse_time(text: str) -> float:
+    """SLURM's ``--time`` in seconds (``inf`` for no limit), in SLURM's own formats: ``minutes``,
+    ``minutes:seconds``, ``hours:minutes:seconds``, ``days-hours``, ``days-hours:minutes``,
+    ``days-hours:minutes:seconds``, ``infinite``/``unlimited``.  ``SlurmError`` for anything else."""
+    t = text.strip()
+    if t.lower() in ("infinite", "unlimited"):
+        return math.inf
+    m = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", t)
+    if not m:
+        raise SlurmError(f"--time {text!r} is not a SLURM time; allowed: minutes (90), minutes:seconds, "
+                         "hours:minutes:seconds (1:30:00), days-hours[:minutes[:seconds]] (1-00:00:00), infinite")
+    days, a, b, c = m.groups()
+    nums = [int(x) for x in (a, b, c) if x is not None]
+    if days is not None:  # days-hours[:minutes[:seconds]]
+        nums += [0] * (3 - len(nums))
+        return float(int(days) * 86400 + nums[0] * 3600 + nums[1] * 60 + nums[2])
+    if len(nums) == 1:
+        return float(nums[0] * 60)  # SLURM reads a bare number as minutes
+    if len(nums) == 2:
+        return float(nums[0] * 60 + nums[1])
+    return float(nums[0] * 3600 + nums[1] * 60 + nums[2])
 
 
 def _hms(seconds: float) -> str:
+    if math.isinf(seconds):
+        return "UNLIMITED"
     s = max(60, int(math.ceil(seconds / 60.0)) * 60)
     return f"{s // 3600:d}:{s % 3600 // 60:02d}:00"
 
@@ -40,23 +79,61 @@ def _hms(seconds: float) -> str:
 def batch_script(experiment: Optional[str], overrides: List[str], *, nodes: int, gpus_per_node: int,
                  cpus_per_node: int, time_s: float, partition: Optional[str], workdir: str, name: str,
                  python: str = sys.executable) -> str:
-    """The sbatch script of a grid: #SBATCH lines, Ray across the allocation, the grid, requeue."""
+    """The sbatch script of a grid: #SBATCH lines, this job's own Ray across the allocation, the grid, requeue.
+
+    Every value is checked or quoted here: ``#SBATCH`` lines take only SLURM names and numbers (SLURM
+    reads them without a shell), shell lines take only ``shlex``-quoted values.  The job calls the
+    Python (and its Ray) this script was written with, not whatever ``PATH`` holds on the node.
+    """
+    if partition is not None and not _SLURM_NAME.fullmatch(partition):
+        raise SlurmError(f"--partition {partition!r}: allowed: a SLURM partition name (letters, digits, "
+                         "'_', '.', '-', '+', or a comma-separated list)")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+        raise SlurmError(f"name {name!r}: allowed: letters, digits, '_', '.', '-'")
+    for what, n, low in (("--nodes", nodes, 1), ("--gpus-per-node", gpus_per_node, 0), ("--cpus-per-node", cpus_per_node, 1)):
+        if not isinstance(n, int) or isinstance(n, bool) or not low <= n <= 100_000:
+            raise SlurmError(f"{what} {n!r}: allowed: a whole number from {low}")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in workdir + python):
+        raise SlurmError(f"the working directory or Python path {(workdir + ' ' + python)!r} holds control characters; "
+                         "run from a directory whose path has none")
+    q = shlex.quote
     grid = [python, "-m", "ablate.grid", *([experiment] if experiment else []), *overrides, "--resume-if-exists"]
+    ray = [python, "-m", "ray.scripts.scripts"]  # this environment's Ray, whatever PATH holds
     sbatch = [f"--job-name=ablate-{name}", f"--nodes={nodes}", "--ntasks-per-node=1",
               f"--cpus-per-task={cpus_per_node}", *([f"--gpus-per-node={gpus_per_node}"] if gpus_per_node else []),
               *([f"--partition={partition}"] if partition else []), f"--time={_hms(time_s)}",
               "--requeue", f"--signal=B:TERM@{GRACE_S}", "--open-mode=append",
-              f"--output={os.path.join(workdir, f'ablate-{name}-%j.out')}"]
-    ray_start = (f"--num-cpus={cpus_per_node} --num-gpus={gpus_per_node} --disable-usage-stats "
-                 '--include-dashboard=false --temp-dir="$raytmp"')
+              f"--output=ablate-{name}-%j.out"]  # in the directory sbatch was run from
+    # This job's Ray: its own temp dir, GCS port and dashboard agent port (Ray's default is a fixed one), so
+    # another Ray on the node (another job's, a user's) neither blocks nor is stopped.  (The client server's
+    # port is not set: Ray refuses the flag without ray[client], and a grid never uses the client.)
+    start = (f"--num-cpus={cpus_per_node} --num-gpus={gpus_per_node} --disable-usage-stats "
+             '--include-dashboard=false --temp-dir="$raytmp" --dashboard-agent-listen-port=$((port + 1))')
+    node = "\n".join([
+        'if [ "$SLURM_NODEID" = 0 ]; then',
+        f'  {shlex.join(ray)} start --head --node-ip-address="$head" --port="$port" {start} >/dev/null || exit 3',
+        f'  {shlex.join(grid)}; code=$?',
+        '  pkill -KILL -f -- "[/]${raytmp#/}/"  # this job\'s Ray only',
+        '  exit "$code"',
+        "fi",
+        "for try in $(seq 60); do  # a worker: wait for the head's GCS (5 minutes at most), then join it",
+        f"  {q(python)} -c 'import os, socket; socket.create_connection((os.environ[\"head\"], "
+        "int(os.environ[\"port\"])), 5)' 2>/dev/null && break",
+        "  sleep 5",
+        "done",
+        f'{shlex.join(ray)} start --address="$head:$port" --block {start}',
+        "exit 0  # a worker ends when the head's Ray does: the grid's exit code is the head's",
+    ])
     lines = ["#!/bin/bash", *(f"#SBATCH {s}" for s in sbatch), "",
-             "# Written by python -m ablate.slurm: Ray across the allocation (ray symmetric-run), the grid once on",
-             "# the first node, Ray stopped at the end; SLURM's SIGTERM goes to the grid alone, then the job requeues.",
-             f"cd {shlex.quote(workdir)}",
+             "# Written by python -m ablate.slurm: this job's own Ray across the allocation (the head on the first",
+             "# node runs the grid once), stopped at the end; SLURM's SIGTERM goes to the grid alone, then the job",
+             "# requeues.",
+             f"cd {q(workdir)} || exit 1",
+             f"export PATH={q(os.path.dirname(python))}:\"$PATH\"  # the environment this script was written from",
              '# The batch shell runs on the allocation\'s first node, the head: its IP as Ray sees it (the one',
              '# its GCS binds, which a hostname in /etc/hosts may not resolve to).',
-             f'head=$({shlex.quote(python)} -c "from ray.util import get_node_ip_address as ip; print(ip())")',
-             "port=$((20000 + SLURM_JOB_ID % 20000))",
+             f'head=$({q(python)} -c "from ray.util import get_node_ip_address as ip; print(ip())")',
+             "port=$((20000 + SLURM_JOB_ID % 20000 * 2))  # and port+1: this job's alone",
              "# This job's Ray, known by its own temp dir: a requeued job first stops what its killed run left",
              "# (SLURM kills a step's processes, not the daemons `ray start` detached), and no other Ray.",
              'raytmp="/tmp/ray-ablate-${SLURM_CLUSTER_NAME:-slurm}-$SLURM_JOB_ID"',
@@ -68,12 +145,12 @@ def batch_script(experiment: Optional[str], overrides: List[str], *, nodes: int,
              "# Token authentication on every node and the driver (the same ~/.ray/auth_token on the shared home):",
              "# a Ray cluster on a shared network must not take jobs from anyone who can reach its ports.",
              "export RAY_AUTH_MODE=token",
-             "ray get-auth-token --generate >/dev/null  # created once if missing; never printed",
+             f"{shlex.join(ray)} get-auth-token --generate >/dev/null  # created once if missing; never printed",
+             "export head port raytmp",
              "stopping=0",
              f'on_term() {{ stopping=1; [ -f "${PID_ENV}" ] && kill -TERM "$(cat "${PID_ENV}")"; }}',
              "trap on_term TERM",
-             f'srun --kill-on-bad-exit=0 ray symmetric-run --address "$head:$port" --min-nodes "$SLURM_JOB_NUM_NODES" '
-             f'{ray_start} -- {shlex.join(grid)} &',
+             f"srun --kill-on-bad-exit=0 bash -c {q(node)} &",
              "step=$!",
              'wait "$step"; code=$?',
              'while kill -0 "$step" 2>/dev/null; do wait "$step"; code=$?; done  # a trap interrupts wait',
@@ -87,7 +164,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m ablate.slurm",
         description="Write (and with --submit, submit) the sbatch script that runs the grid on a SLURM allocation "
-                    "with ray symmetric-run; preempted or timed-out jobs requeue and continue the same experiment.")
+                    "with this job's own Ray; preempted or timed-out jobs requeue and continue the same experiment.")
     p.add_argument("experiment", nargs="?", help="experiment YAML (default: experiments/default.yaml)")
     p.add_argument("overrides", nargs="*", help="key=value overrides, as for python -m ablate.grid")
     p.add_argument("--nodes", type=int, default=1)
@@ -95,20 +172,28 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--cpus-per-node", type=int, default=None,
                    help="default: GPUs x trials_per_gpu x cpus_per_trial (at least 2); 2 without GPUs")
     p.add_argument("--partition", default=None)
-    p.add_argument("--time", default=None, help="HH:MM:SS (default: an estimate from the plan, plus a margin)")
+    p.add_argument("--time", default=None, help="SLURM's formats: minutes, H:MM:SS, D-HH:MM:SS, infinite (default: an "
+                                                "estimate from the plan, plus a margin)")
     p.add_argument("--submit", action="store_true", help="submit it with sbatch (else print where it was written)")
     p.add_argument("--dry-run", action="store_true", help="print the #SBATCH lines and the estimate, write nothing")
     args = p.parse_intermixed_args(argv)
-    if args.experiment is not None and "=" in args.experiment and not args.experiment.endswith((".yaml", ".yml")):
-        args.overrides.insert(0, args.experiment)
-        args.experiment = None
+    from .cli import split_overrides
     from .config import ConfigError, load_experiment
     from .plan import gpu_hours
 
+    args.experiment, args.overrides = split_overrides(args.experiment, args.overrides)
     try:
-        if args.nodes < 1 or args.gpus_per_node < 0:
-            raise ConfigError(f"--nodes is {args.nodes} and --gpus-per-node {args.gpus_per_node}; allowed: "
-                              "nodes >= 1, GPUs >= 0")
+        if args.nodes < 1 or args.gpus_per_node < 0 or (args.cpus_per_node is not None and args.cpus_per_node < 1):
+            raise ConfigError(f"--nodes is {args.nodes}, --gpus-per-node {args.gpus_per_node} and --cpus-per-node "
+                              f"{args.cpus_per_node}; allowed: nodes >= 1, GPUs >= 0, CPUs >= 1")
+        time_given = parse_time(args.time) if args.time is not None else None
+        if time_given is not None and time_given < MIN_TIME_S:
+            raise SlurmError(f"--time {args.time} is {time_given:.0f} s, shorter than the {GRACE_S} s grace before the "
+                             f"limit plus Ray's start: the job would only ever requeue; allowed: at least {MIN_TIME_S} s "
+                             f"({MIN_TIME_S // 60} minutes)")
+        if args.submit and not shutil.which("sbatch"):
+            raise SlurmError("--submit: sbatch is not on PATH (run on a SLURM login node, or write the script without "
+                             "--submit and submit it there)")
         cfg = load_experiment(args.experiment, args.overrides)
         if not cfg.storage_path.startswith(("s3://", "gs://", "/")) and "://" not in cfg.storage_path:
             raise ConfigError(f"key 'storage_path' is {cfg.storage_path!r}, relative to the node that runs the grid; "
@@ -117,7 +202,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         from . import storage
 
         storage.check_writable(cfg.experiment_dir)  # from the submit host, which sees the shared filesystem
-    except ConfigError as e:
+    except (ConfigError, SlurmError) as e:
         print(f"ablate.slurm: error: {e}", file=sys.stderr)
         return 2
     except OSError as e:
@@ -125,11 +210,14 @@ def main(argv: Optional[List[str]] = None) -> int:
               f"({e.__class__.__name__}); allowed: a directory every node of the allocation can write (the "
               "cluster's shared filesystem), or s3://bucket/path", file=sys.stderr)
         return 2
+    if args.nodes > 1 and cfg.storage_path.startswith(_NODE_LOCAL):
+        print(f"ablate.slurm: warning: storage_path {cfg.storage_path} is on each node's own disk: with {args.nodes} "
+              "nodes, each trial's files stay on the node that ran it and the grid's driver cannot see them; use "
+              "the cluster's shared filesystem (e.g. $HOME/ablate, /scratch/$USER/ablate)", file=sys.stderr)
     cpus = args.cpus_per_node or (max(2, int(math.ceil(args.gpus_per_node * cfg.trials_per_gpu * cfg.cpus_per_trial)))
                                   if args.gpus_per_node else 2)
-    if args.time:
-        parts = [int(x) for x in args.time.split(":")]
-        time_s, note = float(sum(v * 60 ** i for i, v in enumerate(reversed(parts)))), "as given"
+    if time_given is not None:
+        time_s, note = time_given, "as given"
     elif args.gpus_per_node and cfg.dataset.startswith("cifar"):
         hours = gpu_hours(cfg)
         time_s = 1.5 * hours * 3600 / (args.nodes * args.gpus_per_node) + 600
@@ -140,9 +228,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         time_s = 1.5 * estimate_cpu_wall(cfg, max(1, int(cpus // cfg.cpus_per_trial)) * args.nodes) + 600
         note = "an ESTIMATE: this CPU's probe, x1.5, plus 10 minutes"
     workdir = os.path.abspath(os.getcwd())
-    script = batch_script(args.experiment and os.path.abspath(args.experiment), args.overrides, nodes=args.nodes,
-                          gpus_per_node=args.gpus_per_node, cpus_per_node=cpus, time_s=time_s,
-                          partition=args.partition, workdir=workdir, name=cfg.name)
+    # The storage as resolved here (also from $ABLATE_STORAGE_PATH), pinned: the job's environment may differ.
+    pinned = [*args.overrides, f"storage_path={cfg.storage_path}"]
+    try:
+        script = batch_script(args.experiment and os.path.abspath(args.experiment), pinned, nodes=args.nodes,
+                              gpus_per_node=args.gpus_per_node, cpus_per_node=cpus, time_s=time_s,
+                              partition=args.partition, workdir=workdir, name=cfg.name)
+    except SlurmError as e:
+        print(f"ablate.slurm: error: {e}", file=sys.stderr)
+        return 2
     if args.dry_run:
         print("\n".join(line for line in script.splitlines() if line.startswith("#SBATCH")))
         print(f"# --time: {note}")

@@ -50,13 +50,16 @@ def filesystem(path: str) -> Tuple[object, str]:
 
 
 def has_files(path: str) -> bool:
-    """Whether ``path`` is a directory that holds anything."""
+    """Whether ``path`` is a directory that holds anything (beside a run's lock)."""
     import pyarrow.fs as pafs
 
     fs, p = filesystem(path)
     if fs.get_file_info(p).type != pafs.FileType.Directory:
         return False
-    return bool(fs.get_file_info(pafs.FileSelector(p, recursive=False)))
+    try:
+        return any(not i.base_name.startswith(INNER_LOCK) for i in fs.get_file_info(pafs.FileSelector(p, recursive=False)))
+    except UnicodeDecodeError:  # a name that is not UTF-8: something is there (the records' listing says what)
+        return True
 
 
 def _names(path: str, kind: str) -> list:
@@ -111,11 +114,43 @@ def _sibling(exp_dir: str, suffix: str) -> str:
     return join(parent, f".{name}{suffix}")
 
 
+INNER_LOCK = ".ablate.lock"  # the lock inside an experiment whose parent is read-only
+
+
+def local_path(path: str) -> str:
+    """A ``file://`` URI as the local path it names (one experiment, one lock: the path's); else ``path``."""
+    if path.startswith("file://"):
+        from urllib.parse import unquote, urlparse
+
+        return unquote(urlparse(path).path) or "/"
+    return path
+
+
+def lock_path(exp_dir: str) -> str:
+    """Where the run that holds ``exp_dir`` keeps its lock: beside the experiment (``.<name>.lock``, so the
+    experiment's own files are only its own), or inside it where its parent is read-only and it is not."""
+    exp_dir = local_path(exp_dir).rstrip("/")
+    if (not is_uri(exp_dir) and os.path.isdir(exp_dir) and os.access(exp_dir, os.W_OK | os.X_OK)
+            and not os.access(os.path.dirname(exp_dir) or ".", os.W_OK | os.X_OK)):
+        return os.path.join(exp_dir, INNER_LOCK)
+    return _sibling(exp_dir, ".lock")
+
+
 def check_writable(exp_dir: str) -> None:
-    """Raise ``OSError`` unless files can be created where the experiment will be (probe, removed)."""
-    probe = _sibling(exp_dir, f".probe-{os.getpid()}")
+    """Raise ``OSError`` unless files can be created where the experiment's lock and files go (probe, removed)."""
+    lock = lock_path(exp_dir)
+    probe = join(lock.rsplit("/", 1)[0], f".{os.path.basename(exp_dir.rstrip('/'))}.probe-{os.getpid()}")
     write_text(probe, "ablate")
     delete(probe)
+
+
+def local_mirror(exp_dir: str) -> str:
+    """Where the tables and the report of an experiment on URI storage are written on this machine:
+    ``results/<name>@<hash of the URI>``, never a local experiment's folder (a name has no '@')."""
+    import hashlib
+
+    name = exp_dir.rstrip("/").rsplit("/", 1)[-1]
+    return os.path.abspath(os.path.join("results", f"{name}@{hashlib.sha1(exp_dir.encode()).hexdigest()[:8]}"))
 
 
 def upload(local_dir: str, uri: str, names: Iterable[str]) -> None:
@@ -158,12 +193,41 @@ class ExperimentLock:
     STALE_S = 300.0
 
     def __init__(self, exp_dir: str):
-        self.exp_dir = exp_dir.rstrip("/")
-        self.path = _sibling(self.exp_dir, ".lock")
+        self.exp_dir = local_path(exp_dir).rstrip("/")  # file:// and its path are one experiment, one lock
+        self.path = lock_path(self.exp_dir)
         self._flock = None
         self._stop = None
         self.holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S"),
                        "command": " ".join(["python -m ablate.grid", *sys.argv[1:]])[:300]}
+
+    @classmethod
+    def holder(cls, exp_dir: str):
+        """Who holds ``exp_dir`` now (their pid, host, since, command), or None if no living run does."""
+        lock = cls(exp_dir)
+        if is_uri(lock.exp_dir):
+            try:
+                h = json.loads(read_text(lock.path))
+            except (OSError, ValueError):
+                return None
+            dead = h.get("host") == socket.gethostname() and not _alive(h.get("pid"))
+            return None if dead or time.time() - float(h.get("heartbeat", 0)) >= cls.STALE_S else h
+        import filelock
+
+        if not os.path.exists(lock.path):
+            return None
+        probe = filelock.FileLock(lock.path, timeout=0)
+        try:
+            probe.acquire()
+        except filelock.Timeout:
+            try:
+                with open(lock.path + ".holder") as f:
+                    return json.load(f)
+            except (OSError, ValueError):
+                return {}
+        except OSError:
+            return None
+        probe.release()  # nobody held it (the file is left as it was)
+        return None
 
     def _describe(self, h: dict) -> str:
         return f"pid {h.get('pid')} on {h.get('host')} since {h.get('since')} ({h.get('command', '?')})"

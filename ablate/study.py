@@ -36,8 +36,9 @@ class UsageError(Exception):
     """Bad input found before any Ray or GPU work: exit code 2."""
 
 
-# Settings that may change when an experiment is resumed (they do not change any result).
-IDENTITY_EXEMPT = {"storage_path", "cpus_per_trial", "gpus_per_trial", "trials_per_gpu", "max_concurrent_trials",
+# Settings that may change when an experiment is resumed (they do not change any result).  The name
+# is where the experiment lives: a directory moved or renamed is the same experiment (README).
+IDENTITY_EXEMPT = {"name", "storage_path", "cpus_per_trial", "gpus_per_trial", "trials_per_gpu", "max_concurrent_trials",
                    "max_failures", "wandb", "data_dir", "threads", "device", "checkpoint_period_s",
                    "checkpoints_to_keep", "target_acc", "eval_batch_size", "compile", "compile_mode",
                    "provenance", "experiment_id"}
@@ -47,8 +48,21 @@ PART_PREFIX = "run-"  # each Tune run of the study: <experiment>/run-<UTC time>,
 
 
 def identity(cfg) -> Dict[str, Any]:
-    """What makes two experiments the same one (compared on ``--resume``); a config or its dict."""
-    d = cfg if isinstance(cfg, dict) else to_dict(cfg)
+    """What makes two experiments the same one (compared on ``--resume``); a config or its dict.
+
+    Each setting as it acts: a default that means a value is that value (``precision: auto`` is fp32,
+    ``crop_pad``/``flip``/``channels_last`` unset are the dataset's and the trainer's own), and ASHA's
+    keys count only under ASHA, so a resume is never refused for a difference that changes no result.
+    """
+    from .data import AUGMENT
+
+    d = dict(cfg if isinstance(cfg, dict) else to_dict(cfg))
+    crop, flip = AUGMENT.get(d.get("dataset"), (None, None))
+    for key, unset in (("precision", "fp32"), ("crop_pad", crop), ("flip", flip), ("channels_last", True)):
+        if d.get(key) in (None, "auto"):
+            d[key] = unset
+    if d.get("scheduler", "fifo") != "asha":
+        d = {k: v for k, v in d.items() if not k.startswith("asha_")}
     return {k: v for k, v in d.items() if k not in IDENTITY_EXEMPT}
 
 
@@ -70,6 +84,46 @@ def growth(saved: Dict[str, Any], now: Dict[str, Any]) -> Tuple[List[str], Dict[
         else:
             refused.append(k)
     return refused, added
+
+
+META_KEYS = ("experiment_id", "provenance")  # what the identity file holds beside the settings
+
+
+def saved_identity(exp_dir: str) -> Dict[str, Any]:
+    """The identity ``exp_dir`` was started (or last grown) with, every key this ablate knows filled in.
+
+    ``UsageError`` with one line for a file that is missing, unreadable, cut short, of another shape,
+    without its ``experiment_id`` (the trials' records would then belong to no one: everything
+    would train again) or written by a newer ablate.
+    """
+    from .records import experiment_ids
+
+    path = storage.join(exp_dir, EXPERIMENT_FILE)
+    try:
+        saved = yaml.safe_load(storage.read_text(path))
+    except FileNotFoundError:
+        raise UsageError(f"--resume: {exp_dir} holds no {EXPERIMENT_FILE}: it is not an ablate experiment") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"--resume: {path} cannot be read ({e.__class__.__name__}: {_first(e)}); nothing was "
+                         "trained") from None
+    except yaml.YAMLError as e:
+        raise UsageError(f"--resume: {path} is not valid YAML ({_first(e)}): cut short or edited; nothing was "
+                         "trained") from None
+    if not isinstance(saved, dict):
+        raise UsageError(f"--resume: {path} is not a mapping of settings (cut short or edited); nothing was trained")
+    if not isinstance(saved.get("experiment_id"), str) or not saved["experiment_id"]:
+        ids = experiment_ids(exp_dir)
+        fix = (f"its trials' records name experiment_id {ids[0]}: add the line  experiment_id: {ids[0]}  to it"
+               if len(ids) == 1 else "restore it from a copy")
+        raise UsageError(f"--resume: {path} names no experiment_id (cut short or edited), so no trial could be "
+                         f"known as done; nothing was trained; {fix}")
+    unknown = sorted(k for k in saved if k not in ExperimentConfig.model_fields and k not in META_KEYS)
+    if unknown:
+        raise UsageError(f"--resume: {path} has settings this ablate does not know ({', '.join(map(str, unknown[:5]))}): "
+                         "it was written by a newer ablate (upgrade: pip install -U ablate) or edited by hand")
+    # A key added to ablate after the experiment was started had its default then.
+    defaults = {k: f.get_default(call_default_factory=True) for k, f in ExperimentConfig.model_fields.items()}
+    return {**{k: v for k, v in defaults.items() if k not in saved}, **saved}
 
 
 @dataclass
@@ -118,7 +172,6 @@ class Study:
             storage.check_writable(self.dir)
             if not storage.is_uri(self.dir) and os.path.isdir(self.dir) and not os.access(self.dir, os.W_OK | os.X_OK):
                 raise PermissionError(f"{self.dir} is read-only")
-            return ExperimentLock(self.dir)
         except UsageError:
             raise
         except OSError as e:
@@ -128,6 +181,16 @@ class Study:
             raise UsageError(f"key 'storage_path': {self.cfg.storage_path!r} is not a usable location "
                              f"({e.__class__.__name__}: {_first(e)}); allowed: a local directory, or a URI such as "
                              "s3://bucket/path or file:///path") from None
+        if self.cfg.output_dir != self.dir:  # URI storage: the tables and the report go to a local mirror
+            try:
+                os.makedirs(self.cfg.output_dir, exist_ok=True)
+                if not os.access(self.cfg.output_dir, os.W_OK | os.X_OK):
+                    raise PermissionError("read-only")
+            except OSError as e:
+                raise UsageError(f"the tables of {self.dir} are written to {self.cfg.output_dir} (in the working "
+                                 f"directory), which cannot be written ({e.__class__.__name__}: {_first(e)}); "
+                                 "run from a writable directory") from None
+        return ExperimentLock(self.dir)
 
     def check(self) -> None:
         """Refuse to mix experiments and to resume nothing; on ``--resume``, what the grid adds."""
@@ -143,21 +206,21 @@ class Study:
                     raise UsageError(f"--resume: {self.dir} holds a different experiment (differs in: "
                                      f"{', '.join(refused)}); resume it with its own settings (an axis may only gain "
                                      "values), or choose a new name=")
-                self.experiment_id = str(self.saved.get("experiment_id") or self.cfg.name)
+                self.experiment_id = str(self.saved["experiment_id"])
             elif exists:
                 raise UsageError(f"{self.dir} already holds an experiment; continue it with --resume, "
                                  "or choose a new name= (nothing was changed)")
+        except UsageError:
+            raise
         except OSError as e:  # an unreachable bucket, no credentials
             raise UsageError(f"key 'storage_path': cannot read {self.dir} ({e.__class__.__name__}: {_first(e)})") from None
+        except Exception as e:  # pyarrow: an unknown scheme, a malformed URI
+            raise UsageError(f"key 'storage_path': {self.cfg.storage_path!r} is not a usable location "
+                             f"({e.__class__.__name__}: {_first(e)}); allowed: a local directory, or a URI such as "
+                             "s3://bucket/path or file:///path") from None
 
     def _saved_identity(self) -> Optional[Dict[str, Any]]:
-        try:
-            saved = yaml.safe_load(storage.read_text(storage.join(self.dir, EXPERIMENT_FILE))) or {}
-        except FileNotFoundError:
-            raise UsageError(f"--resume: {self.dir} holds no {EXPERIMENT_FILE}: it is not an ablate experiment") from None
-        # A key added to ablate after the experiment was started had its default then.
-        defaults = {k: f.get_default(call_default_factory=True) for k, f in ExperimentConfig.model_fields.items()}
-        return {**{k: v for k, v in defaults.items() if k not in saved}, **saved}
+        return saved_identity(self.dir)
 
     def growth_text(self) -> str:
         saved = {k: [v for v in getattr(self.cfg, k) if v not in self.added.get(k, [])]
@@ -229,7 +292,7 @@ class Study:
             name = f"{base}-{k}"
         return name
 
-    def tables(self, errored: set, interrupted: bool) -> Tuple[pd.DataFrame, pd.DataFrame]:
+    def tables(self, errored: set, interrupted: bool, running: bool = False) -> Tuple[pd.DataFrame, pd.DataFrame]:
         """history.csv and trials.csv of the grid, from the records (listed once more: what this run added)."""
         self.listing = list_records(self.dir, self.experiment_id)
         points = self.points()
@@ -241,7 +304,7 @@ class Study:
                            "STOPPED_EARLY" if i in self.listing.stopped else "ERROR" if i in errored
                            else "TERMINATED" if m is not None else "NOT_STARTED")
         expected = [{**p, "trial_id": i} for i, p in points.items()]
-        trials = trials_table(history, statuses, expected, self.cfg.target_acc, self.cfg.epochs, interrupted)
+        trials = trials_table(history, statuses, expected, self.cfg.target_acc, self.cfg.epochs, interrupted, running)
         return history, trials
 
 
@@ -249,18 +312,19 @@ def tables_from_records(exp_dir: str) -> Tuple[pd.DataFrame, pd.DataFrame]:
     """An experiment's history.csv and trials.csv rebuilt from its identity and its trials' records alone
     (``python -m ablate.report`` when they are lost or cut short); ``ValueError`` if it has neither."""
     try:
-        saved = yaml.safe_load(storage.read_text(storage.join(exp_dir, EXPERIMENT_FILE))) or {}
-    except (OSError, yaml.YAMLError) as e:
-        raise ValueError(f"no readable {EXPERIMENT_FILE}: {e.__class__.__name__}") from None
-    if not isinstance(saved, dict) or "experiment_id" not in saved:
-        raise ValueError(f"{EXPERIMENT_FILE} names no experiment_id")
+        saved = saved_identity(exp_dir)
+    except UsageError as e:
+        raise ValueError(str(e).replace("--resume: ", "")) from None
     fields = {k: v for k, v in saved.items() if k in ExperimentConfig.model_fields}
-    parent, name = os.path.split(os.path.abspath(exp_dir.rstrip("/")))
+    parent, name = (exp_dir.rstrip("/").rsplit("/", 1) if storage.is_uri(exp_dir) else
+                    os.path.split(os.path.abspath(exp_dir.rstrip("/"))))
     # Not validated again: its user blocks need not be importable here, and it was valid when it ran.
     cfg = ExperimentConfig.model_construct(**{**fields, "storage_path": parent, "name": name})
     study = Study(cfg, resume=True)
     study.dir, study.experiment_id = exp_dir, str(saved["experiment_id"])
-    history, trials = study.tables(set(), interrupted=True)
+    # A run holding the experiment now is training its unfinished trials: RUNNING, not INTERRUPTED.
+    running = ExperimentLock.holder(exp_dir) is not None
+    history, trials = study.tables(set(), interrupted=not running, running=running)
     if history.empty:
         raise ValueError("no trial has a record yet")
     return history, trials
@@ -297,10 +361,13 @@ def record_timing(out_dir: str, timing: dict, resumed: bool) -> None:
     resume is appended under ``resumes``, so a short resume never passes for the grid's wall."""
     path = os.path.join(out_dir, TIMING_FILE)
     if resumed and os.path.exists(path):
-        with open(path) as f:
-            first = json.load(f)
-        first.setdefault("resumes", []).append(timing)
-        timing = first
+        try:
+            with open(path) as f:
+                first = json.load(f)
+            first.setdefault("resumes", []).append(timing)
+            timing = first
+        except (OSError, ValueError, AttributeError):  # cut short: the first run's wall is lost, not this one's
+            timing = {**timing, "resumed": True}
     with open(path, "w") as f:
         json.dump(timing, f)
 

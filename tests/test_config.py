@@ -54,3 +54,24 @@ def test_type_and_value_errors_name_the_key(override, needle):
 def test_numbers_users_write_are_read_as_those_numbers():
     cfg = load_experiment(None, ["weight_decay=5e-4", "lrs=[1e-3, 2e-1]", "name=1.10"])
     assert cfg.weight_decay == 5e-4 and cfg.lrs == [1e-3, 0.2] and cfg.name == "1.10"
+
+
+def test_the_experiment_files_folder_lends_only_the_named_modules(tmp_path):
+    """A filelock.py (any module ablate imports) beside an experiment file never shadows ablate's own."""
+    import sys
+
+    (tmp_path / "exp.yaml").write_text("epochs: 1\n")
+    (tmp_path / "filelock.py").write_text("raise SystemExit('shadowed')\n")
+    (tmp_path / "mine_blocks.py").write_text("X = 1\n")
+    load_experiment(str(tmp_path / "exp.yaml"))
+    assert str(tmp_path) not in sys.path
+    load_experiment(str(tmp_path / "exp.yaml"), ["block_modules=[mine_blocks]"])
+    assert "mine_blocks" in sys.modules and str(tmp_path) not in sys.path
+    sys.modules.pop("filelock", None)
+    import filelock  # noqa: F401 -- ablate's own, not the file beside the experiment
+
+
+def test_a_block_module_without_a_file_is_one_line():
+    with pytest.raises(ConfigError, match="built into Python") as e:
+        load_experiment(None, ["block_modules=[sys]"])
+    assert "\n" not in str(e.value)

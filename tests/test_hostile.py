@@ -47,12 +47,12 @@ class Gated(BasicBlock):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("uri", [False, True], ids=["local", "file-uri"])
+@pytest.mark.parametrize("uri", [False, True, "mixed"], ids=["local", "file-uri", "path-then-file-uri"])
 def test_second_run_and_concurrent_resume_are_refused_while_the_first_runs(tmp_path, uri):
     gate, started = tmp_path / "gate", tmp_path / "started"
     (tmp_path / "gated_block.py").write_text(GATED_BLOCK.format(gate=str(gate), started=str(started)))
     gate.touch()
-    storage = f"file://{tmp_path}/s" if uri else str(tmp_path / "s")
+    storage = f"file://{tmp_path}/s" if uri is True else str(tmp_path / "s")
     args = [*SMALL, "blocks=[gated]", "block_modules=[gated_block]", "seeds=[0,1]", "epochs=2",
             f"storage_path={storage}", "name=twin", "--no-report"]
     first = start_cli(args, cwd=tmp_path, log=open(tmp_path / "first.log", "w"))
@@ -60,6 +60,8 @@ def test_second_run_and_concurrent_resume_are_refused_while_the_first_runs(tmp_p
     try:
         wait_for(started.exists, 240, "the first run's trials")
         for extra in ([], ["--resume"]):
+            if uri == "mixed":  # the same experiment named as a path, then as a file:// URI: one lock
+                extra = [*extra, f"storage_path=file://{tmp_path}/s"]
             p = run_cli([*args, *extra], cwd=tmp_path)
             _one_error_line(p, "is being run by pid", str(first.pid))
         gate.unlink()

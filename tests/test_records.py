@@ -76,7 +76,7 @@ def test_another_experiments_records_and_foreign_files_are_ignored(tmp_path):
     (exp / "run-1" / "t1" / "checkpoint_000000").mkdir(parents=True)
     (exp / "run-1" / "t1" / "checkpoint_000000" / RECORD_FILE).write_text(json.dumps({"hello": 1}))
     listing = list_records(str(exp), EXP_ID)
-    assert not listing.by_trial and len(listing.broken) == 1
+    assert not listing.by_trial and not listing.broken  # names no experiment: not this one's
 
 
 def test_nan_metrics_of_a_diverged_trial_round_trip(tmp_path):
@@ -185,3 +185,70 @@ def test_trial_ids_are_stable_per_experiment_and_point():
     p = _point()
     assert trial_id(EXP_ID, p) == trial_id(EXP_ID, dict(p, lr=0.1, depth=8))
     assert trial_id(EXP_ID, p) != trial_id("ffffffffffff", p) != trial_id(EXP_ID, _point(seed=1))
+
+
+# --- careless use, round three: a record that cannot be read never looks like "not done" ------------------
+
+def test_a_record_of_another_shape_or_a_newer_format_is_an_error_not_a_trial_to_train(tmp_path):
+    from ablate.records import RecordError
+
+    exp = tmp_path / "e"
+    d = _write(exp, "run-1", "t0", "checkpoint_000000", [_point()], [3], [True])
+    rec = json.loads((d / RECORD_FILE).read_text())
+    for edit, needle in ((lambda r: r["members"][0].pop("history"), "not a trial record"),
+                         (lambda r: r["members"][0].update(done="yes"), "not a trial record"),
+                         (lambda r: r.update(ablate_record=2), "newer ablate")):
+        bad = json.loads(json.dumps(rec))
+        edit(bad)
+        (d / RECORD_FILE).write_text(json.dumps(bad))
+        with pytest.raises(RecordError, match=needle):
+            list_records(str(exp), EXP_ID)
+
+
+def test_a_file_name_that_is_not_utf8_is_an_error_naming_the_experiment(tmp_path):
+    from ablate.records import RecordError
+
+    exp = tmp_path / "e"
+    _write(exp, "run-1", "t0", "checkpoint_000000", [_point()], [3], [True])
+    open(bytes(exp / "run-1") + b"/caf\xe9.txt", "w").close()
+    with pytest.raises(RecordError, match="not UTF-8"):
+        list_records(str(exp), EXP_ID)
+
+
+def test_saved_identity_refuses_what_would_lose_the_records_in_one_line(tmp_path):
+    import yaml
+
+    from ablate.storage import EXPERIMENT_FILE
+    from ablate.study import UsageError, saved_identity
+
+    exp = tmp_path / "e"
+    _write(exp, "run-1", "t0", "checkpoint_000000", [_point()], [3], [True])
+    good = {"blocks": ["baseline"], "experiment_id": EXP_ID}
+    for text, needle in (("blocks: [baseline\n", "not valid YAML"), ("- 1\n", "not a mapping"),
+                         (yaml.safe_dump({"blocks": ["baseline"]}), f"experiment_id: {EXP_ID}"),
+                         (yaml.safe_dump({**good, "future_key": 1}), "newer ablate")):
+        (exp / EXPERIMENT_FILE).write_text(text)
+        with pytest.raises(UsageError, match=needle) as e:
+            saved_identity(str(exp))
+        assert "\n" not in str(e.value)
+    (exp / EXPERIMENT_FILE).write_text(yaml.safe_dump(good))
+    assert saved_identity(str(exp))["experiment_id"] == EXP_ID
+
+
+def test_identity_compares_settings_as_they_act(tmp_path):
+    base = identity(_cfg(tmp_path))
+    for same in (["precision=fp32"], ["crop_pad=1", "flip=false"], ["channels_last=true"], ["asha_grace_period=2"],
+                 ["name=renamed"]):
+        assert identity(_cfg(tmp_path, *same)) == base, same
+    for other in (["precision=bf16"], ["crop_pad=2"], ["flip=true"], ["channels_last=false"]):
+        assert identity(_cfg(tmp_path, *other)) != base, other
+    asha = identity(_cfg(tmp_path, "scheduler=asha", "asha_grace_period=1"))
+    assert identity(_cfg(tmp_path, "scheduler=asha", "asha_grace_period=2")) != asha
+
+
+def test_trials_table_calls_a_running_experiments_unfinished_trials_running():
+    hist = pd.DataFrame([{**_point(), "trial_id": "a", "epoch": 1, "val_acc": 0.5, "train_loss": 1.0,
+                          "epoch_seconds": 0.1}])
+    expected = [{**_point(), "trial_id": "a"}, {**_point(seed=1), "trial_id": "b"}]
+    t = trials_table(hist, {"a": "TERMINATED"}, expected, 0.9, 3, interrupted=False, running=True)
+    assert list(t["status"]) == ["RUNNING", "NOT_STARTED"]

@@ -7,11 +7,12 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 
 import pandas as pd
 import pytest
 
-from conftest import DEFAULT, _free_port, clean_env, held_block, run_cli, wait_for
+from conftest import DEFAULT, RAY, _free_port, clean_env, held_block, run_cli, wait_for
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not shutil.which("slurmctld") or not shutil.which("munged"),
@@ -100,14 +101,34 @@ def slurm(tmp_path):
         s.stop()
 
 
+# A venv's python run without activating it (scripts, `conda run`, cron): neither its bin nor pyenv's shims on
+# PATH, so nothing in the job finds `ray` or `python` there; SLURM's own commands stay reachable.
+BARE_PATH = "/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
 def _submit(args, cwd, slurm):
-    p = run_cli([*args, "--nodes", "1", "--cpus-per-node", "2", "--submit"], module="ablate.slurm", env=slurm.env,
-                cwd=cwd)
+    p = run_cli([*args, "--nodes", "1", "--cpus-per-node", "2", "--submit"], module="ablate.slurm",
+                env={**slurm.env, "PATH": BARE_PATH}, cwd=cwd)
     assert p.returncode == 0, p.stdout + p.stderr
     return re.search(r"submitted job (\d+)", p.stdout).group(1)
 
 
-def test_sbatch_runs_the_grid_requeued_midrun_it_finishes_with_every_epoch_once(slurm, tmp_path):
+@pytest.fixture
+def other_ray(tmp_path):
+    """Another Ray on the node (a user's, another job's), with Ray's default client and agent ports: the job must
+    neither refuse to start beside it nor stop it."""
+    temp = f"/tmp/abl-other-{os.getpid()}"
+    subprocess.run([RAY, "start", "--head", f"--port={_free_port()}", "--num-cpus=1", "--include-dashboard=false",
+                    "--disable-usage-stats", f"--temp-dir={temp}"], env=clean_env(RAY_AUTH_MODE="disabled"),
+                   check=True, capture_output=True, timeout=120)
+    try:
+        yield lambda: subprocess.run(["pgrep", "-f", f"[/]{temp[1:]}/.*raylet"], capture_output=True).returncode == 0
+    finally:
+        subprocess.run(["pkill", "-KILL", "-f", f"[/]{temp[1:]}"])
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_sbatch_runs_the_grid_requeued_midrun_it_finishes_with_every_epoch_once(slurm, other_ray, tmp_path):
     exp = tmp_path / "store" / "sl"
     gate, held = held_block(tmp_path, exp, "held-d8-lr0.1-s1")  # seed 0 finishes, then seed 1 is held
     args = [DEFAULT, "blocks=[held]", "block_modules=[held_block]", "depths=[8]", "lrs=[0.1]", "seeds=[0,1]",
@@ -117,7 +138,9 @@ def test_sbatch_runs_the_grid_requeued_midrun_it_finishes_with_every_epoch_once(
     assert p.returncode == 0 and "#SBATCH --requeue" in p.stdout and "--time: an ESTIMATE" in p.stdout, p.stderr
     job = _submit(args, tmp_path, slurm)
     script = (tmp_path / "ablate-sl.sbatch").read_text()
-    assert "ray symmetric-run" in script and "WANDB_API_KEY" not in script
+    assert "ray symmetric-run" not in script and "WANDB_API_KEY" not in script
+    assert f"{sys.executable} -m ray.scripts.scripts start --head" in script, "this environment's Ray"
+    assert other_ray(), "the other Ray is running beside the job"
     wait_for(held.exists, 300, "the job's grid, one trial done and one held mid-run")
     done = {str(f): hashlib.sha256(f.read_bytes()).hexdigest()
             for f in exp.glob("run-*/held-d8-lr0.1-s0_*/**/*") if f.is_file()}
@@ -130,13 +153,15 @@ def test_sbatch_runs_the_grid_requeued_midrun_it_finishes_with_every_epoch_once(
     wait_for(lambda: slurm.job_state(job) in ("COMPLETED", "FAILED", "CANCELLED", "GONE"), 400, "the requeued job")
     out = (tmp_path / f"ablate-sl-{job}.out").read_text()
     assert slurm.job_state(job) in ("COMPLETED", "GONE"), out[-3000:]
-    assert "Restarts=1" in slurm.run("scontrol", "show", "job", job) or out.count("On head node") >= 2, out[-3000:]
+    assert "Restarts=1" in slurm.run("scontrol", "show", "job", job) or out.count("W&B mode:") >= 2, out[-3000:]
     trials = pd.read_csv(exp / "trials.csv")
     hist = pd.read_csv(exp / "history.csv")
     assert (trials["status"] == "TERMINATED").all() and len(trials) == 2, out[-3000:]
     assert (hist.groupby("seed")["epoch"].apply(list) == [[1, 2, 3, 4]] * 2).all(), "every epoch once"
     assert {f: hashlib.sha256(open(f, "rb").read()).hexdigest() for f in done} == done, "the finished trial stayed"
     assert (exp / "report.html").exists() and "ablate.grid: error" not in out
+    assert "command not found" not in out and "already started" not in out, out[-3000:]
+    assert other_ray(), "the job stopped its own Ray only"
 
 
 def test_a_storage_path_the_job_cannot_write_is_refused_before_any_trial(slurm, tmp_path):
