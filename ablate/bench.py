@@ -175,7 +175,16 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=None, help="append JSON lines here")
     p.add_argument("--grid", default=None, metavar="EXPERIMENT_DIR",
                    help="instead: Ray's overhead of a finished grid (wall vs training time / concurrency)")
+    p.add_argument("--bookkeeping", default=None, metavar="NxE[,NxE]",
+                   help="instead: time --resume --dry-run, --resume and the report's rebuild on synthetic finished "
+                        "studies of N trials x E epochs (ablate/bench_bookkeeping.py)")
     args = p.parse_args(argv)
+    if args.bookkeeping:
+        from .bench_bookkeeping import main_bookkeeping
+
+        with open(args.out, "a") if args.out else open(os.devnull, "w") as out:
+            main_bookkeeping(args.bookkeeping, out)
+        return 0
     if args.grid:
         print(json.dumps(grid_overhead(args.grid)))
         return 0

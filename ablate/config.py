@@ -19,11 +19,26 @@ from typing import Annotated, Any, Dict, List, Literal, Optional
 import yaml
 from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
 
-from .blocks import get_block, import_block_modules, list_blocks
+from .axes import AXES, trial_key
 from .messages import message
-from .models import valid_depth
+from .settings import Number, Settings, TrainConfig, TrainSettings
 from .storage import is_uri, local_mirror
-from .train import AXES, Number, Settings, TrainConfig, TrainSettings, trial_key
+
+# The block registry and the models import torch: only validating a config (or importing a user's blocks)
+# needs them, never reading an experiment back (the study, the tables, the report).
+
+
+def list_blocks() -> List[str]:
+    from .blocks import list_blocks as registered
+
+    return registered()
+
+
+def import_block_modules(names, search_path: Optional[str] = None) -> None:
+    if names:
+        from .blocks import import_block_modules as imported
+
+        imported(names, search_path)
 
 __all__ = ["ConfigError", "WandbSettings", "ExperimentConfig", "load_experiment", "find_experiment",
            "trial_configs", "trial_groups", "AXIS_KEYS"]
@@ -133,6 +148,8 @@ class ExperimentConfig(TrainSettings):
     @field_validator("blocks")
     @classmethod
     def _known_blocks(cls, blocks: List[str]) -> List[str]:
+        from .blocks import get_block
+
         for b in blocks:
             get_block(b)
         return _distinct(blocks)
@@ -140,6 +157,8 @@ class ExperimentConfig(TrainSettings):
     @field_validator("depths")
     @classmethod
     def _resnet_depths(cls, depths: List[int]) -> List[int]:
+        from .models import valid_depth
+
         for d in depths:
             if not valid_depth(d):
                 raise ValueError(f"{d} is not a CIFAR ResNet depth; valid depths are 6n+2 "

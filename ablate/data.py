@@ -16,20 +16,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .settings import AUGMENT, CLASSES, DATASETS, IMAGE_SHAPES, TRAIN_SIZES  # the facts, declared without torch
+
 __all__ = ["DATASETS", "Dataset", "load_dataset", "DeviceBatches", "check_dataset_name", "TRAIN_SIZES", "IMAGE_SHAPES",
            "CLASSES", "AUGMENT"]
-
-DATASETS = ("digits", "synthetic", "cifar10", "cifar100")
-# Training images per dataset (the dry run's compute estimate), without loading them; a test
-# holds these to what the loaders return.
-TRAIN_SIZES = {"digits": 1438, "synthetic": 2048, "cifar10": 50_000, "cifar100": 50_000}
-# Each dataset's image shape (C, H, W) and classes, without loading it (the plan's time estimate).
-IMAGE_SHAPES = {"digits": (1, 8, 8), "synthetic": (3, 32, 32), "cifar10": (3, 32, 32), "cifar100": (3, 32, 32)}
-CLASSES = {"digits": 10, "synthetic": 10, "cifar10": 10, "cifar100": 100}
-# Each dataset's own augmentation (pad-and-crop pixels, horizontal flips): what crop_pad/flip None mean.
-# Digits must not be flipped (a mirrored 2 is no 2) and are 8 pixels wide (a 1-pixel crop).
-AUGMENT = {"digits": (1, False), "synthetic": (4, True), "cifar10": (4, True), "cifar100": (4, True)}
-
 
 @dataclass
 class Dataset:

@@ -187,7 +187,6 @@ def _main(argv: List[str], signals: Signals) -> int:
                 study.check()
                 print(study.growth_text() if study.added else "resume: no axis grows; unfinished trials continue")
             return 0
-        check_devices(cfg, args.address)
         check_address(args.address)
         with study.lock():  # one writer per experiment, until this run ends
             study.check()
@@ -209,9 +208,12 @@ def _run(study: Study, args: argparse.Namespace, argv: List[str], signals: Signa
         print(f"ablate.grid: {study.broken_notice()}", file=sys.stderr, flush=True)
     if not trials:  # the tables are rebuilt from the records where they were lost or cut short
         os.makedirs(study.cfg.output_dir, exist_ok=True)
-        R.write_csvs(study.cfg.output_dir, *study.tables(set(), interrupted=False), only_changed=True)
-        if is_uri(study.cfg.storage_path):  # the bucket's own copies too (they may be the lost ones)
-            storage.upload(study.cfg.output_dir, study.dir, (HISTORY_FILE, TRIALS_FILE))
+        if not study.tables_current():  # whole and newer than every record: nothing to rebuild
+            R.write_csvs(study.cfg.output_dir, *study.tables(set(), interrupted=False, relist=False), only_changed=True)
+        if is_uri(study.cfg.storage_path):  # the bucket's own copies too, where lost or other
+            local = {n: os.path.getsize(os.path.join(study.cfg.output_dir, n)) for n in (HISTORY_FILE, TRIALS_FILE)}
+            storage.upload(study.cfg.output_dir, study.dir,
+                           [n for n, size in local.items() if study.listing.top_files.get(n) != size])
         if study.added:  # a growth trained to the end whose identity was never rewritten (a kill at the finish)
             study.write_identity()
         print(f"ablate.grid: every trial of {study.dir} had already finished; nothing to run "
@@ -246,6 +248,7 @@ def _start(study: Study, args: argparse.Namespace, signals: Signals):
     from .tracking import resolve_mode
 
     cfg = study.cfg
+    check_devices(cfg, args.address)  # here, not earlier: a finished study's resume never imports torch for it
     # Ray's own log lines go to a file, moved into the results at the end.
     try:
         fd, ray_log = tempfile.mkstemp(prefix="ablate-ray-", suffix=".log")

@@ -5,7 +5,7 @@ import os
 from typing import Optional
 
 from .config import ExperimentConfig, trial_configs, trial_groups
-from .data import CLASSES, IMAGE_SHAPES, TRAIN_SIZES
+from .settings import CLASSES, IMAGE_SHAPES, TRAIN_SIZES
 
 __all__ = ["plan_text", "concurrency", "gpu_img_s", "gpu_hours", "estimate_cpu_wall", "MEASURED_GPU", "FP32_TFLOPS"]
 

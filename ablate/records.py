@@ -21,15 +21,12 @@ import os
 import socket
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
-
-import pandas as pd
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from . import storage
 from .storage import RECORD_FILE, STATE_FILE, STOPPED_FILE
-from .train import AXES
 
-__all__ = ["RecordError", "Found", "Listing", "make_record", "write_checkpoint", "write_stopped", "list_records", "experiment_ids", "history_frames", "loggable",
+__all__ = ["RecordError", "History", "Found", "Listing", "make_record", "write_checkpoint", "write_stopped", "list_records", "experiment_ids", "member_histories", "loggable",
            "RUN_KEYS"]
 
 VERSION = 1
@@ -83,6 +80,59 @@ def write_stopped(trial_dir: str, experiment_id: str, trial: str, member_ids: Li
          "epoch": int(epoch), "written": time.time()}))
 
 
+class History(Sequence):
+    """A member's epochs as columns (one array per metric): what a record's history holds, in a tenth of
+    the memory of one dict per epoch, so a listing of 10,000 trials is bounded by the size of its table.
+
+    Reads back exactly as written: an index or iteration gives each epoch's dict with the same keys and
+    values (floats, ints, bools as such; text and mixed columns are kept as they are).  Epochs whose keys
+    differ from the first's are kept as dicts.
+    """
+
+    __slots__ = ("keys", "columns", "_rows")
+
+    def __init__(self, rows: List[Dict[str, Any]]):
+        import numpy as np
+
+        self.keys: Tuple[str, ...] = tuple(rows[0]) if rows else ()
+        self._rows = None
+        self.columns: Dict[str, Any] = {}
+        if any(tuple(r) != self.keys for r in rows):
+            self._rows = list(rows)
+            return
+        for k in self.keys:
+            values = [r[k] for r in rows]
+            kinds = {type(v) for v in values}
+            dtype = {float: np.float64, int: np.int64, bool: np.bool_}.get(kinds.pop()) if len(kinds) == 1 else None
+            self.columns[k] = np.array(values, dtype=dtype) if dtype is not None else tuple(values)
+
+    def __len__(self) -> int:
+        if self._rows is not None:
+            return len(self._rows)
+        return len(next(iter(self.columns.values()))) if self.columns else 0
+
+    def column(self, key: str) -> list:
+        """One metric of every epoch, as Python values."""
+        c = self.columns[key]
+        return c.tolist() if hasattr(c, "tolist") else list(c)
+
+    def __iter__(self) -> Iterator[Dict[str, Any]]:
+        if self._rows is not None:
+            return iter(self._rows)
+        return (dict(zip(self.keys, values)) for values in zip(*(self.column(k) for k in self.keys)))
+
+    def __getitem__(self, i):
+        if self._rows is not None:
+            return self._rows[i]
+        if isinstance(i, slice):
+            return list(self)[i]
+        return dict(zip(self.keys, (c[i].item() if hasattr(c[i], "item") else c[i] for c in self.columns.values())))
+
+    def uniform(self) -> bool:
+        """Whether its epochs are columns (else they are dicts of different keys)."""
+        return self._rows is None
+
+
 @dataclass
 class Found:
     """A readable record and the checkpoint directory it is in (a local path or a URI)."""
@@ -115,19 +165,26 @@ class Listing:
     by_trial: Dict[Tuple[str, ...], List[Found]] = field(default_factory=dict)
     broken: List[str] = field(default_factory=list)  # unfinished trials' checkpoints that are cut short
     stopped: Dict[str, int] = field(default_factory=dict)  # member id -> the epoch the scheduler stopped it after
+    newest_write_ns: int = 0  # the modification time of the newest record or note (what the tables must postdate)
+    top_files: Dict[str, int] = field(default_factory=dict)  # the experiment's own files (the tables): name -> size
+
+    _members: Optional[Dict[str, Dict[str, Any]]] = field(default=None, repr=False)
 
     def newest(self) -> List[Found]:
         return [found[0] for found in self.by_trial.values()]
 
     def member(self, member_id: str) -> Optional[Dict[str, Any]]:
-        """A member's record in the newest record that holds it (the longest history, then the latest)."""
-        best = None
-        for f in self.newest():
-            for m in f.record["members"]:
-                if m["id"] == member_id and (best is None or (m["done"], len(m["history"])) >
-                                             (best["done"], len(best["history"]))):
-                    best = m
-        return best
+        """A member's record in the newest record that holds it (done first, then the longest history, then
+        the first listed).  An index built once: one pass over the records, not one per member."""
+        if self._members is None:
+            best: Dict[str, Dict[str, Any]] = {}
+            for f in self.newest():
+                for m in f.record["members"]:
+                    b = best.get(m["id"])
+                    if b is None or (m["done"], len(m["history"])) > (b["done"], len(b["history"])):
+                        best[m["id"]] = m
+            self._members = best
+        return self._members.get(member_id)
 
     def done_ids(self) -> set:
         return {m["id"] for f in self.newest() for m in f.record["members"] if m["done"]}
@@ -150,34 +207,51 @@ def list_records(exp_dir: str, experiment_id: str) -> Listing:
     fs, root = storage.filesystem(exp_dir)
     try:
         infos = fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
-        sizes = {i.path: i.size for i in infos if i.type == pafs.FileType.File}
+        files = [i for i in infos if i.type == pafs.FileType.File]
+        sizes = {i.path: i.size for i in files}
+        written = [i.mtime_ns or 0 for i in files if i.base_name in (RECORD_FILE, STOPPED_FILE)]
+        top = {i.base_name: i.size for i in files if i.path.rsplit("/", 1)[0] == root.rstrip("/")}
     except FileNotFoundError:
         return Listing()
     except (OSError, UnicodeDecodeError) as e:
         what = "holds a file name that is not UTF-8" if isinstance(e, UnicodeDecodeError) else f"cannot be listed ({_first(e)})"
         raise RecordError(f"{exp_dir} {what}: which trials finished is unknown, so nothing was trained; "
                           "make every file of the experiment readable (and its names UTF-8), then run again") from None
-    listing = Listing()
+    listing = Listing(newest_write_ns=max(written, default=0), top_files=top)
+    # A trial directory's checkpoints, newest (highest index) first: once one says done, the older ones
+    # are never needed (nothing continues from them), so a finished trial costs one read, not one per
+    # kept checkpoint; an unfinished trial's older checkpoints are read (they are its fallbacks).
+    by_dir: Dict[str, List[str]] = {}
     for path in sorted(sizes):
-        if os.path.basename(path) == STOPPED_FILE:
+        name = os.path.basename(path)
+        if name == STOPPED_FILE:
             _read_stopped(fs, path, experiment_id, listing.stopped)
-        if os.path.basename(path) != RECORD_FILE:
-            continue
-        ckpt = path.rsplit("/", 1)[0]
-        where = storage.join(exp_dir, ckpt[len(root.rstrip("/")) + 1:])
-        record = _read_json(fs, path)
-        if record is None:  # cut short: an older checkpoint (or epoch 1) continues the trial
-            listing.broken.append(where)
-            continue
-        if not isinstance(record, dict) or record.get("experiment_id") != experiment_id:
-            continue  # another experiment's record (a copied directory): never this one's truth
-        _check_shape(record, path)
-        found = Found(record, where, sizes.get(f"{ckpt}/{STATE_FILE}") == record["state_bytes"])
-        if not found.state_whole and not found.done:
-            listing.broken.append(where)
-        listing.by_trial.setdefault(found.ids, []).append(found)
-    for found in listing.by_trial.values():
-        found.sort(key=lambda f: (f.done, f.epochs, f.record["written"]), reverse=True)
+        elif name == RECORD_FILE:
+            by_dir.setdefault(path.rsplit("/", 2)[0], []).append(path)
+    for paths in by_dir.values():
+        for path in reversed(paths):
+            ckpt = path.rsplit("/", 1)[0]
+            where = storage.join(exp_dir, ckpt[len(root.rstrip("/")) + 1:])
+            record = _read_json(fs, path)
+            if record is None:  # cut short: an older checkpoint (or epoch 1) continues the trial
+                listing.broken.append(where)
+                continue
+            if not isinstance(record, dict) or record.get("experiment_id") != experiment_id:
+                continue  # another experiment's record (a copied directory): never this one's truth
+            _check_shape(record, path)
+            for m in record["members"]:
+                m["history"] = History(m["history"])
+            found = Found(record, where, sizes.get(f"{ckpt}/{STATE_FILE}") == record["state_bytes"])
+            if not found.state_whole and not found.done:
+                listing.broken.append(where)
+            listing.by_trial.setdefault(found.ids, []).append(found)
+            if found.done:
+                break
+    listing.broken.sort()
+    # Trials in the order of their first checkpoint's path (as listed), each one's records newest first.
+    first = {ids: min(f.checkpoint for f in found) for ids, found in listing.by_trial.items()}
+    listing.by_trial = {ids: sorted(listing.by_trial[ids], key=lambda f: (f.done, f.epochs, f.record["written"]),
+                                    reverse=True) for ids in sorted(first, key=first.get)}
     return listing
 
 
@@ -246,15 +320,22 @@ def experiment_ids(exp_dir: str) -> List[str]:
     return sorted(ids)
 
 
-def history_frames(listing: Listing, ids: Dict[str, Dict[str, Any]]) -> List[pd.DataFrame]:
-    """One frame per grid member (``ids``: member id -> point) from its newest record: its epochs,
-    axes and trial id; the per-epoch LR metric is ``epoch_lr`` (``lr`` is the axis)."""
-    frames = []
-    for member_id, point in ids.items():
+def member_histories(listing: Listing, ids) -> Dict[str, History]:
+    """Each grid member's epochs (``ids``: the members' ids) from its newest record, in epoch order and
+    every epoch once (a trial restored from an older checkpoint may have reported one twice: the last
+    report wins).  The records' own ``History`` where it is in order already (a trial's usual case)."""
+    out = {}
+    for member_id in ids:
         m = listing.member(member_id)
-        if m is None or not m["history"]:
+        if m is None or not len(m["history"]):
             continue
-        df = pd.DataFrame(m["history"]).rename(columns={"lr": "epoch_lr"})
-        frames.append(df.assign(**{a: point[a] for a in AXES}, trial_id=member_id))
-    return frames
-
+        history = m["history"]
+        epochs = history.column("epoch") if history.uniform() else [h["epoch"] for h in history]
+        if any(a >= b for a, b in zip(epochs, epochs[1:])):
+            by_epoch: Dict[int, Dict[str, Any]] = {}
+            for h in history:
+                by_epoch.pop(h["epoch"], None)
+                by_epoch[h["epoch"]] = h
+            history = History(sorted(by_epoch.values(), key=lambda h: h["epoch"]))
+        out[member_id] = history
+    return out

@@ -19,7 +19,7 @@ import yaml
 from . import figures
 from .results import ablation_table, format_table, read_csvs
 from .stats import ALPHA, POWER, effects, finished, stable_lrs
-from .train import AXES
+from .axes import AXES
 from .storage import EXPERIMENT_FILE, HISTORY_FILE, REPORT_HTML, REPORT_MD, TRIALS_FILE
 
 __all__ = ["write_report", "verdicts", "main"]

@@ -12,7 +12,8 @@ import pandas as pd
 
 from .stats import finished, paired
 from .storage import HISTORY_FILE, TRIALS_FILE
-from .train import AXES, METRIC_KEYS, trial_key
+from .axes import AXES
+from .settings import METRIC_KEYS
 
 __all__ = ["summarise_history", "history_table", "trials_table", "ablation_table", "format_table", "write_csvs",
            "read_csvs", "read_table", "TEXT_COLUMNS", "STATUSES"]
@@ -22,16 +23,34 @@ __all__ = ["summarise_history", "history_table", "trials_table", "ablation_table
 HISTORY_COLUMNS = [*AXES, "trial_id", "epoch", *(("epoch_lr" if m == "lr" else m) for m in METRIC_KEYS if m != "epoch")]
 
 
-def history_table(frames: List[pd.DataFrame]) -> pd.DataFrame:
-    """history.csv from each trial's metrics (one frame per trial, with its axes, trial_id, epoch_lr).
-
-    A trial restored from an older checkpoint may have reported an epoch twice; the last report
-    of each epoch wins, so every epoch appears exactly once.
-    """
-    frames = [f.drop_duplicates(subset="epoch", keep="last") for f in frames if len(f) and "epoch" in f]
-    if not frames:
+def history_table(histories: Dict[str, List[Dict[str, Any]]], points: Dict[str, Dict[str, Any]]) -> pd.DataFrame:
+    """history.csv from each grid point's epochs (``histories``: trial id -> its epochs in order, each once;
+    ``points``: trial id -> its axes), built as one frame; the per-epoch LR metric is ``epoch_lr``."""
+    # Column by column (no row dicts: the table, not a second copy of every epoch, is what memory holds); a
+    # metric some trials lack (a block's learned scalars) is missing (NaN) in the others' rows.
+    cols: Dict[str, list] = {a: [] for a in AXES}
+    cols["trial_id"] = []
+    n = 0
+    for i, hist in histories.items():
+        p = points[i]
+        for a in AXES:
+            cols[a].extend([p[a]] * len(hist))
+        cols["trial_id"].extend([i] * len(hist))
+        # A record's History hands over whole columns; other histories (lists of dicts) go row by row.
+        parts = ([(k, hist.column(k)) for k in hist.keys] if getattr(hist, "uniform", lambda: False)()
+                 else [(k, [h.get(k, np.nan) for h in hist]) for k in dict.fromkeys(k for h in hist for k in h)])
+        for k, values in parts:
+            col = cols.get("epoch_lr" if k == "lr" else k)
+            if col is None:
+                col = cols["epoch_lr" if k == "lr" else k] = [np.nan] * n
+            col.extend(values)
+        n += len(hist)
+        for col in cols.values():
+            if len(col) < n:
+                col.extend([np.nan] * (n - len(col)))
+    if not n:
         return pd.DataFrame(columns=[*AXES, "trial_id", "epoch"])
-    hist = pd.concat(frames, ignore_index=True)
+    hist = pd.DataFrame(cols)
     hist["epoch"] = hist["epoch"].astype(int)
     cols = [c for c in HISTORY_COLUMNS if c in hist.columns] + sorted(c for c in hist.columns if c not in HISTORY_COLUMNS)
     return hist[cols].sort_values([*AXES, "epoch"]).reset_index(drop=True)
@@ -57,9 +76,11 @@ def summarise_history(history: List[Dict[str, Any]], target_acc: float) -> Dict[
     }
 
 
-def trials_table(history: pd.DataFrame, statuses: Dict[str, str], expected: List[Dict[str, Any]],
+def trials_table(histories, statuses: Dict[str, str], expected: List[Dict[str, Any]],
                  target_acc: float, epochs: int, interrupted: bool = False, running: bool = False) -> pd.DataFrame:
     """One row per trial of the grid (also those that never reported), with its status.
+
+    ``histories``: trial id -> its epochs in order (or a history table with a ``trial_id`` column).
 
     ``expected`` are the grid's points with their ``trial_id``; ``statuses`` says what became of
     the trials that ran (``TERMINATED``, ``ERROR``, or ``STOPPED_EARLY`` where the scheduler said so,
@@ -68,11 +89,12 @@ def trials_table(history: pd.DataFrame, statuses: Dict[str, str], expected: List
     ``NOT_STARTED``, or ``INTERRUPTED`` when the run was.  Tables of an experiment that a run is
     training now (``running``) call its unfinished trials ``RUNNING``.
     """
-    by_trial = {trial_key(dict(zip(AXES, k))): g for k, g in history.groupby(list(AXES))} if len(history) else {}
+    if isinstance(histories, pd.DataFrame):
+        histories = ({i: g.sort_values("epoch").to_dict("records") for i, g in histories.groupby("trial_id", sort=False)}
+                     if len(histories) else {})
     rows = []
     for point in expected:
-        sub = by_trial.get(trial_key(point))
-        hist = sub.sort_values("epoch").to_dict("records") if sub is not None else []
+        hist = list(histories.get(point["trial_id"], []))  # one trial's epochs as dicts, for as long as its row takes
         row = {**{a: point[a] for a in AXES}, "trial_id": point["trial_id"],
                "status": statuses.get(point["trial_id"], "NOT_STARTED")}
         row.update(summarise_history(hist, target_acc))

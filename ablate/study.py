@@ -23,10 +23,10 @@ import yaml
 
 from . import storage
 from .config import ExperimentConfig, to_dict, trial_configs, trial_groups
-from .records import Listing, history_frames, list_records
+from .records import Listing, list_records, member_histories
 from .results import history_table, trials_table
 from .storage import EXPERIMENT_FILE, TIMING_FILE, ExperimentLock, LockedError
-from .train import trial_id, trial_name
+from .axes import trial_id, trial_name
 
 __all__ = ["UsageError", "Study", "Trial", "tables_from_records", "identity", "growth", "IDENTITY_EXEMPT", "GROWABLE", "PART_PREFIX",
            "resume_command", "record_timing", "provenance", "git_commit"]
@@ -54,7 +54,7 @@ def identity(cfg) -> Dict[str, Any]:
     ``crop_pad``/``flip``/``channels_last`` unset are the dataset's and the trainer's own), and ASHA's
     keys count only under ASHA, so a resume is never refused for a difference that changes no result.
     """
-    from .data import AUGMENT
+    from .settings import AUGMENT
 
     d = dict(cfg if isinstance(cfg, dict) else to_dict(cfg))
     crop, flip = AUGMENT.get(d.get("dataset"), (None, None))
@@ -122,8 +122,9 @@ def saved_identity(exp_dir: str) -> Dict[str, Any]:
         raise UsageError(f"--resume: {path} has settings this ablate does not know ({', '.join(map(str, unknown[:5]))}): "
                          "it was written by a newer ablate (upgrade: pip install -U ablate) or edited by hand")
     # A key added to ablate after the experiment was started had its default then.
-    defaults = {k: f.get_default(call_default_factory=True) for k, f in ExperimentConfig.model_fields.items()}
-    return {**{k: v for k, v in defaults.items() if k not in saved}, **saved}
+    defaults = {k: f.get_default(call_default_factory=True) for k, f in ExperimentConfig.model_fields.items()
+                if k not in saved}  # only those: a default factory may import torch (the block registry)
+    return {**defaults, **saved}
 
 
 @dataclass
@@ -292,11 +293,36 @@ class Study:
             name = f"{base}-{k}"
         return name
 
-    def tables(self, errored: set, interrupted: bool, running: bool = False) -> Tuple[pd.DataFrame, pd.DataFrame]:
-        """history.csv and trials.csv of the grid, from the records (listed once more: what this run added)."""
-        self.listing = list_records(self.dir, self.experiment_id)
+    def tables_current(self) -> bool:
+        """Whether the tables in the output directory are whole and newer than every record (a finished
+        study's ``--resume`` then rebuilds nothing): each file ends its last line, holds a row per grid
+        point (``trials.csv``) and per epoch on record (``history.csv``), and was written after the
+        newest record.  Counted in a stream, never parsed: bounded memory at any size."""
+        from .storage import HISTORY_FILE, TRIALS_FILE
+
+        if self.added:
+            return False
         points = self.points()
-        history = history_table(history_frames(self.listing, points))
+        rows = {TRIALS_FILE: len(points), HISTORY_FILE: sum(
+            len(set(_epochs(m["history"]))) for m in map(self.listing.member, points) if m is not None)}
+        for name, n in rows.items():
+            path = os.path.join(self.cfg.output_dir, name)
+            try:
+                if os.stat(path).st_mtime_ns < self.listing.newest_write_ns or _lines(path) != n + 1:
+                    return False
+            except (OSError, ValueError):
+                return False
+        return True
+
+    def tables(self, errored: set, interrupted: bool, running: bool = False,
+               relist: bool = True) -> Tuple[pd.DataFrame, pd.DataFrame]:
+        """history.csv and trials.csv of the grid, from the records (listed once more, unless ``relist`` is
+        False: what this run added)."""
+        if relist:
+            self.listing = list_records(self.dir, self.experiment_id)
+        points = self.points()
+        histories = member_histories(self.listing, points)
+        history = history_table(histories, points)
         statuses = {}
         for i, p in points.items():
             m = self.listing.member(i)
@@ -304,7 +330,7 @@ class Study:
                            "STOPPED_EARLY" if i in self.listing.stopped else "ERROR" if i in errored
                            else "TERMINATED" if m is not None else "NOT_STARTED")
         expected = [{**p, "trial_id": i} for i, p in points.items()]
-        trials = trials_table(history, statuses, expected, self.cfg.target_acc, self.cfg.epochs, interrupted, running)
+        trials = trials_table(histories, statuses, expected, self.cfg.target_acc, self.cfg.epochs, interrupted, running)
         return history, trials
 
 
@@ -328,6 +354,22 @@ def tables_from_records(exp_dir: str) -> Tuple[pd.DataFrame, pd.DataFrame]:
     if history.empty:
         raise ValueError("no trial has a record yet")
     return history, trials
+
+
+def _epochs(history) -> list:
+    return history.column("epoch") if getattr(history, "uniform", lambda: False)() else [h["epoch"] for h in history]
+
+
+def _lines(path: str) -> int:
+    """The lines of a text file whose last line is whole (``ValueError`` if it is cut), read in a stream."""
+    n, last = 0, b"\n"
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            n += chunk.count(b"\n")
+            last = chunk[-1:]
+    if last != b"\n":
+        raise ValueError(f"{path} is cut short")
+    return n
 
 
 def _first(e: BaseException) -> str:

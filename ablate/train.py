@@ -7,133 +7,26 @@ after every epoch and hands each epoch's metrics to ``on_epoch(metrics, get_stat
 history), so a run resumed from epoch k ends with the same metrics as an uninterrupted one.
 A non-finite (or exploding) loss stops the run and marks it ``diverged``; it never raises.
 
-A trial's identity lives here too: the grid axes (``AXES``), its key and its name, used by the
-grid, Tune, W&B, the CSVs and the report alike.
+A trial's settings are in ``ablate.settings`` and its identity in ``ablate.axes`` (both without torch).
 """
 from __future__ import annotations
 
 import copy
-import hashlib
 import math
 import time
-from typing import Annotated, Any, Callable, Dict, List, Literal, Mapping, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from .data import DATASETS, Dataset, DeviceBatches, load_dataset
+from .axes import AXES, trial_id, trial_key, trial_name
+from .data import Dataset, DeviceBatches, load_dataset
 from .models import create_model
+from .settings import METRIC_KEYS, Number, Settings, TrainConfig, TrainSettings
 
 __all__ = ["TrainSettings", "TrainConfig", "train", "build", "setup", "Run", "resolve_device", "METRIC_KEYS", "AXES",
            "trial_key", "trial_name", "trial_id", "epoch_metrics", "Number", "Settings"]
-
-METRIC_KEYS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr",
-               "epoch_seconds", "images_per_second", "diverged")
-
-# The grid's axes: a trial is one point (block, depth, lr, seed); every other setting is shared.
-AXES = ("block", "depth", "lr", "seed")
-
-
-def trial_key(point: Mapping[str, Any]) -> tuple:
-    """A trial's identity from any mapping with the axes (a config, Tune's trial config, a CSV row)."""
-    return (str(point["block"]), int(point["depth"]), float(point["lr"]), int(point["seed"]))
-
-
-def trial_name(point: Mapping[str, Any]) -> str:
-    """A trial's name: its Tune trial name and directory prefix, its W&B run name."""
-    return f"{point['block']}-d{int(point['depth'])}-lr{float(point['lr']):g}-s{int(point['seed'])}"
-
-
-def trial_id(experiment_id: str, point: Mapping[str, Any]) -> str:
-    """A trial's stable id within one experiment (its rows in the CSVs, its W&B run id): the same
-    in every run and resume of the experiment, whichever Tune run trains it; another experiment
-    of the same name (another ``experiment_id``) never shares it."""
-    return hashlib.sha1(f"{experiment_id}/{trial_key(point)}".encode()).hexdigest()[:12]
-
-
-def _number(value: Any) -> Any:
-    """YAML 1.1 reads 5e-4 (no dot) as a string; users write it so."""
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            pass
-    return value
-
-
-# A float setting: ints widen, numeric strings parse, booleans, NaN and infinities are refused.
-Number = Annotated[float, BeforeValidator(_number), Field(allow_inf_nan=False)]
-
-
-class Settings(BaseModel):
-    """Typed settings (pydantic, strict): a wrong type is an error, never a silent coercion."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, validate_default=False)
-
-
-class TrainSettings(Settings):
-    """Every training setting except the grid axes (block, depth, lr, seed).
-
-    Each bound is far beyond anything a real study uses: a value outside it is a typo, not a plan.
-    """
-
-    dataset: Literal[DATASETS] = "digits"
-    data_dir: str = "data"             # where torchvision downloads CIFAR
-    epochs: Annotated[int, Field(gt=0, le=10_000)] = 10
-    batch_size: Annotated[int, Field(gt=0, le=65_536)] = 128             # He et al. 2016
-    momentum: Annotated[Number, Field(ge=0, le=0.999)] = 0.9
-    nesterov: bool = False
-    weight_decay: Annotated[Number, Field(ge=0, le=0.1)] = 1e-4         # He et al. 2016
-    schedule: Literal["step", "cosine", "constant"] = "step"
-    # Fractions of training at which the step schedule decays the LR.
-    milestones: List[Annotated[Number, Field(gt=0, lt=1)]] = Field(default_factory=lambda: [0.5, 0.75])
-    lr_decay: Annotated[Number, Field(ge=0, le=1)] = 0.1  # step schedule: LR x lr_decay at each milestone
-    # Linear warm-up (He et al. use 0.01 for ResNet-110's first ~400 iterations).
-    warmup_epochs: Annotated[Number, Field(ge=0, le=10_000)] = 0.0
-    label_smoothing: Annotated[Number, Field(ge=0, le=0.99)] = 0.0
-    shortcut: Literal["A", "B"] = "B"  # B: 1x1 conv + BN (reference); A: zero-pad (He et al. CIFAR)
-    zero_init_last: bool = False       # call every block's zero_init_last() hook
-    conv_bias: bool = False            # bias before BN is redundant (BN subtracts the mean)
-    crop_pad: Optional[Annotated[int, Field(ge=0, le=64)]] = None  # None: the dataset's default (4 CIFAR, 1 digits)
-    flip: Optional[bool] = None        # None: the dataset's default (no flips for digits)
-    eval_batch_size: Annotated[int, Field(gt=0, le=65_536)] = 1024  # no gradients: large batches are cheap
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    # Speed settings (none changes the recipe); defaults = the fastest measured, docs/benchmarks.md.
-    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto (= fp32: bf16 was no faster at batch 128)
-    # None: on; measured faster on CUDA and on the CPU (1.2-1.3x for digits nets, docs/benchmarks.md).
-    channels_last: Optional[bool] = None
-    compile: Optional[bool] = None     # torch.compile the model; None: on CUDA only
-    compile_mode: Literal["default", "reduce-overhead", "max-autotune-no-cudagraphs"] = "reduce-overhead"
-    threads: Annotated[int, Field(ge=0, le=1024)] = 0  # torch CPU threads; 0 leaves torch's default
-    # Diverged when train loss > factor x ln(classes), or non-finite.
-    diverge_factor: Annotated[Number, Field(ge=1, le=1e6)] = 5.0
-
-
-class TrainConfig(TrainSettings):
-    """One trial: the settings plus one point of the grid."""
-
-    block: str = "baseline"
-    depth: int = 20
-    lr: Number = 0.1
-    seed: int = 0
-
-    @property
-    def point(self) -> Dict[str, Any]:
-        return {a: getattr(self, a) for a in AXES}
-
-    @property
-    def key(self) -> tuple:
-        return trial_key(self.point)
-
-    @property
-    def name(self) -> str:
-        return trial_name(self.point)
-
-    def to_dict(self) -> Dict:
-        return self.model_dump()
-
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":

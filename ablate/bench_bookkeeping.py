@@ -1,0 +1,126 @@
+"""``python -m ablate.bench --bookkeeping TRIALSxEPOCHS[,...]``: what ablate's own bookkeeping costs at scale.
+
+A synthetic *finished* study of N trials x E epochs is written in the records' exact format through
+ablate's own writers (``Study.write_identity``, ``records.write_checkpoint`` with two kept
+checkpoints per trial, as a real trial keeps them, and the tables a run writes at its end), so the
+real CLI accepts it as finished.  Then the three commands that pay for the bookkeeping before
+anything trains are timed as a user runs them, each a fresh process, with its peak memory:
+``--resume --dry-run``, ``--resume`` ("nothing to run"), and ``python -m ablate.report`` with the
+tables deleted (rebuilt from the records).  No Ray starts in any of them.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Dict, List
+
+__all__ = ["synthetic_study", "time_bookkeeping", "grid_args"]
+
+EXPERIMENT_ID = "5e7e1c0ffee5"
+LRS = [round(0.01 * (i + 1), 2) for i in range(10)]
+
+
+def grid_args(trials: int, epochs: int) -> List[str]:
+    """The overrides of a grid of ``trials`` points (every block x depth 8 x up to 10 LRs x seeds)."""
+    from .blocks import list_blocks
+
+    blocks = list_blocks()
+    lrs = LRS[:max(1, min(len(LRS), trials // len(blocks)))]
+    seeds = max(1, trials // (len(blocks) * len(lrs)))
+    return [f"blocks=[{','.join(blocks)}]", "depths=[8]", f"lrs=[{','.join(map(str, lrs))}]",
+            f"seeds=[{','.join(map(str, range(seeds)))}]", f"epochs={epochs}", "wandb.mode=disabled"]
+
+
+def _epoch(rng: random.Random, e: int, epochs: int, node: str) -> Dict:
+    acc = min(1.0, 0.1 + 0.9 * e / epochs * rng.uniform(0.7, 1.0))
+    loss = 2.3 * (1 - acc) + 0.01
+    return {"epoch": e, "train_loss": loss, "train_acc": acc, "val_loss": loss * 1.1, "val_acc": acc * 0.98,
+            "lr": 0.1, "epoch_seconds": rng.uniform(0.5, 1.5), "images_per_second": rng.uniform(900, 1100),
+            "diverged": False, "node": node, "time": 1.7e9 + e}
+
+
+def synthetic_study(storage: str, name: str, trials: int, epochs: int, seed: int = 0) -> str:
+    """Write a finished study of about ``trials`` points x ``epochs`` under ``storage``; its directory."""
+    import torch  # noqa: F401 -- write_checkpoint's state.pt
+
+    from .config import load_experiment, trial_configs
+    from .records import make_record, write_checkpoint
+    from .results import write_csvs
+    from .study import Study
+    from .axes import trial_id
+
+    cfg = load_experiment(None, [*grid_args(trials, epochs), f"storage_path={storage}", f"name={name}"])
+    study = Study(cfg, resume=False)
+    study.experiment_id = EXPERIMENT_ID
+    os.makedirs(study.dir, exist_ok=True)
+    study.write_identity()
+    rng = random.Random(seed)
+    part = os.path.join(study.dir, "run-20261202-000000")
+    for k, t in enumerate(trial_configs(cfg)):
+        member = {"id": trial_id(EXPERIMENT_ID, t.point), "point": dict(t.point)}
+        history = [_epoch(rng, e, epochs, f"node{k % 4:02d}") for e in range(1, epochs + 1)]
+        for c, n in enumerate((epochs - 1, epochs)):  # two kept checkpoints, as a trial keeps them
+            d = os.path.join(part, f"{t.name}_{k:05d}", f"checkpoint_{c:06d}")
+            os.makedirs(d)
+            write_checkpoint(d, {"epoch": n}, make_record(EXPERIMENT_ID, t.name, [member], [history[:n]],
+                                                          [n == epochs]))
+    write_csvs(study.dir, *study.tables(set(), interrupted=False))  # as the run wrote them at its end
+    return study.dir
+
+
+def _timed(cmd: List[str], cwd: str) -> Dict:
+    """Wall seconds and peak RSS (MB) of one fresh process (``wait4``'s own accounting)."""
+    t0 = time.perf_counter()
+    p = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _, status, usage = os.wait4(p.pid, 0)
+    wall = time.perf_counter() - t0
+    out, err = p.stdout.read(), p.stderr.read()
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise RuntimeError(f"{' '.join(cmd[2:])} exited {code}: {(err or out).strip()[-500:]}")
+    return {"s": round(wall, 2), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "last_line": out.strip()[-160:]}
+
+
+def time_bookkeeping(trials: int, epochs: int, root: str) -> Dict:
+    """Build the synthetic study in ``root`` and time the three commands on it."""
+    from .storage import HISTORY_FILE, TRIALS_FILE
+
+    t0 = time.perf_counter()
+    exp = synthetic_study(os.path.join(root, "s"), "book", trials, epochs)
+    built = time.perf_counter() - t0
+    py = [sys.executable, "-m"]
+    grid = [*py, "ablate.grid", *grid_args(trials, epochs), f"storage_path={root}/s", "name=book", "--resume"]
+    rec = {"what": "bookkeeping", "trials": trials, "epochs": epochs, "build_s": round(built, 1),
+           "dry_run": _timed([*grid, "--dry-run"], root), "resume_finished": _timed(grid, root)}
+    for name in (HISTORY_FILE, TRIALS_FILE):
+        os.remove(os.path.join(exp, name))
+    rec["report_rebuild"] = _timed([*py, "ablate.report", exp], root)
+    return rec
+
+
+def main_bookkeeping(sizes: str, out=None) -> List[Dict]:
+    """``sizes``: ``NxE[,NxE...]``; each is built in a fresh temporary directory, timed, removed."""
+    from .bench import hardware
+
+    recs = []
+    for size in sizes.split(","):
+        n, e = (int(x) for x in size.lower().split("x"))
+        root = tempfile.mkdtemp(prefix="ablate-book-")
+        try:
+            rec = {**time_bookkeeping(n, e, root), "hardware": hardware(),
+                   "command": f"python -m ablate.bench --bookkeeping {sizes}"}
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+        line = json.dumps(rec)
+        print(line, flush=True)
+        if out:
+            out.write(line + "\n")
+            out.flush()
+        recs.append(rec)
+    return recs
