@@ -178,12 +178,14 @@ def main(argv=None) -> int:
     p.add_argument("--bookkeeping", default=None, metavar="NxE[,NxE]",
                    help="instead: time --resume --dry-run, --resume and the report's rebuild on synthetic finished "
                         "studies of N trials x E epochs (ablate/bench_bookkeeping.py)")
+    p.add_argument("--baseline-src", default=None, metavar="DIR",
+                   help="--bookkeeping: also time the same commands by the ablate checked out in DIR, side by side")
     args = p.parse_args(argv)
     if args.bookkeeping:
         from .bench_bookkeeping import main_bookkeeping
 
         with open(args.out, "a") if args.out else open(os.devnull, "w") as out:
-            main_bookkeeping(args.bookkeeping, out)
+            main_bookkeeping(args.bookkeeping, out, args.baseline_src)
         return 0
     if args.grid:
         print(json.dumps(grid_overhead(args.grid)))

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 __all__ = ["synthetic_study", "time_bookkeeping", "grid_args"]
 
@@ -31,8 +31,9 @@ def grid_args(trials: int, epochs: int) -> List[str]:
     from .blocks import list_blocks
 
     blocks = list_blocks()
-    lrs = LRS[:max(1, min(len(LRS), trials // len(blocks)))]
-    seeds = max(1, trials // (len(blocks) * len(lrs)))
+    per_block = max(1, trials // len(blocks))  # lrs x seeds: as many LRs (up to 10) as divide it evenly
+    lrs = LRS[:max(k for k in range(1, len(LRS) + 1) if per_block % k == 0)]
+    seeds = max(1, per_block // len(lrs))
     return [f"blocks=[{','.join(blocks)}]", "depths=[8]", f"lrs=[{','.join(map(str, lrs))}]",
             f"seeds=[{','.join(map(str, range(seeds)))}]", f"epochs={epochs}", "wandb.mode=disabled"]
 
@@ -74,21 +75,35 @@ def synthetic_study(storage: str, name: str, trials: int, epochs: int, seed: int
     return study.dir
 
 
-def _timed(cmd: List[str], cwd: str) -> Dict:
-    """Wall seconds and peak RSS (MB) of one fresh process (``wait4``'s own accounting)."""
-    t0 = time.perf_counter()
-    p = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(p.pid, 0)
-    wall = time.perf_counter() - t0
-    out, err = p.stdout.read(), p.stderr.read()
-    code = os.waitstatus_to_exitcode(status)
-    if code != 0:
-        raise RuntimeError(f"{' '.join(cmd[2:])} exited {code}: {(err or out).strip()[-500:]}")
-    return {"s": round(wall, 2), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "last_line": out.strip()[-160:]}
+# Run the command from a small process: a child forked from this (large) one would start with this one's
+# peak memory, which Linux keeps across exec (``ru_maxrss``); the launcher's own child starts small.
+_LAUNCHER = """
+import json, subprocess, sys, time
+t0 = time.perf_counter()
+p = subprocess.Popen(sys.argv[1:], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+out, err = p.communicate()
+wall = time.perf_counter() - t0
+import resource
+rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # the command's: the launcher's only child
+print(json.dumps({"code": p.returncode, "s": wall, "rss_kb": rss, "out": out[-300:], "err": err[-500:]}))
+"""
 
 
-def time_bookkeeping(trials: int, epochs: int, root: str) -> Dict:
-    """Build the synthetic study in ``root`` and time the three commands on it."""
+def _timed(cmd: List[str], cwd: str, baseline: Optional[str] = None) -> Dict:
+    """Wall seconds and peak RSS (MB) of one fresh process; with ``baseline`` (a checkout of another
+    ablate), that code runs the command instead."""
+    env = {**os.environ, "PYTHONPATH": baseline} if baseline else None
+    p = subprocess.run([sys.executable, "-c", _LAUNCHER, *cmd], cwd=cwd, capture_output=True, text=True, env=env)
+    r = json.loads(p.stdout.strip().splitlines()[-1])
+    if r["code"] != 0:
+        raise RuntimeError(f"{' '.join(cmd[2:])} exited {r['code']}: {(r['err'] or r['out']).strip()[-500:]}")
+    return {"s": round(r["s"], 2), "peak_rss_mb": round(r["rss_kb"] / 1024, 1), "last_line": r["out"].strip()[-160:]}
+
+
+def time_bookkeeping(trials: int, epochs: int, root: str, baseline: Optional[str] = None) -> Dict:
+    """Build the synthetic study in ``root`` and time the three commands on it (and, with ``baseline``,
+    the same commands by that checkout's code, side by side on the same study: ``baseline_*``)."""
+    from .records import list_records
     from .storage import HISTORY_FILE, TRIALS_FILE
 
     t0 = time.perf_counter()
@@ -96,15 +111,19 @@ def time_bookkeeping(trials: int, epochs: int, root: str) -> Dict:
     built = time.perf_counter() - t0
     py = [sys.executable, "-m"]
     grid = [*py, "ablate.grid", *grid_args(trials, epochs), f"storage_path={root}/s", "name=book", "--resume"]
-    rec = {"what": "bookkeeping", "trials": trials, "epochs": epochs, "build_s": round(built, 1),
-           "dry_run": _timed([*grid, "--dry-run"], root), "resume_finished": _timed(grid, root)}
-    for name in (HISTORY_FILE, TRIALS_FILE):
-        os.remove(os.path.join(exp, name))
-    rec["report_rebuild"] = _timed([*py, "ablate.report", exp], root)
+    rec = {"what": "bookkeeping", "trials": len(list_records(exp, EXPERIMENT_ID).done_ids()), "epochs": epochs,
+           "build_s": round(built, 1)}
+    for code in ([None, baseline] if baseline else [None]):
+        prefix = "baseline_" if code else ""
+        rec[prefix + "dry_run"] = _timed([*grid, "--dry-run"], root, code)
+        rec[prefix + "resume_finished"] = _timed(grid, root, code)
+        for name in (HISTORY_FILE, TRIALS_FILE):
+            os.remove(os.path.join(exp, name))
+        rec[prefix + "report_rebuild"] = _timed([*py, "ablate.report", exp], root, code)
     return rec
 
 
-def main_bookkeeping(sizes: str, out=None) -> List[Dict]:
+def main_bookkeeping(sizes: str, out=None, baseline: Optional[str] = None) -> List[Dict]:
     """``sizes``: ``NxE[,NxE...]``; each is built in a fresh temporary directory, timed, removed."""
     from .bench import hardware
 
@@ -113,8 +132,9 @@ def main_bookkeeping(sizes: str, out=None) -> List[Dict]:
         n, e = (int(x) for x in size.lower().split("x"))
         root = tempfile.mkdtemp(prefix="ablate-book-")
         try:
-            rec = {**time_bookkeeping(n, e, root), "hardware": hardware(),
-                   "command": f"python -m ablate.bench --bookkeeping {sizes}"}
+            rec = {**time_bookkeeping(n, e, root, baseline), "hardware": hardware(),
+                   "command": f"python -m ablate.bench --bookkeeping {sizes}"
+                              + (f" --baseline-src {baseline}" if baseline else "")}
         finally:
             shutil.rmtree(root, ignore_errors=True)
         line = json.dumps(rec)
