@@ -1,31 +1,106 @@
-"""A grid point's identity: the grid's axes, a point's key, name and stable id.  No torch here.
+"""The grid, declared once: its axes as data, and a grid point's key, name and stable id.  No torch here.
 
-Used by the config's expansion of the grid, the study, the records, Tune, W&B, the CSVs and the
-report alike: the one place that says what a trial is.
+A grid point is a mapping from each axis's name to one of its values: the four axes every study has
+(``GRID``: block, depth, lr, seed) and any setting the experiment sweeps (``sweep: {weight_decay:
+[0, 5e-4]}``), in that order.  The config's expansion of the grid, the study, the records, Tune, W&B,
+the CSVs, the plan, the fused grouping and every grouping of the analysis take their axes from here,
+so an axis cannot be forgotten anywhere: a fifth one is simply one more entry.
+
+A point's stable id (its CSV ``trial_id``, its W&B run id) hashes the experiment's id and the point's
+key.  The key of a four-axis point is what it always was, and a swept setting enters the key only
+where its value differs from the experiment's own value of that setting (its *base*): a setting that
+was fixed and becomes an axis on ``--resume`` keeps its finished points' ids.
 """
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Mapping
+import itertools
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
-__all__ = ["AXES", "trial_key", "trial_name", "trial_id"]
-
-# The grid's axes: a trial is one point (block, depth, lr, seed); every other setting is shared.
-AXES = ("block", "depth", "lr", "seed")
+__all__ = ["Axis", "GRID", "AXES", "PAIR", "axis_names", "trial_key", "trial_name", "trial_id", "expand",
+           "context_of", "fused_key"]
 
 
-def trial_key(point: Mapping[str, Any]) -> tuple:
-    """A trial's identity from any mapping with the axes (a config, Tune's trial config, a CSV row)."""
-    return (str(point["block"]), int(point["depth"]), float(point["lr"]), int(point["seed"]))
+def _g(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+@dataclass(frozen=True)
+class Axis:
+    """One axis of the grid.
+
+    ``name``: a point's key, the CSV column, the W&B config key (a swept setting's own name);
+    ``key``: the experiment key that lists its values; ``cast``: how a value is read back (a CSV cell,
+    Tune's config); ``prefix``: how a value prints in a trial's name; ``fusable``: the members of one
+    fused trial may differ in it; ``grows``: ``--resume`` may add values to it.
+    """
+
+    name: str
+    key: str
+    cast: Callable[[Any], Any]
+    prefix: str
+    fusable: bool = False
+    grows: bool = True
+
+    def label(self, value: Any) -> str:
+        return f"{self.prefix}{_g(self.cast(value))}"
+
+
+# The four axes of every study (the only place they are spelled together).  Seed pairs the comparisons;
+# lr and seed may differ within a fused trial (per-member optimiser groups and data orders).
+GRID: Tuple[Axis, ...] = (Axis("block", "blocks", str, ""), Axis("depth", "depths", int, "d"),
+                          Axis("lr", "lrs", float, "lr", fusable=True), Axis("seed", "seeds", int, "s", fusable=True))
+AXES: Tuple[str, ...] = tuple(a.name for a in GRID)
+PAIR = "seed"  # the axis whose values pair a comparison (the same initialisation and data order)
+
+
+def sweep_axis(name: str, cast: Callable[[Any], Any] = lambda v: v) -> Axis:
+    """The axis of a swept setting: named by the setting, printed ``-name<value>`` in a trial's name."""
+    return Axis(name, f"sweep.{name}", cast, f"{name}")
+
+
+def axis_names(point: Mapping[str, Any]) -> List[str]:
+    """The axes of a point (or of a CSV row): the four, then the swept settings it carries."""
+    return [*AXES, *(k for k in point if k not in AXES and k != "trial_id")]
+
+
+def trial_key(point: Mapping[str, Any], base: Optional[Mapping[str, Any]] = None) -> tuple:
+    """A point's identity from any mapping with its axes (a config, Tune's trial config, a CSV row).
+
+    The four axes as they always were; a swept setting as ``(name, value)`` where its value is not the
+    experiment's ``base`` value of that setting."""
+    base = base or {}
+    extra = tuple((k, point[k]) for k in axis_names(point)[len(AXES):] if k not in base or point[k] != base[k])
+    return tuple(a.cast(point[a.name]) for a in GRID) + extra
 
 
 def trial_name(point: Mapping[str, Any]) -> str:
-    """A trial's name: its Tune trial name and directory prefix, its W&B run name."""
-    return f"{point['block']}-d{int(point['depth'])}-lr{float(point['lr']):g}-s{int(point['seed'])}"
+    """A point's name: its Tune trial name and directory prefix, its W&B run name (every axis's value)."""
+    names = axis_names(point)
+    return "-".join([*(a.label(point[a.name]) for a in GRID), *(f"{k}{_g(point[k])}" for k in names[len(AXES):])])
 
 
-def trial_id(experiment_id: str, point: Mapping[str, Any]) -> str:
-    """A trial's stable id within one experiment (its rows in the CSVs, its W&B run id): the same
+def trial_id(experiment_id: str, point: Mapping[str, Any], base: Optional[Mapping[str, Any]] = None) -> str:
+    """A point's stable id within one experiment (its rows in the CSVs, its W&B run id): the same
     in every run and resume of the experiment, whichever Tune run trains it; another experiment
     of the same name (another ``experiment_id``) never shares it."""
-    return hashlib.sha1(f"{experiment_id}/{trial_key(point)}".encode()).hexdigest()[:12]
+    return hashlib.sha1(f"{experiment_id}/{trial_key(point, base)}".encode()).hexdigest()[:12]
+
+
+def expand(axes: Mapping[str, Sequence[Any]]) -> Iterator[Dict[str, Any]]:
+    """Every point of the grid ``{axis name: values}``, in a stable order (``itertools.product``)."""
+    names = list(axes)
+    for values in itertools.product(*axes.values()):
+        yield dict(zip(names, values))
+
+
+def context_of(names: Sequence[str], subject: str) -> List[str]:
+    """The axes a comparison of ``subject``'s values is made within: every axis but it and the pairing one."""
+    return [n for n in names if n not in (subject, PAIR)]
+
+
+def fused_key(point: Mapping[str, Any]) -> tuple:
+    """What the members of one fused trial share: every axis that fusion cannot vary per member."""
+    fusable = {a.name for a in GRID if a.fusable}
+    return tuple(point[n] for n in axis_names(point) if n not in fusable)

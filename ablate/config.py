@@ -8,20 +8,20 @@ is touched, so a mistake costs seconds, not a cluster.
 """
 from __future__ import annotations
 
-import itertools
+import math
 import os
 import re
 import reprlib
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Dict, List, Literal, Optional
+from typing import Annotated, Any, Dict, List, Literal, Optional, Tuple, Union
 
 import yaml
 from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
 
-from .axes import AXES, trial_key
+from .axes import AXES, GRID, PAIR, expand, fused_key, trial_key
 from .messages import message
-from .settings import Number, Settings, TrainConfig, TrainSettings
+from .settings import NO_RESULT, Number, Settings, TrainConfig, TrainSettings
 from .storage import is_uri, local_mirror
 
 # The block registry and the models import torch: only validating a config (or importing a user's blocks)
@@ -41,7 +41,7 @@ def import_block_modules(names, search_path: Optional[str] = None) -> None:
         imported(names, search_path)
 
 __all__ = ["ConfigError", "WandbSettings", "ExperimentConfig", "load_experiment", "find_experiment",
-           "trial_configs", "trial_groups", "AXIS_KEYS"]
+           "trial_configs", "trial_groups", "point_config", "CompareSettings"]
 
 
 class ConfigError(ValueError):
@@ -108,8 +108,17 @@ class WandbSettings(Settings):
     init_timeout: Annotated[Number, Field(gt=0, le=3600)] = 60.0  # seconds before W&B falls back to offline
 
 
+class CompareSettings(Settings):
+    """What the report compares: each value of ``axis`` against ``reference``, paired by seed, within every
+    cell of the other axes (the context).  The default asks the project's question: each block against
+    the baseline at every depth and LR."""
+
+    axis: str = "block"
+    reference: Optional[Union[str, int, float, bool]] = None  # None: baseline (the block axis only)
+
+
 class ExperimentConfig(TrainSettings):
-    """An ablation grid: block x depth x lr x seed, every trial with the same settings."""
+    """An ablation grid: block x depth x lr x seed (x any swept setting); every trial with the same settings."""
 
     name: Annotated[str, BeforeValidator(_name), Field(max_length=100)] = "default"
     blocks: Axis(str) = Field(default_factory=list_blocks)
@@ -143,6 +152,10 @@ class ExperimentConfig(TrainSettings):
     checkpoints_to_keep: Annotated[int, Field(gt=0, le=100)] = 2
     target_acc: Annotated[Number, Field(gt=0, le=1)] = 0.9  # "epochs to target" in the ablation table
     wandb: WandbSettings = Field(default_factory=WandbSettings)
+    # More axes: any setting that changes a result, with its values (``sweep: {weight_decay: [0, 5e-4]}``);
+    # each value is checked by that setting's own type and bounds.
+    sweep: Dict[str, Annotated[List[Any], Field(min_length=1, max_length=MAX_AXIS)]] = Field(default_factory=dict)
+    compare: CompareSettings = Field(default_factory=CompareSettings)
 
     # Domain rules belong to their modules: the block registry, the model's depths.
     @field_validator("blocks")
@@ -187,12 +200,54 @@ class ExperimentConfig(TrainSettings):
                              "as s3://bucket/path or file:///path")
         return path if is_uri(path) else os.path.expanduser(path)
 
+    @field_validator("sweep")
+    @classmethod
+    def _sweepable(cls, sweep: Dict[str, List[Any]]) -> Dict[str, List[Any]]:
+        out = {}
+        for key, values in sweep.items():
+            if key in AXES or key in {a.key for a in GRID}:
+                grid_key = next(a.key for a in GRID if key in (a.name, a.key))
+                raise ValueError(f"{key!r} is a grid axis already: give its values as {grid_key}: [...]")
+            if key not in TrainSettings.model_fields:
+                known = sorted(k for k in TrainSettings.model_fields if k not in NO_RESULT)
+                why = ("changes no result" if key in NO_RESULT or key in cls.model_fields else "is not a setting")
+                raise ValueError(f"{key!r} {why}; allowed: a setting that changes a result ({', '.join(known)})")
+            if key in NO_RESULT:
+                raise ValueError(f"{key!r} changes no result, so sweeping it compares nothing; allowed: a setting "
+                                 "that changes a result")
+            checked = []
+            for v in values:
+                try:
+                    checked.append(getattr(TrainSettings.model_validate({key: v}), key))
+                except ValidationError as e:
+                    why = message({**e.errors(include_url=False)[0], "loc": (key,)}, TrainSettings, _short, MAX_AXIS)
+                    raise ValueError(why.removeprefix("key ")) from None
+            out[key] = _distinct(checked)
+        return out
+
     @model_validator(mode="after")
     def _within_epochs(self) -> "ExperimentConfig":
-        n = len(self.blocks) * len(self.depths) * len(self.lrs) * len(self.seeds)
+        n = math.prod(len(v) for v in self.axes().values())
         if n > MAX_TRIALS:
-            raise ValueError(f"the grid has {n:,} trials (blocks x depths x lrs x seeds); allowed: at most "
-                             f"{MAX_TRIALS:,}")
+            raise ValueError(f"the grid has {n:,} trials ({' x '.join(self.axes())}); allowed: at most {MAX_TRIALS:,}")
+        self._rules()
+        for key, values in self.sweep.items():  # every point's settings obey the same rules
+            for v in values:
+                try:
+                    self.model_copy(update={key: v})._rules()
+                except ValueError as e:
+                    raise ValueError(f"with sweep.{key} = {_short(v)}: {e}") from None
+        compare = self.compare
+        if compare.axis not in self.axes() or compare.axis == PAIR:
+            raise ValueError(f"compare.axis {compare.axis!r}: allowed: an axis of the grid other than {PAIR} "
+                             f"({', '.join(a for a in self.axes() if a != PAIR)})")
+        if compare.reference is None and compare.axis != "block":
+            raise ValueError(f"compare.reference: which value of {compare.axis} the others are compared against; "
+                             f"allowed: one of {_short(self.axes()[compare.axis])}")
+        return self
+
+    def _rules(self) -> None:
+        """What must hold between settings (of the experiment, and of each point of a sweep)."""
         if self.scheduler == "asha" and self.asha_grace_period > self.epochs:
             raise ValueError(f"key 'asha_grace_period' is {self.asha_grace_period} but 'epochs' is {self.epochs}; "
                              "allowed: 1 to epochs")
@@ -203,7 +258,6 @@ class ExperimentConfig(TrainSettings):
         if self.warmup_epochs > self.epochs:
             raise ValueError(f"key 'warmup_epochs' is {self.warmup_epochs:g} but 'epochs' is {self.epochs}; "
                              "allowed: 0 to epochs")
-        return self
 
     @property
     def experiment_dir(self) -> str:
@@ -225,11 +279,21 @@ class ExperimentConfig(TrainSettings):
         return {k: getattr(self, k) for k in TrainSettings.model_fields}
 
     def axes(self) -> Dict[str, list]:
-        """The grid: each axis (``train.AXES``) with its values."""
-        return {a: getattr(self, k) for a, k in AXIS_KEYS.items()}
+        """The grid: each axis (``ablate.axes``: the four, then the swept settings) with its values."""
+        return {**{a.name: getattr(self, a.key) for a in GRID}, **self.sweep}
 
+    def base(self) -> Dict[str, Any]:
+        """The experiment's own value of each swept setting: a point with it keeps the id it had before
+        the setting was swept (``ablate.axes.trial_key``)."""
+        return {k: getattr(self, k) for k in self.sweep}
 
-AXIS_KEYS = dict(zip(AXES, ("blocks", "depths", "lrs", "seeds")))  # a trial's axis -> the experiment's key
+    def subject(self) -> Tuple[str, Any]:
+        """What the report compares: (axis, reference value), the reference cast as the axis's values are."""
+        axis, ref = self.compare.axis, self.compare.reference
+        if ref is None:
+            return axis, "baseline"
+        values = self.axes()[axis]
+        return axis, next((v for v in values if str(v) == str(ref) or v == ref), ref)
 
 
 def _distinct(values: list) -> list:
@@ -326,6 +390,11 @@ def load_experiment(path: Optional[str] = None, overrides: Optional[List[str]] =
         if key == "name" and "=" in item and not isinstance(value, (list, dict)):
             value = item.split("=", 1)[1].strip()
         _nested_update(data, key, value)
+    sweep = data.get("sweep")
+    for key in sweep if isinstance(sweep, dict) else ():
+        if key in data and key in TrainSettings.model_fields and key not in NO_RESULT:  # others: refused below
+            raise ConfigError(f"key {_short(key)} is both set ({_short(data[key])}) and swept (sweep.{key}); give it "
+                              "once: as a setting (one value) or in sweep (several)")
     # A user's blocks first, so that "every registered block" and the block-name check know them.
     modules = _validate(_Modules, data).block_modules
     try:
@@ -346,22 +415,25 @@ def to_dict(cfg: ExperimentConfig) -> Dict[str, Any]:
     return cfg.model_dump()
 
 
+def point_config(cfg: ExperimentConfig, point: Dict[str, Any]) -> TrainConfig:
+    """A grid point's trial: the experiment's settings, with the point's values (its swept settings too)."""
+    return TrainConfig.of_point(cfg.train_settings(), point, cfg.base())
+
+
 def trial_configs(cfg: ExperimentConfig) -> List[TrainConfig]:
     """Every trial of the grid, in a stable order: the one expansion of the grid."""
-    settings, axes = cfg.train_settings(), cfg.axes()
-    return [TrainConfig(**settings, **dict(zip(axes, point)))
-            for point in itertools.product(*axes.values())]
+    return [point_config(cfg, p) for p in expand(cfg.axes())]
 
 
 def trial_groups(cfg: ExperimentConfig, points: Optional[List[Dict[str, Any]]] = None) -> List[List[TrainConfig]]:
-    """The grid's trials (or those of ``points``) in groups of up to ``fuse_trials`` that share block
-    and depth: each group trains as one fused model."""
+    """The grid's trials (or those of ``points``) in groups of up to ``fuse_trials`` that share every axis
+    fusion cannot vary per member (all but lr and seed): each group trains as one fused model."""
     by_model: Dict[tuple, List[TrainConfig]] = {}
     trials = trial_configs(cfg)
     if points is not None:
-        wanted = {trial_key(p) for p in points}
+        wanted = {trial_key(p, cfg.base()) for p in points}
         trials = [t for t in trials if t.key in wanted]
     for t in trials:
-        by_model.setdefault((t.block, t.depth), []).append(t)
+        by_model.setdefault(fused_key(t.point), []).append(t)
     n = cfg.fuse_trials
     return [ts[i:i + n] for ts in by_model.values() for i in range(0, len(ts), n)]

@@ -13,7 +13,8 @@ from typing import Dict, List, Optional
 
 import pandas as pd
 
-BASELINE = "baseline"
+from .axes import AXES, context_of
+from .stats import BASELINE
 
 
 def _plt():
@@ -41,26 +42,51 @@ def _png(fig) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def styles(blocks: List[str]) -> Dict[str, dict]:
-    """The same colour for a block in every figure; the baseline black and dashed."""
+def styles(values: List, reference=BASELINE) -> Dict[str, dict]:
+    """The same colour for a value (a block) in every figure; the reference black and dashed."""
     import matplotlib
 
     palette = matplotlib.colormaps["tab10"].colors
-    others = [b for b in blocks if b != BASELINE]
+    others = [b for b in values if b != reference]
     out = {b: {"color": palette[i % len(palette)], "linestyle": "-", "linewidth": 1.4} for i, b in enumerate(others)}
-    out[BASELINE] = {"color": "black", "linestyle": "--", "linewidth": 2.0}
+    out[reference] = {"color": "black", "linestyle": "--", "linewidth": 2.0}
     return out
 
 
-def _legend(fig, axes, blocks: List[str]) -> None:
-    """One legend for the figure, to the right of the panels, in the blocks' order."""
+def _legend(fig, axes, values: List, title: str = "block") -> None:
+    """One legend for the figure, to the right of the panels, in the values' order."""
     handles = {}
     for ax in axes:
         for h, label in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(label, h)
-    order = [b for b in blocks if b in handles]
-    fig.legend([handles[b] for b in order], [_text(b) for b in order], loc="outside right upper", title="block",
-               fontsize=9)
+    order = [_text(b) for b in values if _text(b) in handles]
+    fig.legend([handles[b] for b in order], order, loc="outside right upper", title=title, fontsize=9)
+
+
+def _ordered(values, reference) -> List:
+    return sorted(values, key=lambda b: (b != reference, str(b)))
+
+
+def _cells(frame: pd.DataFrame, cells: List[str]) -> List[tuple]:
+    """The context cells a figure has a row (or a panel) for, in order."""
+    if not cells:
+        return [()]
+    return sorted({tuple(r) for r in frame[cells].itertuples(index=False, name=None)})
+
+
+def _in_cell(frame: pd.DataFrame, cells: List[str], cell: tuple) -> pd.DataFrame:
+    mask = pd.Series(True, index=frame.index)
+    for c, v in zip(cells, cell):
+        mask &= frame[c] == v
+    return frame[mask]
+
+
+def _title(cells: List[str], cell: tuple) -> str:
+    """A cell in words: ResNet-56 for a depth, "name value" for the other axes."""
+    def g(v):
+        return f"{v:g}" if isinstance(v, float) else str(v)
+
+    return ", ".join(f"ResNet-{v}" if c == "depth" else f"{c} {g(v)}" for c, v in zip(cells, cell)) or "all trials"
 
 
 def _grid(nrows: int, ncols: int, height: float = 3.2, sharey="row"):
@@ -74,64 +100,77 @@ def _grid(nrows: int, ncols: int, height: float = 3.2, sharey="row"):
     return fig, axes
 
 
-def curves(history: pd.DataFrame, metric: str, ylabel: str, percent: bool, log: bool = False) -> str:
-    """``metric`` per epoch: a panel per depth (rows) and LR (columns), mean over seeds, +-1 std band."""
-    blocks = sorted(history["block"].unique(), key=lambda b: (b != BASELINE, b))
-    sty = styles(blocks)
-    depths, lrs = sorted(history["depth"].unique()), sorted(history["lr"].unique())
-    fig, axes = _grid(len(depths), len(lrs))
+def curves(history: pd.DataFrame, metric: str, ylabel: str, percent: bool, subject: str = "block",
+           reference=BASELINE, cells: Optional[List[str]] = None, log: bool = False) -> str:
+    """``metric`` per epoch: a panel per context cell (rows: every axis but the subject, lr and seed; by
+    default the depth) and LR (columns), a line per value of ``subject``, mean over seeds, +-1 std band."""
+    cells = ["depth"] if cells is None else list(cells)
+    values = _ordered(history[subject].unique(), reference)
+    sty = styles(values, reference)
+    rows, lrs = _cells(history, cells), sorted(history["lr"].unique())
+    fig, axes = _grid(len(rows), len(lrs))
     scale = 100.0 if percent else 1.0
-    for i, depth in enumerate(depths):
+    for i, cell in enumerate(rows):
+        in_cell = _in_cell(history, cells, cell)
         for j, lr in enumerate(lrs):
             ax = axes[i][j]
-            sub = history[(history["depth"] == depth) & (history["lr"] == lr)]
-            for block in blocks:
-                g = sub[sub["block"] == block]
+            sub = in_cell[in_cell["lr"] == lr]
+            for value in values:
+                g = sub[sub[subject] == value]
                 if g.empty:
                     continue
                 s = g.groupby("epoch")[metric].agg(["mean", "std"]).fillna(0) * scale
-                ax.plot(s.index, s["mean"], label=block, **sty[block])
-                ax.fill_between(s.index, s["mean"] - s["std"], s["mean"] + s["std"], color=sty[block]["color"],
+                ax.plot(s.index, s["mean"], label=_text(value), **sty[value])
+                ax.fill_between(s.index, s["mean"] - s["std"], s["mean"] + s["std"], color=sty[value]["color"],
                                 alpha=0.12, linewidth=0)
-            ax.set_title(f"ResNet-{depth}, lr {lr:g}", fontsize=10)
+            ax.set_title(f"{_title(cells, cell)}, lr {lr:g}", fontsize=10)
             if log:
                 ax.set_yscale("log")
             ax.grid(alpha=0.3)
-            if i == len(depths) - 1:
+            if i == len(rows) - 1:
                 ax.set_xlabel("epoch")
             if j == 0:
                 ax.set_ylabel(ylabel)
-    _legend(fig, axes.flat, blocks)
+    _legend(fig, axes.flat, values, subject)
     return _png(fig)
 
 
-def lr_sensitivity(trials: pd.DataFrame) -> str:
-    """Final val acc (%) against LR, a panel per depth; ticks at the tested LRs."""
-    blocks = sorted(trials["block"].unique(), key=lambda b: (b != BASELINE, b))
-    sty = styles(blocks)
-    depths, lrs = sorted(trials["depth"].unique()), sorted(trials["lr"].unique())
-    fig, axes = _grid(1, len(depths), height=3.6)
-    for j, depth in enumerate(depths):
-        ax = axes[0][j]
-        for block in blocks:
-            g = trials[(trials["depth"] == depth) & (trials["block"] == block)]
+def lr_sensitivity(trials: pd.DataFrame, subject: str = "block", reference=BASELINE,
+                   cells: Optional[List[str]] = None) -> str:
+    """Final val acc (%) against LR, a panel per context cell (by default per depth); ticks at the tested LRs."""
+    cells = ["depth"] if cells is None else list(cells)
+    values = _ordered(trials[subject].unique(), reference)
+    sty = styles(values, reference)
+    panels, lrs = _cells(trials, cells), sorted(trials["lr"].unique())
+    per_row = 4
+    n_rows = -(-len(panels) // per_row)
+    fig, axes = _grid(n_rows, min(per_row, len(panels)), height=3.6)
+    for k, cell in enumerate(panels):
+        ax = axes[k // per_row][k % per_row]
+        in_cell = _in_cell(trials, cells, cell)
+        for value in values:
+            g = in_cell[in_cell[subject] == value]
             if g.empty:
                 continue
             s = g.groupby("lr")["final_val_acc"].agg(["mean", "std"]).fillna(0) * 100
-            ax.errorbar(s.index, s["mean"], yerr=s["std"], marker="o", capsize=3, label=block, **sty[block])
+            ax.errorbar(s.index, s["mean"], yerr=s["std"], marker="o", capsize=3, label=_text(value), **sty[value])
         ax.set_xscale("log")
         ax.set_xticks(lrs, [f"{lr:g}" for lr in lrs])
         ax.minorticks_off()
-        ax.set_title(f"ResNet-{depth}", fontsize=10)
+        ax.set_title(_title(cells, cell), fontsize=10)
         ax.set_xlabel("learning rate (tested values)")
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("final val acc (%)")
-    _legend(fig, axes.flat, blocks)
+    for k in range(len(panels), n_rows * min(per_row, len(panels))):
+        axes[k // per_row][k % per_row].set_visible(False)
+    for row in axes:
+        row[0].set_ylabel("final val acc (%)")
+    _legend(fig, axes.flat, values, subject)
     return _png(fig)
 
 
-def gates(history: pd.DataFrame) -> Optional[str]:
-    """Learned gate scalars per stage: a row per gated block, a column per (depth, LR).
+def gates(history: pd.DataFrame, context: Optional[List[str]] = None) -> Optional[str]:
+    """Learned gate scalars per stage: a row per gated block, a column per context cell (by default per
+    depth and LR).
 
     Absolute values, averaged over a stage's blocks and the seeds: signed gates of opposite
     sign would otherwise cancel out.
@@ -140,14 +179,15 @@ def gates(history: pd.DataFrame) -> Optional[str]:
     if not cols:
         return None
     gated = history[history[cols].notna().any(axis=1)]
+    context = [c for c in (context_of(AXES, "block") if context is None else context) if c != "block"]
     blocks = sorted(gated["block"].unique())
-    keys = sorted({(d, lr) for d, lr in zip(gated["depth"], gated["lr"])})
+    keys = _cells(gated, context)
     fig, axes = _grid(len(blocks), len(keys), height=2.6, sharey=False)
     stage_style = {}
     for i, block in enumerate(blocks):
-        for j, (depth, lr) in enumerate(keys):
+        for j, cell in enumerate(keys):
             ax = axes[i][j]
-            g = gated[(gated["block"] == block) & (gated["depth"] == depth) & (gated["lr"] == lr)]
+            g = _in_cell(gated[gated["block"] == block], context, cell)
             for c in cols:
                 if g[c].notna().any():
                     stage = c.rsplit("_", 1)[1]
@@ -155,7 +195,7 @@ def gates(history: pd.DataFrame) -> Optional[str]:
                     line, = ax.plot(m.index, m.values, label=f"{c.rsplit('_', 1)[0]} {stage}",
                                     **stage_style.get(stage, {}))
                     stage_style.setdefault(stage, {"color": line.get_color()})
-            ax.set_title(f"{_text(block)}: ResNet-{depth}, lr {lr:g}", fontsize=9)
+            ax.set_title(f"{_text(block)}: {_title(context, cell)}", fontsize=9)
             ax.grid(alpha=0.3)
             if i == len(blocks) - 1:
                 ax.set_xlabel("epoch")

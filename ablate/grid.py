@@ -321,6 +321,7 @@ def _finish(study: Study, errored: set, started: _Started, wall: float, args: ar
             argv: List[str], signals: Signals) -> int:
     """The tables from the records; then, unless interrupted, the ablation table, the report, the uploads."""
     from . import results as R
+    from .axes import context_of
     from .plan import concurrency
     from .stats import FINISHED
     from .study import PART_PREFIX, record_timing, resume_command
@@ -344,9 +345,11 @@ def _finish(study: Study, errored: set, started: _Started, wall: float, args: ar
     signals.after = (f"every trial finished and the tables are written ({out_dir}); the report: "
                      f"python -m ablate.report {out_dir}")
     print()
-    print(f"Ablation table ({cfg.name}, {cfg.dataset}, {cfg.epochs} epochs; at each block's best lr; "
+    subject, reference = cfg.subject()
+    print(f"Ablation table ({cfg.name}, {cfg.dataset}, {cfg.epochs} epochs; at each {subject}'s best lr; "
           f"mean +- std over {len(cfg.seeds)} seeds):")
-    print(R.format_table(R.ablation_table(trials_df), cfg.target_acc))
+    context = context_of(list(cfg.axes()), subject)
+    print(R.format_table(R.ablation_table(trials_df, subject, reference, context), cfg.target_acc, subject, reference))
     train_s = trials_df["train_seconds"].sum()
     print(f"\ntrials: {R.summary_line(trials_df)}; wall {wall:.0f} s; time in training {train_s:.0f} s "
           f"(sum over trials)")

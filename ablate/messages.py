@@ -50,7 +50,14 @@ def message(err: Dict[str, Any], model: type, short: Callable[[Any], str], max_a
     key = ".".join(p for p in loc if isinstance(p, str))  # a list's own key, for rules on its values
     got = f"got {type(value).__name__} {short(value)}"
     if kind == "extra_forbidden":
-        return f"unknown key '{path}'; valid keys: {', '.join(sorted(_schema(model, loc[:-1])['properties']))}"
+        keys = sorted(_schema(model, loc[:-1])["properties"])
+        if len(", ".join(keys)) <= 300:
+            return f"unknown key '{path}'; valid keys: {', '.join(keys)}"
+        import difflib
+
+        close = difflib.get_close_matches(str(loc[-1]), keys, n=5, cutoff=0.5)
+        return (f"unknown key '{path}'; " + (f"did you mean {', '.join(close)}? " if close else "")
+                + f"({len(keys)} valid keys, each in the README's Experiments section)")
     if kind == "value_error":  # a domain rule: its own words
         text = str(err["ctx"]["error"])
         return text if not loc else f"key '{key}': {text}"

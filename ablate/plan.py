@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 from typing import Optional
 
+from .axes import context_of
 from .config import ExperimentConfig, trial_configs, trial_groups
 from .settings import CLASSES, IMAGE_SHAPES, TRAIN_SIZES
 
@@ -93,16 +94,19 @@ def plan_text(cfg: ExperimentConfig, address: Optional[str], gpu_type: str = MEA
     gpu = cfg.gpus_per_trial if cfg.gpus_per_trial is not None else f"1/{cfg.trials_per_gpu} where the cluster has GPUs, else 0"
     c = concurrency(cfg, address)
     conc = "as the cluster allows" if c is None else f"{c} (local: {os.cpu_count()} CPUs)"
+    axes = cfg.axes()
+    subject, reference = cfg.subject()
     lines = [
-        f"experiment {cfg.name}: {n} trials = {len(cfg.blocks)} blocks x {len(cfg.depths)} depths x "
-        f"{len(cfg.lrs)} lrs x {len(cfg.seeds)} seeds",
+        f"experiment {cfg.name}: {n} trials = " + " x ".join(f"{len(v)} {k}" for k, v in axes.items()),
         f"  blocks: {', '.join(cfg.blocks)}",
-        f"  depths: {cfg.depths}   lrs: {cfg.lrs}   seeds: {cfg.seeds}",
+        "  " + "   ".join(f"{k}: {v}" for k, v in axes.items() if k != "block"),
+        f"  compared: each {subject} against {reference}, paired by seed, within every "
+        + (" x ".join(context_of(list(axes), subject)) or "point") + " cell",
         f"  dataset {cfg.dataset}, {cfg.epochs} epochs, batch {cfg.batch_size}, {cfg.schedule} schedule, "
         f"scheduler {cfg.scheduler}",
         f"  resources per trial: {cfg.cpus_per_trial:g} CPU, GPU {gpu}; concurrent trials: {conc}",
-        *([f"  fused trials: {len(trial_groups(cfg))} Tune trials, each up to {cfg.fuse_trials} grid points of one "
-           "block and depth trained as one model"] if cfg.fuse_trials > 1 else []),
+        *([f"  fused trials: {len(trial_groups(cfg))} Tune trials, each up to {cfg.fuse_trials} grid points that "
+           "differ only in lr and seed trained as one model"] if cfg.fuse_trials > 1 else []),
         f"  compute: {n} trials x {cfg.epochs} epochs x {TRAIN_SIZES.get(cfg.dataset, '?')} images = "
         f"{n * images:,} training images",
     ]

@@ -1,7 +1,8 @@
-"""``python -m ablate.report EXPERIMENT_DIR [--wandb-report]``: which trick helps at which depth and LR.
+"""``python -m ablate.report EXPERIMENT_DIR [--wandb-report]``: which trick helps at which depth and LR (or which
+value of any compared axis helps in which cell of the others).
 
-Reads the experiment's ``history.csv`` and ``trials.csv`` (and its settings file), nothing else,
-so it works offline and after the fact; writes ``report.html`` (one self-contained page, figures
+Reads the experiment's ``history.csv`` and ``trials.csv`` and its settings file (rebuilding the tables from
+the trials' records only where they are lost or cut short), so it works offline and after the fact; writes ``report.html`` (one self-contained page, figures
 embedded) and ``report.md`` (the same verdicts and tables).
 """
 from __future__ import annotations
@@ -17,15 +18,12 @@ import pandas as pd
 import yaml
 
 from . import figures
-from .results import ablation_table, format_table, read_csvs
-from .stats import ALPHA, POWER, effects, finished, stable_lrs
-from .axes import AXES
+from .axes import PAIR
+from .results import ablation_table, best_lr_frame, pipe_table, read_csvs
+from .stats import ALPHA, FINISHED, POWER, Question, _v, effects, finished, question, stable_lrs
 from .storage import EXPERIMENT_FILE, HISTORY_FILE, REPORT_HTML, REPORT_MD, TRIALS_FILE
 
-__all__ = ["write_report", "verdicts", "main"]
-
-BASELINE = "baseline"
-
+__all__ = ["write_report", "verdicts", "question", "Question", "main"]
 
 def _meta(exp_dir: str) -> Dict:
     p = os.path.join(exp_dir, EXPERIMENT_FILE)
@@ -40,51 +38,57 @@ def _lrs(lrs) -> str:
     return ", ".join(f"{lr:g}" for lr in lrs) or "none"
 
 
-def verdicts(fx: pd.DataFrame, stable: pd.DataFrame, baseline: str = BASELINE) -> List[str]:
-    """One sentence per trick: where (depth and LR) it helps or hurts, converges faster or slower,
+def verdicts(fx: pd.DataFrame, stable: pd.DataFrame, q: Optional[Question] = None) -> List[str]:
+    """One sentence per compared value: in which context cells it helps or hurts, converges faster or slower,
     and where it widens or narrows the stable LR range; the rest said as unresolved."""
+    q = q or Question()
     lines = []
-    blocks = list(dict.fromkeys(list(fx["block"]) if len(fx) else []) | dict.fromkeys(
-        [b for b in stable["block"] if b != baseline] if len(stable) else []))
-    for block in blocks:
+    values = list(dict.fromkeys(list(fx[q.subject]) if len(fx) else []) | dict.fromkeys(
+        [b for b in stable[q.subject] if b != q.reference] if len(stable) else []))
+    cells = " x ".join(q.context) or "point"
+    for value in values:
         parts = []
-        g = fx[fx["block"] == block] if len(fx) else fx
+        g = fx[fx[q.subject] == value] if len(fx) else fx
         for key, good, bad, what in (("final", "helps", "hurts", "final acc"),
                                      ("auc", "converges faster", "converges slower", "AUC")):
             for verdict, word in (("helps", good), ("hurts", bad)):
                 hits = g[g[f"{key}_verdict"] == verdict] if len(g) else g
                 if len(hits):
                     where = "; ".join(
-                        f"depth {r['depth']}, lr {r['lr']:g}: {what} {_pts(r[f'{key}_delta'])} points "
+                        f"{q.where(r)}: {what} {_pts(r[f'{key}_delta'])} points "
                         f"[{_pts(r[f'{key}_ci_low'])}, {_pts(r[f'{key}_ci_high'])}] (adjusted p {_p(r[f'{key}_p_adj'])})"
                         for r in hits.to_dict("records"))
                     parts.append(f"{word} at {where}")
-        s = stable[stable["block"] == block] if len(stable) else stable
-        base = {r["depth"]: r["stable"] for r in stable.to_dict("records") if r["block"] == baseline} if len(stable) else {}
+        s = stable[stable[q.subject] == value] if len(stable) else stable
+        base = ({tuple(r[c] for c in q.cells): r["stable"] for r in stable.to_dict("records")
+                 if r[q.subject] == q.reference} if len(stable) else {})
         for r in s.to_dict("records"):
             if r["vs_baseline"] in ("widens", "narrows", "shifts"):
-                parts.append(f"{r['vs_baseline']} the stable LR range at depth {r['depth']}: trains at lr "
-                             f"{_lrs(r['stable'])} (baseline: {_lrs(base.get(r['depth'], []))})")
+                parts.append(f"{r['vs_baseline']} the stable LR range at {q.where(r, q.cells)}: trains at lr "
+                             f"{_lrs(r['stable'])} ({q.who(q.reference)}: {_lrs(base.get(tuple(r[c] for c in q.cells), []))})")
         resolved = int(g["final_verdict"].isin(["helps", "hurts"]).sum()) if len(g) else 0
         rest = len(g) - resolved
         if rest:
-            parts.append(f"final acc not resolved at the other {rest} of {len(g)} depth x LR points" if resolved
-                         else f"no significant difference in final acc at any of its {len(g)} depth x LR points")
-        lines.append(f"{block}: " + ("; ".join(parts) if parts else
-                                     "nothing to compare (no finished baseline trial at its depths and LRs)") + ".")
+            parts.append(f"final acc not resolved at the other {rest} of {len(g)} {cells} cells" if resolved
+                         else f"no significant difference in final acc at any of its {len(g)} {cells} cells")
+        lines.append(f"{q.who(value)}: " + ("; ".join(parts) if parts else
+                                           f"nothing to compare (no finished {q.who(q.reference)} trial in its cells)") + ".")
     return lines
 
 
-def power_notes(trials: pd.DataFrame, fx: pd.DataFrame) -> List[str]:
+def power_notes(trials: pd.DataFrame, fx: pd.DataFrame, q: Optional[Question] = None) -> List[str]:
     """What the statistics can and cannot say, in words."""
     from scipy import stats
 
+    q = q or Question()
     done = finished(trials)
-    n = int(done.groupby(["block", "depth", "lr"])["seed"].nunique().min()) if len(done) else 0
+    n = int(done.groupby([q.subject, *q.context])[PAIR].nunique().min()) if len(done) else 0
     m = int(fx[["final_p", "auc_p"]].notna().to_numpy().sum()) if len(fx) else 0
-    notes = [f"Every comparison is a trick against baseline at the same depth and LR, paired by seed, with the "
-             f"paired t-test's 95% interval (scipy); p-values are adjusted for the {m} comparisons of this report "
-             f"(final acc and AUC) by Benjamini-Hochberg, false discovery rate {ALPHA:.0%}."]
+    notes = [f"Every comparison is a {q.subject} against {q.who(q.reference)} in the same "
+             f"{' x '.join(q.context) or 'grid'} cell, paired by seed, with the paired t-test's 95% interval (scipy; "
+             f"fixed-n: valid for the seeds the grid was planned with, not when seeds are added after looking); "
+             f"p-values are adjusted for the {m} comparisons of this report (final acc and AUC) by Benjamini-Hochberg, "
+             f"false discovery rate {ALPHA:.0%}."]
     if n < 2:
         notes.append("With one seed there is no spread: no interval, no verdict. Run at least 3 seeds.")
     elif n <= 3:
@@ -97,17 +101,19 @@ def power_notes(trials: pd.DataFrame, fx: pd.DataFrame) -> List[str]:
             notes.append(f"Seeds needed to resolve the final-acc differences observed but not resolved (paired "
                          f"t-test, {POWER:.0%} power, from their measured spread): median {need.median():.0f}, "
                          f"{int((need <= 5).sum())} of {len(need)} within 5 seeds (column \"seeds needed\").")
-    notes.append("The best-LR table picks each block's LR on the same final accuracy it then compares, so its "
-                 "differences are optimistic; the depth x LR effects involve no selection.")
+    notes.append(f"The best-LR table picks each {q.subject}'s LR on the same final accuracy it then compares, so its "
+                 f"differences are optimistic; the effects at every {' x '.join(q.context) or 'cell'} involve no selection.")
     return notes
 
 
-def effects_table(fx: pd.DataFrame) -> pd.DataFrame:
+def effects_table(fx: pd.DataFrame, q: Optional[Question] = None) -> pd.DataFrame:
+    q = q or Question()
     rows = []
     for r in fx.to_dict("records"):
         rows.append({
-            "block": r["block"], "depth": r["depth"], "lr": f"{r['lr']:g}", "seeds": r["seeds"],
-            "final acc % (block)": f"{100 * r['final_block']:.1f}", "final acc % (baseline)": f"{100 * r['final_base']:.1f}",
+            q.subject: r[q.subject], **{c: _v(r[c]) for c in q.context}, "seeds": r["seeds"],
+            f"final acc % ({q.subject})": f"{100 * r['final_block']:.1f}",
+            f"final acc % ({_v(q.reference)})": f"{100 * r['final_base']:.1f}",
             "difference, points [95% CI]": _ci(r, "final"), "adjusted p": _p(r["final_p_adj"]),
             "verdict": r["final_verdict"], "AUC difference [95% CI]": _ci(r, "auc"),
             "AUC verdict": r["auc_verdict"].replace("helps", "faster").replace("hurts", "slower"),
@@ -126,28 +132,33 @@ def _p(p: float) -> str:
     return "" if not math.isfinite(p) else "< 0.001" if p < 0.001 else f"{p:.3f}"
 
 
-def stable_table(stable: pd.DataFrame) -> pd.DataFrame:
-    return pd.DataFrame([{"depth": r["depth"], "block": r["block"], "stable at lr": _lrs(r["stable"]),
-                          "tested lrs": _lrs(r["tested"]), "vs baseline": r["vs_baseline"]}
-                         for r in stable.sort_values(["depth", "block"]).to_dict("records")])
+def stable_table(stable: pd.DataFrame, q: Optional[Question] = None) -> pd.DataFrame:
+    q = q or Question()
+    return pd.DataFrame([{**{c: _v(r[c]) for c in q.cells}, q.subject: r[q.subject], "stable at lr": _lrs(r["stable"]),
+                          "tested lrs": _lrs(r["tested"]), f"vs {_v(q.reference)}": r["vs_baseline"]}
+                         for r in stable.sort_values([*q.cells, q.subject]).to_dict("records")])
 
 
-def provenance(exp_dir: str, meta: Dict, trials: pd.DataFrame) -> pd.DataFrame:
+def provenance(exp_dir: str, meta: Dict, trials: pd.DataFrame, q: Optional[Question] = None) -> pd.DataFrame:
+    q = q or Question()
     prov = meta.get("provenance") or {}
-    recipe = (f"SGD, momentum {meta.get('momentum')}{' (Nesterov)' if meta.get('nesterov') else ''}, weight decay "
-              f"{meta.get('weight_decay')}, {meta.get('schedule')} schedule"
-              + (f" (x{meta.get('lr_decay')} at {meta.get('milestones')} of training)" if meta.get("schedule") == "step" else "")
-              + f", warm-up {meta.get('warmup_epochs')} epochs, label smoothing {meta.get('label_smoothing')}, "
-              f"{meta.get('epochs')} epochs, batch {meta.get('batch_size')}, shortcut option {meta.get('shortcut')}")
+    sweep = meta.get("sweep") or {}
+    m = {**meta, **{k: f"swept ({', '.join(map(_v, v))})" for k, v in sweep.items()}}  # a swept setting: its values
+    recipe = (f"SGD, momentum {m.get('momentum')}{' (Nesterov)' if m.get('nesterov') is True else ''}, weight decay "
+              f"{m.get('weight_decay')}, {m.get('schedule')} schedule"
+              + (f" (x{m.get('lr_decay')} at {m.get('milestones')} of training)" if m.get("schedule") == "step" else "")
+              + f", warm-up {m.get('warmup_epochs')} epochs, label smoothing {m.get('label_smoothing')}, "
+              f"{m.get('epochs')} epochs, batch {m.get('batch_size')}, shortcut option {m.get('shortcut')}")
     wb = meta.get("wandb") or {}
     rows = [
         ("experiment", f"{meta.get('name', os.path.basename(os.path.normpath(exp_dir)))}: {len(trials)} trials = "
-                       f"{trials['block'].nunique()} blocks x {trials['depth'].nunique()} depths x "
-                       f"{trials['lr'].nunique()} lrs x {trials['seed'].nunique()} seeds"),
+                       + " x ".join(f"{trials[a].nunique()} {a}" for a in q.axes)),
+        ("question", f"each {q.subject} against {q.who(q.reference)}, paired by seed, in every "
+                     f"{' x '.join(q.context) or 'grid'} cell"),
         ("dataset", str(meta.get("dataset", "?"))),
         ("recipe", recipe),
         ("grid", f"blocks {', '.join(map(str, meta.get('blocks', [])))}; depths {meta.get('depths')}; "
-                 f"lrs {meta.get('lrs')}; seeds {meta.get('seeds')}"),
+                 f"lrs {meta.get('lrs')}; seeds {meta.get('seeds')}" + "".join(f"; {k} {v}" for k, v in sweep.items())),
         ("code", f"commit {prov.get('git_commit') or 'unknown'}"),
         ("versions", ", ".join(f"{k} {v}" for k, v in (prov.get("versions") or {}).items()) or "unknown"),
         ("run", f"started {prov.get('started', '?')}; report written {pd.Timestamp.now():%Y-%m-%d %H:%M}"),
@@ -155,7 +166,7 @@ def provenance(exp_dir: str, meta: Dict, trials: pd.DataFrame) -> pd.DataFrame:
                        f"{os.path.join(exp_dir, TRIALS_FILE)} (one row per trial)"),
         ("W&B", f"project {wb.get('project', 'ablate')}, group {meta.get('name', '?')}"
                 + (f", entity {wb['entity']}" if wb.get("entity") else "")
-                + "; one run per trial, named block-dDEPTH-lrLR-sSEED"),
+                + "; one run per trial, named block-dDEPTH-lrLR-sSEED" + "".join(f"-{k}VALUE" for k in sweep)),
     ]
     return pd.DataFrame(rows, columns=["", "value"])
 
@@ -175,57 +186,61 @@ def sections(exp_dir: str) -> tuple:
     """The report's content, once, for both the page and the Markdown."""
     history, trials = read_csvs(exp_dir)
     meta = _meta(exp_dir)
+    q = question(meta, trials)
     target = float(meta.get("target_acc", 0.9))
-    fx, stable = effects(trials), stable_lrs(trials)
-    table = ablation_table(trials)
-    lines = verdicts(fx, stable)
+    fx = effects(trials, q.subject, q.reference, q.context)
+    stable = stable_lrs(trials, q.subject, q.reference, q.context)
+    table = ablation_table(trials, q.subject, q.reference, q.context)
+    lines = verdicts(fx, stable, q)
+    cells = " x ".join(q.context) or "grid"
     out = [
-        Section("Provenance", table=provenance(exp_dir, meta, trials), css="text"),
-        Section("Verdicts", paragraphs=["Each trick against baseline at every depth and LR (final val acc: "
-                                        "ends better; AUC = mean val acc over epochs: converges faster), and "
-                                        "its stable LR range."], bullets=lines or ["(no trick to compare)"]),
-        Section("How sure", bullets=power_notes(trials, fx)),
+        Section("Provenance", table=provenance(exp_dir, meta, trials, q), css="text"),
+        Section("Verdicts", paragraphs=[f"Each {q.subject} against {q.who(q.reference)} in every {cells} cell "
+                                        "(final val acc: ends better; AUC = mean val acc over epochs: converges "
+                                        "faster), and its stable LR range."],
+                bullets=lines or ["(nothing to compare)"]),
+        Section("How sure", bullets=power_notes(trials, fx, q)),
         Section("Stable LR range", paragraphs=[
-            "The LRs at which a block trains without collapse or divergence: no seed diverged and every seed "
-            "ends at least halfway to the best mean final accuracy any block reached at that depth."],
-            table=stable_table(stable) if len(stable) else None, css="text"),
-        Section("Effects at every depth and LR (vs baseline, paired by seed)",
-                table=effects_table(fx) if len(fx) else None),
-        Section("Each block at its best LR", paragraphs=[
+            f"The LRs at which a {q.subject} trains without collapse or divergence: no seed diverged and every seed "
+            f"ends at least halfway to the best mean final accuracy any {q.subject} reached in that "
+            f"{' x '.join(q.cells) or 'grid'} cell."],
+            table=stable_table(stable, q) if len(stable) else None, css="text"),
+        Section(f"Effects in every {cells} cell (vs {q.who(q.reference)}, paired by seed)",
+                table=effects_table(fx, q) if len(fx) else None),
+        Section(f"Each {q.subject} at its best LR", paragraphs=[
             f"Mean +- std over seeds; epochs to {100 * target:.0f}% val acc; every column refers to the trials "
-            "at that best LR. The LR is picked on final accuracy: differences here are optimistic."],
-            table=_pipe_to_frame(format_table(table, target)) if not table.empty else None),
+            "at that best LR. The LR is picked on final accuracy: differences here are optimistic (unadjusted)."],
+            table=best_lr_frame(table, target, q.subject, _v(q.reference)) if not table.empty else None),
     ]
-    fin = finished(history.merge(trials[[*AXES, "status"]], on=list(AXES))) if len(history) else history
+    fin = finished(history.merge(trials[[*q.axes, "status"]], on=q.axes)) if len(history) else history
     if len(fin):
         out += [
-            Section("Convergence: validation accuracy", image=figures.curves(fin, "val_acc", "val acc (%)", True),
-                    caption="Mean over seeds, band +-1 std; a panel per depth (rows) and LR (columns); baseline "
-                            "black and dashed."),
-            Section("Convergence: training loss", image=figures.curves(fin, "train_loss", "train loss", False, log=True),
+            Section("Convergence: validation accuracy",
+                    image=figures.curves(fin, "val_acc", "val acc (%)", True, q.subject, q.reference, q.cells),
+                    caption=f"Mean over seeds, band +-1 std; a panel per {' x '.join(q.cells) or 'grid'} cell (rows) "
+                            f"and LR (columns); {q.who(q.reference)} black and dashed."),
+            Section("Convergence: training loss",
+                    image=figures.curves(fin, "train_loss", "train loss", False, q.subject, q.reference, q.cells,
+                                         log=True),
                     caption="Mean over seeds (log scale)."),
-            Section("LR sensitivity", image=figures.lr_sensitivity(finished(trials)),
+            Section("LR sensitivity", image=figures.lr_sensitivity(finished(trials), q.subject, q.reference, q.cells),
                     caption="Final val acc, mean +- std over seeds, at each tested LR."),
         ]
-        g = figures.gates(fin)
+        g = figures.gates(fin, q.context)
         if g:
             out.append(Section("Learned gate scalars", image=g,
-                               caption="Absolute values, mean over a stage's blocks and the seeds, per depth and LR."))
+                               caption=f"Absolute values, mean over a stage's blocks and the seeds, per "
+                                       f"{' x '.join(q.context)} cell."))
     diverged = trials[trials["diverged"].astype(bool)]
     if len(diverged):
-        out.append(Section("Diverged trials", bullets=[f"{r.block} d{r.depth} lr {r.lr:g} seed {r.seed} "
-                                                       f"(epoch {r.epochs_done})" for r in diverged.itertuples()]))
-    failed = trials[~trials["status"].isin(["TERMINATED", "DIVERGED"])]
+        out.append(Section("Diverged trials", bullets=[
+            f"{q.where(r, q.axes)} (epoch {r['epochs_done']})" for r in diverged.to_dict("records")]))
+    failed = trials[~trials["status"].isin(FINISHED)]
     if len(failed):
         out.append(Section("Unfinished trials (not counted)", bullets=[
-            f"{r.block} d{r.depth} lr {r.lr:g} seed {r.seed}: {r.status}" for r in failed.itertuples()]))
+            f"{q.where(r, q.axes)}: {r['status']}" for r in failed.to_dict("records")]))
     name = meta.get("name", os.path.basename(os.path.normpath(exp_dir)))
     return name, out
-
-
-def _pipe_to_frame(text: str) -> pd.DataFrame:
-    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in text.splitlines()]
-    return pd.DataFrame(rows[2:], columns=rows[0])
 
 
 def _markdown(name: str, secs: List[Section]) -> str:
@@ -235,10 +250,7 @@ def _markdown(name: str, secs: List[Section]) -> str:
         md += [p + "\n" for p in s.paragraphs]
         md += [f"- {b}" for b in s.bullets] + ([""] if s.bullets else [])
         if s.table is not None:
-            cols = list(s.table.columns)
-            md += ["| " + " | ".join(map(str, cols)) + " |", "|" + "---|" * len(cols)]
-            md += ["| " + " | ".join(str(v) for v in row) + " |" for row in s.table.itertuples(index=False)]
-            md.append("")
+            md += [pipe_table(s.table), ""]
         if s.image:
             md += [f"(figure in report.html: {s.caption})", ""]
     return "\n".join(md)
@@ -335,7 +347,10 @@ def _main(args) -> int:
         _, trials = read_csvs(out)
         meta = _meta(out)
         try:
-            url = save_wandb_report(meta, trials, verdicts(effects(trials), stable_lrs(trials)))
+            q = question(meta, trials)
+            lines = verdicts(effects(trials, q.subject, q.reference, q.context),
+                             stable_lrs(trials, q.subject, q.reference, q.context), q)
+            url = save_wandb_report(meta, trials, lines, q)
         except Exception as e:  # noqa: BLE001 -- W&B refused the key, or is unreachable: the report above stands
             print(f"ablate.report: error: W&B did not take the report ({e.__class__.__name__}: {_first(e)}); "
                   f"{path} is written; check the key (wandb login) and the network", file=sys.stderr)

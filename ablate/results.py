@@ -5,22 +5,28 @@ Pure pandas: used by the grid at its end and by ``ablate.report`` on a finished 
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 import pandas as pd
 
-from .stats import finished, paired
+from .stats import BASELINE, axes_of, finished, paired, verdict
 from .storage import HISTORY_FILE, TRIALS_FILE
-from .axes import AXES
+from .axes import AXES, PAIR, axis_names, context_of
 from .settings import METRIC_KEYS
 
-__all__ = ["summarise_history", "history_table", "trials_table", "ablation_table", "format_table", "write_csvs",
+__all__ = ["summarise_history", "history_table", "trials_table", "ablation_table", "format_table", "best_lr_frame",
+           "pipe_table", "write_csvs",
            "read_csvs", "read_table", "TEXT_COLUMNS", "STATUSES"]
 
-# history.csv's leading columns, whatever order the trials reported in (a resume never reorders);
-# the per-epoch LR metric is epoch_lr (lr is the axis).
-HISTORY_COLUMNS = [*AXES, "trial_id", "epoch", *(("epoch_lr" if m == "lr" else m) for m in METRIC_KEYS if m != "epoch")]
+# The metrics that follow a history row's axes, trial id and epoch; the per-epoch LR metric is epoch_lr
+# (lr is the axis).
+METRIC_COLUMNS = [("epoch_lr" if m == "lr" else m) for m in METRIC_KEYS if m != "epoch"]
+
+
+def history_columns(axes: List[str]) -> List[str]:
+    """history.csv's leading columns, whatever order the trials reported in (a resume never reorders)."""
+    return [*axes, "trial_id", "epoch", *METRIC_COLUMNS]
 
 
 def history_table(histories: Dict[str, List[Dict[str, Any]]], points: Dict[str, Dict[str, Any]]) -> pd.DataFrame:
@@ -28,12 +34,13 @@ def history_table(histories: Dict[str, List[Dict[str, Any]]], points: Dict[str, 
     ``points``: trial id -> its axes), built as one frame; the per-epoch LR metric is ``epoch_lr``."""
     # Column by column (no row dicts: the table, not a second copy of every epoch, is what memory holds); a
     # metric some trials lack (a block's learned scalars) is missing (NaN) in the others' rows.
-    cols: Dict[str, list] = {a: [] for a in AXES}
+    axes = axis_names(next(iter(points.values()))) if points else list(AXES)
+    cols: Dict[str, list] = {a: [] for a in axes}
     cols["trial_id"] = []
     n = 0
     for i, hist in histories.items():
         p = points[i]
-        for a in AXES:
+        for a in axes:
             cols[a].extend([p[a]] * len(hist))
         cols["trial_id"].extend([i] * len(hist))
         # A record's History hands over whole columns; other histories (lists of dicts) go row by row.
@@ -49,11 +56,12 @@ def history_table(histories: Dict[str, List[Dict[str, Any]]], points: Dict[str, 
             if len(col) < n:
                 col.extend([np.nan] * (n - len(col)))
     if not n:
-        return pd.DataFrame(columns=[*AXES, "trial_id", "epoch"])
+        return pd.DataFrame(columns=[*axes, "trial_id", "epoch"])
     hist = pd.DataFrame(cols)
     hist["epoch"] = hist["epoch"].astype(int)
-    cols = [c for c in HISTORY_COLUMNS if c in hist.columns] + sorted(c for c in hist.columns if c not in HISTORY_COLUMNS)
-    return hist[cols].sort_values([*AXES, "epoch"]).reset_index(drop=True)
+    lead = history_columns(axes)
+    cols = [c for c in lead if c in hist.columns] + sorted(c for c in hist.columns if c not in lead)
+    return hist[cols].sort_values([*axes, "epoch"]).reset_index(drop=True)
 
 
 def summarise_history(history: List[Dict[str, Any]], target_acc: float) -> Dict[str, Any]:
@@ -95,7 +103,7 @@ def trials_table(histories, statuses: Dict[str, str], expected: List[Dict[str, A
     rows = []
     for point in expected:
         hist = list(histories.get(point["trial_id"], []))  # one trial's epochs as dicts, for as long as its row takes
-        row = {**{a: point[a] for a in AXES}, "trial_id": point["trial_id"],
+        row = {**{a: point[a] for a in axis_names(point)}, "trial_id": point["trial_id"],
                "status": statuses.get(point["trial_id"], "NOT_STARTED")}
         row.update(summarise_history(hist, target_acc))
         if row["status"] == "TERMINATED" and row["diverged"]:
@@ -108,98 +116,104 @@ def trials_table(histories, statuses: Dict[str, str], expected: List[Dict[str, A
     return pd.DataFrame(rows)
 
 
-def ablation_table(trials: pd.DataFrame, baseline: str = "baseline") -> pd.DataFrame:
-    """Per block x depth, at that block's best LR (by mean final val acc over seeds).
+def ablation_table(trials: pd.DataFrame, subject: str = "block", reference: Any = BASELINE,
+                   context: Optional[List[str]] = None) -> pd.DataFrame:
+    """Per value of ``subject`` and cell of the context (its axes but ``lr``), at that value's best LR (by
+    mean final val acc over seeds).
 
     Only finished trials count: an interrupted, errored or early-stopped trial's last epoch is
     not its result.  The best LR is chosen on the final accuracy it is then judged on, so the
     differences here are optimistic; ``stats.effects`` compares at every LR, with no selection.
-    Every column of a row (counts too) refers to the same trials: that block's, at its best LR.
+    Every column of a row (counts too) refers to the same trials: that value's, at its best LR.
     """
     trials = finished(trials)
+    cells = [c for c in (context_of(axes_of(trials), subject) if context is None else context) if c != "lr"]
     rows = []
-    for (block, depth), g in trials.groupby(["block", "depth"], sort=False):
+    for key, g in trials.groupby([subject, *cells], sort=False):
         by_lr = g.groupby("lr")["final_val_acc"].mean()
         lr = float(by_lr.fillna(-1).idxmax())
-        s = g[g["lr"] == lr].sort_values("seed")
+        s = g[g["lr"] == lr].sort_values(PAIR)
         reached = s["epochs_to_target"].dropna()
         rows.append({
-            "block": block, "depth": int(depth), "best_lr": lr, "seeds": len(s),
+            subject: key[0], **{c: _plain(v) for c, v in zip(cells, key[1:])}, "best_lr": lr, "seeds": len(s),
             "final_acc_mean": s["final_val_acc"].mean(), "final_acc_std": s["final_val_acc"].std(ddof=1),
             "best_acc_mean": s["best_val_acc"].mean(), "best_acc_std": s["best_val_acc"].std(ddof=1),
             "auc_mean": s["auc_val_acc"].mean(),
             "epochs_to_target": reached.mean() if len(reached) else float("nan"),
             "reached_target": f"{len(reached)}/{len(s)}",
             "diverged": int(s["diverged"].astype(bool).sum()),
-            "_finals": dict(zip(s["seed"], s["final_val_acc"])),
-            "_aucs": dict(zip(s["seed"], s["auc_val_acc"])),
+            "_finals": dict(zip(s[PAIR], s["final_val_acc"])),
+            "_aucs": dict(zip(s[PAIR], s["auc_val_acc"])),
         })
     table = pd.DataFrame(rows)
     if table.empty:
         return table
-    # Differences from the baseline at its own best LR, paired by seed, with 95% t-intervals:
+    # Differences from the reference at its own best LR in the same cell, paired by seed, with 95%
+    # t-intervals (unadjusted: the LR was selected), by the one verdict rule (``stats.verdict``):
     # final val acc ("ends better") and the area under the val-acc curve ("converges faster").
-    for key, prefix in (("_finals", "delta"), ("_aucs", "auc_delta")):
-        cols = {c: [] for c in ("", "_ci_low", "_ci_high", "_verdict")}
-        for _, r in table.iterrows():
-            base = table[(table["block"] == baseline) & (table["depth"] == r["depth"])]
-            if r["block"] == baseline or base.empty:
+    refs = {tuple(r[c] for c in cells): r for r in table.to_dict("records") if r[subject] == reference}
+    for key, prefix, name, verdict_col in (("_finals", "delta", "delta_vs_baseline", "verdict"),
+                                           ("_aucs", "auc_delta", "auc_delta_vs_baseline", "auc_verdict")):
+        cols: Dict[str, list] = {name: [], f"{prefix}_ci_low": [], f"{prefix}_ci_high": [], verdict_col: []}
+        for r in table.to_dict("records"):
+            ref = refs.get(tuple(r[c] for c in cells))
+            if r[subject] == reference or ref is None:
                 res = (float("nan"), float("nan"), float("nan"), "")
             else:
-                res = _paired(r[key], base.iloc[0][key])
+                pairs = [seed for seed in r[key] if seed in ref[key]]
+                p = paired(np.array([r[key][x] for x in pairs]), np.array([ref[key][x] for x in pairs]))
+                res = (p["mean"], p["ci_low"], p["ci_high"], verdict(p["n"], p["p"], p["p"], p["mean"]))
             for c, v in zip(cols, res):
                 cols[c].append(v)
-        name = "delta_vs_baseline" if prefix == "delta" else "auc_delta_vs_baseline"
-        table[name] = cols[""]
-        table[f"{prefix}_ci_low"] = cols["_ci_low"]
-        table[f"{prefix}_ci_high"] = cols["_ci_high"]
-        table["verdict" if prefix == "delta" else "auc_verdict"] = cols["_verdict"]
+        for c, v in cols.items():
+            table[c] = v
     return table.drop(columns=["_finals", "_aucs"])
 
 
-def _paired(values: Dict, base: Dict) -> tuple:
-    """(mean difference, 95% CI low, high, verdict) of ``values - base`` paired by seed."""
-    seeds = [s for s in values if s in base]
-    r = paired(np.array([values[s] for s in seeds]), np.array([base[s] for s in seeds]))
-    if r["n"] < 2:
-        verdict = "too few seeds"
-    elif not np.isfinite(r["p"]):  # identical differences on every seed: a zero-width interval proves nothing
-        verdict = "no spread across seeds"
-    elif r["ci_low"] > 0:
-        verdict = "helps"
-    elif r["ci_high"] < 0:
-        verdict = "hurts"
-    else:
-        verdict = "no significant difference"
-    return r["mean"], r["ci_low"], r["ci_high"], verdict
+def _plain(v: Any) -> Any:
+    return v.item() if hasattr(v, "item") else v
 
 
 def _pm(mean: float, std: float) -> str:
-    if mean != mean:
+    if pd.isna(mean):
         return "n/a"
-    return f"{100 * mean:5.1f} +- {100 * std:4.1f}" if std == std else f"{100 * mean:5.1f}"
+    return f"{100 * mean:5.1f} +- {100 * std:4.1f}" if not pd.isna(std) else f"{100 * mean:5.1f}"
 
 
-def format_table(table: pd.DataFrame, target_acc: float) -> str:
-    """The ablation table as text (also Markdown-compatible)."""
+def best_lr_frame(table: pd.DataFrame, target_acc: float, subject: str = "block", reference: Any = BASELINE) -> pd.DataFrame:
+    """The best-LR table as it is shown (the terminal, report.html and report.md render this one frame)."""
+    if table.empty:
+        return pd.DataFrame()
+    cells = [c for c in table.columns[1:table.columns.get_loc("best_lr")]]
+    rows = []
+    for r in table.sort_values([*cells, subject]).to_dict("records"):
+        ett = "never" if pd.isna(r["epochs_to_target"]) else f"{r['epochs_to_target']:.1f}"
+        d = "-"
+        if not pd.isna(r["delta_vs_baseline"]):
+            d = f"{100 * r['delta_vs_baseline']:+.1f}"
+            if not pd.isna(r["delta_ci_low"]):
+                d += f" [{100 * r['delta_ci_low']:+.1f}, {100 * r['delta_ci_high']:+.1f}]"
+        rows.append({subject: r[subject], **{c: r[c] for c in cells}, "best lr": f"{r['best_lr']:g}",
+                     "final val acc %": _pm(r["final_acc_mean"], r["final_acc_std"]),
+                     "best val acc %": _pm(r["best_acc_mean"], r["best_acc_std"]), "AUC %": f"{100 * r['auc_mean']:.1f}",
+                     f"epochs to {100 * target_acc:.0f}%": f"{ett} ({r['reached_target']})", "diverged": r["diverged"],
+                     f"vs {reference} (95% CI)": d, "verdict": r["verdict"]})
+    return pd.DataFrame(rows)
+
+
+def pipe_table(frame: pd.DataFrame) -> str:
+    """A frame as a Markdown (pipe) table: the report's Markdown and the terminal."""
+    cols = list(frame.columns)
+    lines = ["| " + " | ".join(map(str, cols)) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def format_table(table: pd.DataFrame, target_acc: float, subject: str = "block", reference: Any = BASELINE) -> str:
+    """The ablation table as text (also Markdown)."""
     if table.empty:
         return "(no finished trials)"
-    head = (f"| block | depth | best lr | final val acc % | best val acc % | AUC % | epochs to {100 * target_acc:.0f}% "
-            f"| diverged | vs baseline (95% CI) | verdict |")
-    lines = [head, "|" + "---|" * 10]
-    for _, r in table.sort_values(["depth", "block"]).iterrows():
-        ett = "never" if r["epochs_to_target"] != r["epochs_to_target"] else f"{r['epochs_to_target']:.1f}"
-        ett += f" ({r['reached_target']})"
-        if r["delta_vs_baseline"] == r["delta_vs_baseline"]:
-            d = f"{100 * r['delta_vs_baseline']:+.1f}"
-            if r["delta_ci_low"] == r["delta_ci_low"]:
-                d += f" [{100 * r['delta_ci_low']:+.1f}, {100 * r['delta_ci_high']:+.1f}]"
-        else:
-            d = "-"
-        lines.append(f"| {r['block']} | {r['depth']} | {r['best_lr']:g} | "
-                     f"{_pm(r['final_acc_mean'], r['final_acc_std'])} | {_pm(r['best_acc_mean'], r['best_acc_std'])} | "
-                     f"{100 * r['auc_mean']:.1f} | {ett} | {r['diverged']} | {d} | {r['verdict']} |")
-    return "\n".join(lines)
+    return pipe_table(best_lr_frame(table, target_acc, subject, reference))
 
 
 # Columns that hold text, whatever it looks like: a block named NA, None or nan stays a name.

@@ -6,13 +6,13 @@ on pydantic models in strict mode.
 """
 from __future__ import annotations
 
-from typing import Annotated, Any, Dict, List, Literal, Optional
+from typing import Annotated, Any, Dict, List, Literal, Optional, Tuple
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr
 
 from .axes import AXES, trial_key, trial_name
 
-__all__ = ["Number", "Settings", "TrainSettings", "TrainConfig", "METRIC_KEYS", "DATASETS", "TRAIN_SIZES",
+__all__ = ["Number", "Settings", "TrainSettings", "TrainConfig", "NO_RESULT", "METRIC_KEYS", "DATASETS", "TRAIN_SIZES",
            "IMAGE_SHAPES", "CLASSES", "AUGMENT"]
 
 # What the trainer reports of every epoch (a history row; the tables' columns).
@@ -89,21 +89,42 @@ class TrainSettings(Settings):
     diverge_factor: Annotated[Number, Field(ge=1, le=1e6)] = 5.0
 
 
+# Settings that change no result: they may differ between runs of one experiment, and are never an axis.
+NO_RESULT = frozenset({"name", "storage_path", "cpus_per_trial", "gpus_per_trial", "trials_per_gpu",
+                       "max_concurrent_trials", "max_failures", "wandb", "data_dir", "threads", "device",
+                       "checkpoint_period_s", "checkpoints_to_keep", "target_acc", "eval_batch_size", "compile",
+                       "compile_mode", "provenance", "experiment_id", "compare"})
+
+
 class TrainConfig(TrainSettings):
-    """One trial: the settings plus one point of the grid."""
+    """One trial: the settings plus one point of the grid (the four axes, and the swept settings'
+    values, which are its settings' own)."""
 
     block: str = "baseline"
     depth: int = 20
     lr: Number = 0.1
     seed: int = 0
+    # The experiment's swept settings and their base values (ablate.axes): what this point's key holds.
+    _swept: Tuple[str, ...] = PrivateAttr(default=())
+    _base: Dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    def on_grid(self, swept: Tuple[str, ...], base: Dict[str, Any]) -> "TrainConfig":
+        self._swept, self._base = tuple(swept), dict(base)
+        return self
+
+    @classmethod
+    def of_point(cls, settings: Dict[str, Any], point: Dict[str, Any], base: Optional[Dict[str, Any]] = None):
+        """A grid point's trial: the shared settings, with the point's values (its swept settings too)."""
+        swept = tuple(k for k in point if k not in AXES)
+        return cls(**{**settings, **point}).on_grid(swept, base if base is not None else {})
 
     @property
     def point(self) -> Dict[str, Any]:
-        return {a: getattr(self, a) for a in AXES}
+        return {a: getattr(self, a) for a in (*AXES, *self._swept)}
 
     @property
     def key(self) -> tuple:
-        return trial_key(self.point)
+        return trial_key(self.point, self._base)
 
     @property
     def name(self) -> str:

@@ -1,4 +1,5 @@
-"""Statistics for the ablation: every trick against baseline at every depth and LR, on scipy.
+"""Statistics for the ablation: every value of the compared axis against its reference in every cell of the
+others (by default each trick against baseline at every depth and LR), on scipy.
 
 Paired by seed (a seed fixes a trial's initialisation and data order), with the paired t-test's
 95% interval (``scipy.stats.ttest_rel``), Benjamini-Hochberg control of the false discovery rate
@@ -8,13 +9,17 @@ difference is not resolved, the seeds a paired t-test would need to resolve it (
 from __future__ import annotations
 
 import math
-from typing import Dict
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
+from .axes import AXES, PAIR, context_of
+
 ALPHA, POWER = 0.05, 0.8
+BASELINE = "baseline"  # the reference of the default comparison: the He et al. block
 METRICS = {"final_val_acc": "final acc", "auc_val_acc": "convergence (AUC)"}
 
 
@@ -54,26 +59,35 @@ def finished(trials: pd.DataFrame) -> pd.DataFrame:
     return trials[trials["status"].isin(FINISHED)] if "status" in trials else trials
 
 
-def effects(trials: pd.DataFrame, baseline: str = "baseline") -> pd.DataFrame:
-    """Every (block, depth, lr) against ``baseline`` at the same depth and LR, paired by seed.
+def axes_of(table: pd.DataFrame) -> List[str]:
+    """A table's axes: its columns before ``trial_id`` (history.csv and trials.csv lead with them)."""
+    cols = list(table.columns)
+    return cols[:cols.index("trial_id")] if "trial_id" in cols else [c for c in AXES if c in cols]
+
+
+def effects(trials: pd.DataFrame, subject: str = "block", reference: Any = BASELINE,
+            context: Optional[List[str]] = None) -> pd.DataFrame:
+    """Every value of ``subject`` against ``reference`` in every cell of the ``context`` axes (default: every
+    axis but the subject and the seed), paired by seed.
 
     No LR is selected, so nothing here is judged on the figure it was chosen by.  Adjusted
     p-values control the false discovery rate over every comparison of the table (both metrics).
     """
     fin = finished(trials)
-    base = fin[fin["block"] == baseline]
+    context = context_of(axes_of(trials), subject) if context is None else list(context)
+    is_ref = fin[subject] == reference
+    base = fin[is_ref]
     rows = []
-    for (block, depth, lr), g in fin[fin["block"] != baseline].groupby(["block", "depth", "lr"], sort=False):
-        b = base[(base["depth"] == depth) & (base["lr"] == lr)]
-        m = g.merge(b, on="seed", suffixes=("", "_base"))
+    for key, g in fin[~is_ref].groupby([subject, *context], sort=False):
+        m = g.merge(base, on=[*context, PAIR], suffixes=("", "_base"))
         if m.empty:
             continue
-        row = {"block": block, "depth": int(depth), "lr": float(lr), "seeds": len(m)}
-        for metric, key in (("final_val_acc", "final"), ("auc_val_acc", "auc")):
+        row = {subject: key[0], **{c: _plain(v) for c, v in zip(context, key[1:])}, "seeds": len(m)}
+        for metric, short in (("final_val_acc", "final"), ("auc_val_acc", "auc")):
             r = paired(m[metric].to_numpy(), m[f"{metric}_base"].to_numpy())
-            row.update({f"{key}_block": m[metric].mean(), f"{key}_base": m[f"{metric}_base"].mean(),
-                        f"{key}_delta": r["mean"], f"{key}_ci_low": r["ci_low"], f"{key}_ci_high": r["ci_high"],
-                        f"{key}_p": r["p"], f"{key}_sd": r["sd"]})
+            row.update({f"{short}_block": m[metric].mean(), f"{short}_base": m[f"{metric}_base"].mean(),
+                        f"{short}_delta": r["mean"], f"{short}_ci_low": r["ci_low"], f"{short}_ci_high": r["ci_high"],
+                        f"{short}_p": r["p"], f"{short}_sd": r["sd"]})
         rows.append(row)
     table = pd.DataFrame(rows)
     if table.empty:
@@ -85,9 +99,15 @@ def effects(trials: pd.DataFrame, baseline: str = "baseline") -> pd.DataFrame:
         adj[ok] = stats.false_discovery_control(ps[ok].to_numpy(), method="bh")
     table["final_p_adj"], table["auc_p_adj"] = adj[: len(table)].to_numpy(), adj[len(table):].to_numpy()
     for key in ("final", "auc"):
-        table[f"{key}_verdict"] = [_verdict(r, key) for r in table.to_dict("records")]
+        table[f"{key}_verdict"] = [verdict(r["seeds"], r[f"{key}_p"], r[f"{key}_p_adj"], r[f"{key}_delta"])
+                                   for r in table.to_dict("records")]
         table[f"{key}_seeds_needed"] = [_needed(r, key) for r in table.to_dict("records")]
-    return table.sort_values(["depth", "lr", "block"]).reset_index(drop=True)
+    return table.sort_values([*context, subject]).reset_index(drop=True)
+
+
+def _plain(v: Any) -> Any:
+    """A pandas/numpy scalar as the Python value it holds (ints stay ints in the text)."""
+    return v.item() if hasattr(v, "item") else v
 
 
 def _needed(r: Dict, key: str) -> float:
@@ -99,40 +119,45 @@ def _needed(r: Dict, key: str) -> float:
     return max(n, r["seeds"] + 1) if math.isfinite(n) else n
 
 
-def _verdict(r: Dict, key: str) -> str:
-    if r["seeds"] < 2:
+def verdict(n: int, p: float, p_adj: float, delta: float) -> str:
+    """The one verdict rule (fixed-n): helps or hurts where the (adjusted) p-value is below ALPHA."""
+    if n < 2:
         return "too few seeds"
-    if not np.isfinite(r[f"{key}_p"]):
+    if not np.isfinite(p):
         return "no spread across seeds"  # identical differences on every seed prove nothing
-    if r[f"{key}_p_adj"] < ALPHA:
-        return "helps" if r[f"{key}_delta"] > 0 else "hurts"
+    if p_adj < ALPHA:
+        return "helps" if delta > 0 else "hurts"
     return "no significant difference"
 
 
-def stable_lrs(trials: pd.DataFrame, baseline: str = "baseline") -> pd.DataFrame:
-    """Per block and depth: the LRs at which it trains without collapse or divergence.
+def stable_lrs(trials: pd.DataFrame, subject: str = "block", reference: Any = BASELINE,
+               context: Optional[List[str]] = None) -> pd.DataFrame:
+    """Per value of ``subject`` and cell of the context (its axes but ``lr``): the LRs at which it trains
+    without collapse or divergence.
 
     Stable at an LR: no seed diverged, and every seed ends at least halfway to the best mean
-    final accuracy any block reached at that depth (so a net stuck near chance is not stable).
-    Compared with the baseline's stable LRs at the same depth: widens, narrows, shifts or same.
+    final accuracy any value reached in that cell (so a net stuck near chance is not stable).
+    Compared with the reference's stable LRs in the same cell: widens, narrows, shifts or same.
     """
     fin = finished(trials)
+    cells = [c for c in (context_of(axes_of(trials), subject) if context is None else context) if c != "lr"]
     rows = []
-    for depth, gd in fin.groupby("depth"):
-        floor = 0.5 * gd.groupby(["block", "lr"])["final_val_acc"].mean().max()
-        for block, gb in gd.groupby("block", sort=False):
+    for key, gd in (fin.groupby(cells, sort=True) if cells else [((), fin)]):
+        key = key if isinstance(key, tuple) else (key,)
+        floor = 0.5 * gd.groupby([subject, "lr"])["final_val_acc"].mean().max()
+        for value, gb in gd.groupby(subject, sort=False):
             good = [float(lr) for lr, g in gb.groupby("lr")
                     if not g["diverged"].astype(bool).any() and (g["final_val_acc"] >= floor).all()]
-            rows.append({"block": block, "depth": int(depth), "tested": sorted(gb["lr"].unique().tolist()),
-                         "stable": sorted(good), "floor": floor})
+            rows.append({subject: value, **{c: _plain(v) for c, v in zip(cells, key)},
+                         "tested": sorted(gb["lr"].unique().tolist()), "stable": sorted(good), "floor": floor})
     table = pd.DataFrame(rows)
     if table.empty:
         return table
-    base = {r["depth"]: set(r["stable"]) for r in rows if r["block"] == baseline}
+    base = {tuple(r[c] for c in cells): set(r["stable"]) for r in rows if r[subject] == reference}
     out = []
     for r in rows:
-        b = base.get(r["depth"])
-        if r["block"] == baseline or b is None:
+        b = base.get(tuple(r[c] for c in cells))
+        if r[subject] == reference or b is None:
             out.append("")
             continue
         gained, lost = set(r["stable"]) - b, b - set(r["stable"])
@@ -140,3 +165,43 @@ def stable_lrs(trials: pd.DataFrame, baseline: str = "baseline") -> pd.DataFrame
                    else "shifts" if gained else "same")
     table["vs_baseline"] = out
     return table
+
+
+@dataclass
+class Question:
+    """What the report answers: each value of ``subject`` against ``reference``, paired by seed, within every
+    cell of the ``context`` axes; ``cells`` are the context's axes but ``lr`` (along which the stable LR
+    range and the best-LR table look)."""
+
+    subject: str = "block"
+    reference: object = BASELINE
+    axes: List[str] = field(default_factory=lambda: list(AXES))
+    context: List[str] = field(default_factory=lambda: context_of(AXES, "block"))
+
+    @property
+    def cells(self) -> List[str]:
+        return [c for c in self.context if c != "lr"]
+
+    def who(self, value) -> str:
+        """A compared value in words: a block by its name, any other axis as "axis value"."""
+        return str(value) if self.subject == "block" else f"{self.subject} {_v(value)}"
+
+    def where(self, r: Dict, keys: Optional[List[str]] = None) -> str:
+        return ", ".join(f"{c} {_v(r[c])}" for c in (self.context if keys is None else keys)) or "every trial"
+
+
+def question(meta: Dict, trials: pd.DataFrame) -> Question:
+    """The experiment's question, from its settings file (``compare``) and its tables' own axes."""
+    axes = axes_of(trials)
+    compare = meta.get("compare") or {}
+    subject = compare.get("axis") or "block"
+    reference = compare.get("reference")
+    if reference is None:
+        reference = BASELINE
+    elif subject in trials and len(trials):  # as the table holds it (a number, a bool, a name)
+        reference = next((v for v in trials[subject].unique() if str(_v(v)) == str(_v(reference))), reference)
+    return Question(subject, reference, axes, context_of(axes, subject))
+
+
+def _v(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)

@@ -9,6 +9,7 @@ not done, each unfinished trial from its newest whole checkpoint, as one more Tu
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import shlex
@@ -23,10 +24,11 @@ import yaml
 
 from . import storage
 from .config import ExperimentConfig, to_dict, trial_configs, trial_groups
+from .settings import NO_RESULT
 from .records import Listing, list_records, member_histories
 from .results import history_table, trials_table
 from .storage import EXPERIMENT_FILE, TIMING_FILE, ExperimentLock, LockedError
-from .axes import trial_id, trial_name
+from .axes import GRID, trial_id, trial_name
 
 __all__ = ["UsageError", "Study", "Trial", "tables_from_records", "identity", "growth", "IDENTITY_EXEMPT", "GROWABLE", "PART_PREFIX",
            "resume_command", "record_timing", "provenance", "git_commit"]
@@ -36,14 +38,11 @@ class UsageError(Exception):
     """Bad input found before any Ray or GPU work: exit code 2."""
 
 
-# Settings that may change when an experiment is resumed (they do not change any result).  The name
-# is where the experiment lives: a directory moved or renamed is the same experiment (README).
-IDENTITY_EXEMPT = {"name", "storage_path", "cpus_per_trial", "gpus_per_trial", "trials_per_gpu", "max_concurrent_trials",
-                   "max_failures", "wandb", "data_dir", "threads", "device", "checkpoint_period_s",
-                   "checkpoints_to_keep", "target_acc", "eval_batch_size", "compile", "compile_mode",
-                   "provenance", "experiment_id"}
+# Settings that may change when an experiment is resumed: they change no result (``settings.NO_RESULT``).
+# The name is where the experiment lives: a directory moved or renamed is the same experiment (README).
+IDENTITY_EXEMPT = NO_RESULT
 # Keys that may gain values on --resume: the experiment grows, its finished trials stay.
-GROWABLE = ("blocks", "depths", "lrs", "seeds", "block_modules")
+GROWABLE = (*(a.key for a in GRID if a.grows), "block_modules")
 PART_PREFIX = "run-"  # each Tune run of the study: <experiment>/run-<UTC time>, never a trial's name
 
 
@@ -63,26 +62,38 @@ def identity(cfg) -> Dict[str, Any]:
             d[key] = unset
     if d.get("scheduler", "fifo") != "asha":
         d = {k: v for k, v in d.items() if not k.startswith("asha_")}
-    return {k: v for k, v in d.items() if k not in IDENTITY_EXEMPT}
+    swept = d.get("sweep") or {}  # a swept setting's own value is only its base (see ablate.axes)
+    return {k: v for k, v in d.items() if k not in IDENTITY_EXEMPT and k not in swept}
 
 
 def growth(saved: Dict[str, Any], now: Dict[str, Any]) -> Tuple[List[str], Dict[str, list]]:
     """Compare two identities: (keys that differ in a way no resume allows, {axis: values added}).
 
-    An axis (or ``block_modules``) may gain values, in any order; any other difference, or a value
-    removed, is a different experiment.
+    An axis (or ``block_modules``) may gain values, in any order, and a setting that was fixed may become
+    an axis whose values include the one it had (``sweep``): its finished points are that value's.  Any
+    other difference, or a value removed, is a different experiment.
     """
     refused, added = [], {}
+    saved_sweep, now_sweep = saved.get("sweep") or {}, now.get("sweep") or {}
     for k in sorted(set(saved) | set(now)):
         a, b = saved.get(k), now.get(k)
-        if a == b:
+        if k == "sweep" or a == b:
             continue
+        if k in now_sweep and k not in saved_sweep:
+            continue  # fixed, now swept: judged with the sweep below
         if k in GROWABLE and isinstance(a, list) and isinstance(b, list) and all(v in b for v in a):
             new = [v for v in b if v not in a]
             if new:
-                added[k] = new
+                added[next((g.name for g in GRID if g.key == k), k)] = new
         else:
             refused.append(k)
+    for k in sorted(set(saved_sweep) | set(now_sweep)):
+        a = saved_sweep.get(k, [saved[k]] if k in saved else None)
+        b = now_sweep.get(k)
+        if b is None or a is None or not all(v in b for v in a):
+            refused.append(f"sweep.{k}")
+        elif [v for v in b if v not in a]:
+            added[k] = [v for v in b if v not in a]
     return refused, added
 
 
@@ -144,11 +155,11 @@ class Trial:
         return float(self.members[0]["point"]["depth"] * len(self.members))
 
 
-def _trial(points: List[Dict[str, Any]], experiment_id: str, found=()) -> Trial:
+def _trial(points: List[Dict[str, Any]], ids: List[str], found=()) -> Trial:
     name = trial_name(points[0]) + (f"+{len(points) - 1}" if len(points) > 1 else "")
     whole = [f for f in found if f.state_whole]
     start = min((len(m["history"]) for m in whole[0].record["members"] if not m["done"]), default=0) if whole else 0
-    return Trial(name, [{"id": trial_id(experiment_id, p), "point": dict(p)} for p in points],
+    return Trial(name, [{"id": i, "point": dict(p)} for i, p in zip(ids, points)],
                  [f.checkpoint for f in whole], list(dict.fromkeys(f.trial_dir for f in found)), start)
 
 
@@ -208,6 +219,8 @@ class Study:
                                      f"{', '.join(refused)}); resume it with its own settings (an axis may only gain "
                                      "values), or choose a new name=")
                 self.experiment_id = str(self.saved["experiment_id"])
+                # A swept setting's own value is the experiment's (its base: the ids of the points that have it).
+                self.cfg = self.cfg.model_copy(update={k: self.saved[k] for k in self.cfg.sweep if k in self.saved})
             elif exists:
                 raise UsageError(f"{self.dir} already holds an experiment; continue it with --resume, "
                                  "or choose a new name= (nothing was changed)")
@@ -224,17 +237,18 @@ class Study:
         return saved_identity(self.dir)
 
     def growth_text(self) -> str:
-        saved = {k: [v for v in getattr(self.cfg, k) if v not in self.added.get(k, [])]
-                 for k in ("blocks", "depths", "lrs", "seeds")}
-        old = len(saved["blocks"]) * len(saved["depths"]) * len(saved["lrs"]) * len(saved["seeds"])
-        new = len(trial_configs(self.cfg)) - old
-        what = "; ".join(f"{k} +{v}" for k, v in self.added.items())
+        axes = self.cfg.axes()
+        old = math.prod(len([v for v in values if v not in self.added.get(k, [])]) for k, values in axes.items())
+        new = math.prod(len(v) for v in axes.values()) - old
+        keys = {a.name: a.key for a in GRID}  # as the user wrote them: seeds +[3]; weight_decay +[0.0005]
+        what = "; ".join(f"{keys.get(k, k)} +{v}" for k, v in self.added.items())
         return f"growing {self.dir}: {what}: {new} new trials beside the {old} it holds (those are not rerun)"
 
     # --- what runs ----------------------------------------------------------------------------
     def points(self) -> Dict[str, Dict[str, Any]]:
         """The grid's points by their stable id."""
-        return {trial_id(self.experiment_id, t.point): t.point for t in trial_configs(self.cfg)}
+        base = self.cfg.base()
+        return {trial_id(self.experiment_id, t.point, base): t.point for t in trial_configs(self.cfg)}
 
     def plan(self) -> List[Trial]:
         """The trials that run next: the grid points not done, from the records alone.
@@ -257,11 +271,13 @@ class Study:
             if (all(i in done for i in ids) or not all(i in points for i in ids)
                     or any(i in elsewhere or i in taken for i in ids)):
                 continue  # settled, or not all of it in this grid (an interrupted growth), or its points run elsewhere
-            todo.append(_trial([points[i] for i in ids], self.experiment_id, found))
+            todo.append(_trial([points[i] for i in ids], list(ids), found))
             taken |= set(ids)
         fresh = [p for i, p in points.items() if i not in done and i not in taken]
+        base = self.cfg.base()
         if fresh:
-            todo += [_trial([t.point for t in g], self.experiment_id) for g in trial_groups(self.cfg, fresh)]
+            todo += [_trial([t.point for t in g], [trial_id(self.experiment_id, t.point, base) for t in g])
+                     for g in trial_groups(self.cfg, fresh)]
         return todo
 
     def broken_notice(self) -> Optional[str]:

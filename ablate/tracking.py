@@ -180,56 +180,65 @@ def start_trial_run(config: Dict[str, Any], *, project: str, group: str, name: s
     return TrialRun()
 
 
-def build_wandb_report(meta: Dict[str, Any], trials, lines: List[str], entity: str):
+def build_wandb_report(meta: Dict[str, Any], trials, lines: List[str], entity: str, q=None):
     """The report page's comparison as a W&B Report (nothing leaves this process until ``.save()``).
 
-    A section per depth with each block at its best LR (mean +- std over seeds, grouped by
-    block), the LR-sensitivity view (final val acc against LR, per block), and the run table.
+    A section per context cell (by default per depth) with each compared value at its best LR (mean +-
+    std over seeds, grouped by the compared axis), the LR-sensitivity view (final val acc against LR),
+    and the run table.  ``q``: the report's ``Question`` (default: each block against baseline).
     """
     import wandb_workspaces.reports.v2 as wr
     from wandb_workspaces import expr
 
+    from .stats import Question
     from .results import ablation_table
 
+    q = q or Question()
     group = meta.get("name", "ablate")
     project = (meta.get("wandb") or {}).get("project", "ablate")
     in_group = expr.Config("experiment") == group
-    best = ablation_table(trials)
-    blocks = [wr.H1("Verdicts"), wr.UnorderedList(items=lines or ["(no trick to compare)"])]
-    for depth, g in best.groupby("depth"):
-        picks = [expr.And(expr.Config("block") == r.block, expr.Config("lr") == float(r.best_lr))
-                 for r in g.itertuples()]
-        runs = wr.Runset(entity=entity, project=project, name=f"ResNet-{depth} at best LR",
-                         filters=expr.And(in_group, expr.Config("depth") == int(depth), expr.Or(*picks)),
-                         groupby=["block"])
-        blocks += [wr.H1(f"ResNet-{depth}: each block at its best LR (mean +- std over seeds)"),
+    best = ablation_table(trials, q.subject, q.reference, q.context)
+    blocks = [wr.H1("Verdicts"), wr.UnorderedList(items=lines or ["(nothing to compare)"])]
+    for cell, g in (best.groupby(q.cells, sort=True) if q.cells else [((), best)]):
+        cell = cell if isinstance(cell, tuple) else (cell,)
+        where = [expr.Config(c) == _native(v) for c, v in zip(q.cells, cell)]
+        title = ", ".join(f"{c} {_native(v)}" for c, v in zip(q.cells, cell)) or group
+        picks = [expr.And(expr.Config(q.subject) == _native(r[q.subject]), expr.Config("lr") == float(r["best_lr"]))
+                 for r in g.to_dict("records")]
+        runs = wr.Runset(entity=entity, project=project, name=f"{title} at best LR",
+                         filters=expr.And(in_group, *where, expr.Or(*picks)), groupby=[q.subject])
+        blocks += [wr.H1(f"{title}: each {q.subject} at its best LR (mean +- std over seeds)"),
                    wr.PanelGrid(runsets=[runs], panels=[
-                       wr.LinePlot(title=f"ResNet-{depth}: val acc", x="epoch", y=["val_acc"], groupby="block",
+                       wr.LinePlot(title=f"{title}: val acc", x="epoch", y=["val_acc"], groupby=q.subject,
                                    groupby_aggfunc="mean", groupby_rangefunc="stddev", legend_position="east"),
-                       wr.LinePlot(title=f"ResNet-{depth}: train loss", x="epoch", y=["train_loss"], log_y=True,
-                                   groupby="block", groupby_aggfunc="mean", groupby_rangefunc="stddev",
+                       wr.LinePlot(title=f"{title}: train loss", x="epoch", y=["train_loss"], log_y=True,
+                                   groupby=q.subject, groupby_aggfunc="mean", groupby_rangefunc="stddev",
                                    legend_position="east")])]
-    everything = wr.Runset(entity=entity, project=project, name=group, filters=[in_group], groupby=["block"])
+    everything = wr.Runset(entity=entity, project=project, name=group, filters=[in_group], groupby=[q.subject])
     blocks += [wr.H1("LR sensitivity: final val acc against LR"),
                wr.PanelGrid(runsets=[everything], panels=[
                    wr.ScatterPlot(title="final val acc vs lr (every trial)", x=wr.Config("lr"),
                                   y=wr.SummaryMetric("final_val_acc"), log_x=True),
-                   wr.ParallelCoordinatesPlot(title="block / depth / lr vs final val acc", columns=[
-                       wr.ParallelCoordinatesPlotColumn(metric=wr.Config("block")),
-                       wr.ParallelCoordinatesPlotColumn(metric=wr.Config("depth")),
-                       wr.ParallelCoordinatesPlotColumn(metric=wr.Config("lr"), log=True),
+                   wr.ParallelCoordinatesPlot(title=f"{' / '.join(q.axes)} vs final val acc", columns=[
+                       *(wr.ParallelCoordinatesPlotColumn(metric=wr.Config(a), log=a == "lr") for a in q.axes
+                         if a != "seed"),
                        wr.ParallelCoordinatesPlotColumn(metric=wr.SummaryMetric("final_val_acc"))])]),
                wr.H1("Runs"), wr.PanelGrid(runsets=[everything], panels=[wr.RunComparer(diff_only="split")])]
     return wr.Report(project=project, entity=entity, title=f"ablate: {group}",
-                     description="Residual-connection tricks against baseline, per depth and LR", blocks=blocks)
+                     description=f"Each {q.subject} against {q.reference}, per {' x '.join(q.context)} cell",
+                     blocks=blocks)
 
 
-def save_wandb_report(meta: Dict[str, Any], trials, lines: List[str]) -> str:
+def _native(v):
+    return v.item() if hasattr(v, "item") else v
+
+
+def save_wandb_report(meta: Dict[str, Any], trials, lines: List[str], q=None) -> str:
     """Save the W&B Report with the configured (or default) entity; return its URL."""
     import wandb
 
     entity = (meta.get("wandb") or {}).get("entity") or os.environ.get("WANDB_ENTITY") or wandb.Api().default_entity
-    report = build_wandb_report(meta, trials, lines, entity)
+    report = build_wandb_report(meta, trials, lines, entity, q)
     report.save()
     return report.url
 

@@ -105,7 +105,7 @@ def run_trial(config: Dict[str, Any], trials: Dict[str, Trial], settings: Dict[s
     # One "Checkpoint successfully created" line per checkpoint per trial drowns the output.
     logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
     trial = trials[config["trial"]]
-    cfgs = [TrainConfig(**settings, **m["point"]) for m in trial.members]
+    cfgs = [TrainConfig.of_point(settings, m["point"]) for m in trial.members]  # a swept setting is the point's
     own = tune.get_checkpoint()
     state, record = _restore([c for c in [own] if c is not None] + [tune.Checkpoint(p) for p in trial.checkpoints])
     histories = [m["history"] for m in record["members"]] if record else [[] for _ in cfgs]

@@ -138,7 +138,7 @@ def test_a_trial_the_scheduler_stopped_is_settled_and_stays_stopped_early(tmp_pa
 def test_growth_allows_added_values_in_any_order_and_nothing_else():
     saved = {"seeds": [0, 1], "depths": [8], "epochs": 3}
     assert growth(saved, {"seeds": [1, 0], "depths": [8], "epochs": 3}) == ([], {})  # reordered: no growth
-    assert growth(saved, {"seeds": [2, 0, 1], "depths": [8, 20], "epochs": 3}) == ([], {"depths": [20], "seeds": [2]})
+    assert growth(saved, {"seeds": [2, 0, 1], "depths": [8, 20], "epochs": 3}) == ([], {"depth": [20], "seed": [2]})
     assert growth(saved, {"seeds": [0], "depths": [8], "epochs": 4}) == (["epochs", "seeds"], {})
 
 
