@@ -18,7 +18,7 @@ import itertools
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
-__all__ = ["Axis", "GRID", "AXES", "PAIR", "axis_names", "trial_key", "trial_name", "trial_id", "expand",
+__all__ = ["Axis", "GRID", "AXES", "PAIR", "axis_names", "sweepable", "trial_key", "trial_name", "trial_id", "expand",
            "context_of", "fused_key"]
 
 
@@ -60,9 +60,19 @@ def sweep_axis(name: str, cast: Callable[[Any], Any] = lambda v: v) -> Axis:
     return Axis(name, f"sweep.{name}", cast, f"{name}")
 
 
+def sweepable() -> frozenset:
+    """The settings that may be an axis: those that change a result (``ablate.settings``, read lazily: it
+    imports this module)."""
+    from .settings import NO_RESULT, TrainSettings
+
+    return frozenset(k for k in TrainSettings.model_fields if k not in NO_RESULT)
+
+
 def axis_names(point: Mapping[str, Any]) -> List[str]:
-    """The axes of a point (or of a CSV row): the four, then the swept settings it carries."""
-    return [*AXES, *(k for k in point if k not in AXES and k != "trial_id")]
+    """The axes of a point (or of a CSV row, or Tune's trial config): the four, then the swept settings it
+    carries, in its order; any other key (a trial id, a status, a metric) is not an axis."""
+    can = sweepable()
+    return [*AXES, *(k for k in point if k in can)]
 
 
 def trial_key(point: Mapping[str, Any], base: Optional[Mapping[str, Any]] = None) -> tuple:

@@ -19,7 +19,7 @@ from typing import Annotated, Any, Dict, List, Literal, Optional, Tuple, Union
 import yaml
 from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
 
-from .axes import AXES, GRID, PAIR, expand, fused_key, trial_key
+from .axes import AXES, GRID, PAIR, expand, fused_key, sweepable, trial_key
 from .messages import message
 from .settings import NO_RESULT, Number, Settings, TrainConfig, TrainSettings
 from .storage import is_uri, local_mirror
@@ -209,7 +209,7 @@ class ExperimentConfig(TrainSettings):
                 grid_key = next(a.key for a in GRID if key in (a.name, a.key))
                 raise ValueError(f"{key!r} is a grid axis already: give its values as {grid_key}: [...]")
             if key not in TrainSettings.model_fields:
-                known = sorted(k for k in TrainSettings.model_fields if k not in NO_RESULT)
+                known = sorted(sweepable())
                 why = ("changes no result" if key in NO_RESULT or key in cls.model_fields else "is not a setting")
                 raise ValueError(f"{key!r} {why}; allowed: a setting that changes a result ({', '.join(known)})")
             if key in NO_RESULT:

@@ -14,7 +14,7 @@ from typing import Dict, List, Optional
 import pandas as pd
 
 from .axes import AXES, context_of
-from .stats import BASELINE
+from .stats import BASELINE, cell_title
 
 
 def _plt():
@@ -82,11 +82,7 @@ def _in_cell(frame: pd.DataFrame, cells: List[str], cell: tuple) -> pd.DataFrame
 
 
 def _title(cells: List[str], cell: tuple) -> str:
-    """A cell in words: ResNet-56 for a depth, "name value" for the other axes."""
-    def g(v):
-        return f"{v:g}" if isinstance(v, float) else str(v)
-
-    return ", ".join(f"ResNet-{v}" if c == "depth" else f"{c} {g(v)}" for c, v in zip(cells, cell)) or "all trials"
+    return cell_title(cells, cell)
 
 
 def _grid(nrows: int, ncols: int, height: float = 3.2, sharey="row"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from typing import Optional
 
-from .axes import context_of
+from .axes import GRID, context_of
 from .config import ExperimentConfig, trial_configs, trial_groups
 from .settings import CLASSES, IMAGE_SHAPES, TRAIN_SIZES
 
@@ -95,9 +95,10 @@ def plan_text(cfg: ExperimentConfig, address: Optional[str], gpu_type: str = MEA
     c = concurrency(cfg, address)
     conc = "as the cluster allows" if c is None else f"{c} (local: {os.cpu_count()} CPUs)"
     axes = cfg.axes()
+    keys = {a.name: a.key for a in GRID}  # as the experiment names them: 8 blocks x 2 depths x ...
     subject, reference = cfg.subject()
     lines = [
-        f"experiment {cfg.name}: {n} trials = " + " x ".join(f"{len(v)} {k}" for k, v in axes.items()),
+        f"experiment {cfg.name}: {n} trials = " + " x ".join(f"{len(v)} {keys.get(k, k)}" for k, v in axes.items()),
         f"  blocks: {', '.join(cfg.blocks)}",
         "  " + "   ".join(f"{k}: {v}" for k, v in axes.items() if k != "block"),
         f"  compared: each {subject} against {reference}, paired by seed, within every "

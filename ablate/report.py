@@ -45,7 +45,7 @@ def verdicts(fx: pd.DataFrame, stable: pd.DataFrame, q: Optional[Question] = Non
     lines = []
     values = list(dict.fromkeys(list(fx[q.subject]) if len(fx) else []) | dict.fromkeys(
         [b for b in stable[q.subject] if b != q.reference] if len(stable) else []))
-    cells = " x ".join(q.context) or "point"
+    cells = f"{q.words()} points"
     for value in values:
         parts = []
         g = fx[fx[q.subject] == value] if len(fx) else fx
@@ -69,8 +69,8 @@ def verdicts(fx: pd.DataFrame, stable: pd.DataFrame, q: Optional[Question] = Non
         resolved = int(g["final_verdict"].isin(["helps", "hurts"]).sum()) if len(g) else 0
         rest = len(g) - resolved
         if rest:
-            parts.append(f"final acc not resolved at the other {rest} of {len(g)} {cells} cells" if resolved
-                         else f"no significant difference in final acc at any of its {len(g)} {cells} cells")
+            parts.append(f"final acc not resolved at the other {rest} of {len(g)} {cells}" if resolved
+                         else f"no significant difference in final acc at any of its {len(g)} {cells}")
         lines.append(f"{q.who(value)}: " + ("; ".join(parts) if parts else
                                            f"nothing to compare (no finished {q.who(q.reference)} trial in its cells)") + ".")
     return lines
@@ -84,8 +84,7 @@ def power_notes(trials: pd.DataFrame, fx: pd.DataFrame, q: Optional[Question] = 
     done = finished(trials)
     n = int(done.groupby([q.subject, *q.context])[PAIR].nunique().min()) if len(done) else 0
     m = int(fx[["final_p", "auc_p"]].notna().to_numpy().sum()) if len(fx) else 0
-    notes = [f"Every comparison is a {q.subject} against {q.who(q.reference)} in the same "
-             f"{' x '.join(q.context) or 'grid'} cell, paired by seed, with the paired t-test's 95% interval (scipy; "
+    notes = [f"Every comparison is a {q.subject} against {q.who(q.reference)} at the same {q.words()}, paired by seed, with the paired t-test's 95% interval (scipy; "
              f"fixed-n: valid for the seeds the grid was planned with, not when seeds are added after looking); "
              f"p-values are adjusted for the {m} comparisons of this report (final acc and AUC) by Benjamini-Hochberg, "
              f"false discovery rate {ALPHA:.0%}."]
@@ -102,7 +101,7 @@ def power_notes(trials: pd.DataFrame, fx: pd.DataFrame, q: Optional[Question] = 
                          f"t-test, {POWER:.0%} power, from their measured spread): median {need.median():.0f}, "
                          f"{int((need <= 5).sum())} of {len(need)} within 5 seeds (column \"seeds needed\").")
     notes.append(f"The best-LR table picks each {q.subject}'s LR on the same final accuracy it then compares, so its "
-                 f"differences are optimistic; the effects at every {' x '.join(q.context) or 'cell'} involve no selection.")
+                 f"differences are optimistic; the effects at every {q.words()} involve no selection.")
     return notes
 
 
@@ -153,8 +152,7 @@ def provenance(exp_dir: str, meta: Dict, trials: pd.DataFrame, q: Optional[Quest
     rows = [
         ("experiment", f"{meta.get('name', os.path.basename(os.path.normpath(exp_dir)))}: {len(trials)} trials = "
                        + " x ".join(f"{trials[a].nunique()} {a}" for a in q.axes)),
-        ("question", f"each {q.subject} against {q.who(q.reference)}, paired by seed, in every "
-                     f"{' x '.join(q.context) or 'grid'} cell"),
+        ("question", f"each {q.subject} against {q.who(q.reference)}, paired by seed, at every {q.words()}"),
         ("dataset", str(meta.get("dataset", "?"))),
         ("recipe", recipe),
         ("grid", f"blocks {', '.join(map(str, meta.get('blocks', [])))}; depths {meta.get('depths')}; "
@@ -192,20 +190,20 @@ def sections(exp_dir: str) -> tuple:
     stable = stable_lrs(trials, q.subject, q.reference, q.context)
     table = ablation_table(trials, q.subject, q.reference, q.context)
     lines = verdicts(fx, stable, q)
-    cells = " x ".join(q.context) or "grid"
+    cells = q.words()
     out = [
         Section("Provenance", table=provenance(exp_dir, meta, trials, q), css="text"),
-        Section("Verdicts", paragraphs=[f"Each {q.subject} against {q.who(q.reference)} in every {cells} cell "
+        Section("Verdicts", paragraphs=[f"Each {q.subject} against {q.who(q.reference)} at every {cells} "
                                         "(final val acc: ends better; AUC = mean val acc over epochs: converges "
                                         "faster), and its stable LR range."],
                 bullets=lines or ["(nothing to compare)"]),
         Section("How sure", bullets=power_notes(trials, fx, q)),
         Section("Stable LR range", paragraphs=[
             f"The LRs at which a {q.subject} trains without collapse or divergence: no seed diverged and every seed "
-            f"ends at least halfway to the best mean final accuracy any {q.subject} reached in that "
-            f"{' x '.join(q.cells) or 'grid'} cell."],
+            f"ends at least halfway to the best mean final accuracy any {q.subject} reached at that "
+            f"{q.words(q.cells)}."],
             table=stable_table(stable, q) if len(stable) else None, css="text"),
-        Section(f"Effects in every {cells} cell (vs {q.who(q.reference)}, paired by seed)",
+        Section(f"Effects at every {cells} (vs {q.who(q.reference)}, paired by seed)",
                 table=effects_table(fx, q) if len(fx) else None),
         Section(f"Each {q.subject} at its best LR", paragraphs=[
             f"Mean +- std over seeds; epochs to {100 * target:.0f}% val acc; every column refers to the trials "
@@ -217,7 +215,7 @@ def sections(exp_dir: str) -> tuple:
         out += [
             Section("Convergence: validation accuracy",
                     image=figures.curves(fin, "val_acc", "val acc (%)", True, q.subject, q.reference, q.cells),
-                    caption=f"Mean over seeds, band +-1 std; a panel per {' x '.join(q.cells) or 'grid'} cell (rows) "
+                    caption=f"Mean over seeds, band +-1 std; a panel per {q.words(q.cells)} (rows) "
                             f"and LR (columns); {q.who(q.reference)} black and dashed."),
             Section("Convergence: training loss",
                     image=figures.curves(fin, "train_loss", "train loss", False, q.subject, q.reference, q.cells,
@@ -230,7 +228,7 @@ def sections(exp_dir: str) -> tuple:
         if g:
             out.append(Section("Learned gate scalars", image=g,
                                caption=f"Absolute values, mean over a stage's blocks and the seeds, per "
-                                       f"{' x '.join(q.context)} cell."))
+                                       f"{q.words()}."))
     diverged = trials[trials["diverged"].astype(bool)]
     if len(diverged):
         out.append(Section("Diverged trials", bullets=[

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Dict, List, Literal, Optional, Tuple
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr
 
-from .axes import AXES, trial_key, trial_name
+from .axes import AXES, axis_names, trial_key, trial_name
 
 __all__ = ["Number", "Settings", "TrainSettings", "TrainConfig", "NO_RESULT", "METRIC_KEYS", "DATASETS", "TRAIN_SIZES",
            "IMAGE_SHAPES", "CLASSES", "AUGMENT"]
@@ -115,7 +115,7 @@ class TrainConfig(TrainSettings):
     @classmethod
     def of_point(cls, settings: Dict[str, Any], point: Dict[str, Any], base: Optional[Dict[str, Any]] = None):
         """A grid point's trial: the shared settings, with the point's values (its swept settings too)."""
-        swept = tuple(k for k in point if k not in AXES)
+        swept = tuple(axis_names(point)[len(AXES):])
         return cls(**{**settings, **point}).on_grid(swept, base if base is not None else {})
 
     @property

@@ -186,6 +186,11 @@ class Question:
         """A compared value in words: a block by its name, any other axis as "axis value"."""
         return str(value) if self.subject == "block" else f"{self.subject} {_v(value)}"
 
+    def words(self, names: Optional[List[str]] = None) -> str:
+        """Axes in words: "depth and LR", "depth, LR and weight_decay"."""
+        names = [("LR" if n == "lr" else n) for n in (self.context if names is None else names)]
+        return (", ".join(names[:-1]) + " and " + names[-1]) if len(names) > 1 else (names[0] if names else "grid")
+
     def where(self, r: Dict, keys: Optional[List[str]] = None) -> str:
         return ", ".join(f"{c} {_v(r[c])}" for c in (self.context if keys is None else keys)) or "every trial"
 
@@ -205,3 +210,8 @@ def question(meta: Dict, trials: pd.DataFrame) -> Question:
 
 def _v(value) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def cell_title(names: List[str], cell) -> str:
+    """A context cell in words (figures, the W&B Report): "ResNet-56" for a depth, "name value" otherwise."""
+    return ", ".join(f"ResNet-{v}" if c == "depth" else f"{c} {_v(v)}" for c, v in zip(names, cell)) or "all trials"

@@ -190,7 +190,7 @@ def build_wandb_report(meta: Dict[str, Any], trials, lines: List[str], entity: s
     import wandb_workspaces.reports.v2 as wr
     from wandb_workspaces import expr
 
-    from .stats import Question
+    from .stats import Question, cell_title
     from .results import ablation_table
 
     q = q or Question()
@@ -202,7 +202,7 @@ def build_wandb_report(meta: Dict[str, Any], trials, lines: List[str], entity: s
     for cell, g in (best.groupby(q.cells, sort=True) if q.cells else [((), best)]):
         cell = cell if isinstance(cell, tuple) else (cell,)
         where = [expr.Config(c) == _native(v) for c, v in zip(q.cells, cell)]
-        title = ", ".join(f"{c} {_native(v)}" for c, v in zip(q.cells, cell)) or group
+        title = cell_title(q.cells, cell) if q.cells else group
         picks = [expr.And(expr.Config(q.subject) == _native(r[q.subject]), expr.Config("lr") == float(r["best_lr"]))
                  for r in g.to_dict("records")]
         runs = wr.Runset(entity=entity, project=project, name=f"{title} at best LR",
@@ -225,7 +225,7 @@ def build_wandb_report(meta: Dict[str, Any], trials, lines: List[str], entity: s
                        wr.ParallelCoordinatesPlotColumn(metric=wr.SummaryMetric("final_val_acc"))])]),
                wr.H1("Runs"), wr.PanelGrid(runsets=[everything], panels=[wr.RunComparer(diff_only="split")])]
     return wr.Report(project=project, entity=entity, title=f"ablate: {group}",
-                     description=f"Each {q.subject} against {q.reference}, per {' x '.join(q.context)} cell",
+                     description=f"Each {q.subject} against {q.reference}, at every {q.words()}",
                      blocks=blocks)
 
 

@@ -114,9 +114,9 @@ def test_a_weight_decay_sweep_runs_12_trials_and_is_compared_in_each_cell(tmp_pa
     assert sorted(trials["weight_decay"].unique()) == [0.0, 0.0005] and "weight_decay" in history
     md = (exp / "report.md").read_text()
     verdicts = md.split("## Verdicts")[1].split("## How sure")[0]
-    assert "skipinit:" in verdicts and ("weight_decay 0.0005:" in verdicts or "of its 2 depth x lr x weight_decay cells"
-                                          in verdicts or "of 2 depth x lr x weight_decay cells" in verdicts), verdicts
-    effects_section = md.split("## Effects in every depth x lr x weight_decay cell")[1].split("##")[0]
+    assert "skipinit:" in verdicts and ("weight_decay 0.0005:" in verdicts or "2 depth, LR and weight_decay points"
+                                          in verdicts), verdicts
+    effects_section = md.split("## Effects at every depth, LR and weight_decay (vs baseline")[1].split("##")[0]
     assert effects_section.count("| skipinit | 8 | 0.1 |") == 2
     runs = wandb_files(exp)
     assert len(runs) == 12
@@ -137,7 +137,7 @@ def test_shortcut_a_against_b_is_compared_per_depth_and_lr(tmp_path):
                  f"storage_path={tmp_path}", "name=sc"], cwd=tmp_path)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     md = (exp / "report.md").read_text()
-    assert "- shortcut A:" in md and "Effects in every block x depth x lr cell (vs shortcut B" in md
+    assert "- shortcut A:" in md and "Effects at every block, depth and LR (vs shortcut B" in md
     table = md.split("(vs shortcut B, paired by seed)")[1].split("##")[0]
     assert "| A | baseline | 8 | 0.05 |" in table and "| A | baseline | 8 | 0.1 |" in table
 
