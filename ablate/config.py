@@ -19,7 +19,7 @@ from typing import Annotated, Any, Dict, List, Literal, Optional, Tuple, Union
 import yaml
 from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
 
-from .axes import AXES, GRID, PAIR, expand, fused_key, sweepable, trial_key
+from .axes import AXES, GRID, PAIR, expand, fused_key, sweepable
 from .messages import message
 from .settings import NO_RESULT, Number, Settings, TrainConfig, TrainSettings
 from .storage import is_uri, local_mirror
@@ -156,6 +156,10 @@ class ExperimentConfig(TrainSettings):
     # each value is checked by that setting's own type and bounds.
     sweep: Dict[str, Annotated[List[Any], Field(min_length=1, max_length=MAX_AXIS)]] = Field(default_factory=dict)
     compare: CompareSettings = Field(default_factory=CompareSettings)
+    # --until-resolved: at most this many seeds per comparison, and the difference (in accuracy points)
+    # within which a comparison is "equivalent" (no difference larger than it).
+    max_seeds: Annotated[int, Field(ge=2, le=1000)] = 12
+    equivalence_margin: Annotated[Number, Field(gt=0, le=100)] = 1.0
 
     # Domain rules belong to their modules: the block registry, the model's depths.
     @field_validator("blocks")
@@ -429,10 +433,7 @@ def trial_groups(cfg: ExperimentConfig, points: Optional[List[Dict[str, Any]]] =
     """The grid's trials (or those of ``points``) in groups of up to ``fuse_trials`` that share every axis
     fusion cannot vary per member (all but lr and seed): each group trains as one fused model."""
     by_model: Dict[tuple, List[TrainConfig]] = {}
-    trials = trial_configs(cfg)
-    if points is not None:
-        wanted = {trial_key(p, cfg.base()) for p in points}
-        trials = [t for t in trials if t.key in wanted]
+    trials = trial_configs(cfg) if points is None else [point_config(cfg, p) for p in points]
     for t in trials:
         by_model.setdefault(fused_key(t.point), []).append(t)
     n = cfg.fuse_trials

@@ -53,6 +53,9 @@ def _parse(argv: Optional[List[str]]) -> argparse.Namespace:
     p.add_argument("--resume-if-exists", action="store_true",
                    help="--resume when the experiment exists, else start it (batch jobs that may be requeued)")
     p.add_argument("--dry-run", action="store_true", help="print the plan and exit without starting Ray")
+    p.add_argument("--until-resolved", action="store_true",
+                   help="after the grid, add seeds in rounds only where a comparison is open (anytime-valid "
+                        "statistics), up to max_seeds per comparison; with --dry-run: the worst case")
     p.add_argument("--no-report", action="store_true", help="skip the HTML report at the end")
     p.add_argument("--verbose", action="store_true",
                    help="also show Tune's status table and Ray's log lines (by default: one progress line; "
@@ -183,6 +186,10 @@ def _main(argv: List[str], signals: Signals) -> int:
         study = Study(cfg, resume=args.resume)
         if args.dry_run:
             print(plan_text(cfg, args.address, args.gpu))
+            if args.until_resolved:
+                from .plan import until_resolved_text
+
+                print(until_resolved_text(cfg, args.address, args.gpu))
             if args.resume:  # what a resume would add, read from the experiment's identity
                 study.check()
                 print(study.growth_text() if study.added else "resume: no axis grows; unfinished trials continue")
@@ -206,6 +213,8 @@ def _run(study: Study, args: argparse.Namespace, argv: List[str], signals: Signa
         print(f"ablate.grid: {study.growth_text()}", flush=True)
     if study.broken_notice():
         print(f"ablate.grid: {study.broken_notice()}", file=sys.stderr, flush=True)
+    if not trials and args.until_resolved:  # every point on record: is a comparison still open?
+        trials = _next_round(study, set())
     if not trials:  # the tables are rebuilt from the records where they were lost or cut short
         os.makedirs(study.cfg.output_dir, exist_ok=True)
         if not study.tables_current():  # whole and newer than every record: nothing to rebuild
@@ -222,11 +231,48 @@ def _run(study: Study, args: argparse.Namespace, argv: List[str], signals: Signa
     started = _start(study, args, signals)
     if isinstance(started, int):
         return started
-    t0 = time.time()
-    errored = _train(study, trials, started, args, argv, signals)
-    if isinstance(errored, int):
-        return errored
+    t0, errored = time.time(), set()
+    while trials:  # one Tune run; with --until-resolved, then a round more while a comparison is open
+        failed = _train(study, trials, started, args, argv, signals)
+        if isinstance(failed, int):
+            return failed
+        errored |= failed
+        trials = _next_round(study, errored) if args.until_resolved and not signals.code else []
     return _finish(study, errored, started, time.time() - t0, args, argv, signals)
+
+
+def _next_round(study: Study, errored: set) -> list:
+    """--until-resolved: judge every comparison (anytime-valid), write the interim tables and report, and
+    add the next round's points to the study (its identity first: a round interrupted continues on
+    ``--resume --until-resolved``); the trials that run next, none when nothing is open."""
+    from .axes import context_of
+    from .report import write_report
+    from .results import write_csvs
+    from .rounds import judge, next_points, resolved_count
+    from .stats import Question
+
+    cfg = study.cfg
+    history, trials_df = study.tables(errored, interrupted=False)
+    subject, reference = cfg.subject()
+    q = Question(subject, reference, list(cfg.axes()), context_of(list(cfg.axes()), subject))
+    judged = judge(trials_df, q, cfg.equivalence_margin, cfg.max_seeds)
+    points = next_points(judged, trials_df, q)
+    r = int(study.rounds.get("round", 0)) + 1
+    state = {"round": r, "resolved": resolved_count(judged), "total": len(judged), "final": not points}
+    added = study.add_points(points, state)
+    study.write_identity()
+    os.makedirs(cfg.output_dir, exist_ok=True)
+    write_csvs(cfg.output_dir, history, trials_df)
+    what = (f"adding {added} trials: {int((judged['more'] > 0).sum())} open comparisons get "
+            f"{', '.join(sorted({str(int(m)) for m in judged['more'] if m > 0}))} more seeds" if points else
+            "none is open, or each open one has max_seeds" if len(judged) else "nothing to compare")
+    print(f"ablate.grid: round {r}: {state['resolved']} of {state['total']} comparisons resolved; {what}", flush=True)
+    if points:
+        try:
+            write_report(cfg.output_dir)  # interim: the page says which round
+        except Exception as e:  # noqa: BLE001 -- the report must never cost the study its next round
+            print(f"ablate.grid: warning: interim report failed ({e.__class__.__name__}: {e})", file=sys.stderr)
+    return study.plan() if points else []
 
 
 @dataclass
@@ -301,7 +347,10 @@ def _train(study: Study, trials, started: _Started, args: argparse.Namespace, ar
     cfg = study.cfg
     meta = {"experiment_id": study.experiment_id, "git_commit": git_commit(),
             "wandb": {**cfg.wandb.model_dump(), "mode": started.mode}}
-    progress = Progress({t.name: {"weight": t.weight, "start": t.epochs_done, "epochs": cfg.epochs} for t in trials})
+    r = study.rounds
+    note = f"round {r['round'] + 1}: {r['resolved']}/{r['total']} comparisons resolved" if r.get("round") else ""
+    progress = Progress({t.name: {"weight": t.weight, "start": t.epochs_done, "epochs": cfg.epochs} for t in trials},
+                        note=note)
     signals.tune = True
     try:
         names = run_grid(cfg, study.dir, study.part_name(), trials, resources=started.resources, meta=meta,

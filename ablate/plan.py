@@ -136,3 +136,21 @@ def _cuda() -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+def until_resolved_text(cfg: ExperimentConfig, address: Optional[str], gpu_type: str = MEASURED_GPU) -> str:
+    """--until-resolved's worst case: every comparison open until it has ``max_seeds`` seeds."""
+    seeds = list(cfg.seeds)
+    seeds += [s for s in range(len(seeds) + cfg.max_seeds) if s not in seeds][:max(0, cfg.max_seeds - len(seeds))]
+    worst = cfg.model_copy(update={"seeds": seeds})
+    n, now = len(trial_configs(worst)), len(trial_configs(cfg))
+    line = (f"  --until-resolved: {now} trials first; at worst {n} (every comparison open until max_seeds = "
+            f"{cfg.max_seeds}), equivalence margin {cfg.equivalence_margin:g} points")
+    c = concurrency(cfg, address)
+    if cfg.dataset.startswith("cifar"):
+        line += f"; worst case ~{gpu_hours(worst):.0f} GPU-hours on {MEASURED_GPU}"
+    elif c is not None and cfg.dataset == "digits" and (cfg.device == "cpu" or cfg.device == "auto" and not _cuda()):
+        from .progress import duration
+
+        line += f"; worst case ~{duration(estimate_cpu_wall(worst, c))} here (an ESTIMATE)"
+    return line

@@ -25,9 +25,10 @@ class Progress:
     """Counts the trials of one Tune run by state, and the work (``weight`` x epochs) they did."""
 
     def __init__(self, trials: Dict[str, Dict[str, float]], stream: Optional[TextIO] = None,
-                 interval: float = 60.0, live: Optional[bool] = None, clock=time.monotonic):
+                 interval: float = 60.0, live: Optional[bool] = None, clock=time.monotonic, note: str = ""):
         # trials: name -> {"weight": cost of one epoch, "start": epochs on record, "epochs": epochs in all}
         self.trials, self.stream, self.clock = trials, stream or sys.stderr, clock
+        self.note = note  # what the study adds to the line (an --until-resolved round: comparisons resolved)
         self.live = self.stream.isatty() if live is None else live
         self.interval = 0.25 if self.live else interval
         self.state = {name: "pending" for name in trials}
@@ -70,8 +71,8 @@ class Progress:
                  f"{counts['pending']} pending", f"{len(self.diverged)} diverged"]
         if counts["error"]:
             parts.append(f"{counts['error']} errors")
-        return (", ".join(parts) + f" | {duration(self.clock() - self.t0)} elapsed | ETA "
-                + ("..." if eta is None else f"~{duration(eta)}"))
+        return ((f"{self.note} | " if self.note else "") + ", ".join(parts)
+                + f" | {duration(self.clock() - self.t0)} elapsed | ETA " + ("..." if eta is None else f"~{duration(eta)}"))
 
     def tick(self, force: bool = False) -> None:
         now = self.clock()

@@ -191,19 +191,32 @@ def sections(exp_dir: str) -> tuple:
     table = ablation_table(trials, q.subject, q.reference, q.context)
     lines = verdicts(fx, stable, q)
     cells = q.words()
+    rounds = meta.get("until_resolved") or {}
+    story = None
+    how_sure = power_notes(trials, fx, q)
+    if rounds:  # an --until-resolved study: its verdicts are the anytime-valid ones
+        lines, how_sure, story = sequential(trials, meta, q)
     out = [
         Section("Provenance", table=provenance(exp_dir, meta, trials, q), css="text"),
-        Section("Verdicts", paragraphs=[f"Each {q.subject} against {q.who(q.reference)} at every {cells} "
-                                        "(final val acc: ends better; AUC = mean val acc over epochs: converges "
-                                        "faster), and its stable LR range."],
-                bullets=lines or ["(nothing to compare)"]),
-        Section("How sure", bullets=power_notes(trials, fx, q)),
+        Section("Verdicts", paragraphs=[
+            *([f"{'Interim' if not rounds.get('final') else 'Final'}: round {rounds.get('round')}, "
+               f"{rounds.get('resolved')} of {rounds.get('total')} comparisons resolved "
+               f"(--until-resolved, max_seeds {meta.get('max_seeds')})."] if rounds else []),
+            f"Each {q.subject} against {q.who(q.reference)} at every {cells} (final val acc: ends better; AUC = "
+            "mean val acc over epochs: converges faster), and its stable LR range."],
+            bullets=lines or ["(nothing to compare)"]),
+        Section("How sure", bullets=how_sure),
+        *([Section("How each verdict was reached", paragraphs=[
+            "Per comparison: the seeds it used, its anytime-valid 95% interval (valid however often the study "
+            "looked), its e-value, and for what stays open the seeds the forecast says would close it."],
+            table=story)] if story is not None else []),
         Section("Stable LR range", paragraphs=[
             f"The LRs at which a {q.subject} trains without collapse or divergence: no seed diverged and every seed "
             f"ends at least halfway to the best mean final accuracy any {q.subject} reached at that "
             f"{q.words(q.cells)}."],
             table=stable_table(stable, q) if len(stable) else None, css="text"),
-        Section(f"Effects at every {cells} (vs {q.who(q.reference)}, paired by seed)",
+        Section(f"Effects at every {cells} (vs {q.who(q.reference)}, paired by seed)"
+                + (": fixed-n, for reference only (not valid after seeds were added by looking)" if rounds else ""),
                 table=effects_table(fx, q) if len(fx) else None),
         Section(f"Each {q.subject} at its best LR", paragraphs=[
             f"Mean +- std over seeds; epochs to {100 * target:.0f}% val acc; every column refers to the trials "
@@ -239,6 +252,47 @@ def sections(exp_dir: str) -> tuple:
             f"{q.where(r, q.axes)}: {r['status']}" for r in failed.to_dict("records")]))
     name = meta.get("name", os.path.basename(os.path.normpath(exp_dir)))
     return name, out
+
+
+def sequential(trials: pd.DataFrame, meta: Dict, q: Question) -> tuple:
+    """An --until-resolved study's verdict sentences, method notes and per-comparison story (its anytime-valid
+    statistics, ``ablate.rounds``)."""
+    from .rounds import judge
+
+    margin = float(meta.get("equivalence_margin", 1.0))
+    judged = judge(trials, q, margin, int(meta.get("max_seeds", 12)))
+    words = {"helps": "helps", "hurts": "hurts", "equivalent": f"no difference larger than {margin:g} points",
+             "open": "not resolved"}
+    lines, rows = [], []
+    for value, g in (judged.groupby(q.subject, sort=False) if len(judged) else []):
+        parts = []
+        for verdict in ("helps", "hurts", "equivalent", "open"):
+            hits = g[g["final_verdict"] == verdict]
+            if len(hits):
+                parts.append(f"{words[verdict]} at " + "; ".join(
+                    f"{q.where(r)} ({_pts(r['final_mean'])} points [{_pts(r['final_low'])}, {_pts(r['final_high'])}], "
+                    f"{r['n']} seeds)" for r in hits.to_dict("records")))
+        lines.append(f"{q.who(value)}: final acc " + "; ".join(parts) + ".")
+    for r in judged.to_dict("records") if len(judged) else []:
+        rows.append({q.subject: r[q.subject], **{c: _v(r[c]) for c in q.context}, "seeds": r["n"],
+                     "final acc: verdict": words[r["final_verdict"]],
+                     "difference, points [anytime 95%]": f"{_pts(r['final_mean'])} [{_pts(r['final_low'])}, "
+                                                         f"{_pts(r['final_high'])}]",
+                     "e-value": f"{r['final_e']:.3g}", "AUC: verdict": words[r["auc_verdict"]],
+                     "to close it": ("" if r["final_verdict"] != "open" else
+                                     f"~{int(r['forecast'] - r['n'])} more seeds" if math.isfinite(r["forecast"])
+                                     else "more than 1000 seeds")})
+    notes = [
+        "Verdicts are anytime-valid: each comparison's paired differences (by seed) give Lindon et al.'s t-mixture "
+        "e-value and confidence sequence (Anytime-Valid Linear Models, 2022), valid however often the study "
+        "looked and added seeds; \"helps\"/\"hurts\" are e-BH discoveries over all comparisons (Wang and Ramdas "
+        f"2022), false discovery rate {ALPHA:.0%}.",
+        f"\"No difference larger than {margin:g} points\" (equivalence): the comparison's confidence sequence at "
+        f"level {ALPHA:.0%}/{len(judged)} (Bonferroni over the report's comparisons) lies within +-{margin:g} points.",
+        "\"Not resolved\" after max_seeds: the interval still spans both a difference and the margin; the last "
+        "column says how many more seeds the forecast (the same spread, the same mean) needs to close it.",
+    ]
+    return lines, notes, pd.DataFrame(rows)
 
 
 def _markdown(name: str, secs: List[Section]) -> str:

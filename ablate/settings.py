@@ -93,7 +93,8 @@ class TrainSettings(Settings):
 NO_RESULT = frozenset({"name", "storage_path", "cpus_per_trial", "gpus_per_trial", "trials_per_gpu",
                        "max_concurrent_trials", "max_failures", "wandb", "data_dir", "threads", "device",
                        "checkpoint_period_s", "checkpoints_to_keep", "target_acc", "eval_batch_size", "compile",
-                       "compile_mode", "provenance", "experiment_id", "compare"})
+                       "compile_mode", "provenance", "experiment_id", "compare", "max_seeds",
+                       "equivalence_margin", "until_resolved"})
 
 
 class TrainConfig(TrainSettings):

@@ -23,7 +23,7 @@ import pandas as pd
 import yaml
 
 from . import storage
-from .config import ExperimentConfig, to_dict, trial_configs, trial_groups
+from .config import ExperimentConfig, point_config, to_dict, trial_configs, trial_groups
 from .settings import NO_RESULT
 from .records import Listing, list_records, member_histories
 from .results import history_table, trials_table
@@ -43,6 +43,7 @@ class UsageError(Exception):
 IDENTITY_EXEMPT = NO_RESULT
 # Keys that may gain values on --resume: the experiment grows, its finished trials stay.
 GROWABLE = (*(a.key for a in GRID if a.grows), "block_modules")
+ROUNDS_KEY = "until_resolved"
 PART_PREFIX = "run-"  # each Tune run of the study: <experiment>/run-<UTC time>, never a trial's name
 
 
@@ -97,7 +98,9 @@ def growth(saved: Dict[str, Any], now: Dict[str, Any]) -> Tuple[List[str], Dict[
     return refused, added
 
 
-META_KEYS = ("experiment_id", "provenance")  # what the identity file holds beside the settings
+# What the identity file holds beside the settings: the id, the provenance, and an --until-resolved
+# study's own state (its rounds, the points it added beyond the product of the axes, how far it is).
+META_KEYS = ("experiment_id", "provenance", ROUNDS_KEY)
 
 
 def saved_identity(exp_dir: str) -> Dict[str, Any]:
@@ -173,6 +176,9 @@ class Study:
         self.added: Dict[str, list] = {}
         self.experiment_id = uuid.uuid4().hex[:12]
         self.listing = Listing()
+        # An --until-resolved study's state: {"round", "points" (added beyond the product), "resolved", "total",
+        # "final"}; empty for a grid that is the product of its axes.
+        self.rounds: Dict[str, Any] = {}
 
     # --- before Ray ---------------------------------------------------------------------------
     def lock(self) -> ExperimentLock:
@@ -219,6 +225,7 @@ class Study:
                                      f"{', '.join(refused)}); resume it with its own settings (an axis may only gain "
                                      "values), or choose a new name=")
                 self.experiment_id = str(self.saved["experiment_id"])
+                self.rounds = dict(self.saved.get(ROUNDS_KEY) or {})
                 # A swept setting's own value is the experiment's (its base: the ids of the points that have it).
                 self.cfg = self.cfg.model_copy(update={k: self.saved[k] for k in self.cfg.sweep if k in self.saved})
             elif exists:
@@ -246,9 +253,21 @@ class Study:
 
     # --- what runs ----------------------------------------------------------------------------
     def points(self) -> Dict[str, Dict[str, Any]]:
-        """The grid's points by their stable id."""
+        """The study's points by their stable id: the product of the axes, then the points rounds added."""
         base = self.cfg.base()
-        return {trial_id(self.experiment_id, t.point, base): t.point for t in trial_configs(self.cfg)}
+        out = {trial_id(self.experiment_id, t.point, base): t.point for t in trial_configs(self.cfg)}
+        for p in self.rounds.get("points", []):
+            point = point_config(self.cfg, p).point  # every axis, in the grid's order
+            out.setdefault(trial_id(self.experiment_id, point, base), point)
+        return out
+
+    def add_points(self, points: List[Dict[str, Any]], state: Dict[str, Any]) -> int:
+        """A round's points (and its state) join the study; the number that are new."""
+        have = {trial_id(self.experiment_id, p, self.cfg.base()) for p in self.points().values()}
+        new = [p for p in points if trial_id(self.experiment_id, point_config(self.cfg, p).point, self.cfg.base())
+               not in have]
+        self.rounds = {**self.rounds, **state, "points": [*self.rounds.get("points", []), *new]}
+        return len(new)
 
     def plan(self) -> List[Trial]:
         """The trials that run next: the grid points not done, from the records alone.
@@ -290,10 +309,12 @@ class Study:
     # --- writing ------------------------------------------------------------------------------
     def write_identity(self) -> None:
         """The experiment's identity, with the experiment (checked by ``--resume``, read by the report):
-        written when the experiment starts, and after a growth once the grown points are on record."""
+        written when the experiment starts, after a growth once the grown points are on record, and
+        before each round of an --until-resolved study trains (its added points are then the study's)."""
         prov = (self.saved or {}).get("provenance") or provenance()
-        text = yaml.safe_dump({**to_dict(self.cfg), "experiment_id": self.experiment_id, "provenance": prov},
-                              sort_keys=False)
+        rounds = {ROUNDS_KEY: self.rounds} if self.rounds else {}
+        text = yaml.safe_dump({**to_dict(self.cfg), "experiment_id": self.experiment_id, "provenance": prov,
+                               **rounds}, sort_keys=False)
         storage.write_text(storage.join(self.dir, EXPERIMENT_FILE), text)
         if self.cfg.output_dir != self.dir:
             os.makedirs(self.cfg.output_dir, exist_ok=True)
@@ -364,6 +385,7 @@ def tables_from_records(exp_dir: str) -> Tuple[pd.DataFrame, pd.DataFrame]:
     cfg = ExperimentConfig.model_construct(**{**fields, "storage_path": parent, "name": name})
     study = Study(cfg, resume=True)
     study.dir, study.experiment_id = exp_dir, str(saved["experiment_id"])
+    study.rounds = dict(saved.get(ROUNDS_KEY) or {})
     # A run holding the experiment now is training its unfinished trials: RUNNING, not INTERRUPTED.
     running = ExperimentLock.holder(exp_dir) is not None
     history, trials = study.tables(set(), interrupted=not running, running=running)
