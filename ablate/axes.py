@@ -18,7 +18,7 @@ import itertools
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
-__all__ = ["Axis", "GRID", "AXES", "PAIR", "axis_names", "sweepable", "trial_key", "trial_name", "trial_id", "expand",
+__all__ = ["Axis", "GRID", "AXES", "PAIR", "BASELINE", "axis_names", "sweepable", "trial_key", "trial_name", "trial_id", "expand",
            "context_of", "fused_key"]
 
 
@@ -53,6 +53,7 @@ GRID: Tuple[Axis, ...] = (Axis("block", "blocks", str, ""), Axis("depth", "depth
                           Axis("lr", "lrs", float, "lr", fusable=True), Axis("seed", "seeds", int, "s", fusable=True))
 AXES: Tuple[str, ...] = tuple(a.name for a in GRID)
 PAIR = "seed"  # the axis whose values pair a comparison (the same initialisation and data order)
+BASELINE = "baseline"  # the default comparison's reference: He et al.'s block
 
 
 def sweep_axis(name: str, cast: Callable[[Any], Any] = lambda v: v) -> Axis:

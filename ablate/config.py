@@ -19,7 +19,7 @@ from typing import Annotated, Any, Dict, List, Literal, Optional, Tuple, Union
 import yaml
 from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
 
-from .axes import AXES, GRID, PAIR, expand, fused_key, sweepable
+from .axes import AXES, BASELINE, GRID, PAIR, expand, fused_key, sweepable
 from .messages import message
 from .settings import NO_RESULT, Number, Settings, TrainConfig, TrainSettings
 from .storage import is_uri, local_mirror
@@ -295,7 +295,7 @@ class ExperimentConfig(TrainSettings):
         """What the report compares: (axis, reference value), the reference cast as the axis's values are."""
         axis, ref = self.compare.axis, self.compare.reference
         if ref is None:
-            return axis, "baseline"
+            return axis, BASELINE
         values = self.axes()[axis]
         return axis, next((v for v in values if str(v) == str(ref) or v == ref), ref)
 

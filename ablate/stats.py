@@ -16,10 +16,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .axes import AXES, PAIR, context_of
+from .axes import AXES, BASELINE, PAIR, context_of
 
 ALPHA, POWER = 0.05, 0.8
-BASELINE = "baseline"  # the reference of the default comparison: the He et al. block
 METRICS = {"final_val_acc": "final acc", "auc_val_acc": "convergence (AUC)"}
 
 
