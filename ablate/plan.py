@@ -100,7 +100,7 @@ def plan_text(cfg: ExperimentConfig, address: Optional[str], gpu_type: str = MEA
     lines = [
         f"experiment {cfg.name}: {n} trials = " + " x ".join(f"{len(v)} {keys.get(k, k)}" for k, v in axes.items()),
         f"  blocks: {', '.join(cfg.blocks)}",
-        "  " + "   ".join(f"{k}: {v}" for k, v in axes.items() if k != "block"),
+        "  " + "   ".join(f"{keys.get(k, k)}: {v}" for k, v in axes.items() if k != "block"),
         f"  compared: each {subject} against {reference}, paired by seed, within every "
         + (" x ".join(context_of(list(axes), subject)) or "point") + " cell",
         f"  dataset {cfg.dataset}, {cfg.epochs} epochs, batch {cfg.batch_size}, {cfg.schedule} schedule, "

@@ -245,11 +245,11 @@ def sections(exp_dir: str) -> tuple:
     diverged = trials[trials["diverged"].astype(bool)]
     if len(diverged):
         out.append(Section("Diverged trials", bullets=[
-            f"{q.where(r, q.axes)} (epoch {r['epochs_done']})" for r in diverged.to_dict("records")]))
+            f"{q.trial(r)} (epoch {r['epochs_done']})" for r in diverged.to_dict("records")]))
     failed = trials[~trials["status"].isin(FINISHED)]
     if len(failed):
         out.append(Section("Unfinished trials (not counted)", bullets=[
-            f"{q.where(r, q.axes)}: {r['status']}" for r in failed.to_dict("records")]))
+            f"{q.trial(r)}: {r['status']}" for r in failed.to_dict("records")]))
     name = meta.get("name", os.path.basename(os.path.normpath(exp_dir)))
     return name, out
 

@@ -190,6 +190,11 @@ class Question:
         names = [("LR" if n == "lr" else n) for n in (self.context if names is None else names)]
         return (", ".join(names[:-1]) + " and " + names[-1]) if len(names) > 1 else (names[0] if names else "grid")
 
+    def trial(self, r: Dict) -> str:
+        """One trial in words: "skipinit d56 lr 0.2 seed 1", then any swept setting's value."""
+        four = f"{r['block']} d{r['depth']} lr {_v(float(r['lr']))} seed {r['seed']}"
+        return ", ".join([four, *(f"{a} {_v(r[a])}" for a in self.axes if a not in AXES)])
+
     def where(self, r: Dict, keys: Optional[List[str]] = None) -> str:
         return ", ".join(f"{c} {_v(r[c])}" for c in (self.context if keys is None else keys)) or "every trial"
 

@@ -96,13 +96,16 @@ def held_block(tmp_path, exp, trial):
     return gate, held
 
 
-def signal_when_held(args, tmp_path, gate, held, sig):
-    """Run the grid (in ``tmp_path``, with the held block); once it is held, send ``sig`` to the driver
-    alone (as Ctrl-C, ``kill`` or a closed terminal would) and let the trial go.  Returns (exit code, log)."""
+def signal_when_held(args, tmp_path, gate, held, sig, while_held=None):
+    """Run the grid (in ``tmp_path``, with the held block); once it is held (and ``while_held()`` has run
+    there), send ``sig`` to the driver alone (as Ctrl-C, ``kill`` or a closed terminal would) and let the
+    trial go.  Returns (exit code, log)."""
     log = tmp_path / "grid.log"
     proc = start_cli(args, cwd=tmp_path, log=open(log, "w"))
     try:
         wait_for(held.exists, 300, "the run held at its known point")
+        if while_held is not None:
+            while_held()
         os.kill(proc.pid, sig)
         # Let the trial go only once the driver has the signal (its line is in the log): Tune's stop is
         # then under way before the held trial can train on.

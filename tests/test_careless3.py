@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import DEFAULT, clean_env, held_block, run_cli, start_cli, wait_for
+from conftest import DEFAULT, clean_env, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -243,26 +243,3 @@ def test_ray_that_cannot_start_and_bad_addresses_are_one_line(tmp_path):
     one_error_line(run_cli([*args, "name=scheme", "storage_path=bogus://x/y", "--resume", "--dry-run"], cwd=tmp_path),
                    2, "not a usable location")
     assert not [d for d in ("home", "http", "scheme") if (tmp_path / "s" / d).exists()], "nothing written"
-
-
-def test_the_report_on_a_running_experiment_calls_its_running_trials_running(tmp_path):
-    exp = tmp_path / "run"
-    gate, held = held_block(tmp_path, exp, "held-d8-lr0.1-s1")  # seed 0 finishes, seed 1 is held mid-run
-    args = [DEFAULT, "blocks=[held]", "block_modules=[held_block]", "depths=[8]", "lrs=[0.1]", "seeds=[0,1]",
-            "epochs=3", "max_concurrent_trials=1", "checkpoint_period_s=0", "wandb.mode=disabled",
-            f"storage_path={tmp_path}", "name=run", "--no-report"]
-    proc = start_cli(args, cwd=tmp_path, log=open(tmp_path / "grid.log", "w"))
-    try:
-        wait_for(held.exists, 300, "the run held at its known point")
-        p = run_cli([str(exp)], module="ablate.report", cwd=tmp_path)
-        assert p.returncode == 0 and "RUNNING" in p.stdout, p.stdout[-2000:] + p.stderr[-2000:]
-        trials = pd.read_csv(exp / "trials.csv").set_index("seed")
-        assert trials.loc[0, "status"] == "TERMINATED" and trials.loc[1, "status"] == "RUNNING"
-        gate.unlink()
-        assert proc.wait(timeout=400) == 0, (tmp_path / "grid.log").read_text()[-3000:]
-    finally:
-        if proc.poll() is None:
-            import signal
-
-            os.killpg(proc.pid, signal.SIGKILL)
-    assert (pd.read_csv(exp / "trials.csv")["status"] == "TERMINATED").all()
