@@ -87,6 +87,8 @@ def test_interrupt_writes_what_finished_shows_no_table_and_resumes(tmp_path, sig
         assert p.returncode == 0 and "RUNNING" in p.stdout, p.stdout[-2000:] + p.stderr[-2000:]
         running = pd.read_csv(exp / "trials.csv").set_index("seed")["status"]
         assert running[0] == "TERMINATED" and running[1] == "RUNNING" and running[2] == "NOT_STARTED", running
+        for name in ("report.html", "report.md"):  # that interim report is the test's, not the interrupted grid's
+            (exp / name).unlink()
 
     got, out = signal_when_held(args, tmp_path, gate, held, sig, while_held=report_while_running)
     assert got == code, out[-3000:]
