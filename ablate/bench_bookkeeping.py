@@ -115,12 +115,36 @@ def time_bookkeeping(trials: int, epochs: int, root: str, baseline: Optional[str
            "build_s": round(built, 1)}
     for code in ([None, baseline] if baseline else [None]):
         prefix = "baseline_" if code else ""
+        if code:
+            _fit_identity(exp, code)
         rec[prefix + "dry_run"] = _timed([*grid, "--dry-run"], root, code)
         rec[prefix + "resume_finished"] = _timed(grid, root, code)
         for name in (HISTORY_FILE, TRIALS_FILE):
             os.remove(os.path.join(exp, name))
         rec[prefix + "report_rebuild"] = _timed([*py, "ablate.report", exp], root, code)
     return rec
+
+
+def _fit_identity(exp: str, baseline: str) -> None:
+    """An older ablate refuses settings it does not know: drop from the identity those it lacks whose value
+    is this version's default (they mean nothing else there)."""
+    import yaml
+
+    from .config import ExperimentConfig
+
+    probe = "from ablate.config import ExperimentConfig as C; print(' '.join(C.model_fields))"
+    known = set(subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                               env={**os.environ, "PYTHONPATH": baseline}).stdout.split())
+    path = os.path.join(exp, "ablate_experiment.yaml")
+    with open(path) as f:
+        saved = yaml.safe_load(f)
+    defaults = {}
+    for k, field in ExperimentConfig.model_fields.items():
+        d = field.get_default(call_default_factory=True)
+        defaults[k] = d.model_dump() if hasattr(d, "model_dump") else d
+    kept = {k: v for k, v in saved.items() if k in known or k not in defaults or v != defaults[k]}
+    with open(path, "w") as f:
+        yaml.safe_dump(kept, f, sort_keys=False)
 
 
 def main_bookkeeping(sizes: str, out=None, baseline: Optional[str] = None) -> List[Dict]:
