@@ -48,22 +48,17 @@ def judge(trials: pd.DataFrame, q: Question, margin_points: float, max_seeds: in
     margin = margin_points / 100.0
     for metric, short in METRICS:
         for row, v in zip(rows, verdicts(diffs[short], ALPHA, margin)):
-            row.update({f"{short}_mean": v["mean"], f"{short}_low": v["low"], f"{short}_high": v["high"],
-                        f"{short}_e": v["e"], f"{short}_verdict": v["verdict"]})
+            row.update({f"{short}_mean": v["mean"], f"{short}_sd": v["sd"], f"{short}_low": v["low"],
+                        f"{short}_high": v["high"], f"{short}_e": v["e"], f"{short}_verdict": v["verdict"]})
     k = len(rows)
     for row in rows:
-        row["forecast"] = (forecast_seeds(row["final_mean"], _sd(row, diffs, rows), row["n"], k, ALPHA, margin)
+        row["forecast"] = (forecast_seeds(row["final_mean"], row["final_sd"], row["n"], k, ALPHA, margin)
                            if row["final_verdict"] == "open" else math.nan)
         room = max(0, max_seeds - row["n"])
         row["more"] = (0 if row["final_verdict"] != "open" else
                        min(room, ROUND_SEEDS, max(1, int(row["forecast"] - row["n"]) if math.isfinite(row["forecast"])
                                                   else ROUND_SEEDS)))
     return pd.DataFrame(rows)
-
-
-def _sd(row: Dict, diffs: Dict[str, List[np.ndarray]], rows: List[Dict]) -> float:
-    d = diffs["final"][rows.index(row)]
-    return float(np.std(d, ddof=1)) if len(d) > 1 else math.nan
 
 
 def resolved_count(judged: pd.DataFrame) -> int:

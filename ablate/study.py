@@ -179,6 +179,7 @@ class Study:
         # An --until-resolved study's state: {"round", "points" (added beyond the product), "resolved", "total",
         # "final"}; empty for a grid that is the product of its axes.
         self.rounds: Dict[str, Any] = {}
+        self._points: Optional[tuple] = None  # (what it was expanded for, the points)
 
     # --- before Ray ---------------------------------------------------------------------------
     def lock(self) -> ExperimentLock:
@@ -253,13 +254,17 @@ class Study:
 
     # --- what runs ----------------------------------------------------------------------------
     def points(self) -> Dict[str, Dict[str, Any]]:
-        """The study's points by their stable id: the product of the axes, then the points rounds added."""
-        base = self.cfg.base()
-        out = {trial_id(self.experiment_id, t.point, base): t.point for t in trial_configs(self.cfg)}
-        for p in self.rounds.get("points", []):
-            point = point_config(self.cfg, p).point  # every axis, in the grid's order
-            out.setdefault(trial_id(self.experiment_id, point, base), point)
-        return out
+        """The study's points by their stable id: the product of the axes, then the points rounds added.
+        Expanded once per state of the study (plan, the tables and their check all ask for it)."""
+        key = (self.cfg, self.experiment_id, len(self.rounds.get("points", [])))  # the config itself: kept alive
+        if self._points is None or self._points[0] != key:
+            base = self.cfg.base()
+            out = {trial_id(self.experiment_id, t.point, base): t.point for t in trial_configs(self.cfg)}
+            for p in self.rounds.get("points", []):
+                point = point_config(self.cfg, p).point  # every axis, in the grid's order
+                out.setdefault(trial_id(self.experiment_id, point, base), point)
+            self._points = (key, out)
+        return dict(self._points[1])
 
     def add_points(self, points: List[Dict[str, Any]], state: Dict[str, Any]) -> int:
         """A round's points (and its state) join the study; the number that are new."""
