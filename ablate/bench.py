@@ -120,7 +120,7 @@ def fused_rates(depth: int, batch_size: int, n_images: int, epochs: int, k: int,
                 **overrides) -> List[float]:
     """``k`` members (distinct LRs and seeds) fused into one model (``ablate.fused``); aggregate
     training images/s per epoch."""
-    from .fused import build_group, train_group
+    from .train import build_group, train_group
 
     cfgs = [_bench_cfg(depth, batch_size, epochs, block, lr=0.05 * (1 + i / k), seed=i, **overrides)
             for i in range(k)]

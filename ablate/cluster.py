@@ -13,15 +13,16 @@ from typing import Dict, List, Optional, Tuple
 import yaml
 
 from .config import ExperimentConfig
+from .messages import AblateError
 
-__all__ = ["Capacity", "ClusterError", "autoscaler_node_types", "cluster_capacity", "trial_resources", "connect",
+__all__ = ["Capacity", "ClusterError", "check_devices", "check_address", "gpu_notice", "ray_log_file", "start", "autoscaler_node_types", "cluster_capacity", "trial_resources", "connect",
            "BOOTSTRAP_CONFIG"]
 
 # Where the cluster launcher (`ray up`) leaves its config on the head node.
 BOOTSTRAP_CONFIG = "~/ray_bootstrap_config.yaml"
 
 
-class ClusterError(ValueError):
+class ClusterError(AblateError, ValueError):
     """What the grid asks of the Ray cluster it can never get: exit 2 before any trial."""
 
 
@@ -122,6 +123,19 @@ def log_to_file(path: str) -> None:
             logger.addHandler(errors)
 
 
+def ray_log_file() -> str:
+    """A new file for Ray's own log lines (moved into the results at the end)."""
+    import tempfile
+
+    try:
+        fd, path = tempfile.mkstemp(prefix="ablate-ray-", suffix=".log")
+        os.close(fd)
+        return path
+    except OSError as e:
+        raise ClusterError(f"no usable temporary directory ({tempfile.gettempdir()}: {e.__class__.__name__}); set "
+                           "TMPDIR to a writable directory") from None
+
+
 def connect(address: Optional[str], block_modules: List[str] = (), log_path: Optional[str] = None) -> Capacity:
     """Join (or start) Ray and read what it can give.
 
@@ -156,3 +170,67 @@ def _module_path(name: str) -> str:
 
     module = sys.modules[name.split(".")[0]]
     return module.__path__[0] if hasattr(module, "__path__") else module.__file__
+
+
+def check_devices(cfg: ExperimentConfig, address: Optional[str]) -> None:
+    """Local mode: a GPU asked for where there is none is an error, before Ray starts."""
+    if address:
+        return  # the cluster's GPUs are checked once connected, before any trial starts
+    import torch
+
+    if not torch.cuda.is_available():
+        if (cfg.gpus_per_trial or 0) > 0:
+            raise ClusterError(f"key 'gpus_per_trial' is {cfg.gpus_per_trial:g} but this machine has no GPU; "
+                               "allowed here: 0, or leave it unset (trials then run on the CPU)")
+        if cfg.device == "cuda":
+            raise ClusterError("key 'device' is 'cuda' but this machine has no GPU; allowed here: auto, cpu")
+
+
+def check_address(address: Optional[str], timeout_s: float = 10.0) -> None:
+    """A cluster address that nothing answers is an error within seconds (Ray would retry for minutes)."""
+    import socket
+
+    if address and address.startswith("ray://"):
+        raise ClusterError(f"--address {address}: Ray Client (ray://) is not supported (a grid outlives a client "
+                           "connection); allowed: HOST:PORT of the head, or auto on a node of the cluster "
+                           "(ray exec, ray job submit, or ssh to the head)")
+    if address and "://" in address:
+        raise ClusterError(f"--address {address}: a URL is not a Ray cluster address (http:// is the dashboard's, "
+                           "for `ray job submit`); allowed: HOST:PORT of the head's GCS (`ray start --head` prints it), "
+                           "or auto")
+    if not address or address == "auto":
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout_s).close()
+    except (OSError, ValueError) as e:
+        raise ClusterError(f"--address {address}: no Ray cluster answers there ({e.__class__.__name__}); "
+                           "allowed: HOST:PORT of a running head (`ray start --head`, `ray up cluster.yaml`), "
+                           "or auto") from None
+
+
+def gpu_notice(resources: Dict[str, float], cap: Capacity, address: Optional[str]) -> Optional[str]:
+    """What the grid says of GPUs it will not have at once: what is known, said as known."""
+    if resources["gpu"] == 0 and address:  # an autoscaler read, or none
+        scaler = (f"its autoscaler ({cap.autoscaler}) can add none" if cap.autoscaler else
+                  f"no autoscaler configuration found (in the GCS or at {BOOTSTRAP_CONFIG})")
+        return (f"notice: no GPU node now, and {scaler}: trials train on CPUs; set gpus_per_trial to wait for GPU "
+                "workers")
+    if resources["gpu"] > 0 and cap.gpus_now == 0:
+        return (f"notice: no GPU node yet; trials ask for {resources['gpu']:g} GPU and wait for the autoscaler "
+                f"(node types from {cap.autoscaler})")
+    return None
+
+
+def start(cfg: ExperimentConfig, address: Optional[str], verbose: bool, on_connect) -> Tuple[Capacity, Dict, str]:
+    """Ray for a grid: joined (or started), what it can give checked against what ``cfg`` asks, Ray's log
+    going to a new file (unless ``verbose``); ``on_connect()`` once Ray is up (``ray.init`` puts its own
+    signal handlers in).  (capacity, the trial's resources, the log file); nothing is left behind on an error."""
+    ray_log = ray_log_file()
+    try:
+        cap = connect(address, cfg.block_modules, log_path=None if verbose else ray_log)
+        on_connect()
+        return cap, trial_resources(cfg, cap), ray_log
+    except AblateError:
+        os.remove(ray_log)
+        raise

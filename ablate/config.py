@@ -20,7 +20,7 @@ import yaml
 from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
 
 from .axes import AXES, BASELINE, GRID, PAIR, expand, fused_key, sweepable
-from .messages import message
+from .messages import AblateError, first_line, message
 from .settings import NO_RESULT, Number, Settings, TrainConfig, TrainSettings
 from .storage import is_uri, local_mirror
 
@@ -44,7 +44,7 @@ __all__ = ["ConfigError", "WandbSettings", "ExperimentConfig", "load_experiment"
            "trial_configs", "trial_groups", "point_config", "CompareSettings"]
 
 
-class ConfigError(ValueError):
+class ConfigError(AblateError, ValueError):
     """A bad experiment: the message names the key and what is allowed."""
 
 
@@ -340,7 +340,7 @@ def parse_override(item: str) -> tuple:
         value = _yaml(raw) if raw.strip() else ""
     except yaml.YAMLError as e:
         raise ConfigError(f"override {_short(key)}: cannot parse value {_short(raw)} "
-                          f"({str(e).splitlines()[0]}); write lists as [a,b] and quote odd strings") from None
+                          f"({first_line(e)}); write lists as [a,b] and quote odd strings") from None
     return key, value
 
 
@@ -384,7 +384,7 @@ def load_experiment(path: Optional[str] = None, overrides: Optional[List[str]] =
     try:
         data = _yaml(text) or {}
     except yaml.YAMLError as e:
-        raise ConfigError(f"{p}: malformed YAML: {str(e).splitlines()[0]} ({e.__class__.__name__})") from None
+        raise ConfigError(f"{p}: malformed YAML: {first_line(e)} ({e.__class__.__name__})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: an experiment must be a mapping of keys to values, got {type(data).__name__}")
     if "name" in data:  # the name as typed (YAML would read 1.10 as 1.1 and 010 as 8)
@@ -405,7 +405,7 @@ def load_experiment(path: Optional[str] = None, overrides: Optional[List[str]] =
         import_block_modules(modules, search_path=str(p.resolve().parent))
     except (Exception, SystemExit) as e:  # the user's module failed (or exited) on import: one line
         raise ConfigError(f"key 'block_modules': cannot import {_short(modules)} ({e.__class__.__name__}: "
-                          f"{str(e).splitlines()[0][:200] if str(e) else ''}); allowed: importable module names, "
+                          f"{first_line(e)}); allowed: importable module names, "
                           "e.g. a my_blocks.py beside the experiment file") from None
     for name in modules:  # what Ray ships to every node is a module's file (py_modules)
         module = sys.modules.get(name.split(".")[0])

@@ -122,6 +122,17 @@ def load_dataset(name: str, data_dir: str = "data", **synthetic_kwargs) -> Datas
     return _cifar(name, data_dir)
 
 
+def load_experiment_data(name: str, data_dir: str) -> Dataset:
+    """``load_dataset`` for a grid's driver: a data set that cannot be loaded is one line (exit 2)."""
+    from .messages import UsageError, first_line
+
+    try:
+        return load_dataset(name, data_dir)
+    except Exception as e:
+        raise UsageError(f"key 'dataset': {name!r} could not be loaded from {os.path.abspath(data_dir)} "
+                         f"({e.__class__.__name__}: {first_line(e)})") from None
+
+
 class DeviceBatches:
     """Batches from tensors held on the training device, shuffled and augmented in batch.
 

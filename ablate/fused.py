@@ -16,19 +16,19 @@ there, as a separate trial's would; the others go on.  A block that cannot be fu
 from __future__ import annotations
 
 import copy
-import dataclasses
 import time
-import warnings
-from typing import Callable, Dict, List, Optional
+from typing import Dict, List, Optional
 
 import torch
 import torch.nn.functional as F
 from torch.func import functional_call, stack_module_state, vmap
 
+from . import recipe
 from .data import Dataset
-from .train import Run, TrainConfig, _lr_lambda, epoch_metrics, setup
+from .recipe import epoch_metrics, evaluate, lr_lambda, param_groups
+from .settings import TrainConfig
 
-__all__ = ["FusedRun", "build_group", "train_group", "check_group"]
+__all__ = ["FusedRun", "check_group"]
 
 
 def check_group(cfgs: List[TrainConfig]) -> None:
@@ -40,18 +40,22 @@ def check_group(cfgs: List[TrainConfig]) -> None:
 
 
 class FusedRun:
-    """K members as one model: ``epoch(e)`` trains all active members one epoch, returns their metrics."""
+    """K members as one model: ``epoch(e)`` trains all active members one epoch, returns their metrics.
+
+    One optimiser and one copy of the data serve all members; each member's model and batches are
+    built by ``ablate.recipe`` exactly as its own run would build them."""
 
     def __init__(self, cfgs: List[TrainConfig], data: Dataset, device: torch.device) -> None:
         check_group(cfgs)
         self.cfgs, self.device, cfg = cfgs, device, cfgs[0]
         self.k = len(cfgs)
-        # Each member exactly as its separate run builds it (seeded init, its own batches).
-        runs = [Run(c, data, device) for c in cfgs]
-        self.members = [r.model for r in runs]
-        self.train_batches = [r.train_batches for r in runs]
-        self.val_batches = runs[0].val_batches  # the same for every member (no shuffling)
+        self.members = [recipe.member_model(c, data, device) for c in cfgs]  # seeded as each alone
+        self.train_batches = [recipe.train_batches(c, data) for c in cfgs]   # views of the one data
+        self.val_batches = recipe.val_batches(cfg, data)  # the same for every member (no shuffling)
         self.params, self.buffers = stack_module_state(self.members)
+        self.channels_last = recipe.channels_last(cfg)
+        if self.channels_last:
+            self._grouped_channels_last()
         self._share_storage()
         skeleton = copy.deepcopy(self.members[0]).to("meta")
 
@@ -61,22 +65,39 @@ class FusedRun:
         self.skeleton = skeleton
         self.train_forward = vmap(forward)                       # a batch per member
         self.eval_forward = vmap(forward, in_dims=(0, 0, None))  # the same batch for all
-        if runs[0].compiled:
+        if recipe.compiled(cfg, device):
             self.train_forward = torch.compile(self.train_forward, mode=cfg.compile_mode)
-        # Weight decay on every weight, none on learned gate scalars (as train._param_groups).
-        gate = {n for n, p in self.params.items() if p[0].ndim == 1 and p[0].numel() == 1}
-        self.decay = [p for n, p in self.params.items() if n not in gate]
-        self.no_decay = [p for n, p in self.params.items() if n in gate]
-        opt_kw = {"fused": True} if device.type == "cuda" else {"foreach": True}
-        # lr=1: the schedule factor; each member's base LR scales its gradient (``_scale_grads``).
-        self.opt = torch.optim.SGD([{"params": self.decay}, {"params": self.no_decay}], lr=1.0,
-                                   momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=0.0, **opt_kw)
-        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, _lr_lambda(cfg, len(self.train_batches[0])))
+        # The run's groups (no decay on declared gates); decay is folded into each member's gradient
+        # (``_scale_grads``), so the optimiser's own is 0 and its lr the schedule's factor.
+        self.groups = param_groups(self.members[0], cfg.weight_decay, self.params)
+        self.opt = recipe.sgd([{"params": g["params"], "weight_decay": 0.0} for g in self.groups], cfg, device, lr=1.0)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(cfg, len(self.train_batches[0])))
         self.base_lr = torch.tensor([c.lr for c in cfgs], device=device)
         self.active = torch.ones(self.k, dtype=torch.bool, device=device)
-        self.autocast = runs[0].autocast
-        self.loss_limit = runs[0].loss_limit
+        self.autocast, self.loss_limit = recipe.autocast(cfg, device), recipe.loss_limit(cfg, data)
         self.histories: List[List[Dict]] = [[] for _ in cfgs]
+
+    @torch.no_grad()
+    def check(self) -> None:
+        """One small step through the fused model: raises where ``vmap`` cannot batch this block."""
+        self.skeleton.eval()
+        self.eval_forward(self.params, self.buffers, self.val_batches.x[:2].float())
+
+    @torch.no_grad()
+    def _grouped_channels_last(self) -> None:
+        """Lay each stacked convolution weight [K, O, C, kh, kw] out as [K, O, kh, kw, C]: ``vmap`` runs it as one
+        grouped convolution of weight [K*O, C, kh, kw], which is then channels_last without a copy, as each
+        member's own is (a contiguous layout would change the float rounding of every step)."""
+        for p in self.params.values():
+            if p.ndim == 5:
+                p.data = p.data.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
+
+    def _stack(self, xs: List[torch.Tensor]) -> torch.Tensor:
+        """The members' batches as one [K, N, C, H, W] input; channels_last: laid out [N, H, W, K, C], which
+        ``vmap`` folds into the grouped convolution's channels_last [N, K*C, H, W] without a copy."""
+        if not self.channels_last:
+            return torch.stack(xs)
+        return torch.stack([x.permute(0, 2, 3, 1) for x in xs], dim=3).permute(3, 0, 4, 1, 2)
 
     def _share_storage(self) -> None:
         """Point each member's modules at its slice of the stacked tensors: a member's state_dict
@@ -95,13 +116,12 @@ class FusedRun:
 
     @torch.no_grad()
     def _scale_grads(self) -> None:
-        wd = self.cfgs[0].weight_decay
-        for group, decay in ((self.decay, wd), (self.no_decay, 0.0)):
-            for p in group:
+        for group in self.groups:
+            for p in group["params"]:
                 if p.grad is None:
                     continue
-                if decay:
-                    p.grad.add_(p, alpha=decay)
+                if group["weight_decay"]:
+                    p.grad.add_(p, alpha=group["weight_decay"])
                 p.grad.mul_(self._per_member(self.base_lr, p))
                 p.grad.masked_fill_(~self._per_member(self.active, p), 0.0)  # a frozen member's NaNs too
 
@@ -126,7 +146,7 @@ class FusedRun:
         correct = torch.zeros(k, device=self.device, dtype=torch.long)
         seen = 0
         for batches in zip(*self.train_batches):
-            x = torch.stack([xb for xb, _ in batches])
+            x = self._stack([xb for xb, _ in batches])
             y = torch.stack([yb for _, yb in batches])
             with self.autocast:
                 logits = self.train_forward(self.params, self.buffers, x)
@@ -143,7 +163,9 @@ class FusedRun:
             seen += y.shape[1]
         train_loss, train_acc = (loss_sum / seen).tolist(), (correct.float() / seen).tolist()
         t_train = time.perf_counter() - t0
-        val_loss, val_acc = self._evaluate()
+        self.skeleton.eval()
+        val_loss, val_acc = evaluate(lambda xb: self.eval_forward(self.params, self.buffers, xb), self.val_batches,
+                                     self.autocast, k)
         wall = time.perf_counter() - t0
         active = [i for i in range(k) if self.active[i]]
         out: List[Optional[Dict]] = [None] * k
@@ -156,21 +178,6 @@ class FusedRun:
             if m["diverged"]:
                 self.freeze(i)
         return out
-
-    @torch.no_grad()
-    def _evaluate(self) -> tuple:
-        self.skeleton.eval()
-        k = self.k
-        loss_sum = torch.zeros(k, device=self.device)
-        correct = torch.zeros(k, device=self.device, dtype=torch.long)
-        n = 0
-        for xb, yb in self.val_batches:
-            with self.autocast:
-                logits = self.eval_forward(self.params, self.buffers, xb)
-            loss_sum += F.cross_entropy(logits.float().flatten(0, 1), yb.repeat(k), reduction="none").view(k, -1).sum(1)
-            correct += (logits.argmax(-1) == yb).sum(1)
-            n += yb.shape[0]
-        return (loss_sum / n).tolist(), (correct.float() / n).tolist()
 
     def done(self, epochs: int) -> List[bool]:
         return [not bool(self.active[i]) or len(h) >= epochs for i, h in enumerate(self.histories)]
@@ -192,75 +199,3 @@ class FusedRun:
         self.sched.load_state_dict(state["scheduler"])
         self.active = torch.tensor(state["active"], dtype=torch.bool, device=self.device)
         self.histories = [list(h) for h in histories]
-
-
-class SequentialGroup:
-    """Members as separate runs, epoch by epoch: a trial of one grid point, or the fallback for a
-    block ``vmap`` cannot batch."""
-
-    def __init__(self, cfgs: List[TrainConfig], data: Dataset, device: torch.device) -> None:
-        self.cfgs, self.runs = cfgs, [Run(c, data, device) for c in cfgs]
-
-    @property
-    def histories(self) -> List[List[Dict]]:
-        return [r.history for r in self.runs]
-
-    def epoch(self, epoch: int) -> List[Optional[Dict]]:
-        return [None if r.diverged else r.epoch(epoch) for r in self.runs]
-
-    def done(self, epochs: int) -> List[bool]:
-        return [r.diverged or len(r.history) >= epochs for r in self.runs]
-
-    def state(self) -> Dict:
-        """The tensors to resume from; the members' histories are the caller's (a trial's record)."""
-        states = [r.state() for r in self.runs]
-        for s in states:
-            del s["history"]
-        return {"members": states}
-
-    def restore(self, state: Dict, histories: List[List[Dict]]) -> None:
-        for r, s, h in zip(self.runs, state["members"], histories):
-            r.restore({**s, "history": h})
-
-
-def build_group(cfgs: List[TrainConfig], data: Optional[Dataset] = None, state: Optional[Dict] = None,
-                histories: Optional[List[List[Dict]]] = None):
-    """The members of one trial, built and restored (``state`` and the members' ``histories``): one
-    member as a plain run, several as one fused run (or, for a block that cannot be fused, one by one)."""
-    cfg = cfgs[0]
-    data, device = setup(cfg, data)
-    # On the device once, for every member (each member's run would otherwise copy it).
-    data = dataclasses.replace(data, **{f: getattr(data, f).to(device) for f in ("train_x", "train_y", "test_x", "test_y")})
-    group = None
-    if len(cfgs) > 1 and (state is None or "params" in state):
-        try:
-            group = FusedRun(cfgs, data, device)
-            with torch.no_grad():  # one small step through the fused model: can vmap batch this block?
-                group.skeleton.eval()
-                group.eval_forward(group.params, group.buffers, group.val_batches.x[:2].float())
-        except Exception as e:
-            if state is not None:
-                raise
-            warnings.warn(f"block {cfg.block!r} cannot be fused ({e.__class__.__name__}: {str(e).splitlines()[0][:120]}); "
-                   f"its {len(cfgs)} members train one after another")
-            group = None
-    if group is None:
-        group = SequentialGroup(cfgs, data, device)
-    if state is not None:
-        group.restore(state, histories if histories is not None else [[] for _ in cfgs])
-    return group
-
-
-def train_group(group, on_epoch: Optional[Callable[[List[Optional[Dict]], Callable[[], Dict]], None]] = None
-                ) -> List[Dict]:
-    """Train a built group (``build_group``) to the end; return each member's ``{"history", "diverged"}``.
-
-    ``on_epoch(metrics, get_state)`` gets every member's metrics of the epoch (None for a member
-    that has stopped) and the group's resumable state."""
-    epochs = group.cfgs[0].epochs
-    while not all(group.done(epochs)):  # the members still training are all at the same epoch
-        epoch = 1 + min(len(h) for h, d in zip(group.histories, group.done(epochs)) if not d)
-        metrics = group.epoch(epoch)
-        if on_epoch is not None:
-            on_epoch(metrics, group.state)
-    return [{"history": h, "diverged": bool(h and h[-1].get("diverged"))} for h in group.histories]

@@ -1,4 +1,5 @@
-"""pydantic's validation errors as one line each: the key, what is wrong, what is allowed.
+"""Errors as one line: pydantic's validation errors (the key, what is wrong, what is allowed), and the
+first line of any exception.
 
 The allowed values and bounds come from the JSON schema pydantic derives from the models, so
 they are declared once, on the models (``ablate.config``, ``ablate.train``).
@@ -7,7 +8,29 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict
 
-__all__ = ["message"]
+__all__ = ["message", "first_line", "AblateError", "UsageError", "RunFailed"]
+
+
+class AblateError(Exception):
+    """What a command ends on: one line (what is wrong, what is allowed, how to go on), printed once by the
+    command's ``main``, and its exit status ``code`` (2: bad input, found before any training)."""
+
+    code = 2
+
+
+class UsageError(AblateError):
+    """Bad input found before any Ray or GPU work: exit code 2."""
+
+
+class RunFailed(AblateError):
+    """Trials that failed, or a storage that failed under a run: exit 1 (what finished is kept)."""
+
+    code = 1
+
+
+def first_line(e: BaseException, limit: int = 200) -> str:
+    """An exception's first line (its message may run to pages: a remote traceback, a schema), cut to ``limit``."""
+    return (str(e).strip().splitlines() or [""])[0][:limit]
 
 
 def _schema(model: type, loc: tuple) -> Dict[str, Any]:

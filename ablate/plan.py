@@ -154,3 +154,15 @@ def until_resolved_text(cfg: ExperimentConfig, address: Optional[str], gpu_type:
 
         line += f"; worst case ~{duration(estimate_cpu_wall(worst, c))} here (an ESTIMATE)"
     return line
+
+
+def dry_run_text(study, address: Optional[str], gpu_type: str, until_resolved: bool) -> str:
+    """``--dry-run``: the plan; with ``--until-resolved`` its worst case; with ``--resume`` what the experiment's
+    identity says a resume would add."""
+    lines = [plan_text(study.cfg, address, gpu_type)]
+    if until_resolved:
+        lines.append(until_resolved_text(study.cfg, address, gpu_type))
+    if study.resume:
+        study.check()
+        lines.append(study.growth_text() if study.added else "resume: no axis grows; unfinished trials continue")
+    return "\n".join(lines)

@@ -24,6 +24,13 @@ def duration(seconds: float) -> str:
 class Progress:
     """Counts the trials of one Tune run by state, and the work (``weight`` x epochs) they did."""
 
+    @classmethod
+    def of(cls, groups, epochs: int, rounds: Dict) -> "Progress":
+        """The line for a Tune run of ``groups`` (``ablate.study.Group``), in an --until-resolved round or not."""
+        note = f"round {rounds['round'] + 1}: {rounds['resolved']}/{rounds['total']} comparisons resolved" \
+            if rounds.get("round") else ""
+        return cls({g.name: {"weight": g.weight, "start": g.epochs_done, "epochs": epochs} for g in groups}, note=note)
+
     def __init__(self, trials: Dict[str, Dict[str, float]], stream: Optional[TextIO] = None,
                  interval: float = 60.0, live: Optional[bool] = None, clock=time.monotonic, note: str = ""):
         # trials: name -> {"weight": cost of one epoch, "start": epochs on record, "epochs": epochs in all}

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from . import storage
+from .messages import AblateError, first_line
 from .storage import RECORD_FILE, STATE_FILE, STOPPED_FILE
 
 __all__ = ["RecordError", "History", "Found", "Listing", "make_record", "write_checkpoint", "write_stopped", "list_records", "experiment_ids", "member_histories", "loggable",
@@ -32,7 +33,7 @@ __all__ = ["RecordError", "History", "Found", "Listing", "make_record", "write_c
 VERSION = 1
 
 
-class RecordError(ValueError):
+class RecordError(AblateError, ValueError):
     """A record (or the experiment's listing) that exists but cannot be read, or is not one this ablate
     can read: never taken for "not done" (that would train again what may be finished)."""
 
@@ -51,6 +52,39 @@ def make_record(experiment_id: str, trial: str, members: List[Dict[str, Any]], h
     return {"ablate_record": VERSION, "experiment_id": experiment_id, "trial": trial, "written": time.time(),
             "process": {"pid": os.getpid(), "host": socket.gethostname()},  # which process wrote it
             "members": [{**m, "history": list(h), "done": bool(d)} for m, h, d in zip(members, histories, done)]}
+
+
+class CheckpointLost(Exception):
+    """A checkpoint that is gone or unreadable (not a refused one)."""
+
+
+def load_state(path: str) -> Dict[str, Any]:
+    """A trial's trainer state: tensors, numbers, strings, lists and dicts only (never code).
+
+    ``weights_only=True`` refuses any other pickled object, so a tampered ``state.pt`` cannot
+    run code on resume: that is an error naming the path.  A missing or truncated file is
+    ``CheckpointLost``.
+    """
+    import pickle
+
+    import torch
+
+    if not os.path.isfile(path):
+        raise CheckpointLost(f"checkpoint {path} is missing")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise RuntimeError(f"checkpoint {path} holds objects other than tensors and plain values; refused "
+                           f"(storage is trusted: see README). {first_line(e)}") from None
+    except (EOFError, RuntimeError, OSError) as e:
+        raise CheckpointLost(f"checkpoint {path} is unreadable ({e.__class__.__name__}: {first_line(e)})") from None
+
+
+def read_checkpoint(directory: str) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """(state, record) of a checkpoint directory; ``CheckpointLost``, ``OSError`` or ``ValueError`` where cut."""
+    with open(os.path.join(directory, RECORD_FILE)) as f:
+        record = json.load(f)
+    return load_state(os.path.join(directory, STATE_FILE)), record
 
 
 def write_checkpoint(directory: str, state: Dict[str, Any], record: Dict[str, Any]) -> None:
@@ -214,7 +248,7 @@ def list_records(exp_dir: str, experiment_id: str) -> Listing:
     except FileNotFoundError:
         return Listing()
     except (OSError, UnicodeDecodeError) as e:
-        what = "holds a file name that is not UTF-8" if isinstance(e, UnicodeDecodeError) else f"cannot be listed ({_first(e)})"
+        what = "holds a file name that is not UTF-8" if isinstance(e, UnicodeDecodeError) else f"cannot be listed ({first_line(e)})"
         raise RecordError(f"{exp_dir} {what}: which trials finished is unknown, so nothing was trained; "
                           "make every file of the experiment readable (and its names UTF-8), then run again") from None
     listing = Listing(newest_write_ns=max(written, default=0), top_files=top)
@@ -255,9 +289,6 @@ def list_records(exp_dir: str, experiment_id: str) -> Listing:
     return listing
 
 
-def _first(e: BaseException) -> str:
-    return (str(e).splitlines() or [""])[0][:200]
-
 
 def _read_json(fs, path: str):
     """A JSON file's value; None if it is cut short; ``RecordError`` if it cannot be read at all."""
@@ -265,7 +296,7 @@ def _read_json(fs, path: str):
         with fs.open_input_stream(path) as f:
             data = f.read()
     except OSError as e:
-        raise RecordError(f"{path} cannot be read ({e.__class__.__name__}: {_first(e)}): whether its trial "
+        raise RecordError(f"{path} cannot be read ({e.__class__.__name__}: {first_line(e)}): whether its trial "
                           "finished is unknown, so nothing was trained; make it readable, then run again") from None
     try:
         return json.loads(data)

@@ -19,6 +19,7 @@ import yaml
 
 from . import figures
 from .axes import PAIR
+from .messages import first_line
 from .results import ablation_table, best_lr_frame, pipe_table, read_csvs
 from .stats import ALPHA, FINISHED, POWER, Question, _v, effects, finished, question, stable_lrs
 from .storage import EXPERIMENT_FILE, HISTORY_FILE, REPORT_HTML, REPORT_MD, TRIALS_FILE
@@ -336,13 +337,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         return _main(args)
     except OSError as e:  # a read-only or full experiment directory: the report alone is lost
-        print(f"ablate.report: error: cannot write the report ({e.__class__.__name__}: {_first(e)}); the tables "
+        print(f"ablate.report: error: cannot write the report ({e.__class__.__name__}: {first_line(e)}); the tables "
               "are unchanged; make the directory writable (or copy it), then run again", file=sys.stderr)
         return 2
 
-
-def _first(e: BaseException) -> str:
-    return (str(e).splitlines() or [""])[0][:200]
 
 
 def _main(args) -> int:
@@ -363,7 +361,7 @@ def _main(args) -> int:
                 with open(os.path.join(out, name), "w") as f:
                     f.write(text)
         except Exception as e:  # noqa: BLE001 -- pyarrow: an unknown scheme, no credentials
-            print(f"ablate.report: error: cannot read {where} ({e.__class__.__name__}: {_first(e)})", file=sys.stderr)
+            print(f"ablate.report: error: cannot read {where} ({e.__class__.__name__}: {first_line(e)})", file=sys.stderr)
             return 2
     holder = ExperimentLock.holder(where)
     try:
@@ -404,7 +402,7 @@ def _main(args) -> int:
                              stable_lrs(trials, q.subject, q.reference, q.context), q)
             url = save_wandb_report(meta, trials, lines, q)
         except Exception as e:  # noqa: BLE001 -- W&B refused the key, or is unreachable: the report above stands
-            print(f"ablate.report: error: W&B did not take the report ({e.__class__.__name__}: {_first(e)}); "
+            print(f"ablate.report: error: W&B did not take the report ({e.__class__.__name__}: {first_line(e)}); "
                   f"{path} is written; check the key (wandb login) and the network", file=sys.stderr)
             return 2
         print(f"W&B report: {url}")

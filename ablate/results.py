@@ -4,6 +4,7 @@ Pure pandas: used by the grid at its end and by ``ablate.report`` on a finished 
 """
 from __future__ import annotations
 
+import json
 import os
 from typing import Any, Dict, List, Optional
 
@@ -11,11 +12,11 @@ import numpy as np
 import pandas as pd
 
 from .stats import BASELINE, axes_of, finished, paired, verdict
-from .storage import HISTORY_FILE, TRIALS_FILE
+from .storage import HISTORY_FILE, TIMING_FILE, TRIALS_FILE
 from .axes import AXES, PAIR, axis_names, context_of
 from .settings import METRIC_KEYS
 
-__all__ = ["summarise_history", "history_table", "trials_table", "ablation_table", "format_table", "best_lr_frame",
+__all__ = ["answer", "record_timing", "summarise_history", "history_table", "trials_table", "ablation_table", "format_table", "best_lr_frame",
            "pipe_table", "write_csvs",
            "read_csvs", "read_table", "TEXT_COLUMNS", "STATUSES"]
 
@@ -283,3 +284,31 @@ def read_csvs(exp_dir: str) -> tuple:
 def summary_line(trials: pd.DataFrame) -> str:
     counts = trials["status"].value_counts().to_dict()
     return ", ".join(f"{v} {k.lower()}" for k, v in sorted(counts.items()))
+
+
+def record_timing(out_dir: str, trials: pd.DataFrame, wall: float, concurrency: Optional[int], resumed: bool) -> None:
+    """``grid_timing.json`` (read by ``python -m ablate.bench --grid``) describes the first run; a
+    resume is appended under ``resumes``, so a short resume never passes for the grid's wall."""
+    timing = {"wall_s": wall, "train_seconds": float(trials["train_seconds"].sum()), "trials": len(trials),
+              "concurrency": concurrency}
+    path = os.path.join(out_dir, TIMING_FILE)
+    if resumed and os.path.exists(path):
+        try:
+            with open(path) as f:
+                first = json.load(f)
+            first.setdefault("resumes", []).append(timing)
+            timing = first
+        except (OSError, ValueError, AttributeError):  # cut short: the first run's wall is lost, not this one's
+            timing = {**timing, "resumed": True}
+    with open(path, "w") as f:
+        json.dump(timing, f)
+
+
+def answer(cfg, trials: pd.DataFrame, wall: float) -> str:
+    """What a finished run prints: the ablation table at each subject's best LR, and the trials in a line."""
+    subject, reference = cfg.subject()
+    table = ablation_table(trials, subject, reference, context_of(list(cfg.axes()), subject))
+    return (f"Ablation table ({cfg.name}, {cfg.dataset}, {cfg.epochs} epochs; at each {subject}'s best lr; mean +- std "
+            f"over {len(cfg.seeds)} seeds):\n{format_table(table, cfg.target_acc, subject, reference)}\n\n"
+            f"trials: {summary_line(trials)}; wall {wall:.0f} s; time in training {trials['train_seconds'].sum():.0f} s "
+            "(sum over trials)")

@@ -13,6 +13,7 @@ the same points: nothing trains twice.
 from __future__ import annotations
 
 import math
+import os
 from typing import Any, Dict, List
 
 import numpy as np
@@ -22,7 +23,7 @@ from .axes import PAIR
 from .sequential import forecast_seeds, verdicts
 from .stats import ALPHA, Question, finished
 
-__all__ = ["judge", "next_points", "ROUND_SEEDS", "resolved_count"]
+__all__ = ["judge", "next_points", "next_round", "ROUND_SEEDS", "resolved_count"]
 
 ROUND_SEEDS = 3  # at most this many seeds per open comparison per round: look again before spending more
 METRICS = (("final_val_acc", "final"), ("auc_val_acc", "auc"))
@@ -80,3 +81,37 @@ def next_points(judged: pd.DataFrame, trials: pd.DataFrame, q: Question) -> List
                 p = {q.subject: value, **cell, PAIR: seed}
                 points[tuple(sorted((k, str(v)) for k, v in p.items()))] = p
     return list(points.values())
+
+
+def next_round(study, errored: set) -> list:
+    """Judge every comparison of ``study`` (anytime-valid), write the interim tables and report, and add the
+    next round's points to the study (its identity first: a round interrupted continues on
+    ``--resume --until-resolved``); the groups that train next, none when nothing is open."""
+    import sys
+
+    from .axes import context_of
+    from .report import write_report
+    from .results import write_csvs
+
+    cfg = study.cfg
+    history, trials_df = study.tables(errored, interrupted=False)
+    subject, reference = cfg.subject()
+    q = Question(subject, reference, list(cfg.axes()), context_of(list(cfg.axes()), subject))
+    judged = judge(trials_df, q, cfg.equivalence_margin, cfg.max_seeds)
+    points = next_points(judged, trials_df, q)
+    r = int(study.rounds.get("round", 0)) + 1
+    state = {"round": r, "resolved": resolved_count(judged), "total": len(judged), "final": not points}
+    added = study.add_points(points, state)
+    study.write_identity()
+    os.makedirs(cfg.output_dir, exist_ok=True)
+    write_csvs(cfg.output_dir, history, trials_df)
+    what = (f"adding {added} trials: {int((judged['more'] > 0).sum())} open comparisons get "
+            f"{', '.join(sorted({str(int(m)) for m in judged['more'] if m > 0}))} more seeds" if points else
+            "none is open, or each open one has max_seeds" if len(judged) else "nothing to compare")
+    print(f"ablate.grid: round {r}: {state['resolved']} of {state['total']} comparisons resolved; {what}", flush=True)
+    if points:
+        try:
+            write_report(cfg.output_dir)  # interim: the page says which round
+        except Exception as e:  # noqa: BLE001 -- the report must never cost the study its next round
+            print(f"ablate.grid: warning: interim report failed ({e.__class__.__name__}: {e})", file=sys.stderr)
+    return study.plan() if points else []

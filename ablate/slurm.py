@@ -32,6 +32,7 @@ import sys
 from typing import List, Optional
 
 from .cli import PID_ENV
+from .messages import AblateError
 
 __all__ = ["batch_script", "parse_time", "SlurmError", "main"]
 
@@ -42,7 +43,7 @@ _SLURM_NAME = re.compile(r"[A-Za-z0-9_.,+-]{1,128}")
 _NODE_LOCAL = ("/tmp", "/var/tmp", "/dev/shm", "/run")
 
 
-class SlurmError(ValueError):
+class SlurmError(AblateError, ValueError):
     """A value that cannot go into a batch script: exit 2, one line, nothing written or submitted."""
 
 

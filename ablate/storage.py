@@ -13,15 +13,18 @@ import threading
 import time
 from typing import Iterable, Tuple
 
+from .messages import AblateError
+
 __all__ = ["is_uri", "join", "has_files", "list_dirs", "list_files", "read_bytes", "read_text", "write_text", "delete", "upload", "check_writable",
            "ExperimentLock", "LockedError", "EXPERIMENT_FILE", "HISTORY_FILE", "TRIALS_FILE", "REPORT_HTML", "REPORT_MD",
-           "TIMING_FILE", "STATE_FILE", "RECORD_FILE", "STOPPED_FILE", "RAY_LOG", "OUTPUTS", "filesystem"]
+           "TIMING_FILE", "STATE_FILE", "RECORD_FILE", "STOPPED_FILE", "RAY_LOG", "OUTPUTS", "RUN_PREFIX", "filesystem", "failure"]
 
 # Every file name ablate writes, once.
 EXPERIMENT_FILE = "ablate_experiment.yaml"  # the experiment's identity (settings); read by --resume and the report
 HISTORY_FILE = "history.csv"                # one row per trial and epoch
 TRIALS_FILE = "trials.csv"                  # one row per trial of the grid
 REPORT_HTML, REPORT_MD = "report.html", "report.md"
+RUN_PREFIX = "run-"  # each Tune run of a study: <experiment>/run-<UTC time>, never a trial's name
 TIMING_FILE = "grid_timing.json"            # the grid's wall time (python -m ablate.bench --grid)
 RAY_LOG = "ray.log"                         # Ray's and Tune's own log lines of the last run
 STATE_FILE = "state.pt"                     # a trial's trainer state (in each checkpoint directory)
@@ -154,7 +157,10 @@ def local_mirror(exp_dir: str) -> str:
 
 
 def upload(local_dir: str, uri: str, names: Iterable[str]) -> None:
-    """Copy the named files of ``local_dir`` (those that exist) to the experiment at ``uri``."""
+    """Copy the named files of ``local_dir`` (those that exist) to the experiment at ``uri``; nothing for a
+    local experiment, whose outputs are written where it lives."""
+    if not is_uri(uri):
+        return
     for name in names:
         src = os.path.join(local_dir, name)
         if os.path.exists(src):
@@ -172,7 +178,7 @@ def _alive(pid) -> bool:
     return True
 
 
-class LockedError(Exception):
+class LockedError(AblateError):
     """Another run holds the experiment."""
 
 
@@ -294,3 +300,18 @@ class ExperimentLock:
 
     def __exit__(self, *exc):
         self.release()
+
+
+def failure(e: Exception, exp_dir: str) -> str:
+    """What failed when the storage failed under a running grid (a full disk leaves files cut short), in
+    words; ``e`` again if it is not a storage failure."""
+    import pickle
+    import shutil
+
+    from .messages import first_line
+
+    full = not is_uri(exp_dir) and shutil.disk_usage(exp_dir).free < 16 * 2**20
+    if not (full or isinstance(e, (OSError, EOFError, pickle.UnpicklingError))):
+        raise e
+    what = f"no space left on {exp_dir}" if full else f"the storage at {exp_dir} failed"
+    return f"{what} ({e.__class__.__name__}: {first_line(e, 160)})"

@@ -1,19 +1,19 @@
-"""One experiment's lifecycle: its identity, what is done, what runs next, its tables, its timing.
+"""One experiment's lifecycle: what is done, what runs next, its tables.
 
 A study is the grid of one experiment directory.  What it holds is decided from the trials'
 own records alone (``ablate.records``): a first run, a ``--resume`` after a crash, a Ctrl-C or a
 full disk, and a growth (more values on an axis) are one operation: run the grid points that are
-not done, each unfinished trial from its newest whole checkpoint, as one more Tune run
-(``<experiment>/run-<time>``).  No file of Tune's is read back.
+not done, each unfinished group from its newest whole checkpoint, as one more Tune run
+(``<experiment>/run-<time>``).  No file of Tune's is read back.  What makes it the same
+experiment is in ``ablate.identity``.
+
+Words: a *trial* is one grid point (a row of trials.csv, a W&B run, its ``trial_id``); a *group* is
+the trials that train together as one Tune trial (one trial, or several fused: ``fuse_trials``).
 """
 from __future__ import annotations
 
-import json
 import math
 import os
-import platform
-import shlex
-import subprocess
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -23,128 +23,20 @@ import pandas as pd
 import yaml
 
 from . import storage
-from .config import ExperimentConfig, point_config, to_dict, trial_configs, trial_groups
-from .settings import NO_RESULT
-from .records import Listing, list_records, member_histories
-from .results import history_table, trials_table
-from .storage import EXPERIMENT_FILE, TIMING_FILE, ExperimentLock, LockedError
 from .axes import GRID, trial_id, trial_name
+from .config import ExperimentConfig, point_config, to_dict, trial_configs, trial_groups
+from .identity import ROUNDS_KEY, growth, identity, provenance, saved_identity
+from .messages import UsageError, first_line
+from .records import Listing, list_records, member_histories
+from .results import history_table, trials_table, write_csvs
+from .storage import EXPERIMENT_FILE, RUN_PREFIX, ExperimentLock
 
-__all__ = ["UsageError", "Study", "Trial", "tables_from_records", "identity", "growth", "IDENTITY_EXEMPT", "GROWABLE", "PART_PREFIX",
-           "resume_command", "record_timing", "provenance", "git_commit"]
-
-
-class UsageError(Exception):
-    """Bad input found before any Ray or GPU work: exit code 2."""
-
-
-# Settings that may change when an experiment is resumed: they change no result (``settings.NO_RESULT``).
-# The name is where the experiment lives: a directory moved or renamed is the same experiment (README).
-IDENTITY_EXEMPT = NO_RESULT
-# Keys that may gain values on --resume: the experiment grows, its finished trials stay.
-GROWABLE = (*(a.key for a in GRID if a.grows), "block_modules")
-ROUNDS_KEY = "until_resolved"
-PART_PREFIX = "run-"  # each Tune run of the study: <experiment>/run-<UTC time>, never a trial's name
-
-
-def identity(cfg) -> Dict[str, Any]:
-    """What makes two experiments the same one (compared on ``--resume``); a config or its dict.
-
-    Each setting as it acts: a default that means a value is that value (``precision: auto`` is fp32,
-    ``crop_pad``/``flip``/``channels_last`` unset are the dataset's and the trainer's own), and ASHA's
-    keys count only under ASHA, so a resume is never refused for a difference that changes no result.
-    """
-    from .settings import AUGMENT
-
-    d = dict(cfg if isinstance(cfg, dict) else to_dict(cfg))
-    crop, flip = AUGMENT.get(d.get("dataset"), (None, None))
-    for key, unset in (("precision", "fp32"), ("crop_pad", crop), ("flip", flip), ("channels_last", True)):
-        if d.get(key) in (None, "auto"):
-            d[key] = unset
-    if d.get("scheduler", "fifo") != "asha":
-        d = {k: v for k, v in d.items() if not k.startswith("asha_")}
-    swept = d.get("sweep") or {}  # a swept setting's own value is only its base (see ablate.axes)
-    return {k: v for k, v in d.items() if k not in IDENTITY_EXEMPT and k not in swept}
-
-
-def growth(saved: Dict[str, Any], now: Dict[str, Any]) -> Tuple[List[str], Dict[str, list]]:
-    """Compare two identities: (keys that differ in a way no resume allows, {axis: values added}).
-
-    An axis (or ``block_modules``) may gain values, in any order, and a setting that was fixed may become
-    an axis whose values include the one it had (``sweep``): its finished points are that value's.  Any
-    other difference, or a value removed, is a different experiment.
-    """
-    refused, added = [], {}
-    saved_sweep, now_sweep = saved.get("sweep") or {}, now.get("sweep") or {}
-    for k in sorted(set(saved) | set(now)):
-        a, b = saved.get(k), now.get(k)
-        if k == "sweep" or a == b:
-            continue
-        if k in now_sweep and k not in saved_sweep:
-            continue  # fixed, now swept: judged with the sweep below
-        if k in GROWABLE and isinstance(a, list) and isinstance(b, list) and all(v in b for v in a):
-            new = [v for v in b if v not in a]
-            if new:
-                added[next((g.name for g in GRID if g.key == k), k)] = new
-        else:
-            refused.append(k)
-    for k in sorted(set(saved_sweep) | set(now_sweep)):
-        a = saved_sweep.get(k, [saved[k]] if k in saved else None)
-        b = now_sweep.get(k)
-        if b is None or a is None or not all(v in b for v in a):
-            refused.append(f"sweep.{k}")
-        elif [v for v in b if v not in a]:
-            added[k] = [v for v in b if v not in a]
-    return refused, added
-
-
-# What the identity file holds beside the settings: the id, the provenance, and an --until-resolved
-# study's own state (its rounds, the points it added beyond the product of the axes, how far it is).
-META_KEYS = ("experiment_id", "provenance", ROUNDS_KEY)
-
-
-def saved_identity(exp_dir: str) -> Dict[str, Any]:
-    """The identity ``exp_dir`` was started (or last grown) with, every key this ablate knows filled in.
-
-    ``UsageError`` with one line for a file that is missing, unreadable, cut short, of another shape,
-    without its ``experiment_id`` (the trials' records would then belong to no one: everything
-    would train again) or written by a newer ablate.
-    """
-    from .records import experiment_ids
-
-    path = storage.join(exp_dir, EXPERIMENT_FILE)
-    try:
-        saved = yaml.safe_load(storage.read_text(path))
-    except FileNotFoundError:
-        raise UsageError(f"--resume: {exp_dir} holds no {EXPERIMENT_FILE}: it is not an ablate experiment") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise UsageError(f"--resume: {path} cannot be read ({e.__class__.__name__}: {_first(e)}); nothing was "
-                         "trained") from None
-    except yaml.YAMLError as e:
-        raise UsageError(f"--resume: {path} is not valid YAML ({_first(e)}): cut short or edited; nothing was "
-                         "trained") from None
-    if not isinstance(saved, dict):
-        raise UsageError(f"--resume: {path} is not a mapping of settings (cut short or edited); nothing was trained")
-    if not isinstance(saved.get("experiment_id"), str) or not saved["experiment_id"]:
-        ids = experiment_ids(exp_dir)
-        fix = (f"its trials' records name experiment_id {ids[0]}: add the line  experiment_id: {ids[0]}  to it"
-               if len(ids) == 1 else "restore it from a copy")
-        raise UsageError(f"--resume: {path} names no experiment_id (cut short or edited), so no trial could be "
-                         f"known as done; nothing was trained; {fix}")
-    unknown = sorted(k for k in saved if k not in ExperimentConfig.model_fields and k not in META_KEYS)
-    if unknown:
-        raise UsageError(f"--resume: {path} has settings this ablate does not know ({', '.join(map(str, unknown[:5]))}): "
-                         "it was written by a newer ablate (upgrade: pip install -U ablate) or edited by hand")
-    # A key added to ablate after the experiment was started had its default then.
-    defaults = {k: f.get_default(call_default_factory=True) for k, f in ExperimentConfig.model_fields.items()
-                if k not in saved}  # only those: a default factory may import torch (the block registry)
-    return {**defaults, **saved}
-
+__all__ = ["Study", "Group", "tables_from_records"]
 
 @dataclass
-class Trial:
-    """A Tune trial of the study: its members (``{"id", "point"}``), trained together (one, or a fused group),
-    the checkpoints it may continue from (newest first) and its earlier trial directories."""
+class Group:
+    """Trials (grid points) that train together as one Tune trial: its members (``{"id", "point"}``), the
+    checkpoints it may continue from (newest first) and the directories of its earlier runs."""
 
     name: str
     members: List[Dict[str, Any]]
@@ -158,16 +50,16 @@ class Trial:
         return float(self.members[0]["point"]["depth"] * len(self.members))
 
 
-def _trial(points: List[Dict[str, Any]], ids: List[str], found=()) -> Trial:
+def _group(points: List[Dict[str, Any]], ids: List[str], found=()) -> Group:
     name = trial_name(points[0]) + (f"+{len(points) - 1}" if len(points) > 1 else "")
     whole = [f for f in found if f.state_whole]
     start = min((len(m["history"]) for m in whole[0].record["members"] if not m["done"]), default=0) if whole else 0
-    return Trial(name, [{"id": i, "point": dict(p)} for i, p in zip(ids, points)],
+    return Group(name, [{"id": i, "point": dict(p)} for i, p in zip(ids, points)],
                  [f.checkpoint for f in whole], list(dict.fromkeys(f.trial_dir for f in found)), start)
 
 
 class Study:
-    """The lifecycle of ``cfg``'s experiment: ``check`` (before Ray), ``plan``, ``begin``, ``tables``, ``finish``."""
+    """The lifecycle of ``cfg``'s experiment: ``lock`` and ``check`` (before Ray), ``plan``, ``write_identity``, ``tables``."""
 
     def __init__(self, cfg: ExperimentConfig, resume: bool):
         self.cfg, self.resume = cfg, resume
@@ -195,10 +87,10 @@ class Study:
             raise
         except OSError as e:
             raise UsageError(f"key 'storage_path': cannot write to {self.dir} ({e.__class__.__name__}: "
-                             f"{_first(e) or 'no detail'})") from None
+                             f"{first_line(e) or 'no detail'})") from None
         except Exception as e:  # pyarrow: an unknown scheme, a malformed URI
             raise UsageError(f"key 'storage_path': {self.cfg.storage_path!r} is not a usable location "
-                             f"({e.__class__.__name__}: {_first(e)}); allowed: a local directory, or a URI such as "
+                             f"({e.__class__.__name__}: {first_line(e)}); allowed: a local directory, or a URI such as "
                              "s3://bucket/path or file:///path") from None
         if self.cfg.output_dir != self.dir:  # URI storage: the tables and the report go to a local mirror
             try:
@@ -207,7 +99,7 @@ class Study:
                     raise PermissionError("read-only")
             except OSError as e:
                 raise UsageError(f"the tables of {self.dir} are written to {self.cfg.output_dir} (in the working "
-                                 f"directory), which cannot be written ({e.__class__.__name__}: {_first(e)}); "
+                                 f"directory), which cannot be written ({e.__class__.__name__}: {first_line(e)}); "
                                  "run from a writable directory") from None
         return ExperimentLock(self.dir)
 
@@ -216,7 +108,7 @@ class Study:
         try:
             exists = storage.has_files(self.dir)
             if self.resume:
-                self.saved = self._saved_identity() if exists else None
+                self.saved = saved_identity(self.dir) if exists else None
                 if self.saved is None:
                     raise UsageError(f"--resume: nothing to resume at {self.dir} (no experiment was started there); "
                                      "run without --resume to start it")
@@ -235,14 +127,11 @@ class Study:
         except UsageError:
             raise
         except OSError as e:  # an unreachable bucket, no credentials
-            raise UsageError(f"key 'storage_path': cannot read {self.dir} ({e.__class__.__name__}: {_first(e)})") from None
+            raise UsageError(f"key 'storage_path': cannot read {self.dir} ({e.__class__.__name__}: {first_line(e)})") from None
         except Exception as e:  # pyarrow: an unknown scheme, a malformed URI
             raise UsageError(f"key 'storage_path': {self.cfg.storage_path!r} is not a usable location "
-                             f"({e.__class__.__name__}: {_first(e)}); allowed: a local directory, or a URI such as "
+                             f"({e.__class__.__name__}: {first_line(e)}); allowed: a local directory, or a URI such as "
                              "s3://bucket/path or file:///path") from None
-
-    def _saved_identity(self) -> Optional[Dict[str, Any]]:
-        return saved_identity(self.dir)
 
     def growth_text(self) -> str:
         axes = self.cfg.axes()
@@ -274,11 +163,11 @@ class Study:
         self.rounds = {**self.rounds, **state, "points": [*self.rounds.get("points", []), *new]}
         return len(new)
 
-    def plan(self) -> List[Trial]:
-        """The trials that run next: the grid points not done, from the records alone.
+    def plan(self) -> List[Group]:
+        """The groups that train next: the grid points not done, from the records alone.
 
-        An unfinished trial runs again as it was (its members together, from its newest whole
-        checkpoint, whichever Tune run wrote it); points no record holds form new trials.
+        An unfinished group runs again as it was (its members together, from its newest whole
+        checkpoint, whichever Tune run wrote it); points no record holds form new groups.
         """
         self.listing = list_records(self.dir, self.experiment_id)
         points = self.points()
@@ -295,12 +184,12 @@ class Study:
             if (all(i in done for i in ids) or not all(i in points for i in ids)
                     or any(i in elsewhere or i in taken for i in ids)):
                 continue  # settled, or not all of it in this grid (an interrupted growth), or its points run elsewhere
-            todo.append(_trial([points[i] for i in ids], list(ids), found))
+            todo.append(_group([points[i] for i in ids], list(ids), found))
             taken |= set(ids)
         fresh = [p for i, p in points.items() if i not in done and i not in taken]
         base = self.cfg.base()
         if fresh:
-            todo += [_trial([t.point for t in g], [trial_id(self.experiment_id, t.point, base) for t in g])
+            todo += [_group([t.point for t in g], [trial_id(self.experiment_id, t.point, base) for t in g])
                      for g in trial_groups(self.cfg, fresh)]
         return todo
 
@@ -325,15 +214,33 @@ class Study:
             os.makedirs(self.cfg.output_dir, exist_ok=True)
             storage.write_text(os.path.join(self.cfg.output_dir, EXPERIMENT_FILE), text)
 
-    def part_name(self) -> str:
+    def run_name(self) -> str:
         """A new Tune run's directory name: the time, and a count where one of that second exists."""
         taken = set(storage.list_dirs(self.dir))
-        base = PART_PREFIX + time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+        base = RUN_PREFIX + time.strftime("%Y%m%d-%H%M%S", time.gmtime())
         name, k = base, 1
         while name in taken:
             k += 1
             name = f"{base}-{k}"
         return name
+
+    def settle_tables(self) -> str:
+        """A study with nothing to run: its tables rebuilt from the records where lost or cut short (also in
+        the bucket), and a growth trained to the end whose identity was never rewritten (a kill at the
+        finish) completed; what the run then says."""
+        from .storage import HISTORY_FILE, TRIALS_FILE
+
+        out = self.cfg.output_dir
+        os.makedirs(out, exist_ok=True)
+        if not self.tables_current():  # whole and newer than every record: nothing to rebuild
+            write_csvs(out, *self.tables(set(), interrupted=False, relist=False), only_changed=True)
+        if storage.is_uri(self.cfg.storage_path):  # the bucket's own copies too, where lost or other
+            local = {n: os.path.getsize(os.path.join(out, n)) for n in (HISTORY_FILE, TRIALS_FILE)}
+            storage.upload(out, self.dir, [n for n, size in local.items() if self.listing.top_files.get(n) != size])
+        if self.added:
+            self.write_identity()
+        return (f"every trial of {self.dir} had already finished; nothing to run (results: {out}; rebuild the "
+                "report with python -m ablate.report)")
 
     def tables_current(self) -> bool:
         """Whether the tables in the output directory are whole and newer than every record (a finished
@@ -415,52 +322,3 @@ def _lines(path: str) -> int:
     return n
 
 
-def _first(e: BaseException) -> str:
-    return (str(e).splitlines() or [""])[0][:200]
-
-
-def git_commit() -> Optional[str]:
-    try:
-        here = os.path.dirname(os.path.abspath(__file__))  # the code that runs, wherever the cwd is
-        out = subprocess.run(["git", "-C", here, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
-        return out.stdout.strip() or None if out.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def provenance() -> dict:
-    """What produced the results: the code's commit, the libraries' versions, when."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    versions = {"python": platform.python_version()}
-    for pkg in ("ablate", "torch", "ray", "wandb", "scipy"):
-        try:
-            versions[pkg] = version(pkg)
-        except PackageNotFoundError:
-            pass
-    return {"git_commit": git_commit(), "versions": versions, "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
-
-
-def record_timing(out_dir: str, timing: dict, resumed: bool) -> None:
-    """``grid_timing.json`` (read by ``python -m ablate.bench --grid``) describes the first run; a
-    resume is appended under ``resumes``, so a short resume never passes for the grid's wall."""
-    path = os.path.join(out_dir, TIMING_FILE)
-    if resumed and os.path.exists(path):
-        try:
-            with open(path) as f:
-                first = json.load(f)
-            first.setdefault("resumes", []).append(timing)
-            timing = first
-        except (OSError, ValueError, AttributeError):  # cut short: the first run's wall is lost, not this one's
-            timing = {**timing, "resumed": True}
-    with open(path, "w") as f:
-        json.dump(timing, f)
-
-
-def resume_command(argv: List[str]) -> str:
-    """The exact command that continues this experiment."""
-    rest = [a for a in argv if a != "--resume"]
-    return shlex.join(["python", "-m", "ablate.grid", *rest, "--resume"])
-
-
-__all__ += ["LockedError"]

@@ -18,7 +18,10 @@ import os
 import warnings
 from typing import Any, Dict, List, Optional
 
-__all__ = ["resolve_mode", "TrialRun", "start_trial_run", "finish_runs", "has_api_key", "driver_api_key", "trial_env",
+from .records import loggable
+from .storage import RUN_PREFIX
+
+__all__ = ["resolve_mode", "TrialRun", "start_trial_run", "start_runs", "finish_runs", "has_api_key", "driver_api_key", "trial_env",
            "build_wandb_report", "save_wandb_report"]
 
 
@@ -178,6 +181,32 @@ def start_trial_run(config: Dict[str, Any], *, project: str, group: str, name: s
             if not _OPEN:  # the failed run still holds its id in the W&B service: start the next try clean
                 _quiet_teardown()
     return TrialRun()
+
+
+def start_runs(cfgs, member_ids: List[str], *, wandb: Dict[str, Any], experiment: str, git_commit: Optional[str],
+               directory: str, histories: List[List[Dict[str, Any]]], written=()) -> List[TrialRun]:
+    """A W&B run per member of a trial (``cfgs``: their ``TrainConfig``), each continued where earlier
+    processes left it: the epochs on record (``histories``) logged again, but not those an offline run
+    already holds in ``written`` (``(pyarrow filesystem, path)`` pairs: the directories this trial's
+    earlier processes wrote)."""
+    runs = [start_trial_run(
+        {**cfg.to_dict(), "experiment": experiment, "git_commit": git_commit}, project=wandb["project"],
+        group=experiment, name=cfg.name, run_id=run_id, mode=wandb["mode"], directory=directory,
+        tags=[cfg.block, f"d{cfg.depth}", cfg.dataset, *wandb.get("tags", [])], entity=wandb.get("entity"),
+        init_timeout=wandb.get("init_timeout", 60.0)) for cfg, run_id in zip(cfgs, member_ids)]
+    for run, run_id, history in zip(runs, member_ids, histories):
+        if not history:
+            continue
+        if run.mode == "offline":  # what this run's earlier processes already wrote (synced or local)
+            run.logged = logged_steps(run_id, written)
+        run.replay([loggable(h) for h in history])
+    return runs
+
+
+def sync_hint(exp_dir: str) -> str:
+    """How to upload a grid's offline runs: they are in each trial's own directory of the experiment's storage."""
+    where = f"<a download of {exp_dir}>" if "://" in exp_dir else exp_dir
+    return f"W&B offline runs: upload with  wandb sync {where}/{RUN_PREFIX}*/*/wandb/offline-run-*"
 
 
 def build_wandb_report(meta: Dict[str, Any], trials, lines: List[str], entity: str, q=None):

@@ -1,99 +1,53 @@
-"""Train one configuration (no Ray here: this module runs on its own).
+"""Train grid points (no Ray here: this module runs on its own).
 
-``train(cfg, data, on_epoch, state)`` builds the run (``build``: model, data on the device,
-optimiser, schedule, resumed state), then trains it epoch by epoch (``Run.epochs``), evaluates
-after every epoch and hands each epoch's metrics to ``on_epoch(metrics, get_state)``;
-``get_state()`` returns everything needed to resume (model, optimiser, schedule, RNG, epoch,
-history), so a run resumed from epoch k ends with the same metrics as an uninterrupted one.
-A non-finite (or exploding) loss stops the run and marks it ``diverged``; it never raises.
+``build_group(cfgs, data, state, histories)`` is the one way to make a run: one grid point as a
+plain ``Run``, several that differ only in ``lr`` and ``seed`` as one fused run
+(``ablate.fused``), restored from a state.  ``train_group`` is the one epoch loop: it trains every
+member to its last epoch and hands each epoch's metrics to ``on_epoch(metrics, get_state)``;
+``get_state()`` returns everything needed to resume (model, optimiser, schedule, RNG), so a run
+resumed from epoch k ends with the same metrics as an uninterrupted one.  ``train(cfg)`` is that
+loop with a group of one.  A non-finite (or exploding) loss stops a member and marks it
+``diverged``; it never raises.
 
-A trial's settings are in ``ablate.settings`` and its identity in ``ablate.axes`` (both without torch).
+The parts of the recipe are in ``ablate.recipe``, a trial's settings in ``ablate.settings`` and its
+identity in ``ablate.axes`` (both without torch).
 """
 from __future__ import annotations
 
 import copy
-import math
+import dataclasses
 import time
-from typing import Callable, Dict, List, Optional, Tuple
+import warnings
+from typing import Callable, Dict, List, Optional
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
-from .axes import AXES, trial_id, trial_key, trial_name
-from .data import Dataset, DeviceBatches, load_dataset
-from .models import create_model
-from .settings import METRIC_KEYS, Number, Settings, TrainConfig, TrainSettings
+from . import recipe
+from .data import Dataset, load_dataset
+from .fused import FusedRun
+from .messages import first_line
+from .recipe import epoch_metrics, evaluate, lr_lambda, param_groups
+from .settings import METRIC_KEYS, TrainConfig
 
-__all__ = ["TrainSettings", "TrainConfig", "train", "build", "setup", "Run", "resolve_device", "METRIC_KEYS", "AXES",
-           "trial_key", "trial_name", "trial_id", "epoch_metrics", "Number", "Settings"]
+__all__ = ["TrainConfig", "train", "build_group", "train_group", "Run", "SequentialGroup", "METRIC_KEYS"]
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was asked for but no CUDA GPU is visible; use device=cpu or auto")
-    return torch.device(name)
-
-
-def _lr_lambda(cfg: TrainSettings, steps_per_epoch: int) -> Callable[[int], float]:
-    total = max(1, cfg.epochs * steps_per_epoch)
-    warm = int(cfg.warmup_epochs * steps_per_epoch)
-    marks = sorted(int(m * total) for m in cfg.milestones)
-
-    def f(step: int) -> float:
-        if step < warm:
-            return (step + 1) / warm
-        if cfg.schedule == "cosine":
-            t = (step - warm) / max(1, total - warm)
-            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, t)))
-        if cfg.schedule == "step":
-            return cfg.lr_decay ** sum(step >= m for m in marks)
-        return 1.0
-
-    return f
-
-
-def _param_groups(model: nn.Module, weight_decay: float):
-    # Weight decay on every weight, as He et al.; the learned gate scalars are excluded so
-    # decay does not pull a SkipInit gate back to 0 or a shortcut scale towards 0.
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        (no_decay if p.ndim == 1 and p.numel() == 1 else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+# What on_epoch gets: each member's metrics of the epoch (None for a member that has stopped), and
+# the group's resumable state.
+OnEpoch = Callable[[List[Optional[Dict]], Callable[[], Dict]], None]
 
 
 class Run:
-    """A built run: model, device-resident batches, optimiser and schedule, history so far."""
+    """One grid point trained alone: model, device-resident batches, optimiser and schedule, history so far."""
 
     def __init__(self, cfg: TrainConfig, data: Dataset, device: torch.device) -> None:
         self.cfg, self.device = cfg, device
-        cuda = device.type == "cuda"
-        channels_last = True if cfg.channels_last is None else cfg.channels_last
-        self.compiled = cuda if cfg.compile is None else cfg.compile  # fused runs decide the same
-        torch.manual_seed(cfg.seed)
-        model = create_model(cfg.block, cfg.depth, data.num_classes, data.in_channels, cfg.shortcut,
-                             conv_bias=cfg.conv_bias, zero_init_last=cfg.zero_init_last)
-        self.model = model.to(device=device, memory_format=torch.channels_last if channels_last
-                              else torch.contiguous_format)
-        self.run_model = torch.compile(self.model, mode=cfg.compile_mode) if self.compiled else self.model
-        if cuda:
-            torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick the fastest kernels
-        # The whole data set lives on the device; batches are views + one gather.
-        tx, ty = data.train_x.to(device, non_blocking=True), data.train_y.to(device, non_blocking=True)
-        vx, vy = data.test_x.to(device, non_blocking=True), data.test_y.to(device, non_blocking=True)
-        self.train_batches = DeviceBatches(
-            tx, ty, cfg.batch_size, mean=data.mean, std=data.std, train=True,
-            crop_pad=data.crop_pad if cfg.crop_pad is None else cfg.crop_pad,
-            flip=data.flip if cfg.flip is None else cfg.flip, seed=cfg.seed, channels_last=channels_last)
-        self.val_batches = DeviceBatches(vx, vy, cfg.eval_batch_size, mean=data.mean, std=data.std, train=False,
-                                         channels_last=channels_last)
-        opt_kw = {"fused": True} if cuda else {"foreach": True}
-        self.opt = torch.optim.SGD(_param_groups(self.model, cfg.weight_decay), lr=cfg.lr, momentum=cfg.momentum,
-                                   nesterov=cfg.nesterov, **opt_kw)
-        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, _lr_lambda(cfg, len(self.train_batches)))
-        self.autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
-        self.loss_limit = cfg.diverge_factor * math.log(max(2, data.num_classes))
+        self.model = recipe.member_model(cfg, data, device)
+        self.run_model = torch.compile(self.model, mode=cfg.compile_mode) if recipe.compiled(cfg, device) else self.model
+        self.train_batches, self.val_batches = recipe.train_batches(cfg, data), recipe.val_batches(cfg, data)
+        self.opt = recipe.sgd(param_groups(self.model, cfg.weight_decay), cfg, device, lr=cfg.lr)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(cfg, len(self.train_batches)))
+        self.autocast, self.loss_limit = recipe.autocast(cfg, device), recipe.loss_limit(cfg, data)
         self.history: List[Dict] = []
 
     def restore(self, state: Dict) -> None:
@@ -144,64 +98,90 @@ class Run:
         train_loss = loss_sum.item() / seen  # the one sync per epoch
         train_acc = correct.item() / seen
         t_train = time.perf_counter() - t0
-        val_loss, val_acc = _evaluate(self.run_model, self.val_batches, self.autocast)
+        model.eval()
+        (val_loss,), (val_acc,) = evaluate(self.run_model, self.val_batches, self.autocast)
         metrics = epoch_metrics(epoch, train_loss, train_acc, val_loss, val_acc, lr_used,
                                 time.perf_counter() - t0, seen / t_train, self.loss_limit, model.learned_scalars())
         self.history.append(metrics)
         return metrics
 
 
-def epoch_metrics(epoch: int, train_loss: float, train_acc: float, val_loss: float, val_acc: float, lr: float,
-                  seconds: float, images_per_second: float, loss_limit: float, scalars: Dict[str, float]) -> Dict:
-    """An epoch's metrics (``METRIC_KEYS`` and the learned scalars), for a run and a fused member alike."""
-    return {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss,
-            "val_acc": val_acc, "lr": lr, "epoch_seconds": seconds, "images_per_second": images_per_second,
-            "diverged": not math.isfinite(train_loss) or train_loss > loss_limit, **scalars}
+class SequentialGroup:
+    """Members as separate runs, epoch by epoch: a trial of one grid point, or the fallback for a
+    block ``vmap`` cannot batch."""
+
+    def __init__(self, cfgs: List[TrainConfig], data: Dataset, device: torch.device) -> None:
+        self.cfgs, self.runs = cfgs, [Run(c, data, device) for c in cfgs]
+
+    @property
+    def histories(self) -> List[List[Dict]]:
+        return [r.history for r in self.runs]
+
+    def epoch(self, epoch: int) -> List[Optional[Dict]]:
+        return [None if r.diverged else r.epoch(epoch) for r in self.runs]
+
+    def done(self, epochs: int) -> List[bool]:
+        return [r.diverged or len(r.history) >= epochs for r in self.runs]
+
+    def state(self) -> Dict:
+        """The tensors to resume from; the members' histories are the caller's (a trial's record)."""
+        states = [r.state() for r in self.runs]
+        for s in states:
+            del s["history"]
+        return {"members": states}
+
+    def restore(self, state: Dict, histories: List[List[Dict]]) -> None:
+        for r, s, h in zip(self.runs, state["members"], histories):
+            r.restore({**s, "history": h})
 
 
-def setup(cfg: TrainConfig, data: Optional[Dataset] = None) -> Tuple[Dataset, torch.device]:
-    """What a run (or a fused group) of ``cfg`` needs first: torch's threads, its data, its device."""
+def build_group(cfgs: List[TrainConfig], data: Optional[Dataset] = None, state: Optional[Dict] = None,
+                histories: Optional[List[List[Dict]]] = None):
+    """The members of one trial, built and restored (``state`` and the members' ``histories``): one
+    member as a plain run, several as one fused run (or, for a block that cannot be fused, one by one)."""
+    cfg = cfgs[0]
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
-    return data if data is not None else load_dataset(cfg.dataset, cfg.data_dir), resolve_device(cfg.device)
-
-
-def build(cfg: TrainConfig, data: Optional[Dataset] = None, state: Optional[Dict] = None) -> Run:
-    """Everything a run needs before its first (or next) epoch: model, data, optimiser, resumed state."""
-    run = Run(cfg, *setup(cfg, data))
+    data = data if data is not None else load_dataset(cfg.dataset, cfg.data_dir)
+    device = recipe.resolve_device(cfg.device)
+    # On the device once, for every member: their batches are views of it.
+    data = dataclasses.replace(data, **{f: getattr(data, f).to(device) for f in ("train_x", "train_y", "test_x", "test_y")})
+    group = None
+    if len(cfgs) > 1 and (state is None or "params" in state):
+        try:
+            group = FusedRun(cfgs, data, device)
+            group.check()
+        except Exception as e:
+            if state is not None:
+                raise
+            warnings.warn(f"block {cfg.block!r} cannot be fused ({e.__class__.__name__}: {first_line(e, 120)}); "
+                          f"its {len(cfgs)} members train one after another")
+            group = None
+    if group is None:
+        group = SequentialGroup(cfgs, data, device)
     if state is not None:
-        run.restore(state)
-    return run
+        group.restore(state, histories if histories is not None else [[] for _ in cfgs])
+    return group
 
 
-def train(
-    cfg: TrainConfig,
-    data: Optional[Dataset] = None,
-    on_epoch: Optional[Callable[[Dict, Callable[[], Dict]], None]] = None,
-    state: Optional[Dict] = None,
-) -> Dict:
-    """Train ``cfg``; return ``{"history": [...], "diverged": bool, "train_seconds": float}``."""
-    run = build(cfg, data, state)
-    for epoch in range(len(run.history) + 1, cfg.epochs + 1):
-        if run.diverged:
-            break
-        metrics = run.epoch(epoch)
+def train_group(group, on_epoch: Optional[OnEpoch] = None) -> List[Dict]:
+    """The epoch loop: train a built group (``build_group``) to the end; each member's
+    ``{"history", "diverged", "train_seconds"}``."""
+    epochs = group.cfgs[0].epochs
+    while not all(group.done(epochs)):  # the members still training are all at the same epoch
+        epoch = 1 + min(len(h) for h, d in zip(group.histories, group.done(epochs)) if not d)
+        metrics = group.epoch(epoch)
         if on_epoch is not None:
-            on_epoch(dict(metrics), run.state)
-    return {"history": run.history, "diverged": run.diverged,
-            "train_seconds": sum(h["epoch_seconds"] for h in run.history)}
+            on_epoch(metrics, group.state)
+    return [{"history": h, "diverged": bool(h and h[-1].get("diverged")),
+             "train_seconds": sum(m["epoch_seconds"] for m in h)} for h in group.histories]
 
 
-@torch.no_grad()
-def _evaluate(model: nn.Module, batches: DeviceBatches, autocast) -> tuple:
-    model.eval()
-    loss_sum = torch.zeros((), device=batches.device)
-    correct = torch.zeros((), device=batches.device, dtype=torch.long)
-    n = 0
-    for xb, yb in batches:
-        with autocast:
-            logits = model(xb)
-        loss_sum += F.cross_entropy(logits.float(), yb, reduction="sum")
-        correct += (logits.argmax(1) == yb).sum()
-        n += yb.shape[0]
-    return loss_sum.item() / n, correct.item() / n
+def train(cfg: TrainConfig, data: Optional[Dataset] = None,
+          on_epoch: Optional[Callable[[Dict, Callable[[], Dict]], None]] = None, state: Optional[Dict] = None) -> Dict:
+    """Train one grid point: the epoch loop with a group of one.  ``on_epoch(metrics, get_state)``;
+    ``state``: what ``get_state()`` returned, to resume.  ``{"history", "diverged", "train_seconds"}``."""
+    group = build_group([cfg], data, state and {"members": [state]}, state and [state["history"]])
+    run = group.runs[0]
+    relay = None if on_epoch is None else (lambda metrics, _: on_epoch(dict(metrics[0]), run.state))
+    return train_group(group, relay)[0]

@@ -1,12 +1,12 @@
-"""All of ablate's Ray Tune: the trial function, and one Tune run over a list of trials.
+"""All of ablate's Ray Tune: the trial function, one Tune run over a list of groups, and Tune's stop hand-off.
 
-The trial follows the Ray Tune function-API pattern: ``param_space`` holds only what is searched
-(which trial), the constants ride in ``tune.with_parameters`` (the trials' members, settings,
-metadata, data); build, restore from a checkpoint, loop epochs (``ablate.fused.train_group``),
-``tune.report(metrics, checkpoint=...)``.  Every trial is a group of one or more members (grid
-points that train together).  Tune schedules, retries (``FailureConfig``), syncs artifacts and
-stores checkpoints; what finished is in each trial's own record (``ablate.records``), never in
-Tune's experiment state, which ablate does not read back.
+A trial of Tune trains one group (``ablate.study.Group``: one grid point, or several fused).  The
+trial follows Ray Tune's function-API example (``custom_func_checkpointing.py``): ``param_space``
+holds only what is searched (which group), the constants ride in ``tune.with_parameters`` (the
+groups, ``TrialConstants``, the data); restore from a checkpoint, build, loop epochs
+(``ablate.train.train_group``), ``tune.report(metrics, checkpoint=...)``.  Tune schedules, retries
+(``FailureConfig``), syncs artifacts and stores checkpoints; what finished is in each trial's own
+record (``ablate.records``), never in Tune's experiment state, which ablate does not read back.
 """
 from __future__ import annotations
 
@@ -16,65 +16,90 @@ import statistics
 import tempfile
 import time
 import warnings
-from typing import Any, Dict, List, Optional
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import storage
 from .blocks import import_block_modules
 from .config import ExperimentConfig
 from .data import Dataset
-from .fused import build_group, train_group
-from .records import RUN_KEYS, loggable, make_record, write_checkpoint, write_stopped
+from .records import RUN_KEYS, CheckpointLost, loggable, make_record, read_checkpoint, write_checkpoint, write_stopped
 from .results import summarise_history
-from .storage import RECORD_FILE, STATE_FILE, filesystem
-from .study import Trial
-from .tracking import finish_runs, logged_steps, start_trial_run
-from .train import TrainConfig
+from .settings import TrainConfig
+from .storage import filesystem
+from .identity import git_commit
+from .study import Group
+from .tracking import finish_runs, start_runs
+from .train import build_group, train_group
 
-__all__ = ["run_trial", "run_grid", "load_state", "CheckpointLost"]
-
-
-class CheckpointLost(Exception):
-    """A checkpoint that is gone or unreadable (not a refused one)."""
+__all__ = ["run_trial", "run_grid", "TrialConstants", "stop_handoff"]
 
 
-def load_state(path: str) -> Dict[str, Any]:
-    """A trial's trainer state: tensors, numbers, strings, lists and dicts only (never code).
+@dataclass(frozen=True)
+class TrialConstants:
+    """What every trial of one Tune run shares, built once (``run_grid``) from the experiment."""
 
-    ``weights_only=True`` refuses any other pickled object, so a tampered ``state.pt`` cannot
-    run code on resume: that is an error naming the path.  A missing or truncated file is
-    ``CheckpointLost``.
+    experiment_name: str   # the experiment's name: the W&B group
+    experiment_id: str     # its id: every record names it
+    settings: Dict[str, Any]  # the training settings every point shares (a point's own values go on top)
+    block_modules: Tuple[str, ...]  # a user's block modules, imported in every trial process
+    wandb: Dict[str, Any]  # the experiment's W&B settings, with the mode resolved
+    git_commit: Optional[str]
+    target_acc: float
+    checkpoint_period_s: float  # 0 under ASHA, which may stop a trial after any epoch
+    checkpoints_to_keep: int
+
+    @classmethod
+    def of(cls, cfg: ExperimentConfig, experiment_id: str, wandb_mode: str, device: str) -> "TrialConstants":
+        settings = {**cfg.train_settings(), "threads": cfg.threads or max(1, int(cfg.cpus_per_trial)), "device": device}
+        return cls(cfg.name, experiment_id, settings, tuple(cfg.block_modules),
+                   {**cfg.wandb.model_dump(), "mode": wandb_mode}, git_commit(), cfg.target_acc,
+                   0.0 if cfg.scheduler == "asha" else cfg.checkpoint_period_s, cfg.checkpoints_to_keep)
+
+
+def run_trial(config: Dict[str, Any], groups: Dict[str, Group], const: TrialConstants,
+              data: Optional[Dataset] = None, env: Optional[Dict[str, str]] = None) -> None:
+    """One Tune trial: one group of grid points, continued from the newest checkpoint that loads
+    (Tune's own after a retry, else the study's, whichever run wrote it).
+
+    A group whose record says done reports its history again and returns: no training, no W&B writes.
+    ``env`` (the driver's W&B key and server) arrives in memory, with the parameters: not as a
+    runtime-env variable, which Ray's runtime-env agent writes to its log in plain text.
     """
-    import pickle
+    os.environ.update(env or {})
+    import_block_modules(const.block_modules)  # a user's blocks, shipped by py_modules
+    from ray import tune
 
-    import torch
-
-    def first_line(e: BaseException) -> str:
-        return (str(e).splitlines() or [""])[0][:160]
-
-    if not os.path.isfile(path):
-        raise CheckpointLost(f"checkpoint {path} is missing")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise RuntimeError(f"checkpoint {path} holds objects other than tensors and plain values; refused "
-                           f"(storage is trusted: see README). {first_line(e)}") from None
-    except (EOFError, RuntimeError, OSError) as e:
-        raise CheckpointLost(f"checkpoint {path} is unreadable ({e.__class__.__name__}: {first_line(e)})") from None
+    group = groups[config["trial"]]
+    own = tune.get_checkpoint()
+    state, record = _restore(([own] if own else []) + [tune.Checkpoint(p) for p in group.checkpoints])
+    histories = [m["history"] for m in record["members"]] if record else [[] for _ in group.members]
+    if record and all(m["done"] for m in record["members"]):
+        return _report_again(histories)
+    cfgs = [TrainConfig.of_point(const.settings, m["point"]) for m in group.members]  # a swept setting is the point's
+    members = build_group(cfgs, data, state, histories)
+    epochs = _Epochs(const, group, members)
+    outs = train_group(members, epochs)
+    finish_runs(epochs.runs, [summarise_history(out["history"], const.target_acc) for out in outs])
 
 
 def _restore(candidates) -> tuple:
     """(state, record) of the first candidate checkpoint that loads, newest first; (None, None) if none."""
-    import json
-
     for checkpoint in candidates:
         try:
             with checkpoint.as_directory() as d:
-                with open(os.path.join(d, RECORD_FILE)) as f:
-                    record = json.load(f)
-                return load_state(os.path.join(d, STATE_FILE)), record
+                return read_checkpoint(d)
         except (CheckpointLost, OSError, ValueError) as e:  # cut short or deleted: an older one may be whole
             warnings.warn(f"{str(e)[:200]}; trying an older checkpoint, else the trial starts again from epoch 1")
     return None, None
+
+
+def _report_again(histories: List[List[Dict[str, Any]]]) -> None:
+    """A finished group's epochs, reported to Tune again (whatever made Tune start it costs no epoch)."""
+    from ray import tune
+
+    for epoch in range(max(len(h) for h in histories)):
+        tune.report(_summary([h[epoch] if epoch < len(h) else None for h in histories]))
 
 
 def _summary(metrics: List[Optional[Dict[str, Any]]]) -> Dict[str, Any]:
@@ -87,86 +112,55 @@ def _summary(metrics: List[Optional[Dict[str, Any]]]) -> Dict[str, Any]:
             **{k: live[0][k] for k in RUN_KEYS if k in live[0]}}
 
 
-def run_trial(config: Dict[str, Any], trials: Dict[str, Trial], settings: Dict[str, Any], meta: Dict[str, Any],
-              data: Optional[Dataset] = None, env: Optional[Dict[str, str]] = None) -> None:
-    """One Tune trial: its members (one grid point, or a fused group), continued from the newest
-    checkpoint that loads (Tune's own after a retry, else the study's, whichever run wrote it).
+class _Epochs:
+    """The trial's ``on_epoch``: each epoch to Tune (with a checkpoint every ``checkpoint_period_s`` of
+    training and at the end) and to each member's W&B run, which it starts where earlier processes left it."""
 
-    A trial whose record says done reports its history again and returns: no training, no W&B
-    writes, so whatever makes Tune start a trial again costs a process start, never an epoch.
-    ``env`` (the driver's W&B key and server) arrives in memory, with the parameters: not as a
-    runtime-env variable, which Ray's runtime-env agent writes to its log in plain text.
-    """
-    os.environ.update(env or {})
-    import_block_modules(meta["block_modules"])  # a user's blocks, shipped by py_modules
-    import ray
-    from ray import tune
-
-    # One "Checkpoint successfully created" line per checkpoint per trial drowns the output.
-    logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
-    trial = trials[config["trial"]]
-    cfgs = [TrainConfig.of_point(settings, m["point"]) for m in trial.members]  # a swept setting is the point's
-    own = tune.get_checkpoint()
-    state, record = _restore([c for c in [own] if c is not None] + [tune.Checkpoint(p) for p in trial.checkpoints])
-    histories = [m["history"] for m in record["members"]] if record else [[] for _ in cfgs]
-    if record and all(m["done"] for m in record["members"]):
-        for epoch in range(max(len(h) for h in histories)):
-            tune.report(_summary([h[epoch] if epoch < len(h) else None for h in histories]))
-        return
-    group = build_group(cfgs, data, state, histories)
-    ctx = tune.get_context()
-    store = ctx.get_storage()
-    # The directory Tune syncs to the experiment's storage (sync_artifacts), so an offline run outlives
-    # the (autoscaled) worker that wrote it.  Not ctx.get_trial_dir(): in Ray 2.60 that is the driver's
-    # staging directory for an actor's first trial (which only a living driver syncs) and this one after.
-    workdir = store.trial_working_directory
-    wb = meta["wandb"]
-    runs = [start_trial_run(
-        {**cfg.to_dict(), "experiment": meta["experiment"], "git_commit": meta.get("git_commit")},
-        project=wb["project"], group=meta["experiment"], name=cfg.name, run_id=m["id"], mode=wb["mode"],
-        directory=workdir, tags=[cfg.block, f"d{cfg.depth}", cfg.dataset, *wb.get("tags", [])],
-        entity=wb.get("entity"), init_timeout=wb.get("init_timeout", 60.0),
-    ) for cfg, m in zip(cfgs, trial.members)]
-    if state is not None:
+    def __init__(self, const: TrialConstants, group: Group, members) -> None:
         import pyarrow.fs as pafs
+        import ray
+        from ray import tune
 
-        # this trial's directory (local, and in the storage), and its earlier ones
-        where = [(pafs.LocalFileSystem(), workdir), (store.storage_filesystem, store.trial_fs_path),
-                 *map(filesystem, trial.dirs)]
-        for run, m, history in zip(runs, trial.members, group.histories):
-            if run.mode == "offline":  # what this run's earlier processes already wrote (synced or local)
-                run.logged = logged_steps(m["id"], where)
-            run.replay([loggable(h) for h in history])
-    # Which node ran each epoch (history.csv): the whole id, since ids can share long prefixes.
-    node = ray.get_runtime_context().get_node_id()
-    epochs, last = cfgs[0].epochs, time.monotonic()
-    # ASHA may stop a trial after any epoch: each epoch is then on record.
-    period = 0.0 if meta["scheduler"] == "asha" else meta["checkpoint_period_s"]
+        # One "Checkpoint successfully created" line per checkpoint per trial drowns the output.
+        logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
+        self.const, self.group, self.members = const, group, members
+        self.ctx = tune.get_context()
+        store = self.ctx.get_storage()
+        # The directory Tune syncs to the experiment's storage (sync_artifacts), so an offline run outlives
+        # the (autoscaled) worker that wrote it.  Not ctx.get_trial_dir(): in Ray 2.60 that is the driver's
+        # staging directory for an actor's first trial (which only a living driver syncs) and this one after.
+        workdir = store.trial_working_directory
+        written = [(pafs.LocalFileSystem(), workdir), (store.storage_filesystem, store.trial_fs_path),
+                   *map(filesystem, group.dirs)]  # this trial's directories and its earlier ones
+        self.runs = start_runs(members.cfgs, [m["id"] for m in group.members], wandb=const.wandb,
+                               experiment=const.experiment_name, git_commit=const.git_commit, directory=workdir,
+                               histories=members.histories, written=written)
+        # Which node ran each epoch (history.csv): the whole id, since ids can share long prefixes.
+        self.node = ray.get_runtime_context().get_node_id()
+        self.last = time.monotonic()
 
-    def on_epoch(metrics: List[Optional[Dict[str, Any]]], get_state) -> None:
-        nonlocal last
+    def __call__(self, metrics: List[Optional[Dict[str, Any]]], get_state) -> None:
+        from ray import tune
+
         now = time.time()
         for m in metrics:
             if m is not None:
-                m.update(node=node, time=now)  # the same dict the member's history holds
-        done = group.done(epochs)
+                m.update(node=self.node, time=now)  # the same dict the member's history holds
+        done = self.members.done(self.members.cfgs[0].epochs)
         # A checkpoint every `checkpoint_period_s` of training and at the end, not every epoch: each
         # one is an upload.  A restore repeats at most that much training, never an epoch on record.
-        if all(done) or time.monotonic() - last >= period:
+        if all(done) or time.monotonic() - self.last >= self.const.checkpoint_period_s:
             with tempfile.TemporaryDirectory() as d:
-                write_checkpoint(d, get_state(), make_record(meta["experiment_id"], trial.name, trial.members,
-                                                             group.histories, done))
+                write_checkpoint(d, get_state(), make_record(self.const.experiment_id, self.group.name,
+                                                             self.group.members, self.members.histories, done))
                 tune.report(_summary(metrics), checkpoint=tune.Checkpoint.from_directory(d))
-            _prune(ctx, meta["checkpoints_to_keep"])
-            last = time.monotonic()
+            _prune(self.ctx, self.const.checkpoints_to_keep)
+            self.last = time.monotonic()
         else:
             tune.report(_summary(metrics))
-        for run, m in zip(runs, metrics):
+        for run, m in zip(self.runs, metrics):
             if m is not None:
                 run.log_once(loggable(m), step=m["epoch"])
-
-    outs = train_group(group, on_epoch)
-    finish_runs(runs, [summarise_history(out["history"], meta["target_acc"]) for out in outs])
 
 
 def _prune(ctx, keep: int) -> None:
@@ -220,7 +214,7 @@ def _trial_dirname(t) -> str:
     return f"{t.config['trial']}_{t.trial_id}"
 
 
-def _asha(cfg: ExperimentConfig, run_dir: str, trials: Dict[str, Trial], experiment_id: str):
+def _asha(cfg: ExperimentConfig, run_dir: str, groups: Dict[str, Group], experiment_id: str):
     """Tune's ASHA, which also writes down each trial it stops before its last epoch.
 
     The trial cannot record that itself (Tune ends it at its next report, or ends its process), and
@@ -237,7 +231,7 @@ def _asha(cfg: ExperimentConfig, run_dir: str, trials: Dict[str, Trial], experim
                 name = trial.config["trial"]
                 try:
                     write_stopped(storage.join(run_dir, _trial_dirname(trial)), experiment_id, name,
-                                  [m["id"] for m in trials[name].members], epoch)
+                                  [m["id"] for m in groups[name].members], epoch)
                 except OSError as e:  # never fail the scheduler: the trial would only continue on --resume
                     warnings.warn(f"could not record that ASHA stopped {name} ({e.__class__.__name__}: "
                                   f"{str(e)[:160]}); a --resume will continue it")
@@ -247,14 +241,34 @@ def _asha(cfg: ExperimentConfig, run_dir: str, trials: Dict[str, Trial], experim
                          grace_period=cfg.asha_grace_period, reduction_factor=cfg.asha_reduction_factor)
 
 
-def run_grid(cfg: ExperimentConfig, exp_dir: str, part: str, trials: List[Trial], *, resources: Dict[str, float],
-             meta: Dict[str, Any], env: Optional[Dict[str, str]], data: Dataset, progress=None,
-             verbose: bool = False) -> set:
-    """Train ``trials`` as one Tune run, ``<exp_dir>/<part>``, on the Ray that ``cluster.connect`` joined.
+def stop_handoff() -> Callable[[], bool]:
+    """The driver's way to stop a running Tune gracefully on a signal (``ablate.signals``).
 
-    Returns the names of the trials that ended in an error (after ``max_failures`` retries).  What
-    every trial trained is in its records.  ``progress`` (``ablate.progress.Progress``) gets every
-    trial's events; ``verbose`` shows Tune's own status table as well.
+    Tune's own SIGINT handler is turned off (ablate's handles SIGINT, SIGTERM and SIGHUP alike); while
+    ``Tuner.fit`` runs, Tune listens for SIGUSR1 as its stop request: the trials stop at their next
+    report, what finished is on record.  The returned callable sends it, and says whether it could.
+    """
+    import signal
+
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+
+    def handoff() -> bool:
+        if not callable(signal.getsignal(signal.SIGUSR1)):  # Tune is not listening (yet, or any more)
+            return False
+        os.kill(os.getpid(), signal.SIGUSR1)
+        return True
+
+    return handoff
+
+
+def run_grid(cfg: ExperimentConfig, exp_dir: str, run_name: str, groups: List[Group], *, experiment_id: str,
+             wandb_mode: str, resources: Dict[str, float], env: Optional[Dict[str, str]], data: Dataset,
+             progress=None, verbose: bool = False) -> set:
+    """Train ``groups`` as one Tune run, ``<exp_dir>/<run_name>``, on the Ray that ``cluster.connect`` joined.
+
+    Returns the names of the groups whose trial ended in an error (after ``max_failures`` retries).
+    What every trial trained is in its records.  ``progress`` (``ablate.progress.Progress``) gets
+    every trial's events; ``verbose`` shows Tune's own status table as well.
     """
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the classic table (--verbose) honours our columns
     from ray import tune
@@ -262,21 +276,17 @@ def run_grid(cfg: ExperimentConfig, exp_dir: str, part: str, trials: List[Trial]
 
     # device=cpu with a GPU fraction is allowed: it schedules like a GPU trial (tests fake GPUs).
     device = cfg.device if cfg.device != "auto" else ("cuda" if resources["gpu"] > 0 else "cpu")
-    settings = {**cfg.train_settings(), "threads": cfg.threads or max(1, int(cfg.cpus_per_trial)), "device": device}
-    meta = {**meta, "experiment": cfg.name, "target_acc": cfg.target_acc, "scheduler": cfg.scheduler,
-            "checkpoint_period_s": cfg.checkpoint_period_s, "checkpoints_to_keep": cfg.checkpoints_to_keep,
-            "block_modules": list(cfg.block_modules)}
+    const = TrialConstants.of(cfg, experiment_id, wandb_mode, device)
     # Trials run in processes of other (autoscaled) nodes, which never see the driver's
     # environment: what W&B needs of it travels with the data.
-    by_name = {t.name: t for t in trials}
-    trainable = tune.with_resources(tune.with_parameters(run_trial, trials=by_name,
-                                                         settings=settings, meta=meta, data=data, env=env or {}),
-                                    resources)
-    scheduler = (_asha(cfg, storage.join(exp_dir, part), by_name, meta["experiment_id"])
+    by_name = {g.name: g for g in groups}
+    trainable = tune.with_resources(tune.with_parameters(run_trial, groups=by_name, const=const, data=data,
+                                                         env=env or {}), resources)
+    scheduler = (_asha(cfg, storage.join(exp_dir, run_name), by_name, experiment_id)
                  if cfg.scheduler == "asha" else FIFOScheduler())
     tuner = tune.Tuner(
         trainable,
-        param_space={"trial": tune.grid_search([t.name for t in trials])},
+        param_space={"trial": tune.grid_search([g.name for g in groups])},
         tune_config=tune.TuneConfig(
             scheduler=scheduler, max_concurrent_trials=cfg.max_concurrent_trials or None,
             trial_name_creator=lambda t: t.config["trial"],
@@ -286,7 +296,7 @@ def run_grid(cfg: ExperimentConfig, exp_dir: str, part: str, trials: List[Trial]
             reuse_actors=True,
         ),
         run_config=tune.RunConfig(
-            name=part, storage_path=exp_dir, callbacks=[_progress_callback(progress)] if progress else [],
+            name=run_name, storage_path=exp_dir, callbacks=[_progress_callback(progress)] if progress else [],
             failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
             # Each trial's directory (its W&B offline run) goes to the experiment's storage.
             sync_config=tune.SyncConfig(sync_artifacts=True),

@@ -17,7 +17,7 @@ from ablate.config import ConfigError, load_experiment, trial_configs, trial_gro
 from ablate.plan import plan_text
 from ablate.results import history_table, trials_table
 from ablate.stats import axes_of, effects, stable_lrs
-from ablate.study import growth, identity
+from ablate.identity import growth, identity
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO / "tests" / "fixtures" / "four_axes"

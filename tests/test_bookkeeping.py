@@ -12,7 +12,7 @@ from ablate.config import load_experiment, trial_configs
 from ablate.records import make_record, write_checkpoint, write_stopped
 from ablate.storage import HISTORY_FILE, TRIALS_FILE
 from ablate.study import Study, tables_from_records
-from ablate.train import trial_id
+from ablate.axes import trial_id
 
 GOLDEN = Path(__file__).parent / "fixtures" / "bookkeeping"
 EXP_ID = "b00cb00cb00c"

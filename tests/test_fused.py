@@ -7,7 +7,8 @@ import pytest
 from conftest import DEFAULT, kill_trial_midrun, run_cli
 from ablate.config import ConfigError, load_experiment
 from ablate.data import load_dataset
-from ablate.fused import FusedRun, SequentialGroup, build_group, train_group
+from ablate.fused import FusedRun
+from ablate.train import SequentialGroup, build_group, train_group
 from ablate.train import TrainConfig, train
 
 DIGITS = load_dataset("digits")

@@ -140,11 +140,15 @@ def test_resume_of_a_finished_experiment_runs_nothing_and_rewrites_nothing(mini_
 
 
 def test_a_resumes_timing_is_kept_apart_from_the_grids(tmp_path):
-    from ablate.study import record_timing
-
-    record_timing(str(tmp_path), {"wall_s": 522.0, "trials": 64}, resumed=False)
-    record_timing(str(tmp_path), {"wall_s": 5.6, "trials": 64}, resumed=True)
     import json
 
+    import pandas as pd
+
+    from ablate.results import record_timing
+
+    trials = pd.DataFrame({"train_seconds": [1.0] * 64})
+    record_timing(str(tmp_path), trials, 522.0, 2, resumed=False)
+    record_timing(str(tmp_path), trials, 5.6, 2, resumed=True)
     t = json.loads((tmp_path / "grid_timing.json").read_text())
-    assert t["wall_s"] == 522.0 and t["resumes"] == [{"wall_s": 5.6, "trials": 64}]
+    assert t["wall_s"] == 522.0 and t["resumes"] == [{"wall_s": 5.6, "train_seconds": 64.0, "trials": 64,
+                                                      "concurrency": 2}]

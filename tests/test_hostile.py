@@ -15,7 +15,7 @@ import torch
 
 from conftest import DEFAULT, clean_env, held_block, run_cli, signal_when_held, start_cli, trial_records, wait_for
 
-from ablate.tune_glue import CheckpointLost, load_state
+from ablate.records import CheckpointLost, load_state
 
 SMALL = [DEFAULT, "blocks=[baseline]", "depths=[8]", "lrs=[0.1]", "wandb.mode=disabled"]
 

@@ -12,8 +12,9 @@ from ablate.config import load_experiment, trial_configs, trial_groups
 from ablate.records import list_records, make_record, write_checkpoint, write_stopped
 from ablate.results import trials_table
 from ablate.storage import RECORD_FILE, STATE_FILE, STOPPED_FILE
-from ablate.study import Study, growth, identity
-from ablate.train import trial_id
+from ablate.identity import growth, identity
+from ablate.study import Study
+from ablate.axes import trial_id
 
 EXP_ID = "0123456789ab"
 
@@ -219,7 +220,8 @@ def test_saved_identity_refuses_what_would_lose_the_records_in_one_line(tmp_path
     import yaml
 
     from ablate.storage import EXPERIMENT_FILE
-    from ablate.study import UsageError, saved_identity
+    from ablate.identity import saved_identity
+    from ablate.messages import UsageError
 
     exp = tmp_path / "e"
     _write(exp, "run-1", "t0", "checkpoint_000000", [_point()], [3], [True])

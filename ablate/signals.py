@@ -1,0 +1,64 @@
+"""Signals of a driver, in one room: SIGINT, SIGTERM and SIGHUP (the terminal closed), from main's first line
+to its last (as submitit keeps signals and requeue together, with the cluster-specific step as a hook).
+
+While a stop hand-off is installed (``handoff``: Tune's, from ``ablate.tune_glue.stop_handoff``), the first
+signal is passed on to it (the trials stop, what finished is on record) and the driver writes its tables;
+at any other moment, and for a second signal, it raises ``KeyboardInterrupt`` where the driver is, and
+main ends with one line and exit 128 + the signal (130, 143, 129), after stopping the Ray it started.
+"""
+from __future__ import annotations
+
+import signal
+import sys
+from contextlib import contextmanager
+from typing import Callable, Iterator, Optional
+
+__all__ = ["Signals", "say"]
+
+
+def say(line: str) -> None:
+    """A line to stderr that a closed terminal (SIGHUP) cannot turn into a traceback."""
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except OSError:
+        pass
+
+
+class Signals:
+    HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+    def __init__(self, prog: str):
+        self.prog, self.code, self.name = prog, 0, ""
+        self.after = "nothing was changed"  # what the line says, by where the run is
+        self._handoff: Optional[Callable[[], bool]] = None
+        self.install()
+
+    def install(self) -> None:
+        """(Again after ``ray.init``, which puts its own SIGTERM handler in the driver.)"""
+        for sig in self.HANDLED:
+            signal.signal(sig, self._handle)
+
+    @contextmanager
+    def handing_off(self, handoff: Callable[[], bool]) -> Iterator[None]:
+        """While the block runs, a first signal goes to ``handoff`` (which says whether it took it)."""
+        self._handoff = handoff
+        try:
+            yield
+        finally:
+            self._handoff = None
+
+    def _handle(self, signum, frame):
+        first, self.code, self.name = not self.code, self.code or 128 + signum, signal.Signals(signum).name
+        if first and self._handoff is not None and self._handoff():
+            say(f"{self.prog}: {self.name} received: stopping the trials (what finished is kept; send it again "
+                "to stop at once)")
+            return
+        raise KeyboardInterrupt
+
+    def close(self) -> None:
+        """Stop the local Ray this run started (never a cluster's), deaf to further signals meanwhile."""
+        for sig in self.HANDLED:
+            signal.signal(sig, signal.SIG_IGN)
+        ray = sys.modules.get("ray")
+        if ray is not None and ray.is_initialized():
+            ray.shutdown()
