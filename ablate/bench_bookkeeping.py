@@ -50,7 +50,8 @@ def synthetic_study(storage: str, name: str, trials: int, epochs: int, seed: int
     """Write a finished study of about ``trials`` points x ``epochs`` under ``storage``; its directory."""
     import torch  # noqa: F401 -- write_checkpoint's state.pt
 
-    from .config import load_experiment, trial_configs
+    from .config import trial_configs
+    from .experiment_file import load_experiment
     from .records import make_record, write_checkpoint
     from .results import write_csvs
     from .study import Study

@@ -1,10 +1,9 @@
 """Typed experiment configs: YAML files are small diffs from these defaults.
 
 The types, bounds and allowed values are declared once, on pydantic models (``TrainSettings``
-in ``train``, ``ExperimentConfig`` here), in strict mode; pydantic's first error becomes one line
-that names the key and what is allowed.  ``key=value`` overrides on the command line are parsed
-as YAML (``depths=[20,56]``, ``wandb.mode=offline``).  Everything here runs before Ray or a GPU
-is touched, so a mistake costs seconds, not a cluster.
+in ``ablate.settings``, ``ExperimentConfig`` here), in strict mode; pydantic's first error becomes one
+line that names the key and what is allowed.  A file and its ``key=value`` overrides are read into
+one by ``ablate.experiment_file``.
 """
 from __future__ import annotations
 
@@ -12,20 +11,17 @@ import math
 import os
 import re
 import reprlib
-import sys
-from pathlib import Path
 from typing import Annotated, Any, Dict, List, Literal, Optional, Tuple, Union
 
-import yaml
 from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
 
 from .axes import AXES, BASELINE, GRID, PAIR, expand, fused_key, sweepable
-from .messages import AblateError, first_line, message
+from .messages import AblateError, message
 from .settings import NO_RESULT, Number, Settings, TrainConfig, TrainSettings
 from .storage import is_uri, local_mirror
 
-# The block registry and the models import torch: only validating a config (or importing a user's blocks)
-# needs them, never reading an experiment back (the study, the tables, the report).
+# The block registry and the models import torch: only validating a config needs them, never reading
+# an experiment back (the study, the tables, the report).
 
 
 def list_blocks() -> List[str]:
@@ -34,13 +30,7 @@ def list_blocks() -> List[str]:
     return registered()
 
 
-def import_block_modules(names, search_path: Optional[str] = None) -> None:
-    if names:
-        from .blocks import import_block_modules as imported
-
-        imported(names, search_path)
-
-__all__ = ["ConfigError", "WandbSettings", "ExperimentConfig", "load_experiment", "find_experiment",
+__all__ = ["ConfigError", "WandbSettings", "ExperimentConfig",
            "trial_configs", "trial_groups", "point_config", "CompareSettings"]
 
 
@@ -52,38 +42,9 @@ _REPR = reprlib.Repr()
 _REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxstring, _REPR.maxother = 2, 4, 4, 40, 40
 
 
-def _short(value: Any) -> str:
+def short(value: Any) -> str:
     """A value in an error message: bounded, so a hostile document cannot make the message huge."""
     return _REPR.repr(value)
-
-
-MAX_DOCUMENT_BYTES = 256 * 1024   # an experiment file is a few hundred bytes
-MAX_ALIASES = 100                 # YAML anchors/aliases: enough for reuse, too few for a "billion laughs"
-
-
-class _Loader(yaml.SafeLoader):
-    """PyYAML's safe loader, refusing duplicate keys and alias bombs."""
-
-    def compose_node(self, parent, index):
-        if self.check_event(yaml.AliasEvent):
-            self._aliases = getattr(self, "_aliases", 0) + 1
-            if self._aliases > MAX_ALIASES:
-                raise ConfigError(f"more than {MAX_ALIASES} YAML aliases (*name); write the values out")
-        return super().compose_node(parent, index)
-
-    def construct_mapping(self, node, deep=False):
-        seen = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise ConfigError(f"key {_short(key)} is given twice (line {key_node.start_mark.line + 1}); "
-                                  "give each key once")
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
-def _yaml(text: str) -> Any:
-    return yaml.load(text, Loader=_Loader)
 
 
 MAX_AXIS, MAX_LR, MAX_DEPTH = 1000, 1000.0, 1202  # 1202: He et al.'s deepest CIFAR ResNet
@@ -191,7 +152,7 @@ class ExperimentConfig(TrainSettings):
     @classmethod
     def _directory_name(cls, name: str) -> str:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
-            raise ValueError(f"{_short(name)} must be letters, digits, '_', '.', '-' (it names a directory)")
+            raise ValueError(f"{short(name)} must be letters, digits, '_', '.', '-' (it names a directory)")
         return name
 
     @field_validator("storage_path")
@@ -200,7 +161,7 @@ class ExperimentConfig(TrainSettings):
         if not path.strip():
             raise ValueError("must not be empty; allowed: a directory (default results) or a URI such as s3://bucket/path")
         if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:/(?!/)", path) or re.match(r"^[A-Za-z][A-Za-z0-9+.-]+:[^/\\]", path):
-            raise ValueError(f"{_short(path)} looks like a URI without its '//'; allowed: a directory, or a URI such "
+            raise ValueError(f"{short(path)} looks like a URI without its '//'; allowed: a directory, or a URI such "
                              "as s3://bucket/path or file:///path")
         return path if is_uri(path) else os.path.expanduser(path)
 
@@ -224,7 +185,7 @@ class ExperimentConfig(TrainSettings):
                 try:
                     checked.append(getattr(TrainSettings.model_validate({key: v}), key))
                 except ValidationError as e:
-                    why = message({**e.errors(include_url=False)[0], "loc": (key,)}, TrainSettings, _short, MAX_AXIS)
+                    why = message({**e.errors(include_url=False)[0], "loc": (key,)}, TrainSettings, short, MAX_AXIS)
                     raise ValueError(why.removeprefix("key ")) from None
             out[key] = _distinct(checked)
         return out
@@ -240,14 +201,14 @@ class ExperimentConfig(TrainSettings):
                 try:
                     self.model_copy(update={key: v})._rules()
                 except ValueError as e:
-                    raise ValueError(f"with sweep.{key} = {_short(v)}: {e}") from None
+                    raise ValueError(f"with sweep.{key} = {short(v)}: {e}") from None
         compare = self.compare
         if compare.axis not in self.axes() or compare.axis == PAIR:
             raise ValueError(f"compare.axis {compare.axis!r}: allowed: an axis of the grid other than {PAIR} "
                              f"({', '.join(a for a in self.axes() if a != PAIR)})")
         if compare.reference is None and compare.axis != "block":
             raise ValueError(f"compare.reference: which value of {compare.axis} the others are compared against; "
-                             f"allowed: one of {_short(self.axes()[compare.axis])}")
+                             f"allowed: one of {short(self.axes()[compare.axis])}")
         return self
 
     def _rules(self) -> None:
@@ -302,117 +263,15 @@ class ExperimentConfig(TrainSettings):
 
 def _distinct(values: list) -> list:
     if len(set(values)) != len(values):
-        raise ValueError(f"repeats a value: {_short(values)}")
+        raise ValueError(f"repeats a value: {short(values)}")
     return values
 
 
-def _validate(model: type, data: Any) -> Any:
+def validated(model: type, data: Any) -> Any:
     try:
         return model.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(message(e.errors(include_url=False)[0], model, _short, MAX_AXIS)) from None
-
-
-class _Modules(Settings, extra="ignore"):
-    """``block_modules`` alone: read (and imported) before the rest, which may name their blocks."""
-
-    block_modules: List[str] = Field(default_factory=list)
-
-
-def _nested_update(base: Dict[str, Any], dotted: str, value: Any) -> None:
-    parts = dotted.split(".")
-    d = base
-    for p in parts[:-1]:
-        d = d.setdefault(p, {})
-        if not isinstance(d, dict):
-            raise ConfigError(f"override '{dotted}': '{p}' is not a mapping")
-    d[parts[-1]] = value
-
-
-def parse_override(item: str) -> tuple:
-    if "=" not in item:
-        raise ConfigError(f"override {_short(item)} must look like key=value (for example epochs=5 or depths=[20,56])")
-    key, raw = item.split("=", 1)
-    key = key.strip()
-    if not key:
-        raise ConfigError(f"override {_short(item)} has no key")
-    try:
-        value = _yaml(raw) if raw.strip() else ""
-    except yaml.YAMLError as e:
-        raise ConfigError(f"override {_short(key)}: cannot parse value {_short(raw)} "
-                          f"({first_line(e)}); write lists as [a,b] and quote odd strings") from None
-    return key, value
-
-
-def _raw_scalar(text: str, key: str, value: Any) -> Any:
-    """A top-level key's value as written in the document (its scalar's own text), else ``value``."""
-    try:
-        node = yaml.compose(text, Loader=_Loader)
-    except yaml.YAMLError:
-        return value
-    for k, v in getattr(node, "value", []) if isinstance(node, yaml.MappingNode) else []:
-        if getattr(k, "value", None) == key and isinstance(v, yaml.ScalarNode) and v.tag != "tag:yaml.org,2002:null":
-            return v.value
-    return value
-
-
-def find_experiment(path: Optional[str]) -> Path:
-    """The experiment file: ``path``, or the embedded ``experiments/default.yaml``."""
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"experiment file {_short(path)} does not exist (ship yours under experiments/)")
-        return p
-    for root in (Path.cwd(), Path(__file__).resolve().parents[1]):
-        p = root / "experiments" / "default.yaml"
-        if p.is_file():
-            return p
-    raise ConfigError("no experiment named and experiments/default.yaml not found")
-
-
-def load_experiment(path: Optional[str] = None, overrides: Optional[List[str]] = None) -> ExperimentConfig:
-    """Load an experiment file (or the default), apply ``key=value`` overrides, validate."""
-    p = find_experiment(path)
-    raw = p.read_bytes()
-    if len(raw) > MAX_DOCUMENT_BYTES:
-        raise ConfigError(f"{p}: {len(raw):,} bytes; an experiment file may have at most {MAX_DOCUMENT_BYTES:,}")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ConfigError(f"{p}: not UTF-8 text (binary, or another encoding such as UTF-16); "
-                          "save it as UTF-8 YAML") from None
-    try:
-        data = _yaml(text) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{p}: malformed YAML: {first_line(e)} ({e.__class__.__name__})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{p}: an experiment must be a mapping of keys to values, got {type(data).__name__}")
-    if "name" in data:  # the name as typed (YAML would read 1.10 as 1.1 and 010 as 8)
-        data["name"] = _raw_scalar(text, "name", data["name"])
-    for item in overrides or []:
-        key, value = parse_override(item)
-        if key == "name" and "=" in item and not isinstance(value, (list, dict)):
-            value = item.split("=", 1)[1].strip()
-        _nested_update(data, key, value)
-    sweep = data.get("sweep")
-    for key in sweep if isinstance(sweep, dict) else ():
-        if key in data and key in TrainSettings.model_fields and key not in NO_RESULT:  # others: refused below
-            raise ConfigError(f"key {_short(key)} is both set ({_short(data[key])}) and swept (sweep.{key}); give it "
-                              "once: as a setting (one value) or in sweep (several)")
-    # A user's blocks first, so that "every registered block" and the block-name check know them.
-    modules = _validate(_Modules, data).block_modules
-    try:
-        import_block_modules(modules, search_path=str(p.resolve().parent))
-    except (Exception, SystemExit) as e:  # the user's module failed (or exited) on import: one line
-        raise ConfigError(f"key 'block_modules': cannot import {_short(modules)} ({e.__class__.__name__}: "
-                          f"{first_line(e)}); allowed: importable module names, "
-                          "e.g. a my_blocks.py beside the experiment file") from None
-    for name in modules:  # what Ray ships to every node is a module's file (py_modules)
-        module = sys.modules.get(name.split(".")[0])
-        if module is not None and not hasattr(module, "__path__") and not getattr(module, "__file__", None):
-            raise ConfigError(f"key 'block_modules': {_short(name)} is built into Python (it has no file to ship to "
-                              "the trials); allowed: your own modules, e.g. a my_blocks.py beside the experiment file")
-    return _validate(ExperimentConfig, data)
+        raise ConfigError(message(e.errors(include_url=False)[0], model, short, MAX_AXIS)) from None
 
 
 def to_dict(cfg: ExperimentConfig) -> Dict[str, Any]:

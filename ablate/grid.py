@@ -76,7 +76,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 def _main(argv: List[str], signals: Signals) -> int:
     from .cluster import check_address
-    from .config import load_experiment
+    from .experiment_file import load_experiment
     from .plan import dry_run_text
     from .study import Study
 

@@ -21,13 +21,14 @@ import os
 import socket
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from . import storage
+from .histories import History
 from .messages import AblateError, first_line
 from .storage import RECORD_FILE, STATE_FILE, STOPPED_FILE
 
-__all__ = ["RecordError", "History", "Found", "Listing", "make_record", "write_checkpoint", "write_stopped", "list_records", "experiment_ids", "member_histories", "loggable",
+__all__ = ["RecordError", "CheckpointLost", "load_state", "read_checkpoint", "Found", "Listing", "make_record", "write_checkpoint", "write_stopped", "list_records", "experiment_ids", "loggable",
            "RUN_KEYS"]
 
 VERSION = 1
@@ -112,59 +113,6 @@ def write_stopped(trial_dir: str, experiment_id: str, trial: str, member_ids: Li
     storage.write_text(storage.join(trial_dir, STOPPED_FILE), json.dumps(
         {"ablate_stopped": VERSION, "experiment_id": experiment_id, "trial": trial, "members": list(member_ids),
          "epoch": int(epoch), "written": time.time()}))
-
-
-class History(Sequence):
-    """A member's epochs as columns (one array per metric): what a record's history holds, in a tenth of
-    the memory of one dict per epoch, so a listing of 10,000 trials is bounded by the size of its table.
-
-    Reads back exactly as written: an index or iteration gives each epoch's dict with the same keys and
-    values (floats, ints, bools as such; text and mixed columns are kept as they are).  Epochs whose keys
-    differ from the first's are kept as dicts.
-    """
-
-    __slots__ = ("keys", "columns", "_rows")
-
-    def __init__(self, rows: List[Dict[str, Any]]):
-        import numpy as np
-
-        self.keys: Tuple[str, ...] = tuple(rows[0]) if rows else ()
-        self._rows = None
-        self.columns: Dict[str, Any] = {}
-        if any(tuple(r) != self.keys for r in rows):
-            self._rows = list(rows)
-            return
-        for k in self.keys:
-            values = [r[k] for r in rows]
-            kinds = {type(v) for v in values}
-            dtype = {float: np.float64, int: np.int64, bool: np.bool_}.get(kinds.pop()) if len(kinds) == 1 else None
-            self.columns[k] = np.array(values, dtype=dtype) if dtype is not None else tuple(values)
-
-    def __len__(self) -> int:
-        if self._rows is not None:
-            return len(self._rows)
-        return len(next(iter(self.columns.values()))) if self.columns else 0
-
-    def column(self, key: str) -> list:
-        """One metric of every epoch, as Python values."""
-        c = self.columns[key]
-        return c.tolist() if hasattr(c, "tolist") else list(c)
-
-    def __iter__(self) -> Iterator[Dict[str, Any]]:
-        if self._rows is not None:
-            return iter(self._rows)
-        return (dict(zip(self.keys, values)) for values in zip(*(self.column(k) for k in self.keys)))
-
-    def __getitem__(self, i):
-        if self._rows is not None:
-            return self._rows[i]
-        if isinstance(i, slice):
-            return list(self)[i]
-        return dict(zip(self.keys, (c[i].item() if hasattr(c[i], "item") else c[i] for c in self.columns.values())))
-
-    def uniform(self) -> bool:
-        """Whether its epochs are columns (else they are dicts of different keys)."""
-        return self._rows is None
 
 
 @dataclass
@@ -349,24 +297,3 @@ def experiment_ids(exp_dir: str) -> List[str]:
         except (RecordError, KeyError, TypeError):
             continue
     return sorted(ids)
-
-
-def member_histories(listing: Listing, ids) -> Dict[str, History]:
-    """Each grid member's epochs (``ids``: the members' ids) from its newest record, in epoch order and
-    every epoch once (a trial restored from an older checkpoint may have reported one twice: the last
-    report wins).  The records' own ``History`` where it is in order already (a trial's usual case)."""
-    out = {}
-    for member_id in ids:
-        m = listing.member(member_id)
-        if m is None or not len(m["history"]):
-            continue
-        history = m["history"]
-        epochs = history.column("epoch") if history.uniform() else [h["epoch"] for h in history]
-        if any(a >= b for a, b in zip(epochs, epochs[1:])):
-            by_epoch: Dict[int, Dict[str, Any]] = {}
-            for h in history:
-                by_epoch.pop(h["epoch"], None)
-                by_epoch[h["epoch"]] = h
-            history = History(sorted(by_epoch.values(), key=lambda h: h["epoch"]))
-        out[member_id] = history
-    return out

@@ -179,7 +179,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--dry-run", action="store_true", help="print the #SBATCH lines and the estimate, write nothing")
     args = p.parse_intermixed_args(argv)
     from .cli import split_overrides
-    from .config import ConfigError, load_experiment
+    from .config import ConfigError
+    from .experiment_file import load_experiment
     from .plan import gpu_hours
 
     args.experiment, args.overrides = split_overrides(args.experiment, args.overrides)

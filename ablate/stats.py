@@ -183,7 +183,7 @@ class Question:
 
     def who(self, value) -> str:
         """A compared value in words: a block by its name, any other axis as "axis value"."""
-        return str(value) if self.subject == "block" else f"{self.subject} {_v(value)}"
+        return str(value) if self.subject == "block" else f"{self.subject} {value_text(value)}"
 
     def words(self, names: Optional[List[str]] = None) -> str:
         """Axes in words: "depth and LR", "depth, LR and weight_decay"."""
@@ -192,11 +192,11 @@ class Question:
 
     def trial(self, r: Dict) -> str:
         """One trial in words: "skipinit d56 lr 0.2 seed 1", then any swept setting's value."""
-        four = f"{r['block']} d{r['depth']} lr {_v(float(r['lr']))} seed {r['seed']}"
-        return ", ".join([four, *(f"{a} {_v(r[a])}" for a in self.axes if a not in AXES)])
+        four = f"{r['block']} d{r['depth']} lr {value_text(float(r['lr']))} seed {r['seed']}"
+        return ", ".join([four, *(f"{a} {value_text(r[a])}" for a in self.axes if a not in AXES)])
 
     def where(self, r: Dict, keys: Optional[List[str]] = None) -> str:
-        return ", ".join(f"{c} {_v(r[c])}" for c in (self.context if keys is None else keys)) or "every trial"
+        return ", ".join(f"{c} {value_text(r[c])}" for c in (self.context if keys is None else keys)) or "every trial"
 
 
 def question(meta: Dict, trials: pd.DataFrame) -> Question:
@@ -208,14 +208,14 @@ def question(meta: Dict, trials: pd.DataFrame) -> Question:
     if reference is None:
         reference = BASELINE
     elif subject in trials and len(trials):  # as the table holds it (a number, a bool, a name)
-        reference = next((v for v in trials[subject].unique() if str(_v(v)) == str(_v(reference))), reference)
+        reference = next((v for v in trials[subject].unique() if str(value_text(v)) == str(value_text(reference))), reference)
     return Question(subject, reference, axes, context_of(axes, subject))
 
 
-def _v(value) -> str:
+def value_text(value) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def cell_title(names: List[str], cell) -> str:
     """A context cell in words (figures, the W&B Report): "ResNet-56" for a depth, "name value" otherwise."""
-    return ", ".join(f"ResNet-{v}" if c == "depth" else f"{c} {_v(v)}" for c, v in zip(names, cell)) or "all trials"
+    return ", ".join(f"ResNet-{v}" if c == "depth" else f"{c} {value_text(v)}" for c, v in zip(names, cell)) or "all trials"

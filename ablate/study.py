@@ -27,7 +27,8 @@ from .axes import GRID, trial_id, trial_name
 from .config import ExperimentConfig, point_config, to_dict, trial_configs, trial_groups
 from .identity import ROUNDS_KEY, growth, identity, provenance, saved_identity
 from .messages import UsageError, first_line
-from .records import Listing, list_records, member_histories
+from .histories import member_histories
+from .records import Listing, list_records
 from .results import history_table, trials_table, write_csvs
 from .storage import EXPERIMENT_FILE, RUN_PREFIX, ExperimentLock
 

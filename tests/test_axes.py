@@ -13,7 +13,8 @@ import yaml
 from conftest import DEFAULT, run_cli
 
 from ablate.axes import AXES, GRID, context_of, expand, fused_key, trial_id, trial_key, trial_name
-from ablate.config import ConfigError, load_experiment, trial_configs, trial_groups
+from ablate.config import ConfigError, trial_configs, trial_groups
+from ablate.experiment_file import load_experiment
 from ablate.plan import plan_text
 from ablate.results import history_table, trials_table
 from ablate.stats import axes_of, effects, stable_lrs

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import torch  # noqa: F401 -- the records' state.pt
 
-from ablate.config import load_experiment, trial_configs
+from ablate.config import trial_configs
+from ablate.experiment_file import load_experiment
 from ablate.records import make_record, write_checkpoint, write_stopped
 from ablate.storage import HISTORY_FILE, TRIALS_FILE
 from ablate.study import Study, tables_from_records

@@ -55,7 +55,7 @@ def test_cluster_yaml_gpu_workers_can_write_s3_run_current_cuda_and_fit_the_pack
     assert all("--no-deps" in c for c in raw["setup_commands"] if "pip install" in c)
     # CPUs per trial x trials per GPU fit the GPU instance (a g5.xlarge has 4 vCPUs).
     assert gpu["node_config"]["InstanceType"] == "g5.xlarge" and gpu["resources"] == {"CPU": 4, "GPU": 1}
-    from ablate.config import load_experiment
+    from ablate.experiment_file import load_experiment
 
     for name in ("cifar10.yaml", "cifar10_quick.yaml"):
         cfg = load_experiment(str(REPO / "experiments" / name))

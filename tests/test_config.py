@@ -4,7 +4,8 @@ from pathlib import Path
 import pytest
 
 from ablate.blocks import list_blocks
-from ablate.config import ConfigError, load_experiment, parse_override, trial_configs
+from ablate.config import ConfigError, trial_configs
+from ablate.experiment_file import load_experiment, parse_override
 
 REPO = Path(__file__).resolve().parents[1]
 

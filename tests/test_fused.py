@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 
 from conftest import DEFAULT, kill_trial_midrun, run_cli
-from ablate.config import ConfigError, load_experiment
+from ablate.config import ConfigError
+from ablate.experiment_file import load_experiment
 from ablate.data import load_dataset
 from ablate.fused import FusedRun
 from ablate.train import SequentialGroup, build_group, train_group

@@ -6,7 +6,8 @@ import pytest
 
 from conftest import DEFAULT, MINI, run_cli
 
-from ablate.config import load_experiment, trial_configs
+from ablate.config import trial_configs
+from ablate.experiment_file import load_experiment
 from ablate.data import load_dataset
 from ablate.storage import STOPPED_FILE
 

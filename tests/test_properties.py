@@ -10,7 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ablate.blocks import NAME_PATTERN
-from ablate.config import ConfigError, load_experiment
+from ablate.config import ConfigError
+from ablate.experiment_file import load_experiment
 from ablate.results import read_csvs, trials_table, write_csvs
 from ablate.study import Study
 

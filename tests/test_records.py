@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from ablate.cluster import Capacity, ClusterError, trial_resources
-from ablate.config import load_experiment, trial_configs, trial_groups
+from ablate.config import trial_configs, trial_groups
+from ablate.experiment_file import load_experiment
 from ablate.records import list_records, make_record, write_checkpoint, write_stopped
 from ablate.results import trials_table
 from ablate.storage import RECORD_FILE, STATE_FILE, STOPPED_FILE

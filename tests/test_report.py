@@ -7,7 +7,7 @@ import pytest
 
 from conftest import REPO, run_cli
 
-from ablate.report import verdicts
+from ablate.findings import verdicts
 from ablate.results import ablation_table
 
 
