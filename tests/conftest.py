@@ -1,5 +1,6 @@
-"""Shared helpers: run the real CLI in a subprocess, one real mini-grid for many tests, what Tune
-reported of each trial, and a local multi-node Ray cluster.
+"""Shared helpers: run the real CLI in a subprocess and the checks of what it said (``ran_ok``,
+``one_error_line``), one real mini-grid for many tests, what Tune reported of each trial, a local
+multi-node Ray cluster, and trial records written by hand for the unit tests.
 
 Tests that start Ray or the CLI in a subprocess are marked ``slow``; ``pytest -m "not slow"`` is
 the inner loop (no Ray, no subprocess)."""
@@ -15,6 +16,10 @@ import uuid
 from pathlib import Path
 
 import pytest
+
+from ablate.axes import trial_id
+from ablate.experiment_file import load_experiment
+from ablate.records import make_record, write_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 RAY = shutil.which("ray") or str(Path(sys.executable).with_name("ray"))
@@ -34,6 +39,23 @@ def clean_env(**extra):
 def run_cli(args, *, module="ablate.grid", env=None, timeout=600, cwd=None):
     return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
                           env=env or clean_env(), timeout=timeout, cwd=cwd)
+
+
+def ran_ok(p):
+    """A command that exited 0 (its output shown where it did not); the command, for what it said."""
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    return p
+
+
+def one_error_line(p, *needles, code=2):
+    """A command that failed with ``code`` and said why in one ``ablate.*`` line naming each needle, without a
+    traceback; that line."""
+    assert p.returncode == code, p.stdout[-2000:] + p.stderr[-2000:]
+    errors = [line for line in p.stderr.splitlines() if line.startswith("ablate.")]
+    assert len(errors) == 1 and "Traceback" not in p.stderr, p.stderr[-3000:]
+    for n in needles:
+        assert n in errors[0], (n, errors[0])
+    return errors[0]
 
 
 def start_cli(args, *, env=None, cwd=None, log=None):
@@ -74,6 +96,11 @@ def trial_records(exp):
 HELD_BLOCK = """
 import glob, os, time
 from ablate.blocks import BasicBlock, register_block
+import torch
+
+from ablate.axes import trial_id
+from ablate.experiment_file import load_experiment
+from ablate.records import make_record, write_checkpoint
 
 @register_block("held")
 class Held(BasicBlock):
@@ -161,13 +188,13 @@ def mini_grid(tmp_path_factory):
 
 # --- a local multi-node Ray cluster: every process it starts is ours, stopped by pid ---------------
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def _procs():
+def processes():
     out = {}
     for p in Path("/proc").iterdir():
         if p.name.isdigit():
@@ -180,8 +207,8 @@ def _procs():
     return out
 
 
-def _descendants(roots):
-    procs = _procs()
+def descendants(roots):
+    procs = processes()
     ours, grew = set(roots), True
     while grew:
         grew = False
@@ -192,7 +219,7 @@ def _descendants(roots):
     return ours
 
 
-def _kill(pids):
+def kill_pids(pids):
     for pid in pids:
         try:
             os.kill(pid, signal.SIGKILL)
@@ -208,15 +235,15 @@ class LocalCluster:
         # The same auth mode for every command: a head turns token auth on by itself when
         # ~/.ray/auth_token exists, and a node or driver without it then fails after ~20 s.
         self.env = clean_env(RAY_AUTH_MODE="disabled")
-        self.port = _free_port()
+        self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.nodes = {}
 
     def _start(self, args, name):
-        before = set(_procs())
+        before = set(processes())
         subprocess.run([RAY, "start", *args, "--node-ip-address=127.0.0.1", "--num-cpus=1", "--num-gpus=1",
                         "--disable-usage-stats"], env=self.env, check=True, capture_output=True, timeout=120)
-        self.nodes[name] = set(_procs()) - before
+        self.nodes[name] = set(processes()) - before
 
     def start(self, workers=1):
         self._start(["--head", f"--port={self.port}", "--include-dashboard=false", f"--temp-dir={self.temp_dir}"],
@@ -226,13 +253,13 @@ class LocalCluster:
         return self
 
     def node_raylet(self, name):
-        procs = _procs()
+        procs = processes()
         return next(pid for pid in self.nodes[name] if pid in procs and "/raylet/raylet" in procs[pid][1])
 
     def kill_node(self, name):
         """Lose a node: SIGKILL its raylet, the processes it started, and its other daemons."""
         raylet = self.node_raylet(name)
-        children = [pid for pid, (ppid, _) in _procs().items() if ppid == raylet]
+        children = [pid for pid, (ppid, _) in processes().items() if ppid == raylet]
         for pid in [raylet, *children, *self.nodes[name]]:
             try:
                 os.kill(pid, signal.SIGKILL)
@@ -242,7 +269,7 @@ class LocalCluster:
     def stop(self):
         """Stop our nodes only: the daemons we saw start, and the workers their raylets started."""
         ours = set().union(*self.nodes.values())
-        procs = _procs()
+        procs = processes()
         ours |= {pid for pid, (ppid, _) in procs.items() if ppid in ours}
         ours |= {pid for pid, (_, cmd) in procs.items() if self.temp_dir in cmd}
         for pid in ours:
@@ -251,3 +278,38 @@ class LocalCluster:
             except ProcessLookupError:
                 pass
         shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+# --- records written by hand: what a trial's checkpoints leave behind, for the unit tests -----------------
+
+EXP_ID = "0123456789ab"
+
+
+def epoch_row(e, acc=0.5, loss=1.0, diverged=False):
+    """A history row as the trainer and the trial write it."""
+    return {"epoch": e, "train_loss": loss, "train_acc": acc, "val_loss": loss, "val_acc": acc, "lr": 0.1,
+            "epoch_seconds": 0.1, "images_per_second": 100.0, "diverged": diverged, "node": "n1", "time": 1.0 * e}
+
+
+def small_config(tmp_path, *overrides):
+    """A small experiment's config (2 blocks x depth 8 x lr 0.1 x 2 seeds, 3 epochs) in ``tmp_path``."""
+    return load_experiment(None, ["blocks=[baseline,skipinit]", "depths=[8]", "lrs=[0.1]", "seeds=[0,1]",
+                                  "epochs=3", f"storage_path={tmp_path}", "name=e", *overrides])
+
+
+def write_record(exp_dir, part, trial_dir, ckpt, points, epochs, done, experiment_id=EXP_ID, state=None):
+    """A checkpoint as a trial writes it: the trainer's state and the record beside it."""
+    import torch
+
+    d = exp_dir / part / trial_dir / ckpt
+    d.mkdir(parents=True)
+    members = [{"id": trial_id(experiment_id, p), "point": p} for p in points]
+    histories = [[epoch_row(e) for e in range(1, n + 1)] for n in epochs]
+    write_checkpoint(str(d), state or {"w": torch.zeros(3)}, make_record(experiment_id, trial_dir, members,
+                                                                         histories, done))
+    return d
+
+
+def grid_point(block="baseline", seed=0):
+    """A grid point of ``small_config``'s grid."""
+    return {"block": block, "depth": 8, "lr": 0.1, "seed": seed}

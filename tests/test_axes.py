@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import DEFAULT, run_cli
+from conftest import DEFAULT, EXP_ID, grid_point, ran_ok, run_cli
 
 from ablate.axes import AXES, GRID, context_of, expand, fused_key, trial_id, trial_key, trial_name
 from ablate.config import ConfigError, trial_configs, trial_groups
@@ -109,7 +109,7 @@ def test_a_weight_decay_sweep_runs_12_trials_and_is_compared_in_each_cell(tmp_pa
     exp = tmp_path / "wd"
     p = run_cli([DEFAULT, *GRID4, "sweep={weight_decay: [0.0, 0.0005]}", "wandb.mode=offline",
                  f"storage_path={tmp_path}", "name=wd"], cwd=tmp_path)
-    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    ran_ok(p)
     trials, history = pd.read_csv(exp / "trials.csv"), pd.read_csv(exp / "history.csv")
     assert len(trials) == 12 and (trials["status"] == "TERMINATED").all()
     assert sorted(trials["weight_decay"].unique()) == [0.0, 0.0005] and "weight_decay" in history
@@ -136,7 +136,7 @@ def test_shortcut_a_against_b_is_compared_per_depth_and_lr(tmp_path):
     p = run_cli([DEFAULT, "blocks=[baseline]", "depths=[8]", "lrs=[0.05,0.1]", "seeds=[0,1]", "epochs=2",
                  "sweep={shortcut: [A, B]}", "compare={axis: shortcut, reference: B}", "wandb.mode=disabled",
                  f"storage_path={tmp_path}", "name=sc"], cwd=tmp_path)
-    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    ran_ok(p)
     md = (exp / "report.md").read_text()
     assert "- shortcut A:" in md and "Effects at every block, depth and LR (vs shortcut B" in md
     table = md.split("(vs shortcut B, paired by seed)")[1].split("##")[0]
@@ -151,14 +151,16 @@ def test_an_experiment_written_with_four_axes_resumes_unchanged_and_grows_along_
     args = [DEFAULT, "blocks=[baseline,skipinit]", "depths=[8]", "lrs=[0.1]", "seeds=[0,1]", "epochs=2",
             "wandb.mode=disabled", f"storage_path={tmp_path}", "name=four_axes"]
     p = run_cli([*args, "--resume"], cwd=tmp_path)
-    assert p.returncode == 0 and "nothing to run" in p.stdout, p.stdout[-3000:] + p.stderr[-3000:]
+    ran_ok(p)
+    assert "nothing to run" in p.stdout, p.stdout[-3000:] + p.stderr[-3000:]
     assert (exp / "history.csv").read_bytes() == (FIXTURE / "history.csv").read_bytes()
     assert (exp / "trials.csv").read_bytes() == (FIXTURE / "trials.csv").read_bytes()
     before = pd.read_csv(FIXTURE / "trials.csv")
     assert yaml.safe_load((exp / "ablate_experiment.yaml").read_text())["weight_decay"] == 0.0001
     # Its fixed weight_decay (0.0001) becomes an axis: only the 0.0005 points train.
     p = run_cli([*args, "sweep={weight_decay: [0.0001, 0.0005]}", "--resume", "--no-report"], cwd=tmp_path)
-    assert p.returncode == 0 and "weight_decay +[0.0005]: 4 new trials beside the 4" in p.stdout, p.stdout + p.stderr
+    ran_ok(p)
+    assert "weight_decay +[0.0005]: 4 new trials beside the 4" in p.stdout, p.stdout + p.stderr
     after = pd.read_csv(exp / "trials.csv")
     assert len(after) == 8 and (after["status"] == "TERMINATED").all()
     kept = after[after["weight_decay"] == 0.0001]
@@ -166,3 +168,9 @@ def test_an_experiment_written_with_four_axes_resumes_unchanged_and_grows_along_
     runs = sorted(d.name for d in exp.glob("run-*"))
     assert len(runs) == 2 and len(list(exp.glob(f"{runs[1]}/*/checkpoint_*"))) == 4, "only the new points trained"
     assert yaml.safe_load((exp / "ablate_experiment.yaml").read_text())["sweep"] == {"weight_decay": [0.0001, 0.0005]}
+
+
+def test_trial_ids_are_stable_per_experiment_and_point():
+    p = grid_point()
+    assert trial_id(EXP_ID, p) == trial_id(EXP_ID, dict(p, lr=0.1, depth=8))
+    assert trial_id(EXP_ID, p) != trial_id("ffffffffffff", p) != trial_id(EXP_ID, grid_point(seed=1))

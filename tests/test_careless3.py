@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import DEFAULT, clean_env, run_cli
+from conftest import DEFAULT, clean_env, one_error_line, ran_ok, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -23,15 +23,6 @@ GRID = [DEFAULT, "blocks=[baseline]", "depths=[8]", "lrs=[0.1]", "seeds=[0,1]", 
 CAPLESS = ["setpriv", "--inh-caps=-dac_override,-dac_read_search", "--bounding-set=-dac_override,-dac_read_search"]
 needs_setpriv = pytest.mark.skipif(not shutil.which("setpriv") or os.geteuid() != 0,
                                    reason="setpriv as root makes permissions bite (util-linux)")
-
-
-def one_error_line(p, code, *needles):
-    assert p.returncode == code, p.stdout[-2000:] + p.stderr[-2000:]
-    errors = [line for line in p.stderr.splitlines() if line.startswith("ablate.")]
-    assert len(errors) == 1 and "Traceback" not in p.stderr, p.stderr[-3000:]
-    for n in needles:
-        assert n in errors[0], (n, errors[0])
-    return errors[0]
 
 
 def capless(args, module="ablate.grid", cwd=None, env=None):
@@ -51,7 +42,7 @@ def finished(tmp_path_factory):
     root = tmp_path_factory.mktemp("careless3")
     (root / "work").mkdir()
     p = run_cli([*GRID, "wandb.mode=offline", f"storage_path=file://{root}/bucket", "name=fin"], cwd=root / "work")
-    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    ran_ok(p)
     return root
 
 
@@ -134,7 +125,7 @@ def test_resume_of_a_finished_experiment_never_trains_on_input_it_cannot_read(fi
     args = [*GRID, f"storage_path={tmp_path / 's'}", "name=fin", "wandb.mode=disabled", "--resume"]
     p = subprocess.run([*run, sys.executable, "-m", "ablate.grid", *args], capture_output=True, text=True,
                        env=clean_env(), cwd=tmp_path, timeout=600)
-    line = one_error_line(p, 2, CASES[case])
+    line = one_error_line(p, CASES[case])
     if case == "an identity without its experiment_id":
         assert f"experiment_id: {saved['experiment_id']}" in line, "says how to repair it"
     if run:
@@ -152,7 +143,8 @@ def test_resume_takes_a_moved_experiment_settings_that_change_no_result_and_a_re
                      "crop_pad=1", "flip=false", "channels_last=true", "asha_grace_period=1", "--resume"], cwd=tmp_path)
     finally:
         os.chmod(tmp_path / "s", 0o755)
-    assert p.returncode == 0 and "nothing to run" in p.stdout, p.stdout[-2000:] + p.stderr[-2000:]
+    ran_ok(p)
+    assert "nothing to run" in p.stdout, p.stdout[-2000:] + p.stderr[-2000:]
     assert snapshot(exp) == before
 
 
@@ -164,13 +156,15 @@ def test_a_growth_on_record_whose_identity_was_not_rewritten_is_completed(finish
     (exp / "history.csv").unlink()
     args = [*GRID, f"storage_path={tmp_path / 's'}", "name=fin", "wandb.mode=disabled"]
     p = run_cli([*args, "--resume"], cwd=tmp_path)
-    assert p.returncode == 0 and "nothing to run" in p.stdout, p.stdout[-2000:] + p.stderr[-2000:]
+    ran_ok(p)
+    assert "nothing to run" in p.stdout, p.stdout[-2000:] + p.stderr[-2000:]
     assert yaml.safe_load(identity.read_text())["seeds"] == [0, 1]
     assert sorted(pd.read_csv(exp / "history.csv")["seed"].unique()) == [0, 1]
     # A resume that trains, with the timing file cut short: no traceback, the new point trains.
     (exp / "grid_timing.json").write_text('{"wall_s": 3')
     p = run_cli([*args[:-1], "seeds=[0,1,2]", "wandb.mode=disabled", "--resume", "--no-report"], cwd=tmp_path)
-    assert p.returncode == 0 and "Traceback" not in p.stderr, p.stdout[-2000:] + p.stderr[-2000:]
+    ran_ok(p)
+    assert "Traceback" not in p.stderr, p.stdout[-2000:] + p.stderr[-2000:]
     assert json.loads((exp / "grid_timing.json").read_text())["trials"] == 3
 
 
@@ -196,11 +190,12 @@ def test_uri_storage_resume_rebuilds_the_buckets_tables_and_the_report_takes_the
     (bucket / "history.csv").unlink()
     args = [*GRID, f"storage_path=file://{finished}/bucket", "name=fin", "wandb.mode=disabled", "--resume"]
     p = run_cli(args, cwd=finished / "work")
-    assert p.returncode == 0 and "nothing to run" in p.stdout, p.stdout[-2000:] + p.stderr[-2000:]
+    ran_ok(p)
+    assert "nothing to run" in p.stdout, p.stdout[-2000:] + p.stderr[-2000:]
     assert (bucket / "history.csv").is_file()
     (bucket / "trials.csv").unlink()
     p = run_cli([uri], module="ablate.report", cwd=tmp_path)
-    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    ran_ok(p)
     assert (bucket / "report.html").is_file() and (bucket / "trials.csv").is_file()
     # --wandb-report with a key the W&B server refuses: one line, the report above stands.
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Refuses)
@@ -210,7 +205,7 @@ def test_uri_storage_resume_rebuilds_the_buckets_tables_and_the_report_takes_the
         p = run_cli([uri, "--wandb-report"], module="ablate.report", cwd=tmp_path, env=env)
     finally:
         server.shutdown()
-    one_error_line(p, 2, "W&B did not take the report")
+    one_error_line(p, "W&B did not take the report")
 
 
 @needs_setpriv
@@ -220,7 +215,7 @@ def test_read_only_places_are_one_line(finished, tmp_path):
     ro.mkdir(mode=0o555)
     p = capless([*GRID, f"storage_path=file://{finished}/bucket", "name=fin", "wandb.mode=disabled", "--resume"],
                 cwd=ro)
-    one_error_line(p, 2, "run from a writable directory")
+    one_error_line(p, "run from a writable directory")
     # The report into a read-only experiment directory.
     exp = copy_of(finished, tmp_path)
     subprocess.run(["chmod", "-R", "a-w", str(exp)], check=True)
@@ -228,18 +223,18 @@ def test_read_only_places_are_one_line(finished, tmp_path):
         p = capless([str(exp)], module="ablate.report", cwd=tmp_path)
     finally:
         subprocess.run(["chmod", "-R", "u+w", str(exp)], check=True)
-    one_error_line(p, 2, "cannot write the report")
+    one_error_line(p, "cannot write the report")
 
 
 def test_ray_that_cannot_start_and_bad_addresses_are_one_line(tmp_path):
     args = [DEFAULT, "blocks=[baseline]", "depths=[8]", "lrs=[0.1]", "seeds=[0]", "epochs=1", "wandb.mode=disabled",
             f"storage_path={tmp_path / 's'}"]
     logs = set(os.listdir("/tmp"))
-    one_error_line(run_cli([*args, "name=home"], env=clean_env(HOME="/etc/passwd"), cwd=tmp_path), 2,
+    one_error_line(run_cli([*args, "name=home"], env=clean_env(HOME="/etc/passwd"), cwd=tmp_path),
                    "Ray could not start")
     assert not [f for f in set(os.listdir("/tmp")) - logs if f.startswith("ablate-ray-")], "no temp log left behind"
     one_error_line(run_cli([*args, "name=http"], env=clean_env(RAY_ADDRESS="http://127.0.0.1:8265"), cwd=tmp_path),
-                   2, "not a Ray cluster address")
+                   "not a Ray cluster address")
     one_error_line(run_cli([*args, "name=scheme", "storage_path=bogus://x/y", "--resume", "--dry-run"], cwd=tmp_path),
-                   2, "not a usable location")
+                   "not a usable location")
     assert not [d for d in ("home", "http", "scheme") if (tmp_path / "s" / d).exists()], "nothing written"

@@ -16,8 +16,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from ablate.cluster import Capacity, ClusterError, trial_resources
 
-from conftest import DEFAULT, REPO, LocalCluster, _descendants, _free_port, _kill, _procs, clean_env, run_cli, start_cli, trial_records, trial_results, wait_for
+from conftest import DEFAULT, REPO, LocalCluster, clean_env, descendants, free_port, kill_pids, processes, ran_ok, run_cli, small_config, start_cli, trial_records, trial_results, wait_for
 
 RAY = shutil.which("ray") or str(Path(sys.executable).with_name("ray"))
 
@@ -90,7 +91,7 @@ def test_grid_on_two_nodes_packs_trials_and_resumes_from_shared_storage(cluster,
             "trials_per_gpu=2", "cpus_per_trial=0.25", "device=cpu", "wandb.mode=offline",
             f"storage_path={tmp_path}", "name=mn", "--address", cluster.address]
     p = run_cli(args, env=cluster.env, cwd=tmp_path)
-    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    ran_ok(p)
     exp = tmp_path / "mn"
     hist = pd.read_csv(exp / "history.csv")
     assert (hist.groupby(["block", "seed"]).size() == 5).all() and len(hist) == 8 * 5
@@ -99,7 +100,7 @@ def test_grid_on_two_nodes_packs_trials_and_resumes_from_shared_storage(cluster,
     assert 2 <= _concurrency(exp) <= 4
     before = trial_results(exp)
     p = run_cli([*args, "--resume"], env=cluster.env, cwd=tmp_path)
-    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    ran_ok(p)
     assert trial_results(exp) == before and "nothing to run" in p.stdout  # nothing rerun
     assert len(pd.read_csv(exp / "trials.csv")) == 8
 
@@ -180,7 +181,7 @@ class FakeAutoscalingCluster:
     def __init__(self, home: Path, worker_types):
         self.home = home
         self.temp_dir = f"/tmp/abl-{uuid.uuid4().hex[:8]}"
-        self.port = _free_port()
+        self.port = free_port()
         ip = socket.gethostbyname(socket.gethostname())
         self.address = f"{ip}:{self.port}"
         self.env = clean_env(RAY_AUTH_MODE="disabled", RAY_FAKE_CLUSTER="1", HOME=str(home),
@@ -204,18 +205,18 @@ class FakeAutoscalingCluster:
 
     def start(self):
         (self.home / "ray_bootstrap_config.yaml").write_text(yaml.safe_dump(self.config))
-        before = set(_procs())
+        before = set(processes())
         subprocess.run([RAY, "start", "--head", f"--port={self.port}", "--num-cpus=1", "--num-gpus=0",
                         "--autoscaling-config=~/ray_bootstrap_config.yaml", "--include-dashboard=false",
                         f"--temp-dir={self.temp_dir}", "--disable-usage-stats"],
                        env=self.env, check=True, capture_output=True, timeout=120)
-        self.pids = set(_procs()) - before
+        self.pids = set(processes()) - before
         return self
 
     def raylets(self):
         """{node id: raylet pid} of the live nodes."""
         out = {}
-        for pid, (_, cmd) in _procs().items():
+        for pid, (_, cmd) in processes().items():
             if self.temp_dir in cmd and "/raylet/raylet" in cmd:
                 m = re.search(r"--node_id=([0-9a-f]+)", cmd)
                 env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
@@ -225,11 +226,11 @@ class FakeAutoscalingCluster:
 
     def kill_node(self, node_id):
         """Lose a worker node: SIGKILL its raylet and everything under it."""
-        _kill(_descendants([self.raylets()[node_id]]))
+        kill_pids(descendants([self.raylets()[node_id]]))
 
     def stop(self):
-        roots = self.pids | {pid for pid, (_, cmd) in _procs().items() if self.temp_dir in cmd}
-        _kill(_descendants(roots))
+        roots = self.pids | {pid for pid, (_, cmd) in processes().items() if self.temp_dir in cmd}
+        kill_pids(descendants(roots))
         shutil.rmtree(self.temp_dir, ignore_errors=True)
 
 
@@ -260,7 +261,7 @@ def test_trials_wait_for_autoscaled_gpu_workers_and_wandb_runs_land_in_storage(a
             f"storage_path={storage}", "name=auto", "--address", cluster.address]
     p = run_cli(args, env=env, cwd=tmp_path)
     out = p.stdout + p.stderr
-    assert p.returncode == 0, out[-4000:]
+    ran_ok(p)
     assert "wait for the autoscaler" in out  # gpus_per_trial unset: 1/trials_per_gpu of a GPU
     exp = tmp_path / "store" / "auto"
     hist = pd.read_csv(exp / "history.csv")
@@ -334,5 +335,17 @@ def test_cluster_without_gpu_node_type_refuses_a_gpu_fraction_before_any_trial(a
     assert not (tmp_path / "nogpu").exists()  # nothing written, no trial started
     # Unset, the same cluster trains on CPUs with a one-line notice.
     p = run_cli([a for a in args if a != "gpus_per_trial=0.5"], env=cluster.env, cwd=tmp_path)
-    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    ran_ok(p)
     assert "trials train on CPUs" in p.stderr
+
+
+def test_trial_resources_follow_what_the_cluster_has_or_can_add(tmp_path):
+    cfg = small_config(tmp_path, "trials_per_gpu=4")
+    cpu_only = Capacity(gpus_now=0, shapes=[{"CPU": 2}])
+    assert trial_resources(cfg, cpu_only) == {"cpu": 1.0, "gpu": 0.0}
+    scalable = Capacity(gpus_now=0, shapes=[{"CPU": 2}, {"CPU": 8, "GPU": 1}], autoscaler="the GCS cluster config")
+    assert trial_resources(cfg, scalable) == {"cpu": 1.0, "gpu": 0.25}
+    with pytest.raises(ClusterError, match="'gpus_per_trial' is 0.5 but the Ray cluster has no GPU"):
+        trial_resources(small_config(tmp_path, "gpus_per_trial=0.5"), cpu_only)
+    with pytest.raises(ClusterError, match="'cpus_per_trial' is 16.*up to 8"):
+        trial_resources(small_config(tmp_path, "cpus_per_trial=16"), scalable)

@@ -6,6 +6,8 @@ import pytest
 from ablate.blocks import list_blocks
 from ablate.config import ConfigError, trial_configs
 from ablate.experiment_file import load_experiment, parse_override
+from ablate.config import trial_groups
+from conftest import small_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -76,3 +78,12 @@ def test_a_block_module_without_a_file_is_one_line():
     with pytest.raises(ConfigError, match="built into Python") as e:
         load_experiment(None, ["block_modules=[sys]"])
     assert "\n" not in str(e.value)
+
+
+def test_trial_groups_share_block_and_depth_and_keep_the_grid_order(tmp_path):
+    cfg = small_config(tmp_path, "lrs=[0.1,0.2]", "seeds=[0,1,2]", "fuse_trials=4")
+    groups = trial_groups(cfg)
+    assert [len(g) for g in groups] == [4, 2, 4, 2]
+    assert all(len({(t.block, t.depth) for t in g}) == 1 for g in groups)
+    some = [t.point for t in trial_configs(cfg)][:3]
+    assert [[t.point for t in g] for g in trial_groups(cfg, some)] == [some]

@@ -4,7 +4,7 @@ import textwrap
 import pandas as pd
 import pytest
 
-from conftest import DEFAULT, kill_trial_midrun, run_cli
+from conftest import DEFAULT, kill_trial_midrun, ran_ok, run_cli
 from ablate.config import ConfigError
 from ablate.experiment_file import load_experiment
 from ablate.data import load_dataset
@@ -114,7 +114,7 @@ def test_killed_fused_trial_with_a_diverging_member_resumes_every_member_and_kee
     assert set(runs) == set(trials["trial_id"]), "a W&B run per member"
     # The fused experiment grows by a seed: the new points are fused the same way, the old kept.
     p = run_cli([*args, "seeds=[0,1]", "--resume", "--no-report"], cwd=tmp_path)
-    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    ran_ok(p)
     grown = pd.read_csv(exp / "trials.csv", dtype={"trial_id": str})
     assert len(grown) == 6 and (grown["status"] == grown["lr"].map({0.1: "TERMINATED", 0.05: "TERMINATED",
                                                                    1000.0: "DIVERGED"})).all()
@@ -132,7 +132,8 @@ def test_killed_fused_trial_with_a_diverging_member_resumes_every_member_and_kee
     (exp / "trials.csv").unlink()
     runs = sorted(exp.glob("run-*"))
     p = run_cli([*args, "seeds=[0,1]", "--resume", "--no-report"], cwd=tmp_path)
-    assert p.returncode == 0 and "nothing to run" in p.stdout, p.stdout[-3000:] + p.stderr[-3000:]
+    ran_ok(p)
+    assert "nothing to run" in p.stdout, p.stdout[-3000:] + p.stderr[-3000:]
     assert sorted(exp.glob("run-*")) == runs, "nothing ran again"
     pd.testing.assert_frame_equal(pd.read_csv(exp / "trials.csv", dtype={"trial_id": str}), grown)
     key = ["trial_id", "epoch"]

@@ -4,7 +4,7 @@ import json
 import pandas as pd
 import pytest
 
-from conftest import DEFAULT, MINI, run_cli
+from conftest import DEFAULT, MINI, one_error_line, ran_ok, run_cli
 
 from ablate.config import trial_configs
 from ablate.experiment_file import load_experiment
@@ -15,7 +15,7 @@ from ablate.storage import STOPPED_FILE
 @pytest.mark.slow
 def test_mini_grid_runs_every_trial_and_writes_csvs(mini_grid):
     proc, exp = mini_grid["proc"], mini_grid["dir"]
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    ran_ok(proc)
     hist = pd.read_csv(exp / "history.csv")
     trials = pd.read_csv(exp / "trials.csv")
     assert len(trials) == 4 and set(trials["status"]) == {"TERMINATED"}
@@ -56,7 +56,7 @@ def test_mini_grid_shows_a_progress_line_not_a_log(mini_grid):
 @pytest.mark.slow
 def test_dry_run_prints_plan_without_ray(tmp_path):
     p = run_cli([DEFAULT, "epochs=3", f"storage_path={tmp_path}", "--dry-run"], cwd=tmp_path)
-    assert p.returncode == 0, p.stderr
+    ran_ok(p)
     cfg = load_experiment(DEFAULT, ["epochs=3"])
     n = len(trial_configs(cfg))
     assert f"{n} trials" in p.stdout
@@ -69,11 +69,11 @@ def test_dry_run_prints_plan_without_ray(tmp_path):
 @pytest.mark.slow
 def test_dry_run_cifar_gives_gpu_hours(tmp_path):
     p = run_cli([str(DEFAULT).replace("default", "cifar10"), "--dry-run"], cwd=tmp_path)
-    assert p.returncode == 0, p.stderr
+    ran_ok(p)
     assert "GPU-hours" in p.stdout and "8 blocks x 5 depths x 3 lrs x 3 seeds" in p.stdout
     assert "on H100 (measured there" in p.stdout  # names the GPU it was measured on
     p = run_cli([str(DEFAULT).replace("default", "cifar10"), "--dry-run", "--gpu", "A10G"], cwd=tmp_path)
-    assert p.returncode == 0, p.stderr
+    ran_ok(p)
     line = next(line for line in p.stdout.splitlines() if "GPU-hours" in line)
     assert "on A10G, an ESTIMATE" in line and "scaled by peak FP32 throughput" in line
 
@@ -82,9 +82,9 @@ def test_dry_run_cifar_gives_gpu_hours(tmp_path):
 def test_resume_refuses_a_different_experiment_and_an_existing_dir(mini_grid):
     storage = mini_grid["storage"]
     p = run_cli([DEFAULT, *MINI, f"storage_path={storage}", "name=mini"], cwd=storage)
-    assert p.returncode == 2 and "already holds an experiment" in p.stderr and "--resume" in p.stderr
+    one_error_line(p, "already holds an experiment", "--resume")
     p = run_cli([DEFAULT, *MINI, "epochs=9", f"storage_path={storage}", "name=mini", "--resume"], cwd=storage)
-    assert p.returncode == 2 and "different experiment" in p.stderr and "epochs" in p.stderr
+    one_error_line(p, "different experiment", "epochs")
     assert "Traceback" not in p.stderr
     assert (mini_grid["dir"] / "history.csv").exists()  # nothing already written is lost
 
@@ -97,7 +97,7 @@ def test_asha_stops_weak_trials_early(tmp_path):
             "scheduler=asha", "asha_grace_period=2", "asha_reduction_factor=2", "wandb.mode=disabled",
             f"storage_path={tmp_path}", "name=a", "--no-report"]
     p = run_cli(args, cwd=tmp_path)
-    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    ran_ok(p)
     exp = tmp_path / "a"
     trials = pd.read_csv(exp / "trials.csv")
     assert (trials["status"] == "STOPPED_EARLY").any() and (trials["epochs_done"] == 6).any()
@@ -110,12 +110,13 @@ def test_asha_stops_weak_trials_early(tmp_path):
     assert set(stopped["trial_id"]) <= noted
     before = {f: (exp / f).read_bytes() for f in ("trials.csv", "history.csv")}
     p = run_cli([*args, "--resume"], cwd=tmp_path)
-    assert p.returncode == 0 and "nothing to run" in p.stdout, p.stdout[-2000:] + p.stderr[-2000:]
+    ran_ok(p)
+    assert "nothing to run" in p.stdout, p.stdout[-2000:] + p.stderr[-2000:]
     assert {f: (exp / f).read_bytes() for f in before} == before
     for f in before:
         (exp / f).unlink()
     p = run_cli([str(exp)], module="ablate.report")
-    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    ran_ok(p)
     rebuilt = pd.read_csv(exp / "trials.csv")
     assert rebuilt[["trial_id", "status", "epochs_done"]].equals(trials[["trial_id", "status", "epochs_done"]])
 
@@ -134,7 +135,7 @@ def test_resume_of_a_finished_experiment_runs_nothing_and_rewrites_nothing(mini_
     files = ("history.csv", "trials.csv", "grid_timing.json", "report.md")
     before = {f: (exp / f).read_bytes() for f in files}
     p = run_cli([DEFAULT, *MINI, f"storage_path={storage}", "name=mini", "--resume"], cwd=storage)
-    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    ran_ok(p)
     assert "every trial" in p.stdout and "had already finished" in p.stdout
     assert "Started a local Ray instance" not in p.stdout + p.stderr
     assert {f: (exp / f).read_bytes() for f in files} == before  # timing, CSVs (and their columns) untouched

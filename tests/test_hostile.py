@@ -13,20 +13,11 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import DEFAULT, clean_env, held_block, run_cli, signal_when_held, start_cli, trial_records, wait_for
+from conftest import DEFAULT, clean_env, held_block, one_error_line, ran_ok, run_cli, signal_when_held, start_cli, trial_records, wait_for
 
 from ablate.records import CheckpointLost, load_state
 
 SMALL = [DEFAULT, "blocks=[baseline]", "depths=[8]", "lrs=[0.1]", "wandb.mode=disabled"]
-
-
-def _one_error_line(p, *needles):
-    assert p.returncode == 2, p.stdout[-2000:] + p.stderr[-2000:]
-    errors = [line for line in p.stderr.splitlines() if line.startswith("ablate.")]
-    assert len(errors) == 1 and "Traceback" not in p.stderr, p.stderr[-3000:]
-    for n in needles:
-        assert n in errors[0], (n, errors[0])
-    return errors[0]
 
 
 GATED_BLOCK = """
@@ -61,7 +52,7 @@ def test_second_run_and_concurrent_resume_are_refused_while_the_first_runs(tmp_p
         wait_for(started.exists, 240, "the first run's trials")
         for extra in ([], ["--resume"]):
             p = run_cli([*args, *extra], cwd=tmp_path)
-            _one_error_line(p, "is being run by pid", str(first.pid))
+            one_error_line(p, "is being run by pid", str(first.pid))
         gate.unlink()
         assert first.wait(timeout=400) == 0, (tmp_path / "first.log").read_text()[-3000:]
     finally:
@@ -84,7 +75,8 @@ def test_interrupt_writes_what_finished_shows_no_table_and_resumes(tmp_path, sig
         if sig != signal.SIGINT:
             return
         p = run_cli([str(exp)], module="ablate.report", cwd=tmp_path)
-        assert p.returncode == 0 and "RUNNING" in p.stdout, p.stdout[-2000:] + p.stderr[-2000:]
+        ran_ok(p)
+        assert "RUNNING" in p.stdout, p.stdout[-2000:] + p.stderr[-2000:]
         running = pd.read_csv(exp / "trials.csv").set_index("seed")["status"]
         assert running[0] == "TERMINATED" and running[1] == "RUNNING" and running[2] == "NOT_STARTED", running
         for name in ("report.html", "report.md"):  # that interim report is the test's, not the interrupted grid's
@@ -102,7 +94,7 @@ def test_interrupt_writes_what_finished_shows_no_table_and_resumes(tmp_path, sig
         return  # the same path as SIGINT from here on: the resume is tested once
     p = subprocess.run([sys.executable, *shlex.split(resume)[1:]], capture_output=True, text=True,
                        env=clean_env(), cwd=tmp_path, timeout=600)  # the printed command, as printed
-    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    ran_ok(p)
     trials = pd.read_csv(exp / "trials.csv")
     hist = pd.read_csv(exp / "history.csv")
     assert (trials["status"] == "TERMINATED").all() and (trials["epochs_done"] == 30).all()
@@ -134,14 +126,14 @@ def test_failed_start_exits_2_and_leaves_nothing_in_the_way(tmp_path, case):
     args = [*SMALL, "seeds=[0]", "epochs=2", f"storage_path={tmp_path / 's'}", "name=fs"]
     t0 = time.time()
     p = run_cli([*args, *extra], cwd=tmp_path, timeout=120)
-    _one_error_line(p, needle)
+    one_error_line(p, needle)
     assert time.time() - t0 < 60
     assert not (tmp_path / "s" / "fs").exists() or not any((tmp_path / "s" / "fs").iterdir())
     if case != "more CPUs than any node":
         return  # refused before Ray starts (nothing can be in the way): one case after Ray runs on
 
     p = run_cli(args, cwd=tmp_path)  # the same experiment then starts as if nothing happened
-    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    ran_ok(p)
 
 
 @pytest.mark.slow
@@ -151,7 +143,7 @@ def test_unloadable_dataset_is_refused_before_anything_is_written(tmp_path):
     args = [*SMALL, "seeds=[0]", "epochs=1", "dataset=cifar10", f"data_dir={tmp_path / 'data'}",
             f"storage_path={tmp_path / 's'}", "name=nodata"]
     p = run_cli(args, cwd=tmp_path, timeout=300)
-    _one_error_line(p, "'dataset'", "cifar10")
+    one_error_line(p, "'dataset'", "cifar10")
     assert not (tmp_path / "s" / "nodata").exists()
 
 
@@ -171,7 +163,7 @@ def test_broken_checkpoint_restarts_its_trial_and_tables_count_only_finished(tmp
     for ckpt in exp.glob("run-*/*/checkpoint_*/state.pt"):  # a disk that filled up: every checkpoint cut short
         ckpt.write_bytes(ckpt.read_bytes()[:100])
     p = run_cli([*args, "--resume"], cwd=tmp_path)
-    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    ran_ok(p)
     assert "starts again from epoch 1" in p.stdout + p.stderr
     trials = pd.read_csv(exp / "trials.csv")
     hist = pd.read_csv(exp / "history.csv")
@@ -220,7 +212,7 @@ def test_hostile_experiment_file_is_one_bounded_line(tmp_path, case):
     f.write_bytes(text if isinstance(text, bytes) else text.encode())
     t0 = time.time()
     p = run_cli([str(f), f"storage_path={tmp_path / 's'}", "--dry-run"], cwd=tmp_path, timeout=60)
-    line = _one_error_line(p, *needles)
+    line = one_error_line(p, *needles)
     assert len(line) < 400 and time.time() - t0 < 30
 
 
@@ -240,16 +232,16 @@ def test_overrides_users_write_are_read_or_refused_in_one_line(tmp_path, case):
     overrides, code, needle = OVERRIDES[case]
     p = run_cli([DEFAULT, *overrides, "--dry-run"], cwd=tmp_path)
     if code == 0:
-        assert p.returncode == 0, p.stderr
+        ran_ok(p)
         assert needle in p.stdout, p.stdout
     else:
-        _one_error_line(p, needle)
+        one_error_line(p, needle)
 
 
 @pytest.mark.slow
 def test_options_may_come_before_overrides(tmp_path):
     p = run_cli([DEFAULT, "--dry-run", "epochs=3", "--no-report", "name=x"], cwd=tmp_path)
-    assert p.returncode == 0, p.stderr
+    ran_ok(p)
     assert "experiment x:" in p.stdout and "3 epochs" in p.stdout
 
 
@@ -263,21 +255,22 @@ def test_report_refuses_empty_and_cut_short_csvs_in_one_line_or_rebuilds_them_fr
     last = text.rstrip("\n").rsplit("\n", 1)[1]
     (exp / "history.csv").write_text(text[: len(text) - 1 - len(last) // 2])  # cut in the middle of its last row
     p = run_cli([str(exp)], module="ablate.report")
-    _one_error_line(p, "history.csv", "cut short")
+    one_error_line(p, "history.csv", "cut short")
     (exp / "trials.csv").write_text("")
     (exp / "history.csv").write_text(text)
     p = run_cli([str(exp)], module="ablate.report")
-    _one_error_line(p, "trials.csv", "empty")
+    one_error_line(p, "trials.csv", "empty")
     (exp / "trials.csv").write_text(text)  # a foreign table (history.csv's) where trials.csv belongs
     p = run_cli([str(exp)], module="ablate.report")
-    _one_error_line(p, "trials.csv", "lacks the columns")
+    one_error_line(p, "trials.csv", "lacks the columns")
     # With the trials' records beside them, a lost or cut table is rebuilt from them: no advice in a circle.
     full = tmp_path / "full"
     shutil.copytree(mini_grid["dir"], full)
     (full / "history.csv").write_text(text[: len(text) - 1 - len(last) // 2])
     (full / "trials.csv").unlink()
     p = run_cli([str(full)], module="ablate.report")
-    assert p.returncode == 0 and "rebuilt from the trials' records" in p.stdout, p.stdout + p.stderr
+    ran_ok(p)
+    assert "rebuilt from the trials' records" in p.stdout, p.stdout + p.stderr
     assert (full / "history.csv").read_text() == text
     assert (full / "trials.csv").read_text() == (mini_grid["dir"] / "trials.csv").read_text()
 
@@ -322,7 +315,7 @@ def test_full_disk_is_one_line_and_resume_after_freeing_space_reruns_no_finished
             f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
         (disk / "filler").unlink()  # space freed
         p = run_cli([*args, "--resume"], cwd=tmp_path)
-        assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+        ran_ok(p)
         trials = pd.read_csv(exp / "trials.csv")
         hist = pd.read_csv(exp / "history.csv")
         assert (trials["status"] == "TERMINATED").all() and len(trials) == 3
@@ -382,7 +375,7 @@ def test_sighup_mid_run_writes_what_finished_and_frees_the_lock_at_once_on_uri_s
     (tmp_path / "s" / ".hup.lock").write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname(),
                                                           "heartbeat": time.time()}))
     p = run_cli([*args, "--resume"], cwd=tmp_path)
-    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    ran_ok(p)
     assert (pd.read_csv(exp / "trials.csv")["status"] == "TERMINATED").all()
 
 
@@ -395,13 +388,13 @@ def test_ctrl_c_during_a_growing_resume_stops_it_whole_and_the_next_resume_train
     args = [*SMALL, "blocks=[held]", "block_modules=[held_block]", "epochs=8", "max_concurrent_trials=1",
             "checkpoint_period_s=0", f"storage_path={tmp_path}", "name=grow"]
     p = run_cli([*args, "seeds=[0]"], cwd=tmp_path)
-    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    ran_ok(p)
     gate.touch()  # the growth is held at seed 1, mid-run
     code, out = signal_when_held([*args, "seeds=[0,1,2]", "--resume"], tmp_path, gate, held, signal.SIGINT)
     assert code == 130 and "Traceback" not in out, out[-3000:]
     assert "seeds:\n- 0\n" in (exp / "ablate_experiment.yaml").read_text(), "not grown before the points are on record"
     p = run_cli([*args, "seeds=[0,1,2]", "--resume"], cwd=tmp_path)
-    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    ran_ok(p)
     trials = pd.read_csv(exp / "trials.csv")
     hist = pd.read_csv(exp / "history.csv")
     assert (trials["status"] == "TERMINATED").all() and (trials["epochs_done"] == 8).all() and len(trials) == 3

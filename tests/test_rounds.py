@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import DEFAULT, clean_env, run_cli, signal_when_held
+from conftest import DEFAULT, clean_env, ran_ok, run_cli, signal_when_held
 
 from ablate.rounds import judge, next_points
 from ablate.stats import Question
@@ -79,7 +79,7 @@ def test_a_study_interrupted_in_round_2_finishes_on_resume_with_every_epoch_once
     resume = next(line.strip() for line in out.splitlines() if line.strip().endswith("--resume"))
     assert "--until-resolved" in resume
     p = run_cli([*args, "--resume"], cwd=tmp_path, env=clean_env())
-    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    ran_ok(p)
     trials, history = pd.read_csv(exp / "trials.csv"), pd.read_csv(exp / "history.csv")
     assert sorted(trials["seed"].unique()) == [0, 1, 2, 3, 4] and len(trials) == 10
     assert (trials["status"] == "TERMINATED").all()

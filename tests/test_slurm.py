@@ -12,7 +12,7 @@ import sys
 import pandas as pd
 import pytest
 
-from conftest import DEFAULT, RAY, _free_port, clean_env, held_block, run_cli, wait_for
+from conftest import DEFAULT, RAY, clean_env, free_port, held_block, ran_ok, run_cli, wait_for
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not shutil.which("slurmctld") or not shutil.which("munged"),
@@ -58,8 +58,8 @@ class Slurm:
         (d / "munge.key").write_bytes(os.urandom(1024))
         os.chmod(d / "munge.key", 0o400)
         self.cluster = f"ablatetest{os.getpid()}"
-        (d / "slurm.conf").write_text(CONF.format(cluster=self.cluster, host=socket.gethostname(), d=d, ctld_port=_free_port(),
-                                                  d_port=_free_port(), cpus=os.cpu_count()))
+        (d / "slurm.conf").write_text(CONF.format(cluster=self.cluster, host=socket.gethostname(), d=d, ctld_port=free_port(),
+                                                  d_port=free_port(), cpus=os.cpu_count()))
         self.env = clean_env(SLURM_CONF=str(d / "slurm.conf"))
 
     def start(self):
@@ -109,7 +109,7 @@ BARE_PATH = "/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin"
 def _submit(args, cwd, slurm):
     p = run_cli([*args, "--nodes", "1", "--cpus-per-node", "2", "--submit"], module="ablate.slurm",
                 env={**slurm.env, "PATH": BARE_PATH}, cwd=cwd)
-    assert p.returncode == 0, p.stdout + p.stderr
+    ran_ok(p)
     return re.search(r"submitted job (\d+)", p.stdout).group(1)
 
 
@@ -118,7 +118,7 @@ def other_ray(tmp_path):
     """Another Ray on the node (a user's, another job's), with Ray's default client and agent ports: the job must
     neither refuse to start beside it nor stop it."""
     temp = f"/tmp/abl-other-{os.getpid()}"
-    subprocess.run([RAY, "start", "--head", f"--port={_free_port()}", "--num-cpus=1", "--include-dashboard=false",
+    subprocess.run([RAY, "start", "--head", f"--port={free_port()}", "--num-cpus=1", "--include-dashboard=false",
                     "--disable-usage-stats", f"--temp-dir={temp}"], env=clean_env(RAY_AUTH_MODE="disabled"),
                    check=True, capture_output=True, timeout=120)
     try:
@@ -135,7 +135,8 @@ def test_sbatch_runs_the_grid_requeued_midrun_it_finishes_with_every_epoch_once(
             "epochs=4", "max_concurrent_trials=1", "checkpoint_period_s=0", "wandb.mode=offline",
             f"storage_path={tmp_path / 'store'}", "name=sl"]
     p = run_cli([*args, "--nodes", "1", "--dry-run"], module="ablate.slurm", env=slurm.env, cwd=tmp_path)
-    assert p.returncode == 0 and "#SBATCH --requeue" in p.stdout and "--time: an ESTIMATE" in p.stdout, p.stderr
+    ran_ok(p)
+    assert "#SBATCH --requeue" in p.stdout and "--time: an ESTIMATE" in p.stdout, p.stderr
     job = _submit(args, tmp_path, slurm)
     script = (tmp_path / "ablate-sl.sbatch").read_text()
     assert "ray symmetric-run" not in script and "WANDB_API_KEY" not in script

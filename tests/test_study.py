@@ -1,16 +1,19 @@
-"""The records are the truth: with every file Tune wrote at the experiment level deleted, --resume
-trains only what is not done, on the real CLI and real Ray; plain and fused trials; a growth (more
-seeds) trains only the new points and leaves every file on record as it was."""
+"""The study (``ablate.study``): the records are the truth.  What runs next is planned from them alone
+(unit), and with every file Tune wrote at the experiment level deleted, --resume trains only what is not
+done, on the real CLI and real Ray; plain and fused trials; a growth (more seeds) trains only the new
+points and leaves every file on record as it was."""
 import hashlib
 import os
 
 import pandas as pd
 import pytest
+from ablate.axes import trial_id
+from ablate.config import trial_configs
+from ablate.study import Study
 
-from conftest import DEFAULT, held_block, kill_group, run_cli, start_cli, trial_results, wait_for
+from conftest import DEFAULT, EXP_ID, grid_point, held_block, kill_group, one_error_line, ran_ok, run_cli, small_config, start_cli, trial_results, wait_for, write_record
 from wandb_reader import merged_history, wandb_files
 
-pytestmark = pytest.mark.slow
 
 def _digests(paths):
     return {str(f): hashlib.sha256(f.read_bytes()).hexdigest() for d in paths for f in d.rglob("*") if f.is_file()}
@@ -24,6 +27,7 @@ def _delete_tunes_experiment_files(exp):
     assert any("tuner.pkl" in f.name for f in gone) and any("experiment_state" in f.name for f in gone)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fused", [False, True], ids=["plain", "fused"])
 def test_resume_with_tunes_files_deleted_trains_only_what_is_not_done(tmp_path, fused):
     exp = tmp_path / "s" / "rec"
@@ -43,7 +47,7 @@ def test_resume_with_tunes_files_deleted_trains_only_what_is_not_done(tmp_path, 
     _delete_tunes_experiment_files(exp)
 
     p = run_cli([*args, "--resume"], cwd=tmp_path)
-    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    ran_ok(p)
     assert _digests(done_dirs) == before, "the finished trial's files are byte-for-byte unchanged"
     second = sorted(exp.glob("run-*"))[-1]
     assert [d.name.split("-")[0] for d in second.iterdir() if d.is_dir()] == ["held"], "only the unfinished trial ran"
@@ -63,13 +67,15 @@ def test_resume_with_tunes_files_deleted_trains_only_what_is_not_done(tmp_path, 
 
     # Grown by a seed, then Tune's files deleted again (and the tables): nothing is trained twice.
     p = run_cli([*args, "seeds=[0,1]", "--resume", "--dry-run"], cwd=tmp_path)
-    assert p.returncode == 0 and "seeds +[1]: 2 new trials beside the 2 it holds" in p.stdout, p.stdout + p.stderr
+    ran_ok(p)
+    assert "seeds +[1]: 2 new trials beside the 2 it holds" in p.stdout, p.stdout + p.stderr
     p = run_cli([*args, "seeds=[1]", "--resume"], cwd=tmp_path)  # a value removed: another experiment
-    assert p.returncode == 2 and "differs in: seeds" in p.stderr
+    one_error_line(p, "differs in: seeds")
     done_dirs = [d for d in exp.glob("run-*/*") if d.is_dir()]
     before = _digests(done_dirs)
     p = run_cli([*args, "seeds=[0,1]", "--resume"], cwd=tmp_path)
-    assert p.returncode == 0 and "growing" in p.stdout, p.stdout[-3000:] + p.stderr[-3000:]
+    ran_ok(p)
+    assert "growing" in p.stdout, p.stdout[-3000:] + p.stderr[-3000:]
     assert _digests(done_dirs) == before, "the trials on record are byte-for-byte unchanged"
     third = sorted(exp.glob("run-*"))[-1]
     assert third.name != second.name and all("-s1_" in d.name for d in third.iterdir() if d.is_dir())
@@ -79,6 +85,32 @@ def test_resume_with_tunes_files_deleted_trains_only_what_is_not_done(tmp_path, 
     _delete_tunes_experiment_files(exp)
     os.remove(exp / "history.csv")
     p = run_cli([*args, "seeds=[0,1]", "--resume"], cwd=tmp_path)
-    assert p.returncode == 0 and "nothing to run" in p.stdout, p.stdout[-3000:] + p.stderr[-3000:]
+    ran_ok(p)
+    assert "nothing to run" in p.stdout, p.stdout[-3000:] + p.stderr[-3000:]
     hist = pd.read_csv(exp / "history.csv", dtype={"trial_id": str})  # rebuilt from the records
     assert (hist.groupby("trial_id")["epoch"].apply(list) == [[1, 2, 3, 4]] * len(grown)).all()
+
+
+def test_plan_runs_only_points_not_done_and_unfinished_trials_as_they_were(tmp_path):
+    cfg = small_config(tmp_path, "fuse_trials=2", "seeds=[0,1,2]")
+    study = Study(cfg, resume=True)
+    study.experiment_id = EXP_ID
+    exp = tmp_path / "e"
+    # baseline seeds 0,1 fused: done; skipinit seeds 0,1 fused: one done, one at epoch 1 (continues together)
+    write_record(exp, "run-1", "a", "checkpoint_000002", [grid_point(seed=0), grid_point(seed=1)], [3, 3], [True, True])
+    write_record(exp, "run-1", "b", "checkpoint_000000", [grid_point("skipinit", 0), grid_point("skipinit", 1)], [2, 1],
+           [True, False])
+    todo = study.plan()
+    names = {t.name: t for t in todo}
+    assert set(names) == {"skipinit-d8-lr0.1-s0+1", "baseline-d8-lr0.1-s2", "skipinit-d8-lr0.1-s2"}
+    again = names["skipinit-d8-lr0.1-s0+1"]
+    assert len(again.checkpoints) == 1 and again.checkpoints[0].endswith("b/checkpoint_000000")
+    assert [m["point"]["seed"] for m in again.members] == [0, 1]
+    assert names["baseline-d8-lr0.1-s2"].checkpoints == []
+    # The tables of this state: every grid point, its status from the records.
+    history, trials = study.tables(errored=set(), interrupted=True)
+    by_seed = trials.set_index(["block", "seed"])["status"]
+    assert by_seed[("baseline", 0)] == "TERMINATED" and by_seed[("skipinit", 1)] == "INTERRUPTED"
+    assert by_seed[("baseline", 2)] == "INTERRUPTED" and len(trials) == 6
+    assert sorted(history.groupby(["block", "seed"]).size().tolist()) == [1, 2, 3, 3]
+    assert set(trials["trial_id"]) == {trial_id(EXP_ID, t.point) for t in trial_configs(cfg)}
