@@ -17,7 +17,7 @@ import pandas as pd
 import yaml
 
 from . import figures
-from .messages import first_line
+from .messages import AblateError, UsageError, first_line
 from .results import ablation_table, best_lr_frame, pipe_table, read_csvs
 from .stats import FINISHED, Question, value_text, effects, finished, question, stable_lrs
 from .findings import effects_table, power_notes, sequential, stable_table, verdicts
@@ -178,7 +178,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         prog="python -m ablate.report",
         description="Write report.html and report.md for a finished experiment: each trick against baseline "
                     "at every depth and LR (paired by seed, with intervals), its stable LR range, the table at "
-                    "each block's best LR, and the convergence figures. Reads only the experiment's CSVs.")
+                    "each block's best LR, and the convergence figures. Reads the experiment's CSVs and settings (the "
+                    "tables rebuilt from the trials' records where they are lost, cut short or being trained).")
     p.add_argument("experiment_dir", help="the directory python -m ablate.grid named on its last line "
                                           "(it holds history.csv and trials.csv)")
     p.add_argument("--wandb-report", action="store_true",
@@ -186,11 +187,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = p.parse_args(argv)
     try:
         return _main(args)
+    except AblateError as e:
+        print(f"ablate.report: error: {e}", file=sys.stderr)
+        return e.code
     except OSError as e:  # a read-only or full experiment directory: the report alone is lost
         print(f"ablate.report: error: cannot write the report ({e.__class__.__name__}: {first_line(e)}); the tables "
               "are unchanged; make the directory writable (or copy it), then run again", file=sys.stderr)
         return 2
-
 
 
 def _main(args) -> int:
@@ -211,8 +214,7 @@ def _main(args) -> int:
                 with open(os.path.join(out, name), "w") as f:
                     f.write(text)
         except Exception as e:  # noqa: BLE001 -- pyarrow: an unknown scheme, no credentials
-            print(f"ablate.report: error: cannot read {where} ({e.__class__.__name__}: {first_line(e)})", file=sys.stderr)
-            return 2
+            raise UsageError(f"cannot read {where} ({e.__class__.__name__}: {first_line(e)})") from None
     holder = ExperimentLock.holder(where)
     try:
         read_csvs(out)
@@ -231,9 +233,8 @@ def _main(args) -> int:
                   + (f" (interim: trials still training are RUNNING; pid {holder.get('pid')} on {holder.get('host')})"
                      if holder is not None else ""))
         except ValueError as e2:
-            print(f"ablate.report: error: {problem}; and no trial records to rebuild it from ({e2}); give the "
-                  "directory that python -m ablate.grid printed last", file=sys.stderr)
-            return 2
+            raise UsageError(f"{problem}; and no trial records to rebuild it from ({e2}); give the directory that "
+                             "python -m ablate.grid printed last") from None
     path = write_report(out)
     if uri:
         storage.upload(out, where, (storage.REPORT_HTML, storage.REPORT_MD))
@@ -242,8 +243,7 @@ def _main(args) -> int:
         from .tracking import has_api_key, save_wandb_report
 
         if not has_api_key():
-            print("ablate.report: error: --wandb-report needs WANDB_API_KEY (or `wandb login`)", file=sys.stderr)
-            return 2
+            raise UsageError("--wandb-report needs WANDB_API_KEY (or `wandb login`)")
         _, trials = read_csvs(out)
         meta = _meta(out)
         try:
@@ -252,9 +252,8 @@ def _main(args) -> int:
                              stable_lrs(trials, q.subject, q.reference, q.context), q)
             url = save_wandb_report(meta, trials, lines, q)
         except Exception as e:  # noqa: BLE001 -- W&B refused the key, or is unreachable: the report above stands
-            print(f"ablate.report: error: W&B did not take the report ({e.__class__.__name__}: {first_line(e)}); "
-                  f"{path} is written; check the key (wandb login) and the network", file=sys.stderr)
-            return 2
+            raise UsageError(f"W&B did not take the report ({e.__class__.__name__}: {first_line(e)}); {path} is written; "
+                             "check the key (wandb login) and the network") from None
         print(f"W&B report: {url}")
     return 0
 

@@ -162,6 +162,14 @@ def batch_script(experiment: Optional[str], overrides: List[str], *, nodes: int,
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    try:
+        return _main(argv)
+    except AblateError as e:
+        print(f"ablate.slurm: error: {e}", file=sys.stderr)
+        return e.code
+
+
+def _main(argv: Optional[List[str]]) -> int:
     p = argparse.ArgumentParser(
         prog="python -m ablate.slurm",
         description="Write (and with --submit, submit) the sbatch script that runs the grid on a SLURM allocation "
@@ -204,14 +212,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         from . import storage
 
         storage.check_writable(cfg.experiment_dir)  # from the submit host, which sees the shared filesystem
-    except (ConfigError, SlurmError) as e:
-        print(f"ablate.slurm: error: {e}", file=sys.stderr)
-        return 2
     except OSError as e:
-        print(f"ablate.slurm: error: key 'storage_path': cannot write to {cfg.experiment_dir} "
-              f"({e.__class__.__name__}); allowed: a directory every node of the allocation can write (the "
-              "cluster's shared filesystem), or s3://bucket/path", file=sys.stderr)
-        return 2
+        raise SlurmError(f"key 'storage_path': cannot write to {cfg.experiment_dir} ({e.__class__.__name__}); allowed: "
+                         "a directory every node of the allocation can write (the cluster's shared filesystem), or "
+                         "s3://bucket/path") from None
     if args.nodes > 1 and cfg.storage_path.startswith(_NODE_LOCAL):
         print(f"ablate.slurm: warning: storage_path {cfg.storage_path} is on each node's own disk: with {args.nodes} "
               "nodes, each trial's files stay on the node that ran it and the grid's driver cannot see them; use "
@@ -232,13 +236,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     workdir = os.path.abspath(os.getcwd())
     # The storage as resolved here (also from $ABLATE_STORAGE_PATH), pinned: the job's environment may differ.
     pinned = [*args.overrides, f"storage_path={cfg.storage_path}"]
-    try:
-        script = batch_script(args.experiment and os.path.abspath(args.experiment), pinned, nodes=args.nodes,
-                              gpus_per_node=args.gpus_per_node, cpus_per_node=cpus, time_s=time_s,
-                              partition=args.partition, workdir=workdir, name=cfg.name)
-    except SlurmError as e:
-        print(f"ablate.slurm: error: {e}", file=sys.stderr)
-        return 2
+    script = batch_script(args.experiment and os.path.abspath(args.experiment), pinned, nodes=args.nodes,
+                          gpus_per_node=args.gpus_per_node, cpus_per_node=cpus, time_s=time_s,
+                          partition=args.partition, workdir=workdir, name=cfg.name)
     if args.dry_run:
         print("\n".join(line for line in script.splitlines() if line.startswith("#SBATCH")))
         print(f"# --time: {note}")
@@ -253,9 +253,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     env = {k: v for k, v in os.environ.items() if k != "WANDB_API_KEY"}
     out = subprocess.run(["sbatch", "--parsable", path], env=env, capture_output=True, text=True)
     if out.returncode != 0:
-        print(f"ablate.slurm: error: sbatch failed: {(out.stderr or out.stdout).strip().splitlines()[-1:]}",
-              file=sys.stderr)
-        return 2
+        raise SlurmError(f"sbatch failed: {(out.stderr or out.stdout).strip().splitlines()[-1:]}")
     job = out.stdout.strip().split(";")[0]
     print(f"submitted job {job} ({path}); watch: squeue -j {job}; output: ablate-{cfg.name}-{job}.out")
     if os.environ.get("WANDB_API_KEY"):
