@@ -243,7 +243,11 @@ class LocalCluster:
         before = set(processes())
         subprocess.run([RAY, "start", *args, "--node-ip-address=127.0.0.1", "--num-cpus=1", "--num-gpus=1",
                         "--disable-usage-stats"], env=self.env, check=True, capture_output=True, timeout=120)
-        self.nodes[name] = set(processes()) - before
+        # Ours by name (our temp dir), and the agents our raylet started (renamed ray::...): never another
+        # test's processes that started meanwhile (pytest-xdist runs two test files at once).
+        new = {pid: v for pid, v in processes().items() if pid not in before}
+        ours = {pid for pid, (_, cmd) in new.items() if self.temp_dir in cmd}
+        self.nodes[name] = ours | {pid for pid, (ppid, _) in new.items() if ppid in ours}
 
     def start(self, workers=1):
         self._start(["--head", f"--port={self.port}", "--include-dashboard=false", f"--temp-dir={self.temp_dir}"],

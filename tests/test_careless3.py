@@ -229,10 +229,11 @@ def test_read_only_places_are_one_line(finished, tmp_path):
 def test_ray_that_cannot_start_and_bad_addresses_are_one_line(tmp_path):
     args = [DEFAULT, "blocks=[baseline]", "depths=[8]", "lrs=[0.1]", "seeds=[0]", "epochs=1", "wandb.mode=disabled",
             f"storage_path={tmp_path / 's'}"]
-    logs = set(os.listdir("/tmp"))
-    one_error_line(run_cli([*args, "name=home"], env=clean_env(HOME="/etc/passwd"), cwd=tmp_path),
+    temp = tmp_path / "tmp"  # this run's own: other tests' runs write theirs to /tmp meanwhile (pytest-xdist)
+    temp.mkdir()
+    one_error_line(run_cli([*args, "name=home"], env=clean_env(HOME="/etc/passwd", TMPDIR=str(temp)), cwd=tmp_path),
                    "Ray could not start")
-    assert not [f for f in set(os.listdir("/tmp")) - logs if f.startswith("ablate-ray-")], "no temp log left behind"
+    assert not [f for f in os.listdir(temp) if f.startswith("ablate-ray-")], "no temp log left behind"
     one_error_line(run_cli([*args, "name=http"], env=clean_env(RAY_ADDRESS="http://127.0.0.1:8265"), cwd=tmp_path),
                    "not a Ray cluster address")
     one_error_line(run_cli([*args, "name=scheme", "storage_path=bogus://x/y", "--resume", "--dry-run"], cwd=tmp_path),

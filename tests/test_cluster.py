@@ -210,7 +210,8 @@ class FakeAutoscalingCluster:
                         "--autoscaling-config=~/ray_bootstrap_config.yaml", "--include-dashboard=false",
                         f"--temp-dir={self.temp_dir}", "--disable-usage-stats"],
                        env=self.env, check=True, capture_output=True, timeout=120)
-        self.pids = set(processes()) - before
+        # Only ours (named by our temp dir): another test's processes may start meanwhile (pytest-xdist).
+        self.pids = {pid for pid, (_, cmd) in processes().items() if pid not in before and self.temp_dir in cmd}
         return self
 
     def raylets(self):

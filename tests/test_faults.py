@@ -1,5 +1,7 @@
 """Faults on a real local Ray run: a trial SIGKILLed mid-epoch, a diverging trial, W&B down
 with a (fake) key that must never land in any file."""
+import shutil
+import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -35,7 +37,9 @@ def test_killed_trial_restarts_from_checkpoint_and_diverging_trial_is_marked(tmp
 
 def test_wandb_down_with_a_key_leaves_grid_green_and_key_nowhere(tmp_path):
     fake = "fake0secret0key0" + "9" * 24
-    env = clean_env(WANDB_API_KEY=fake, WANDB_BASE_URL="http://127.0.0.1:9")
+    # Ray's own files in a directory of this run's (short: Ray's socket paths must stay under 108 bytes).
+    ray_tmp = Path(tempfile.mkdtemp(prefix="abl-", dir="/tmp"))
+    env = clean_env(WANDB_API_KEY=fake, WANDB_BASE_URL="http://127.0.0.1:9", RAY_TMPDIR=str(ray_tmp))
     args = [DEFAULT, "blocks=[skipinit]", "depths=[8]", "lrs=[0.1]", "seeds=[0]", "epochs=2",
             "wandb.mode=online", "wandb.init_timeout=5", f"storage_path={tmp_path}", "name=k"]
     p = run_cli(args, env=env, cwd=tmp_path)
@@ -46,8 +50,8 @@ def test_wandb_down_with_a_key_leaves_grid_green_and_key_nowhere(tmp_path):
     assert len(wandb_files(exp)) == 1  # the offline fallback kept the run
     assert fake not in p.stdout + p.stderr
     written = [f for f in tmp_path.rglob("*") if f.is_file()]
-    ray_logs = Path("/tmp/ray/session_latest/logs")
-    written += [f for f in ray_logs.rglob("*") if f.is_file()] if ray_logs.exists() else []
-    assert len(written) > 10
-    for f in written:
+    ray_logs = [f for f in (ray_tmp / "ray" / "session_latest" / "logs").rglob("*") if f.is_file()]
+    assert len(written) > 10 and len(ray_logs) > 5
+    for f in written + ray_logs:
         assert fake.encode() not in f.read_bytes(), f"W&B key leaked into {f}"
+    shutil.rmtree(ray_tmp, ignore_errors=True)

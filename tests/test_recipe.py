@@ -1,5 +1,6 @@
 """The recipe's parts (``ablate.recipe``): weight decay keyed on the gates a block declares, in a plain and a
 fused run alike; one evaluation for one member and for several."""
+import pytest
 import torch
 import torch.nn as nn
 
@@ -27,8 +28,12 @@ class ChannelGateBlock(BasicBlock):
         return out + identity + 0.0 * (self.gate.sum() + self.other.sum())
 
 
-if "test_channel_gate" not in BLOCKS:
+@pytest.fixture
+def channel_gate_block():
+    """Registered for the test only: the registry is the process's, and other tests count its blocks."""
     register_block("test_channel_gate")(ChannelGateBlock)
+    yield
+    BLOCKS.pop("test_channel_gate")
 
 
 def _cfgs(k):
@@ -40,7 +45,7 @@ def _values(model, name):
     return torch.cat([p.detach().reshape(-1) for n, p in model.named_parameters() if n.endswith(name)])
 
 
-def test_a_declared_per_channel_gate_gets_no_weight_decay_in_plain_and_fused_runs():
+def test_a_declared_per_channel_gate_gets_no_weight_decay_in_plain_and_fused_runs(channel_gate_block):
     block = ChannelGateBlock(4, 4)
     decay, gates = param_groups(block, 0.1)
     assert gates["params"] == [block.gate] and gates["weight_decay"] == 0.0 and decay["weight_decay"] == 0.1
