@@ -1,8 +1,9 @@
-"""A trial's record: ablate's own account of what a trial trained, and the one truth of what finished.
+"""A group's record: ablate's own account of what a Tune trial trained, and the one truth of what finished.
 
-Every checkpoint a trial writes is a directory with the trainer's state (``state.pt``) and the
-trial's record (``ablate_record.json``): the experiment's id, the trial (a group of one or more
-grid points that train together), and for each member its stable id, its point, its history
+Every checkpoint a Tune trial writes is a directory with the trainer's state (``state.pt``) and the
+record (``ablate_record.json``): the experiment's id, the group's name (under the key ``trial``, as
+format 1 has it: a group of one or more grid points, each a trial of trials.csv, that train together),
+and for each member its stable id, its point, its history
 (every epoch, with the node that ran it) and whether it is done.  A checkpoint is written once,
 into a fresh directory, and never rewritten; the record names the size of the state beside it,
 so a checkpoint that a full disk or a broken upload cut short is recognised from its own files.

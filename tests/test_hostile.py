@@ -1,19 +1,15 @@
-"""Careless and hostile use of the real CLI (real Ray, real files, real signals): two runs at once,
-interruptions, failed starts, broken checkpoints, absurd or malicious input."""
-import json
+"""Careless and hostile use of the real CLI (real Ray, real files): two runs at once, failed starts, broken
+checkpoints, a full disk, absurd or malicious input (signals: tests/test_signals.py)."""
 import os
-import shlex
 import signal
-import socket
 import subprocess
-import sys
 import time
 
 import pandas as pd
 import pytest
 import torch
 
-from conftest import DEFAULT, clean_env, held_block, one_error_line, ran_ok, run_cli, signal_when_held, start_cli, trial_records, wait_for
+from conftest import DEFAULT, held_block, one_error_line, ran_ok, run_cli, start_cli, trial_records, wait_for
 
 from ablate.records import CheckpointLost, load_state
 
@@ -61,50 +57,6 @@ def test_second_run_and_concurrent_resume_are_refused_while_the_first_runs(tmp_p
     trials = pd.read_csv(exp / "trials.csv")
     assert (trials["status"] == "TERMINATED").all() and (trials["epochs_done"] == 2).all()
     assert not list((tmp_path / "s").glob(".twin.lock*")), "the lock goes with the run"
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
-def test_interrupt_writes_what_finished_shows_no_table_and_resumes(tmp_path, sig, code):
-    exp = tmp_path / "intr"
-    gate, held = held_block(tmp_path, exp, "held-d8-lr0.1-s1")  # seed 0 finishes, seed 1 is held mid-run
-    args = [*SMALL, "blocks=[held]", "block_modules=[held_block]", "seeds=[0,1,2]", "epochs=30",
-            "max_concurrent_trials=1", "checkpoint_period_s=0", "wandb.mode=offline", f"storage_path={tmp_path}",
-            "name=intr"]
-    def report_while_running():  # tables rebuilt from the records while the run trains: RUNNING, not INTERRUPTED
-        if sig != signal.SIGINT:
-            return
-        p = run_cli([str(exp)], module="ablate.report", cwd=tmp_path)
-        ran_ok(p)
-        assert "RUNNING" in p.stdout, p.stdout[-2000:] + p.stderr[-2000:]
-        running = pd.read_csv(exp / "trials.csv").set_index("seed")["status"]
-        assert running[0] == "TERMINATED" and running[1] == "RUNNING" and running[2] == "NOT_STARTED", running
-        for name in ("report.html", "report.md"):  # that interim report is the test's, not the interrupted grid's
-            (exp / name).unlink()
-
-    got, out = signal_when_held(args, tmp_path, gate, held, sig, while_held=report_while_running)
-    assert got == code, out[-3000:]
-    assert "Ablation table" not in out and "Traceback" not in out and "core dumped" not in out
-    resume = next(line.strip() for line in out.splitlines() if line.strip().endswith("--resume"))
-    assert resume.startswith("python -m ablate.grid") and "name=intr" in resume
-    trials = pd.read_csv(exp / "trials.csv")
-    assert (trials["status"] == "TERMINATED").sum() >= 1 and (trials["status"] == "INTERRUPTED").sum() >= 1
-    assert not (exp / "report.html").exists()
-    if sig == signal.SIGTERM:
-        return  # the same path as SIGINT from here on: the resume is tested once
-    p = subprocess.run([sys.executable, *shlex.split(resume)[1:]], capture_output=True, text=True,
-                       env=clean_env(), cwd=tmp_path, timeout=600)  # the printed command, as printed
-    ran_ok(p)
-    trials = pd.read_csv(exp / "trials.csv")
-    hist = pd.read_csv(exp / "history.csv")
-    assert (trials["status"] == "TERMINATED").all() and (trials["epochs_done"] == 30).all()
-    assert (hist.groupby("seed")["epoch"].apply(list) == [list(range(1, 31))] * 3).all()
-    from wandb_reader import merged_history, wandb_files
-
-    runs = wandb_files(exp)
-    assert len(runs) == 3 and any(len(files) > 1 for files in runs.values()), "a run resumed in a new process"
-    for files in runs.values():  # every step once across the run's files: nothing logged twice
-        assert [s for s, _ in merged_history(files)] == list(range(1, 31))
 
 
 @pytest.mark.parametrize("case", ["unreachable address", "bogus storage scheme", "asha grace beyond epochs",
@@ -326,76 +278,3 @@ def test_full_disk_is_one_line_and_resume_after_freeing_space_reruns_no_finished
             assert not [d for d in later if d.startswith(name.rsplit("_", 2)[0] + "_")], "a finished trial ran again"
     finally:
         subprocess.run(["umount", "-l", str(disk)], capture_output=True)
-
-
-SLOW_IMPORT = """
-import os, time
-open({started!r}, "a").close()
-while os.path.exists({gate!r}):  # the driver is held while it imports the experiment's blocks
-    time.sleep(0.05)
-"""
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGHUP, 129)], ids=["SIGINT", "SIGHUP"])
-def test_a_signal_while_the_driver_starts_is_one_line_and_changes_nothing(tmp_path, sig, code):
-    gate, started = tmp_path / "gate", tmp_path / "started"
-    (tmp_path / "slow_import.py").write_text(SLOW_IMPORT.format(started=str(started), gate=str(gate)))
-    gate.touch()
-    args = [*SMALL, "block_modules=[slow_import]", "seeds=[0]", "epochs=1", f"storage_path={tmp_path / 's'}",
-            "name=early"]
-    proc = subprocess.Popen([sys.executable, "-m", "ablate.grid", *args], cwd=tmp_path, env=clean_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        wait_for(started.exists, 120, "the driver importing the experiment's blocks")
-        os.kill(proc.pid, sig)
-        out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == code, out + err
-    lines = [line for line in err.splitlines() if line.startswith("ablate.")]
-    assert len(lines) == 1 and "nothing was changed" in lines[0] and "Traceback" not in err, err
-    assert not (tmp_path / "s" / "early").exists()
-
-
-@pytest.mark.slow
-def test_sighup_mid_run_writes_what_finished_and_frees_the_lock_at_once_on_uri_storage(tmp_path):
-    exp = tmp_path / "s" / "hup"
-    gate, held = held_block(tmp_path, exp, "held-d8-lr0.1-s1")
-    args = [*SMALL, "blocks=[held]", "block_modules=[held_block]", "seeds=[0,1]", "epochs=30", "max_concurrent_trials=1",
-            "checkpoint_period_s=0", f"storage_path=file://{tmp_path / 's'}", "name=hup", "--no-report"]
-    got, out = signal_when_held(args, tmp_path, gate, held, signal.SIGHUP)  # the terminal closed
-    assert got == 129 and "Traceback" not in out, out[-3000:]
-    trials = pd.read_csv(exp / "trials.csv")
-    assert sorted(trials["status"]) == ["INTERRUPTED", "TERMINATED"]
-    # A lock left by a holder that died on this host (as SIGKILL leaves one) is taken at once, not after 5 min.
-    dead = subprocess.Popen(["true"])
-    dead.wait()
-    (tmp_path / "s" / ".hup.lock").write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname(),
-                                                          "heartbeat": time.time()}))
-    p = run_cli([*args, "--resume"], cwd=tmp_path)
-    ran_ok(p)
-    assert (pd.read_csv(exp / "trials.csv")["status"] == "TERMINATED").all()
-
-
-@pytest.mark.slow
-def test_ctrl_c_during_a_growing_resume_stops_it_whole_and_the_next_resume_trains_each_point_once(tmp_path):
-    exp = tmp_path / "grow"
-    gate, held = held_block(tmp_path, exp, "held-d8-lr0.1-s1")
-    gate.unlink()  # the first run is not held
-    # However far the released seed 1 gets before Tune stops it, seed 2 never starts: the growth is not on record.
-    args = [*SMALL, "blocks=[held]", "block_modules=[held_block]", "epochs=8", "max_concurrent_trials=1",
-            "checkpoint_period_s=0", f"storage_path={tmp_path}", "name=grow"]
-    p = run_cli([*args, "seeds=[0]"], cwd=tmp_path)
-    ran_ok(p)
-    gate.touch()  # the growth is held at seed 1, mid-run
-    code, out = signal_when_held([*args, "seeds=[0,1,2]", "--resume"], tmp_path, gate, held, signal.SIGINT)
-    assert code == 130 and "Traceback" not in out, out[-3000:]
-    assert "seeds:\n- 0\n" in (exp / "ablate_experiment.yaml").read_text(), "not grown before the points are on record"
-    p = run_cli([*args, "seeds=[0,1,2]", "--resume"], cwd=tmp_path)
-    ran_ok(p)
-    trials = pd.read_csv(exp / "trials.csv")
-    hist = pd.read_csv(exp / "history.csv")
-    assert (trials["status"] == "TERMINATED").all() and (trials["epochs_done"] == 8).all() and len(trials) == 3
-    assert (hist.groupby("seed")["epoch"].apply(list) == [list(range(1, 9))] * 3).all(), "each epoch once"
