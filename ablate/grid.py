@@ -133,8 +133,9 @@ def _start(study: Study, args: argparse.Namespace, signals: Signals) -> _Started
     check_devices(cfg, args.address)  # here, not earlier: a finished study's resume never imports torch for it
     data = load_experiment_data(cfg.dataset, cfg.data_dir)  # once, in the driver; shared by the object store
     cap, resources, ray_log = start(cfg, args.address, args.verbose, on_connect=signals.install)
-    if gpu_notice(resources, cap, args.address):
-        say(f"ablate.grid: {gpu_notice(resources, cap, args.address)}")
+    notice = gpu_notice(resources, cap, args.address)
+    if notice:
+        say(f"ablate.grid: {notice}")
     os.makedirs(cfg.output_dir, exist_ok=True)
     if not args.resume:
         study.write_identity()

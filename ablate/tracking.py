@@ -19,7 +19,7 @@ import warnings
 from typing import Any, Dict, List, Optional
 
 from .records import loggable
-from .storage import RUN_PREFIX
+from .storage import RUN_PREFIX, is_uri
 
 __all__ = ["resolve_mode", "TrialRun", "start_trial_run", "start_runs", "finish_runs", "has_api_key", "driver_api_key", "trial_env",
            "build_wandb_report", "save_wandb_report"]
@@ -205,7 +205,7 @@ def start_runs(cfgs, member_ids: List[str], *, wandb: Dict[str, Any], experiment
 
 def sync_hint(exp_dir: str) -> str:
     """How to upload a grid's offline runs: they are in each trial's own directory of the experiment's storage."""
-    where = f"<a download of {exp_dir}>" if "://" in exp_dir else exp_dir
+    where = f"<a download of {exp_dir}>" if is_uri(exp_dir) else exp_dir
     return f"W&B offline runs: upload with  wandb sync {where}/{RUN_PREFIX}*/*/wandb/offline-run-*"
 
 

@@ -144,6 +144,8 @@ def build_group(cfgs: List[TrainConfig], data: Optional[Dataset] = None, state: 
         torch.set_num_threads(cfg.threads)
     data = data if data is not None else load_dataset(cfg.dataset, cfg.data_dir)
     device = recipe.resolve_device(cfg.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick the fastest kernels
     # On the device once, for every member: their batches are views of it.
     data = dataclasses.replace(data, **{f: getattr(data, f).to(device) for f in ("train_x", "train_y", "test_x", "test_y")})
     group = None

@@ -130,8 +130,9 @@ class _Epochs:
         # the (autoscaled) worker that wrote it.  Not ctx.get_trial_dir(): in Ray 2.60 that is the driver's
         # staging directory for an actor's first trial (which only a living driver syncs) and this one after.
         workdir = store.trial_working_directory
+        # This trial's directories and its earlier ones: read only to continue a restored group's runs.
         written = [(pafs.LocalFileSystem(), workdir), (store.storage_filesystem, store.trial_fs_path),
-                   *map(filesystem, group.dirs)]  # this trial's directories and its earlier ones
+                   *map(filesystem, group.dirs)] if any(members.histories) else []
         self.runs = start_runs(members.cfgs, [m["id"] for m in group.members], wandb=const.wandb,
                                experiment=const.experiment_name, git_commit=const.git_commit, directory=workdir,
                                histories=members.histories, written=written)
