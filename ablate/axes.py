@@ -19,11 +19,30 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 __all__ = ["Axis", "GRID", "AXES", "PAIR", "BASELINE", "axis_names", "sweepable", "trial_key", "trial_name", "trial_id", "expand",
-           "context_of", "fused_key"]
+           "context_of", "fused_key", "label_digits", "value_label"]
 
 
-def _g(value: Any) -> str:
-    return f"{value:g}" if isinstance(value, float) else str(value)
+def _g(value: Any, digits: int = 6) -> str:
+    return f"{value:.{digits}g}" if isinstance(value, float) else str(value)
+
+
+def label_digits(axes: Mapping[str, Sequence[Any]]) -> Dict[str, int]:
+    """The significant digits that name each axis's values apart: ``%g``'s 6 (every name written before stays
+    as it was), more only for an axis whose floats agree in their first 6 (``0.1`` and ``0.1000001``)."""
+    out = {}
+    for name, values in axes.items():
+        floats = {v for v in values if isinstance(v, float)}
+        digits = 6
+        while digits < 17 and len({_g(v, digits) for v in floats}) < len(floats):
+            digits += 1
+        if digits > 6:
+            out[name] = digits
+    return out
+
+
+def value_label(value: Any) -> str:
+    """A value in words where no axis is at hand (the report): ``%g``, or every digit where ``%g`` would lose one."""
+    return _g(value) if not isinstance(value, float) or float(_g(value)) == value else repr(value)
 
 
 @dataclass(frozen=True)
@@ -43,8 +62,8 @@ class Axis:
     fusable: bool = False
     grows: bool = True
 
-    def label(self, value: Any) -> str:
-        return f"{self.prefix}{_g(self.cast(value))}"
+    def label(self, value: Any, digits: int = 6) -> str:
+        return f"{self.prefix}{_g(self.cast(value), digits)}"
 
 
 # The four axes of every study (the only place they are spelled together).  Seed pairs the comparisons;
@@ -86,10 +105,12 @@ def trial_key(point: Mapping[str, Any], base: Optional[Mapping[str, Any]] = None
     return tuple(a.cast(point[a.name]) for a in GRID) + extra
 
 
-def trial_name(point: Mapping[str, Any]) -> str:
-    """A point's name: its Tune trial name and directory prefix, its W&B run name (every axis's value)."""
-    names = axis_names(point)
-    return "-".join([*(a.label(point[a.name]) for a in GRID), *(f"{k}{_g(point[k])}" for k in names[len(AXES):])])
+def trial_name(point: Mapping[str, Any], digits: Optional[Mapping[str, int]] = None) -> str:
+    """A point's name: its Tune trial name and directory prefix, its W&B run name (every axis's value, each
+    with its axis's ``digits``: ``label_digits``, 6 where not given)."""
+    names, digits = axis_names(point), digits or {}
+    return "-".join([*(a.label(point[a.name], digits.get(a.name, 6)) for a in GRID),
+                     *(f"{k}{_g(point[k], digits.get(k, 6))}" for k in names[len(AXES):])])
 
 
 def trial_id(experiment_id: str, point: Mapping[str, Any], base: Optional[Mapping[str, Any]] = None) -> str:

@@ -202,11 +202,48 @@ def check_address(address: Optional[str], timeout_s: float = 10.0) -> None:
         return
     host, _, port = address.rpartition(":")
     try:
-        socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout_s).close()
+        conn = socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout_s)
     except (OSError, ValueError) as e:
         raise ClusterError(f"--address {address}: no Ray cluster answers there ({e.__class__.__name__}); "
                            "allowed: HOST:PORT of a running head (`ray start --head`, `ray up cluster.yaml`), "
                            "or auto") from None
+    with conn:
+        what = _not_grpc(conn, timeout_s)
+    if what:  # Ray itself would wait ~90 s for a GCS there
+        raise ClusterError(f"--address {address}: something answers there, but not a Ray cluster's GCS ({what}); "
+                           "allowed: HOST:PORT of the head's GCS (`ray start --head` prints it; default port 6379), "
+                           "or auto")
+
+
+# The client's HTTP/2 connection preface and an empty SETTINGS frame (RFC 9113, 3.4 and 6.5).
+_H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+
+
+def _not_grpc(conn, timeout_s: float) -> Optional[str]:
+    """Why what answers on ``conn`` is not a gRPC server (Ray's GCS is one), or None if it is.
+
+    An HTTP/2 server's first frame is SETTINGS (type 4, on stream 0), sent once the client's preface
+    arrives; a web server answers HTTP/1.x or closes, most other servers say something else or nothing.
+    Skipped where Ray's gRPC runs over TLS (``RAY_USE_TLS``): the preface would then be no TLS hello."""
+    if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):
+        return None
+    head = b""
+    try:
+        conn.settimeout(timeout_s)
+        conn.sendall(_H2_PREFACE)
+        while len(head) < 9:
+            chunk = conn.recv(9 - len(head))
+            if not chunk:
+                break
+            head += chunk
+    except OSError as e:
+        return f"it did not answer HTTP/2 within {timeout_s:g} s ({e.__class__.__name__})" if not head else \
+            f"it answered {head[:20]!r}"
+    if len(head) == 9 and head[3] == 4 and head[5:9] == bytes(4):
+        return None
+    if head.startswith((b"HTTP/", b"<")):  # a status line, or (to an HTTP/2.0 request line) an HTML error page
+        return "it answered HTTP/1.x: a web server (the dashboard is one: its port is not the GCS's)"
+    return f"it answered {head[:20]!r}" if head else "it closed the connection"
 
 
 def gpu_notice(resources: Dict[str, float], cap: Capacity, address: Optional[str]) -> Optional[str]:
@@ -229,8 +266,8 @@ def start(cfg: ExperimentConfig, address: Optional[str], verbose: bool, on_conne
     ray_log = ray_log_file()
     try:
         cap = connect(address, cfg.block_modules, log_path=None if verbose else ray_log)
-        on_connect()
+        on_connect()  # a signal that came while Ray started stops the run here
         return cap, trial_resources(cfg, cap), ray_log
-    except AblateError:
+    except (AblateError, KeyboardInterrupt):
         os.remove(ray_log)
         raise

@@ -11,13 +11,15 @@ import math
 import os
 import re
 import reprlib
+import typing
 from typing import Annotated, Any, Dict, List, Literal, Optional, Tuple, Union
 
-from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
+from pydantic import (BeforeValidator, Field, TypeAdapter, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
-from .axes import AXES, BASELINE, GRID, PAIR, expand, fused_key, sweepable
+from .axes import AXES, BASELINE, GRID, PAIR, expand, fused_key, label_digits, sweepable, value_label
 from .messages import AblateError, message
-from .settings import NO_RESULT, Number, Settings, TrainConfig, TrainSettings
+from .settings import NO_RESULT, Number, Settings, TrainConfig, TrainSettings, as_it_acts
 from .storage import is_uri, local_mirror
 
 # The block registry and the models import torch: only validating a config needs them, never reading
@@ -167,19 +169,26 @@ class ExperimentConfig(TrainSettings):
 
     @field_validator("sweep")
     @classmethod
-    def _sweepable(cls, sweep: Dict[str, List[Any]]) -> Dict[str, List[Any]]:
+    def _sweepable(cls, sweep: Dict[str, List[Any]], info: ValidationInfo) -> Dict[str, List[Any]]:
         out = {}
+        dataset, schedule = info.data.get("dataset"), info.data.get("schedule")
         for key, values in sweep.items():
             if key in AXES or key in {a.key for a in GRID}:
                 grid_key = next(a.key for a in GRID if key in (a.name, a.key))
                 raise ValueError(f"{key!r} is a grid axis already: give its values as {grid_key}: [...]")
             if key not in TrainSettings.model_fields:
-                known = sorted(sweepable())
                 why = ("changes no result" if key in NO_RESULT or key in cls.model_fields else "is not a setting")
-                raise ValueError(f"{key!r} {why}; allowed: a setting that changes a result ({', '.join(known)})")
+                raise ValueError(f"{key!r} {why}; allowed: a setting that changes a result ({', '.join(axis_settings())})")
             if key in NO_RESULT:
                 raise ValueError(f"{key!r} changes no result, so sweeping it compares nothing; allowed: a setting "
                                  "that changes a result")
+            if key in NOT_AN_AXIS or _listed(key):
+                why = NOT_AN_AXIS.get(key, "holds a list per trial (an axis holds one value per trial)")
+                raise ValueError(f"{key!r} {why}, so it cannot be an axis; allowed: one of {', '.join(axis_settings())}")
+            schedules = sweep.get("schedule", [schedule])
+            if key in STEP_ONLY and "step" not in schedules:
+                raise ValueError(f"{key!r} acts only under schedule step (schedule is {short(schedules)[1:-1]}), so its "
+                                 "values would train alike; allowed: schedule step, or another setting")
             checked = []
             for v in values:
                 try:
@@ -187,7 +196,15 @@ class ExperimentConfig(TrainSettings):
                 except ValidationError as e:
                     why = message({**e.errors(include_url=False)[0], "loc": (key,)}, TrainSettings, short, MAX_AXIS)
                     raise ValueError(why.removeprefix("key ")) from None
-            out[key] = _distinct(checked)
+            # Read as they act (null crop_pad is the dataset's own): two values that act alike are one point.
+            acting = [as_it_acts(key, v, dataset) for v in checked]
+            for j, v in enumerate(acting):
+                i = acting.index(v)
+                if i < j:
+                    alike = "" if checked[i] == checked[j] else \
+                        f" ({' and '.join(_yaml_text(checked[k]) for k in (i, j))} both act as {_yaml_text(v)} here)"
+                    raise ValueError(f"sweep.{key} repeats a value: {short(values)}{alike}; give each value once")
+            out[key] = acting
         return out
 
     @model_validator(mode="after")
@@ -196,23 +213,59 @@ class ExperimentConfig(TrainSettings):
         if n > MAX_TRIALS:
             raise ValueError(f"the grid has {n:,} trials ({' x '.join(self.axes())}); allowed: at most {MAX_TRIALS:,}")
         self._rules()
-        for key, values in self.sweep.items():  # every point's settings obey the same rules
-            for v in values:
-                try:
-                    self.model_copy(update={key: v})._rules()
-                except ValueError as e:
-                    raise ValueError(f"with sweep.{key} = {short(v)}: {e}") from None
-        compare = self.compare
-        if compare.axis not in self.axes() or compare.axis == PAIR:
-            raise ValueError(f"compare.axis {compare.axis!r}: allowed: an axis of the grid other than {PAIR} "
-                             f"({', '.join(a for a in self.axes() if a != PAIR)})")
-        if compare.reference is None and compare.axis != "block":
-            raise ValueError(f"compare.reference: which value of {compare.axis} the others are compared against; "
-                             f"allowed: one of {short(self.axes()[compare.axis])}")
+        ruled = {k: v for k, v in self.sweep.items() if k in _RULED}
+        for point in expand(ruled):  # every point's settings obey the same rules (each combination of them)
+            try:
+                self.model_copy(update=point)._rules()
+            except ValueError as e:
+                at = ", ".join(f"sweep.{k} = {short(v)}" for k, v in point.items())
+                raise ValueError(f"with {at}: {e}") from None
+        self._check_compare()
         return self
 
+    def _check_compare(self) -> None:
+        """The question must be one the grid can answer: its axis has two values or more, one of them the
+        reference (read with the axis's own type: 5e-4 is 0.0005).  The default question (each block against
+        baseline) is checked where the grid has several blocks: one block is a study that compares nothing."""
+        compare, axes = self.compare, self.axes()
+        if compare.axis not in axes or compare.axis == PAIR:
+            raise ValueError(f"compare.axis {compare.axis!r}: allowed: an axis of the grid other than {PAIR} "
+                             f"({', '.join(a for a in axes if a != PAIR)})")
+        values = axes[compare.axis]
+        if compare.reference is None and compare.axis != "block":
+            raise ValueError(f"compare.reference: which value of {compare.axis} the others are compared against; "
+                             f"allowed: one of {short(values)}")
+        explicit = "compare" in self.model_fields_set
+        if not explicit and len(values) < 2:
+            return
+        if len(values) < 2:
+            raise ValueError(f"compare.axis {compare.axis!r} has one value ({short(values[0])}): nothing to compare it "
+                             f"against; allowed: an axis with two values or more "
+                             f"({', '.join(a for a, v in axes.items() if a != PAIR and len(v) > 1) or 'none here'})")
+        if compare.reference is None:
+            if BASELINE not in values:
+                raise ValueError(f"compare: the default question compares each block against {BASELINE}, which is "
+                                 f"not in blocks {short(values)}; allowed: add {BASELINE} to blocks, or name the "
+                                 f"reference: compare={{axis: block, reference: {values[0]}}}")
+            return
+        reference = self._axis_value(compare.axis, compare.reference)
+        if reference is _NO_VALUE or reference not in values:
+            raise ValueError(f"compare.reference {short(compare.reference)} is not a value of {compare.axis}; "
+                             f"allowed: one of {short(values)}")
+        self.compare = CompareSettings(axis=compare.axis, reference=reference)
+
+    def _axis_value(self, axis: str, value: Any) -> Any:
+        """``value`` read as the values of ``axis`` are read (its setting's own type); ``_NO_VALUE`` if it is none."""
+        try:
+            if axis in self.sweep:
+                return as_it_acts(axis, getattr(TrainSettings.model_validate({axis: value}), axis), self.dataset)
+            key = next(a.key for a in GRID if a.name == axis)
+            return TypeAdapter(type(self).model_fields[key].annotation).validate_python([value], strict=True)[0]
+        except ValidationError:
+            return _NO_VALUE
+
     def _rules(self) -> None:
-        """What must hold between settings (of the experiment, and of each point of a sweep)."""
+        """What must hold between settings (of the experiment, and of each point of a sweep: ``_RULED``)."""
         if self.scheduler == "asha" and self.asha_grace_period > self.epochs:
             raise ValueError(f"key 'asha_grace_period' is {self.asha_grace_period} but 'epochs' is {self.epochs}; "
                              "allowed: 1 to epochs")
@@ -248,23 +301,66 @@ class ExperimentConfig(TrainSettings):
         return {**{a.name: getattr(self, a.key) for a in GRID}, **self.sweep}
 
     def base(self) -> Dict[str, Any]:
-        """The experiment's own value of each swept setting: a point with it keeps the id it had before
-        the setting was swept (``ablate.axes.trial_key``)."""
-        return {k: getattr(self, k) for k in self.sweep}
+        """The experiment's own value of each swept setting, as it acts (as the sweep's values are read): a
+        point with it keeps the id it had before the setting was swept (``ablate.axes.trial_key``)."""
+        return {k: as_it_acts(k, getattr(self, k), self.dataset) for k in self.sweep}
+
+    def setting_text(self, key: str) -> str:
+        """A setting in words: its value, or a swept one's values ("2/10"): each point has its own."""
+        return "/".join(map(value_label, self.sweep[key])) if key in self.sweep else value_label(getattr(self, key))
+
+    def digits(self) -> Dict[str, int]:
+        """The significant digits each axis's values are named with (``ablate.axes.label_digits``)."""
+        return label_digits(self.axes())
 
     def subject(self) -> Tuple[str, Any]:
-        """What the report compares: (axis, reference value), the reference cast as the axis's values are."""
+        """What the report compares: (axis, reference value), the reference as the axis's values are (parsed
+        with its own type when the experiment was read)."""
         axis, ref = self.compare.axis, self.compare.reference
         if ref is None:
             return axis, BASELINE
         values = self.axes()[axis]
-        return axis, next((v for v in values if str(v) == str(ref) or v == ref), ref)
+        return axis, next((v for v in values if v == ref or str(v) == str(ref)), ref)
+
+    def question_text(self) -> str:
+        """The question in words: "each block against baseline", "each weight_decay against weight_decay 0.0005"."""
+        axis, ref = self.subject()
+        return f"each {axis} against {ref if axis == 'block' else f'{axis} {value_label(ref)}'}"
 
 
 def _distinct(values: list) -> list:
     if len(set(values)) != len(values):
         raise ValueError(f"repeats a value: {short(values)}")
     return values
+
+
+# The swept settings that ``_rules`` reads: a sweep of them is checked at every combination of their values.
+_RULED = frozenset({"epochs", "warmup_epochs"})
+# Settings that change a result but cannot be an axis, and why.
+NOT_AN_AXIS = {
+    # One experiment trains on one data set (the driver loads it once, for every trial); and a crop_pad or
+    # flip left unset means that data set's own.
+    "dataset": "is the data every trial trains on (one data set per experiment: run one experiment per dataset, "
+               "each with its own name=)",
+    # The memory layout: the same training, faster or slower (docs/benchmarks.md).
+    "channels_last": "changes the speed, not what is learned (it compares a run with itself)",
+}
+STEP_ONLY = frozenset({"lr_decay", "milestones"})  # read by the step schedule alone (ablate.recipe.lr_lambda)
+_NO_VALUE = object()
+
+
+def _listed(key: str) -> bool:
+    """Whether a setting holds a list (``milestones``): a list per trial is no axis value."""
+    return typing.get_origin(TrainSettings.model_fields[key].annotation) is list
+
+
+def axis_settings() -> List[str]:
+    """The settings a sweep may name: those that change a result and can be an axis."""
+    return sorted(k for k in sweepable() if k not in NOT_AN_AXIS and not _listed(k))
+
+
+def _yaml_text(value: Any) -> str:
+    return "null" if value is None else str(value).lower() if isinstance(value, bool) else short(value)
 
 
 def validated(model: type, data: Any) -> Any:
@@ -278,21 +374,26 @@ def to_dict(cfg: ExperimentConfig) -> Dict[str, Any]:
     return cfg.model_dump()
 
 
-def point_config(cfg: ExperimentConfig, point: Dict[str, Any]) -> TrainConfig:
-    """A grid point's trial: the experiment's settings, with the point's values (its swept settings too)."""
-    return TrainConfig.of_point(cfg.train_settings(), point, cfg.base())
+def point_config(cfg: ExperimentConfig, point: Dict[str, Any], digits: Optional[Dict[str, int]] = None) -> TrainConfig:
+    """A grid point's trial: the experiment's settings, with the point's values (its swept settings too,
+    as they act: a point an --until-resolved round wrote down before they were read so)."""
+    point = {k: as_it_acts(k, v, cfg.dataset) if k in cfg.sweep else v for k, v in point.items()}
+    return TrainConfig.of_point(cfg.train_settings(), point, cfg.base(), cfg.digits() if digits is None else digits)
 
 
 def trial_configs(cfg: ExperimentConfig) -> List[TrainConfig]:
-    """Every trial of the grid, in a stable order: the one expansion of the grid."""
-    return [point_config(cfg, p) for p in expand(cfg.axes())]
+    """Every trial of the grid, in a stable order: the one expansion of the grid (its swept values are read
+    as they act already: ``point_config``'s, without its per-point work)."""
+    settings, base, digits = cfg.train_settings(), cfg.base(), cfg.digits()
+    return [TrainConfig.of_point(settings, p, base, digits) for p in expand(cfg.axes())]
 
 
 def trial_groups(cfg: ExperimentConfig, points: Optional[List[Dict[str, Any]]] = None) -> List[List[TrainConfig]]:
     """The grid's trials (or those of ``points``) in groups of up to ``fuse_trials`` that share every axis
     fusion cannot vary per member (all but lr and seed): each group trains as one fused model."""
     by_model: Dict[tuple, List[TrainConfig]] = {}
-    trials = trial_configs(cfg) if points is None else [point_config(cfg, p) for p in points]
+    digits = cfg.digits()
+    trials = trial_configs(cfg) if points is None else [point_config(cfg, p, digits) for p in points]
     for t in trials:
         by_model.setdefault(fused_key(t.point), []).append(t)
     n = cfg.fuse_trials

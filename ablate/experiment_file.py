@@ -12,9 +12,9 @@ from typing import Any, Dict, List, Optional
 import yaml
 from pydantic import Field
 
-from .config import ConfigError, ExperimentConfig, short, validated
+from .config import ConfigError, ExperimentConfig, axis_settings, short, validated
 from .messages import first_line
-from .settings import NO_RESULT, Settings, TrainSettings
+from .settings import Settings
 
 __all__ = ["load_experiment", "find_experiment", "parse_override"]
 
@@ -138,7 +138,7 @@ def load_experiment(path: Optional[str] = None, overrides: Optional[List[str]] =
         _nested_update(data, key, value)
     sweep = data.get("sweep")
     for key in sweep if isinstance(sweep, dict) else ():
-        if key in data and key in TrainSettings.model_fields and key not in NO_RESULT:  # others: refused below
+        if key in data and key in axis_settings():  # others cannot be an axis at all: refused below
             raise ConfigError(f"key {short(key)} is both set ({short(data[key])}) and swept (sweep.{key}); give it "
                               "once: as a setting (one value) or in sweep (several)")
     # A user's blocks first, so that "every registered block" and the block-name check know them.

@@ -203,3 +203,40 @@ def gates(history: pd.DataFrame, context: Optional[List[str]] = None) -> Optiona
             handles.setdefault(label, h)
     fig.legend(list(handles.values()), list(handles), loc="outside right upper", fontsize=8, title="scalar, stage")
     return _png(fig)
+
+
+# Verdict colours of the answer at a glance (colour-blind safe: blue/orange, with words in every cell).
+VERDICT_COLOURS = {"helps": "#4477AA", "hurts": "#EE7733", "same": "#BBBBBB", "open": "#FFFFFF", "void": "#DDDDDD"}
+
+
+def answer_matrix(cells: pd.DataFrame, who, reference_words: str) -> Optional[str]:
+    """The answer at a glance: a matrix of compared values (rows) x context cells (columns), each cell coloured
+    by its final-acc verdict and labelled with it and the difference [interval] in points."""
+    if not len(cells):
+        return None
+    plt = _plt()
+    values = list(dict.fromkeys(cells["value"]))
+    columns = list(dict.fromkeys(cells["cell"]))
+    fig_w = min(WIDTH_IN, 2.0 + 2.1 * len(columns))
+    fig, ax = plt.subplots(figsize=(fig_w, 0.9 + 0.62 * len(values)))
+    by = {(r["value"], r["cell"]): r for r in cells.to_dict("records")}
+    for i, value in enumerate(values):
+        for j, col in enumerate(columns):
+            r = by.get((value, col))
+            verdict = r["verdict"] if r else "void"
+            ax.add_patch(plt.Rectangle((j, i), 1, 1, facecolor=VERDICT_COLOURS[verdict], edgecolor="#666666",
+                                       hatch="//" if verdict == "void" else None))
+            text = f"{verdict}\n{r['label']}" if r else "(no pair)"
+            ax.text(j + 0.5, i + 0.5, _text(text[:60]), ha="center", va="center", fontsize=8,
+                    color="white" if verdict in ("helps", "hurts") else "black")
+    ax.set_xlim(0, len(columns))
+    ax.set_ylim(len(values), 0)
+    ax.set_xticks([j + 0.5 for j in range(len(columns))], [_text(c) for c in columns], fontsize=8, rotation=20,
+                  ha="right")
+    ax.set_yticks([i + 0.5 for i in range(len(values))], [_text(who(v)) for v in values], fontsize=9)
+    ax.tick_params(length=0)
+    ax.set_title(_text(f"Final val acc against {reference_words}: verdict and difference [interval], points"),
+                 fontsize=10)
+    for side in ax.spines.values():
+        side.set_visible(False)
+    return _png(fig)

@@ -74,6 +74,18 @@ def main(argv: Optional[List[str]] = None) -> int:
         signals.close()
 
 
+def check_rounds(cfg) -> None:
+    """--until-resolved can decide nothing below the fewest seeds at which any comparison can be decided."""
+    from .sequential import min_decisive_seeds
+    from .stats import ALPHA
+
+    n = min_decisive_seeds(ALPHA)
+    if cfg.max_seeds < n:
+        raise UsageError(f"key 'max_seeds': {cfg.max_seeds} seeds can resolve nothing with --until-resolved: no "
+                         f"comparison can be decided before {n} seeds (the sign test's largest e-value at "
+                         f"{cfg.max_seeds} seeds is below 1/{ALPHA:g}); allowed: {n} to 1000")
+
+
 def _main(argv: List[str], signals: Signals) -> int:
     from .cluster import check_address
     from .experiment_file import load_experiment
@@ -83,6 +95,8 @@ def _main(argv: List[str], signals: Signals) -> int:
     args = _parse(argv)
     write_pid()
     cfg = load_experiment(args.experiment, args.overrides)
+    if args.until_resolved:
+        check_rounds(cfg)
     args.resume = args.resume or (args.resume_if_exists and storage.has_files(cfg.experiment_dir))
     study = Study(cfg, resume=args.resume)
     if args.dry_run:
@@ -102,6 +116,8 @@ def _run(study: Study, args: argparse.Namespace, argv: List[str], signals: Signa
     groups = study.plan()
     if study.added:
         print(f"ablate.grid: {study.growth_text()}", flush=True)
+    if study.asked:  # a new question on --resume: said, and written with the experiment (below, or at the finish)
+        print(f"ablate.grid: {study.asked}", flush=True)
     if study.broken_notice():
         say(f"ablate.grid: {study.broken_notice()}")
     if not groups and args.until_resolved:  # every point on record: is a comparison still open?
@@ -126,7 +142,7 @@ def _start(study: Study, args: argparse.Namespace, signals: Signals) -> _Started
     start leaves nothing behind); then the identity, the plan."""
     from .cluster import check_devices, gpu_notice, start
     from .data import load_experiment_data
-    from .plan import plan_text
+    from .plan import plan_text, power_text
     from .tracking import resolve_mode
 
     cfg = study.cfg
@@ -137,10 +153,11 @@ def _start(study: Study, args: argparse.Namespace, signals: Signals) -> _Started
     if notice:
         say(f"ablate.grid: {notice}")
     os.makedirs(cfg.output_dir, exist_ok=True)
-    if not args.resume:
+    if not args.resume or (study.asked and not study.added):  # a growth's identity: once its points are on record
         study.write_identity()
     mode = resolve_mode(cfg.wandb.mode)
-    print(f"{plan_text(cfg, args.address)}\nW&B mode: {mode}", flush=True)
+    power = f"\n{power_text(cfg)}" if args.until_resolved else ""
+    print(f"{plan_text(cfg, args.address)}{power}\nW&B mode: {mode}", flush=True)
     return _Started(resources, data, mode, ray_log)
 
 
@@ -171,8 +188,9 @@ def _finish(study: Study, errored: set, started: _Started, wall: float, args: ar
     """The tables from the records; then, unless interrupted, the ablation table, the report, the uploads."""
     from .plan import concurrency
     from .report import write_report
+    from .findings import Analysis
     from .results import answer, record_timing, write_csvs
-    from .stats import FINISHED
+    from .stats import FINISHED, Question
     from .tracking import sync_hint
 
     cfg, exp_dir, out_dir = study.cfg, study.dir, study.cfg.output_dir
@@ -193,6 +211,7 @@ def _finish(study: Study, errored: set, started: _Started, wall: float, args: ar
     signals.after = (f"every trial finished and the tables are written ({out_dir}); the report: "
                      f"python -m ablate.report {out_dir}")
     print("\n" + answer(cfg, trials_df, wall))
+    print("\n" + Analysis.of(trials_df, study.analysis_meta(), Question.of_config(cfg)).answer_text())
     record_timing(out_dir, trials_df, wall, concurrency(cfg, args.address), resumed=args.resume)
     if not args.no_report:
         try:

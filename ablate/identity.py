@@ -40,13 +40,13 @@ def identity(cfg) -> Dict[str, Any]:
     ``crop_pad``/``flip``/``channels_last`` unset are the dataset's and the trainer's own), and ASHA's
     keys count only under ASHA, so a resume is never refused for a difference that changes no result.
     """
-    from .settings import AUGMENT
+    from .settings import as_it_acts, sweep_as_it_acts
 
     d = dict(cfg if isinstance(cfg, dict) else to_dict(cfg))
-    crop, flip = AUGMENT.get(d.get("dataset"), (None, None))
-    for key, unset in (("precision", "fp32"), ("crop_pad", crop), ("flip", flip), ("channels_last", True)):
-        if d.get(key) in (None, "auto"):
-            d[key] = unset
+    for key in ("precision", "crop_pad", "flip", "channels_last"):
+        d[key] = as_it_acts(key, d.get(key), d.get("dataset"))
+    if "sweep" in d:  # a swept value too (an experiment written before they were read so)
+        d["sweep"] = sweep_as_it_acts(d["sweep"], d.get("dataset"))
     if d.get("scheduler", "fifo") != "asha":
         d = {k: v for k, v in d.items() if not k.startswith("asha_")}
     swept = d.get("sweep") or {}  # a swept setting's own value is only its base (see ablate.axes)
@@ -89,12 +89,13 @@ def growth(saved: Dict[str, Any], now: Dict[str, Any]) -> Tuple[List[str], Dict[
 META_KEYS = ("experiment_id", "provenance", ROUNDS_KEY)
 
 
-def saved_identity(exp_dir: str) -> Dict[str, Any]:
+def saved_identity(exp_dir: str, command: str = "--resume: ", outcome: str = "nothing was trained") -> Dict[str, Any]:
     """The identity ``exp_dir`` was started (or last grown) with, every key this ablate knows filled in.
 
     ``UsageError`` with one line for a file that is missing, unreadable, cut short, of another shape,
     without its ``experiment_id`` (the trials' records would then belong to no one: everything
-    would train again) or written by a newer ablate.
+    would train again) or written by a newer ablate.  The line starts with ``command`` (what read it) and
+    says ``outcome`` (what did not happen).
     """
     from .records import experiment_ids
 
@@ -102,24 +103,22 @@ def saved_identity(exp_dir: str) -> Dict[str, Any]:
     try:
         saved = yaml.safe_load(storage.read_text(path))
     except FileNotFoundError:
-        raise UsageError(f"--resume: {exp_dir} holds no {EXPERIMENT_FILE}: it is not an ablate experiment") from None
+        raise UsageError(f"{command}{exp_dir} holds no {EXPERIMENT_FILE}: it is not an ablate experiment") from None
     except (OSError, UnicodeDecodeError) as e:
-        raise UsageError(f"--resume: {path} cannot be read ({e.__class__.__name__}: {first_line(e)}); nothing was "
-                         "trained") from None
+        raise UsageError(f"{command}{path} cannot be read ({e.__class__.__name__}: {first_line(e)}); {outcome}") from None
     except yaml.YAMLError as e:
-        raise UsageError(f"--resume: {path} is not valid YAML ({first_line(e)}): cut short or edited; nothing was "
-                         "trained") from None
+        raise UsageError(f"{command}{path} is not valid YAML ({first_line(e)}): cut short or edited; {outcome}") from None
     if not isinstance(saved, dict):
-        raise UsageError(f"--resume: {path} is not a mapping of settings (cut short or edited); nothing was trained")
+        raise UsageError(f"{command}{path} is not a mapping of settings (cut short or edited); {outcome}")
     if not isinstance(saved.get("experiment_id"), str) or not saved["experiment_id"]:
         ids = experiment_ids(exp_dir)
         fix = (f"its trials' records name experiment_id {ids[0]}: add the line  experiment_id: {ids[0]}  to it"
                if len(ids) == 1 else "restore it from a copy")
-        raise UsageError(f"--resume: {path} names no experiment_id (cut short or edited), so no trial could be "
-                         f"known as done; nothing was trained; {fix}")
+        raise UsageError(f"{command}{path} names no experiment_id (cut short or edited), so no trial could be "
+                         f"known as done; {outcome}; {fix}")
     unknown = sorted(k for k in saved if k not in ExperimentConfig.model_fields and k not in META_KEYS)
     if unknown:
-        raise UsageError(f"--resume: {path} has settings this ablate does not know ({', '.join(map(str, unknown[:5]))}): "
+        raise UsageError(f"{command}{path} has settings this ablate does not know ({', '.join(map(str, unknown[:5]))}): "
                          "it was written by a newer ablate (upgrade: pip install -U ablate) or edited by hand")
     # A key added to ablate after the experiment was started had its default then.
     defaults = {k: f.get_default(call_default_factory=True) for k, f in ExperimentConfig.model_fields.items()

@@ -85,7 +85,8 @@ def message(err: Dict[str, Any], model: type, short: Callable[[Any], str], max_a
         text = str(err["ctx"]["error"])
         return text if not loc else f"key '{key}': {text}"
     if kind in ("model_type", "model_attributes_type", "dict_type"):
-        return f"key '{path}' must be a mapping of {', '.join(_schema(model, loc)['properties'])}, {got}"
+        keys = _schema(model, loc).get("properties")  # a Dict field has none: its keys are the user's
+        return f"key '{path}' must be a mapping" + (f" of {', '.join(keys)}" if keys else " (key: value, ...)") + f", {got}"
     if kind == "literal_error":
         return f"key '{path}' is {short(value)}; allowed: {', '.join(map(str, _schema(model, loc)['enum']))}"
     if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
@@ -93,6 +94,11 @@ def message(err: Dict[str, Any], model: type, short: Callable[[Any], str], max_a
         return f"{what}; allowed: {_range(_schema(model, loc))}"
     if kind == "finite_number":
         return f"key '{key}' holds {short(value)}; allowed: a finite number"
+    if kind in ("string_too_short", "string_too_long") or kind in ("too_short", "too_long") and isinstance(value, str):
+        lo, hi = _schema(model, loc).get("minLength"), _schema(model, loc).get("maxLength")
+        allowed = f"{lo} to {hi}" if lo is not None and hi is not None else f"at most {hi}" if hi is not None \
+            else f"at least {lo}"
+        return f"key '{path}' is {len(value)} characters long; allowed: {allowed} characters"
     if kind == "too_short":
         return f"axis '{path}' is empty; give at least one value"
     if kind == "too_long":

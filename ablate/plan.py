@@ -1,6 +1,8 @@
 """The plan of a grid, before anything runs: trials, resources, compute and GPU-hours (``--dry-run``)."""
 from __future__ import annotations
 
+import math
+
 import os
 from typing import Optional
 
@@ -66,16 +68,18 @@ def _step_seconds(cfg: ExperimentConfig, depth: int, steps: int = 3) -> float:
 
 def gpu_hours(cfg: ExperimentConfig) -> float:
     """GPU-hours of the grid on the measured GPU (``MEASURED_GPU``) at its measured packed throughput."""
-    return sum(TRAIN_SIZES[cfg.dataset] * cfg.epochs / gpu_img_s(t.depth) for t in trial_configs(cfg)) / 3600
+    return sum(TRAIN_SIZES[cfg.dataset] * t.epochs / gpu_img_s(t.depth) for t in trial_configs(cfg)) / 3600
 
 
 def estimate_cpu_wall(cfg: ExperimentConfig, conc: int, step_seconds=_step_seconds) -> float:
     """Seconds a local CPU run of the grid should take: a probe step per depth, times the steps,
     over the trials that run at once, plus the fixed costs; an estimate (the blocks differ a little)."""
-    steps = -(-TRAIN_SIZES[cfg.dataset] // cfg.batch_size)
-    per_epoch = {d: step_seconds(cfg, d) * steps * EPOCH_OVER_PROBE for d in cfg.depths}
-    trials = trial_configs(cfg)
-    train = sum(per_epoch[t.depth] * cfg.epochs + PER_TRIAL_S for t in trials)
+    step = {d: step_seconds(cfg, d) * EPOCH_OVER_PROBE for d in cfg.depths}  # at the experiment's batch
+
+    def epoch(t) -> float:  # a point's own batch (a step costs as its images) and its own epochs (a sweep)
+        return step[t.depth] * t.batch_size / cfg.batch_size * -(-TRAIN_SIZES[cfg.dataset] // t.batch_size)
+
+    train = sum(epoch(t) * t.epochs + PER_TRIAL_S for t in trial_configs(cfg))
     return FIXED_S + train / max(1, conc)
 
 
@@ -90,7 +94,8 @@ def concurrency(cfg: ExperimentConfig, address: Optional[str]) -> Optional[int]:
 def plan_text(cfg: ExperimentConfig, address: Optional[str], gpu_type: str = MEASURED_GPU) -> str:
     trials = trial_configs(cfg)
     n = len(trials)
-    images = TRAIN_SIZES.get(cfg.dataset, 0) * cfg.epochs
+    images = TRAIN_SIZES.get(cfg.dataset, 0) * sum(t.epochs for t in trials)  # each point's own epochs (a sweep)
+    per = cfg.setting_text("epochs")
     gpu = cfg.gpus_per_trial if cfg.gpus_per_trial is not None else f"1/{cfg.trials_per_gpu} where the cluster has GPUs, else 0"
     c = concurrency(cfg, address)
     conc = "as the cluster allows" if c is None else f"{c} (local: {os.cpu_count()} CPUs)"
@@ -103,13 +108,14 @@ def plan_text(cfg: ExperimentConfig, address: Optional[str], gpu_type: str = MEA
         "  " + "   ".join(f"{keys.get(k, k)}: {v}" for k, v in axes.items() if k != "block"),
         f"  compared: each {subject} against {reference}, paired by seed, within every "
         + (" x ".join(context_of(list(axes), subject)) or "point") + " cell",
-        f"  dataset {cfg.dataset}, {cfg.epochs} epochs, batch {cfg.batch_size}, {cfg.schedule} schedule, "
+        f"  dataset {cfg.dataset}, {per} epochs, batch {cfg.setting_text('batch_size')}, "
+        f"{cfg.setting_text('schedule')} schedule, "
         f"scheduler {cfg.scheduler}",
         f"  resources per trial: {cfg.cpus_per_trial:g} CPU, GPU {gpu}; concurrent trials: {conc}",
         *([f"  fused trials: {len(trial_groups(cfg))} Tune trials, each up to {cfg.fuse_trials} grid points that "
            "differ only in lr and seed trained as one model"] if cfg.fuse_trials > 1 else []),
-        f"  compute: {n} trials x {cfg.epochs} epochs x {TRAIN_SIZES.get(cfg.dataset, '?')} images = "
-        f"{n * images:,} training images",
+        f"  compute: {n} trials x {per} epochs x {TRAIN_SIZES.get(cfg.dataset, '?')} images = "
+        f"{images:,} training images",
     ]
     if cfg.dataset.startswith("cifar"):
         hours = gpu_hours(cfg)
@@ -138,6 +144,39 @@ def _cuda() -> bool:
     return torch.cuda.is_available()
 
 
+# The spread assumed before a study has measured its own: the median sd of the final-acc paired differences in
+# the A/A study on digits (docs/benchmarks.md "What paired differences look like").
+ASSUMED_SPREAD_POINTS = 2.0
+
+
+def comparisons(cfg: ExperimentConfig) -> int:
+    """How many comparisons the study's question makes: each value of the compared axis but the reference, in
+    every cell of the context."""
+    axes = cfg.axes()
+    subject, _ = cfg.subject()
+    cells = math.prod(len(v) for k, v in axes.items() if k not in (subject, "seed"))
+    return max(0, len(axes[subject]) - 1) * cells
+
+
+def power_text(cfg: ExperimentConfig, spread_points: Optional[float] = None) -> str:
+    """What an --until-resolved study can resolve, before a seed is spent: the smallest difference a lone
+    comparison separates with 80% chance by max_seeds, for its family (both metrics) at its e-BH level."""
+    from .findings import power_sentence
+    from .rounds import ROUND_SEEDS
+    from .sequential import resolvable
+    from .stats import ALPHA
+
+    k = comparisons(cfg)
+    m_total = max(1, 2 * k)
+    need = resolvable(m_total, len(cfg.seeds), cfg.max_seeds, ROUND_SEEDS, ALPHA)
+    need_all = resolvable(1, len(cfg.seeds), cfg.max_seeds, ROUND_SEEDS, ALPHA)
+    measured = spread_points is not None
+    sd = (spread_points if measured else ASSUMED_SPREAD_POINTS) / 100.0
+    words = ("the spread this study has seen" if measured else
+             "an assumed spread (the A/A study's on digits, docs/benchmarks.md; yours may differ)")
+    return f"  power: {k} comparisons, " + power_sentence(need, m_total, cfg.max_seeds, sd, words, need_all)[len("Power: "):]
+
+
 def until_resolved_text(cfg: ExperimentConfig, address: Optional[str], gpu_type: str = MEASURED_GPU) -> str:
     """--until-resolved's worst case: every comparison open until it has ``max_seeds`` seeds."""
     seeds = list(cfg.seeds)
@@ -153,16 +192,18 @@ def until_resolved_text(cfg: ExperimentConfig, address: Optional[str], gpu_type:
         from .progress import duration
 
         line += f"; worst case ~{duration(estimate_cpu_wall(worst, c))} here (an ESTIMATE)"
-    return line
+    return line + "\n" + power_text(cfg)
 
 
 def dry_run_text(study, address: Optional[str], gpu_type: str, until_resolved: bool) -> str:
     """``--dry-run``: the plan; with ``--until-resolved`` its worst case; with ``--resume`` what the experiment's
     identity says a resume would add."""
+    if study.resume:
+        study.check()  # first: the question a resume keeps (or is asked anew) is the plan's
     lines = [plan_text(study.cfg, address, gpu_type)]
     if until_resolved:
         lines.append(until_resolved_text(study.cfg, address, gpu_type))
     if study.resume:
-        study.check()
         lines.append(study.growth_text() if study.added else "resume: no axis grows; unfinished trials continue")
+        lines += [study.asked] if study.asked else []
     return "\n".join(lines)

@@ -26,10 +26,12 @@ class Progress:
 
     @classmethod
     def of(cls, groups, epochs: int, rounds: Dict) -> "Progress":
-        """The line for a Tune run of ``groups`` (``ablate.study.Group``), in an --until-resolved round or not."""
+        """The line for a Tune run of ``groups`` (``ablate.study.Group``), in an --until-resolved round or not;
+        ``epochs``: the experiment's, where a group's own are not swept."""
         note = f"round {rounds['round'] + 1}: {rounds['resolved']}/{rounds['total']} comparisons resolved" \
             if rounds.get("round") else ""
-        return cls({g.name: {"weight": g.weight, "start": g.epochs_done, "epochs": epochs} for g in groups}, note=note)
+        return cls({g.name: {"weight": g.weight, "start": g.epochs_done, "epochs": g.epochs(epochs)} for g in groups},
+                   note=note)
 
     def __init__(self, trials: Dict[str, Dict[str, float]], stream: Optional[TextIO] = None,
                  interval: float = 60.0, live: Optional[bool] = None, clock=time.monotonic, note: str = ""):

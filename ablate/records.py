@@ -27,6 +27,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from . import storage
 from .histories import History
 from .messages import AblateError, first_line
+from .settings import METRIC_KEYS
 from .storage import RECORD_FILE, STATE_FILE, STOPPED_FILE
 
 __all__ = ["RecordError", "CheckpointLost", "load_state", "read_checkpoint", "Found", "Listing", "make_record", "write_checkpoint", "write_stopped", "list_records", "experiment_ids", "loggable",
@@ -216,14 +217,21 @@ def list_records(exp_dir: str, experiment_id: str) -> Listing:
             ckpt = path.rsplit("/", 1)[0]
             where = storage.join(exp_dir, ckpt[len(root.rstrip("/")) + 1:])
             record = _read_json(fs, path)
-            if record is None:  # cut short: an older checkpoint (or epoch 1) continues the trial
+            if record is CUT_SHORT:  # cut short: an older checkpoint (or epoch 1) continues the trial
                 listing.broken.append(where)
                 continue
-            if not isinstance(record, dict) or record.get("experiment_id") != experiment_id:
+            if not isinstance(record, dict) or not isinstance(record.get("experiment_id"), str):
+                # Not a record of any experiment: skipped, its trial would be "not done" and train again.
+                raise RecordError(f"{path} is not a trial record this ablate wrote (valid JSON, but "
+                                  f"{'not an object' if not isinstance(record, dict) else 'without experiment_id'}): "
+                                  "it was edited or comes from elsewhere; restore or remove that checkpoint "
+                                  "directory, then run again (nothing was trained)")
+            if record["experiment_id"] != experiment_id:
                 continue  # another experiment's record (a copied directory): never this one's truth
             _check_shape(record, path)
             for m in record["members"]:
                 m["history"] = History(m["history"])
+                _check_epochs(m["history"], path)
             found = Found(record, where, sizes.get(f"{ckpt}/{STATE_FILE}") == record["state_bytes"])
             if not found.state_whole and not found.done:
                 listing.broken.append(where)
@@ -239,8 +247,11 @@ def list_records(exp_dir: str, experiment_id: str) -> Listing:
 
 
 
+CUT_SHORT = object()  # what a JSON file that does not parse holds (``null`` is a value: of another shape)
+
+
 def _read_json(fs, path: str):
-    """A JSON file's value; None if it is cut short; ``RecordError`` if it cannot be read at all."""
+    """A JSON file's value; ``CUT_SHORT`` if it does not parse; ``RecordError`` if it cannot be read at all."""
     try:
         with fs.open_input_stream(path) as f:
             data = f.read()
@@ -250,7 +261,7 @@ def _read_json(fs, path: str):
     try:
         return json.loads(data)
     except ValueError:
-        return None
+        return CUT_SHORT
 
 
 def _check_shape(record: Dict[str, Any], path: str) -> None:
@@ -272,8 +283,57 @@ def _check_shape(record: Dict[str, Any], path: str) -> None:
                           "that checkpoint directory, then run again (nothing was trained)")
 
 
+# The type of each metric of an epoch as the tables read it: numpy's kind of a whole column ("i": int, "f": float,
+# "b": bool), and the test of one value (a column of ints and floats is numbers too).
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+_METRIC_TYPES = {k: ("i", _is_int) if k == "epoch" else ("b", lambda v: isinstance(v, bool)) if k == "diverged"
+                 else ("if", _is_number) for k in METRIC_KEYS}
+
+
+def _check_epochs(history: History, path: str) -> None:
+    """Every epoch holds every metric the tables read, of its type; else ``RecordError`` naming ``path``.
+
+    Checked here, once, where the record is read: a metric missing or of another type would otherwise
+    surface later as a traceback in the tables or the report, naming no file.  A uniform history is
+    checked by its columns (the types ``History`` derived already), the others epoch by epoch."""
+    problem = None
+    if not len(history):
+        return
+    if history.uniform():
+        missing = [k for k in METRIC_KEYS if k not in history.keys]
+        if missing:
+            problem = f"its epochs lack {missing[0]}"
+        for k in () if missing else METRIC_KEYS:
+            col, (kinds, ok) = history.columns[k], _METRIC_TYPES[k]
+            kind = getattr(getattr(col, "dtype", None), "kind", None)
+            bad = [v for v in col if not ok(v)][:1] if kind is None else []  # a mixed column: value by value
+            if bad or (kind is not None and kind not in kinds):
+                v = bad[0] if bad else col[0]
+                problem = f"an epoch's {k} is {type(v).__name__} {str(v)[:40]!r}"
+                break
+    else:
+        for h in history:
+            k = next((k for k in METRIC_KEYS if k not in h or not _METRIC_TYPES[k][1](h[k])), None)
+            if k is not None:
+                problem = (f"epoch {h.get('epoch')!r} lacks {k}" if k not in h else
+                           f"epoch {h.get('epoch')!r}'s {k} is {type(h[k]).__name__} {str(h[k])[:40]!r}")
+                break
+    if problem:
+        raise RecordError(f"{path} is not a trial record this ablate wrote ({problem}; each epoch holds "
+                          f"{', '.join(METRIC_KEYS)}: numbers, diverged true or false): it was edited or comes "
+                          "from elsewhere; restore or remove that checkpoint directory, then run again (nothing "
+                          "was trained)")
+
+
 def _read_stopped(fs, path: str, experiment_id: str, stopped: Dict[str, int]) -> None:
-    note = _read_json(fs, path)  # cut short (None) or of another shape: the trial may continue
+    note = _read_json(fs, path)  # cut short or of another shape: the trial may continue
     try:
         if note["ablate_stopped"] == VERSION and note["experiment_id"] == experiment_id:
             stopped.update({str(i): int(note["epoch"]) for i in note["members"]})

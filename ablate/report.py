@@ -14,20 +14,24 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 import pandas as pd
-import yaml
 
 from . import figures
 from .messages import AblateError, UsageError, first_line
 from .results import ablation_table, best_lr_frame, pipe_table, read_csvs
 from .stats import FINISHED, Question, value_text, effects, finished, question, stable_lrs
-from .findings import effects_table, power_notes, sequential, stable_table, verdicts
+from .findings import Analysis, answer_lines, effects_table, power_notes, sequential, stable_table, verdicts
 from .storage import EXPERIMENT_FILE, HISTORY_FILE, REPORT_HTML, REPORT_MD, TRIALS_FILE
 
 __all__ = ["write_report", "main"]
 
 def _meta(exp_dir: str) -> Dict:
-    p = os.path.join(exp_dir, EXPERIMENT_FILE)
-    return (yaml.safe_load(open(p)) or {}) if os.path.exists(p) else {}
+    """The experiment's settings as ``--resume`` reads them (one line, exit 2, for a file cut short or edited);
+    {} where there is none (tables copied without it)."""
+    from .identity import saved_identity
+
+    if not os.path.exists(os.path.join(exp_dir, EXPERIMENT_FILE)):
+        return {}
+    return saved_identity(exp_dir, command="", outcome="no report was written")
 
 
 def provenance(exp_dir: str, meta: Dict, trials: pd.DataFrame, q: Optional[Question] = None) -> pd.DataFrame:
@@ -78,17 +82,27 @@ def sections(exp_dir: str) -> tuple:
     meta = _meta(exp_dir)
     q = question(meta, trials)
     target = float(meta.get("target_acc", 0.9))
-    fx = effects(trials, q.subject, q.reference, q.context)
-    stable = stable_lrs(trials, q.subject, q.reference, q.context)
+    a = Analysis.of(trials, meta, q)
+    fx, stable = a.fx, a.stable
     table = ablation_table(trials, q.subject, q.reference, q.context)
     lines = verdicts(fx, stable, q)
     cells = q.words()
     rounds = meta.get("until_resolved") or {}
     story = None
     how_sure = power_notes(trials, fx, q)
-    if rounds:  # an --until-resolved study: its verdicts are the anytime-valid ones
-        lines, how_sure, story = sequential(trials, meta, q)
+    if a.judged is not None:  # an --until-resolved study: its verdicts are the anytime-valid ones
+        lines, how_sure, story = sequential(trials, meta, q, a.judged)
+    glance = a.cells
     out = [
+        Section("The answer at a glance", paragraphs=[
+            f"Final val acc of each {q.subject} against {q.who(q.reference)} in every {cells}: "
+            + ("anytime-valid verdicts (helps / hurts / same: no difference larger than "
+               f"{float(meta.get('equivalence_margin', 1.0)):g} points / open / void)" if a.judged is not None else
+               "fixed-n verdicts (helps / hurts at a false discovery rate of 5%; open: not resolved; void: not "
+               "tested)") + ", with the difference and its 95% interval in points."],
+            image=figures.answer_matrix(glance, q.who, q.who(q.reference)) if len(glance) else None,
+            bullets=answer_lines(q, glance) if len(glance) else ["(nothing to compare)"],
+            caption="Blue: helps; orange: hurts; grey: same; white: open; hatched: void."),
         Section("Provenance", table=provenance(exp_dir, meta, trials, q), css="text"),
         Section("Verdicts", paragraphs=[
             *([f"{'Interim' if not rounds.get('final') else 'Final'}: round {rounds.get('round')}, "
@@ -198,6 +212,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 def _main(args) -> int:
     from . import storage
+    from .records import RecordError
     from .storage import HISTORY_FILE, TRIALS_FILE, ExperimentLock
 
     where = args.experiment_dir
@@ -232,6 +247,8 @@ def _main(args) -> int:
             print(f"ablate.report: notice: {problem}; history.csv and trials.csv rebuilt from the trials' records"
                   + (f" (interim: trials still training are RUNNING; pid {holder.get('pid')} on {holder.get('host')})"
                      if holder is not None else ""))
+        except RecordError:
+            raise  # a record it cannot read: its own line, naming the file
         except ValueError as e2:
             raise UsageError(f"{problem}; and no trial records to rebuild it from ({e2}); give the directory that "
                              "python -m ablate.grid printed last") from None
@@ -248,9 +265,9 @@ def _main(args) -> int:
         meta = _meta(out)
         try:
             q = question(meta, trials)
-            lines = verdicts(effects(trials, q.subject, q.reference, q.context),
-                             stable_lrs(trials, q.subject, q.reference, q.context), q)
-            url = save_wandb_report(meta, trials, lines, q)
+            a = Analysis.of(trials, meta, q)
+            lines = sequential(trials, meta, q, a.judged)[0] if a.judged is not None else verdicts(a.fx, a.stable, q)
+            url = save_wandb_report(meta, trials, lines, q, answer_lines(q, a.cells))
         except Exception as e:  # noqa: BLE001 -- W&B refused the key, or is unreachable: the report above stands
             raise UsageError(f"W&B did not take the report ({e.__class__.__name__}: {first_line(e)}); {path} is written; "
                              "check the key (wandb login) and the network") from None

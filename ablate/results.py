@@ -13,7 +13,7 @@ import pandas as pd
 
 from .stats import BASELINE, axes_of, finished, paired, verdict
 from .storage import HISTORY_FILE, TIMING_FILE, TRIALS_FILE
-from .axes import AXES, PAIR, axis_names, context_of
+from .axes import AXES, PAIR, axis_names, context_of, value_label
 from .settings import METRIC_KEYS
 
 __all__ = ["answer", "record_timing", "summarise_history", "history_table", "trials_table", "ablation_table", "format_table", "best_lr_frame",
@@ -94,7 +94,7 @@ def trials_table(histories, statuses: Dict[str, str], expected: List[Dict[str, A
     ``expected`` are the grid's points with their ``trial_id``; ``statuses`` says what became of
     the trials that ran (``TERMINATED``, ``ERROR``, or ``STOPPED_EARLY`` where the scheduler said so,
     by trial id).  A finished trial that diverged is ``DIVERGED``; one cut short before its last
-    epoch is ``INTERRUPTED`` (by Ctrl-C) or ``STOPPED_EARLY``; a trial that never started is
+    epoch (``epochs``, or the point's own where epochs is swept) is ``INTERRUPTED`` (by Ctrl-C) or ``STOPPED_EARLY``; a trial that never started is
     ``NOT_STARTED``, or ``INTERRUPTED`` when the run was.  Tables of an experiment that a run is
     training now (``running``) call its unfinished trials ``RUNNING``.
     """
@@ -109,7 +109,7 @@ def trials_table(histories, statuses: Dict[str, str], expected: List[Dict[str, A
         row.update(summarise_history(hist, target_acc))
         if row["status"] == "TERMINATED" and row["diverged"]:
             row["status"] = "DIVERGED"
-        elif row["status"] == "TERMINATED" and row["epochs_done"] < epochs:
+        elif row["status"] == "TERMINATED" and row["epochs_done"] < point.get("epochs", epochs):
             row["status"] = "RUNNING" if running else "INTERRUPTED" if interrupted else "STOPPED_EARLY"
         elif row["status"] == "NOT_STARTED" and interrupted:
             row["status"] = "INTERRUPTED"
@@ -194,7 +194,7 @@ def best_lr_frame(table: pd.DataFrame, target_acc: float, subject: str = "block"
             d = f"{100 * r['delta_vs_baseline']:+.1f}"
             if not pd.isna(r["delta_ci_low"]):
                 d += f" [{100 * r['delta_ci_low']:+.1f}, {100 * r['delta_ci_high']:+.1f}]"
-        rows.append({subject: r[subject], **{c: r[c] for c in cells}, "best lr": f"{r['best_lr']:g}",
+        rows.append({subject: r[subject], **{c: r[c] for c in cells}, "best lr": value_label(r["best_lr"]),
                      "final val acc %": _pm(r["final_acc_mean"], r["final_acc_std"]),
                      "best val acc %": _pm(r["best_acc_mean"], r["best_acc_std"]), "AUC %": f"{100 * r['auc_mean']:.1f}",
                      f"epochs to {100 * target_acc:.0f}%": f"{ett} ({r['reached_target']})", "diverged": r["diverged"],
@@ -308,7 +308,7 @@ def answer(cfg, trials: pd.DataFrame, wall: float) -> str:
     """What a finished run prints: the ablation table at each subject's best LR, and the trials in a line."""
     subject, reference = cfg.subject()
     table = ablation_table(trials, subject, reference, context_of(list(cfg.axes()), subject))
-    return (f"Ablation table ({cfg.name}, {cfg.dataset}, {cfg.epochs} epochs; at each {subject}'s best lr; mean +- std "
+    return (f"Ablation table ({cfg.name}, {cfg.dataset}, {cfg.setting_text('epochs')} epochs; at each {subject}'s best lr; mean +- std "
             f"over {len(cfg.seeds)} seeds):\n{format_table(table, cfg.target_acc, subject, reference)}\n\n"
             f"trials: {summary_line(trials)}; wall {wall:.0f} s; time in training {trials['train_seconds'].sum():.0f} s "
             "(sum over trials)")

@@ -1,117 +1,206 @@
-"""``--until-resolved``: more seeds only where a comparison is still open, judged by statistics that stay
-valid however often the study looks (``ablate.sequential``).  No Ray, no torch here.
+"""``--until-resolved``: more seeds only where a comparison is still open and can still close, judged by
+statistics that stay valid however often the study looks (``ablate.sequential``).  No Ray, no torch here.
 
-A comparison is one value of the compared axis against the reference, in one cell of the context, on
-final accuracy (the convergence metric, AUC, is judged the same way and reported beside it).  After every
-round each is **separated** (helps or hurts: e-BH over all of them), **equivalent** (its interval within
-+- the margin) or **open**.  The next round adds seeds to open comparisons only, each new seed training the
-open value and the reference in that cell (so pairs stay paired), sized by the forecast of the seeds that
-would close it, at most ``ROUND_SEEDS`` per round and never beyond ``max_seeds`` per comparison.
-The seeds a round adds are the cell's next unused ones, so a round interrupted and judged again adds
-the same points: nothing trains twice.
+A comparison is one value of the compared axis against the reference, in one cell of the context.  After
+every round each is judged on final accuracy and AUC as one family (``sequential.judge_family``):
+**separated** (helps or hurts), **equivalent** (its interval within +- the margin), **void** (a metric is
+missing: not tested, no seeds) or **open**.  The next round adds seeds to comparisons whose final accuracy
+is open and that can still close within ``max_seeds`` even on a favourable forecast (the rest are
+*futile*: the page says what they would need), each new seed training the open value and, where it is not
+already there, the reference in that cell (pairs stay paired), sized by the cautious forecast, at most
+``ROUND_SEEDS`` per round.
+
+**No seed wasted.** The seeds a study may use are its *pool*: the grid's seeds, then the smallest unused
+ones, ``max_seeds`` in all (the full ``max_seeds`` grid).  A comparison's next seeds are the lowest seeds of
+the pool it lacks, first those whose reference point in its cell is already in the study; the reference
+gets a seed only where an open comparison takes it.  A comparison's bound counts the seeds it *tried* (an
+errored or stopped point counts), so a point that errors is not tried again every round, and a round that
+adds nothing ends the study.  A round interrupted and judged again adds the same points: nothing trains
+twice.
 """
 from __future__ import annotations
 
 import math
 import os
-from typing import Any, Dict, List
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 import numpy as np
 import pandas as pd
 
 from .axes import PAIR
-from .sequential import forecast_seeds, verdicts
+from .sequential import closes_at, judge_family, min_decisive_seeds
 from .stats import ALPHA, Question, finished
 
-__all__ = ["judge", "next_points", "next_round", "ROUND_SEEDS", "resolved_count"]
+__all__ = ["judge", "next_points", "next_round", "seed_pool", "ROUND_SEEDS", "resolved_count", "METRICS"]
 
 ROUND_SEEDS = 3  # at most this many seeds per open comparison per round: look again before spending more
 METRICS = (("final_val_acc", "final"), ("auc_val_acc", "auc"))
+WORDS = {"final_val_acc": "final acc", "auc_val_acc": "AUC"}
 
 
-def judge(trials: pd.DataFrame, q: Question, margin_points: float, max_seeds: int) -> pd.DataFrame:
+def seed_pool(seeds: Iterable[int], max_seeds: int) -> List[int]:
+    """The seeds an until-resolved study may use: the grid's own, then the smallest unused, ``max_seeds`` in all
+    (never fewer than the grid's)."""
+    seeds = [int(s) for s in seeds]
+    extra = max(0, max_seeds - len(seeds))
+    fill, s = [], 0
+    while len(fill) < extra:
+        if s not in seeds:
+            fill.append(s)
+        s += 1
+    return [*seeds, *fill]
+
+
+def _plain(v: Any) -> Any:
+    return v.item() if hasattr(v, "item") else v
+
+
+def _cell(point: Mapping[str, Any], context: List[str]) -> tuple:
+    return tuple(_plain(point[c]) for c in context)
+
+
+def _void_reason(m: pd.DataFrame, value: Any, q: Question) -> str:
+    """Why a comparison is not tested: which metric is missing, on which side, at which seeds."""
+    for metric, _ in METRICS:
+        for col, side in ((metric, q.who(value)), (f"{metric}_ref", q.who(q.reference))):
+            bad = m[m[col].isna()] if col in m else m
+            if len(bad):
+                seeds = ", ".join(str(int(s)) for s in sorted(bad[PAIR]))
+                return f"{WORDS[metric]} missing ({side}, seed {seeds})"
+    return "a metric is missing"
+
+
+def judge(trials: pd.DataFrame, q: Question, margin_points: float, max_seeds: int,
+          tried: Optional[Mapping[tuple, int]] = None) -> pd.DataFrame:
     """Every comparison's state now: a row per value x context cell, with ``n`` (paired seeds), for each
-    metric its mean difference, anytime-valid interval, e-value and verdict, and, where final acc is
-    open, ``forecast`` (seeds that would close it) and ``more`` (seeds the next round adds)."""
+    metric its mean difference, anytime-valid interval, e-value and verdict (one family); where final acc is
+    open, ``forecast`` (seeds after which it closes, cautious), ``favourable`` (what even a lucky study would
+    need), ``futile`` (not within ``max_seeds``) and ``more`` (seeds the next round adds).  ``tried``: seeds
+    each (value, *cell) already has as points of the study, whatever their status (default: ``n``)."""
     fin = finished(trials)
     ref = fin[fin[q.subject] == q.reference]
     rows: List[Dict[str, Any]] = []
     diffs: Dict[str, List[np.ndarray]] = {short: [] for _, short in METRICS}
-    for key, g in fin[fin[q.subject] != q.reference].groupby([q.subject, *q.context], sort=True):
+    for key, g in fin[fin[q.subject] != q.reference].groupby([q.subject, *q.context], sort=True, dropna=False):
         m = g.merge(ref, on=[*q.context, PAIR], suffixes=("", "_ref"))
-        row = {q.subject: key[0], **{c: (v.item() if hasattr(v, "item") else v) for c, v in zip(q.context, key[1:])},
+        row = {q.subject: _plain(key[0]), **{c: _plain(v) for c, v in zip(q.context, key[1:])},
                "n": len(m), "seeds": sorted(int(s) for s in m[PAIR])}
-        rows.append(row)
         for metric, short in METRICS:
             diffs[short].append((m[metric] - m[f"{metric}_ref"]).to_numpy(float))
+        row["void"] = "" if all(np.isfinite(diffs[s][-1]).all() for _, s in METRICS) else _void_reason(m, key[0], q)
+        rows.append(row)
     if not rows:
         return pd.DataFrame()
     margin = margin_points / 100.0
-    for metric, short in METRICS:
-        for row, v in zip(rows, verdicts(diffs[short], ALPHA, margin)):
+    judged = judge_family(diffs, ALPHA, margin)
+    m_total = max(1, sum(1 for short in judged for v in judged[short] if v["verdict"] != "void"))
+    for short, verdicts in judged.items():
+        for row, v in zip(rows, verdicts):
             row.update({f"{short}_mean": v["mean"], f"{short}_sd": v["sd"], f"{short}_low": v["low"],
-                        f"{short}_high": v["high"], f"{short}_e": v["e"], f"{short}_verdict": v["verdict"]})
-    k = len(rows)
-    for row in rows:
-        row["forecast"] = (forecast_seeds(row["final_mean"], row["final_sd"], row["n"], k, ALPHA, margin)
-                           if row["final_verdict"] == "open" else math.nan)
-        room = max(0, max_seeds - row["n"])
-        row["more"] = (0 if row["final_verdict"] != "open" else
-                       min(room, ROUND_SEEDS, max(1, int(row["forecast"] - row["n"]) if math.isfinite(row["forecast"])
-                                                  else ROUND_SEEDS)))
+                        f"{short}_high": v["high"], f"{short}_e": v["e"], f"{short}_verdict": v["verdict"],
+                        f"{short}_level": v["level"]})
+    n_min = min_decisive_seeds(ALPHA)
+    for row, d in zip(rows, diffs["final"]):
+        have = int((tried or {}).get((row[q.subject], *_cell(row, q.context)), row["n"]))
+        row["tried"] = max(have, row["n"])
+        row["forecast"] = row["favourable"] = math.nan
+        row["futile"] = False
+        if row["final_verdict"] != "open":
+            row["more"] = 0
+            continue
+        room = max(0, max_seeds - row["tried"])
+        if row["n"] < 2:  # nothing to forecast from: one more round's worth, within the bound
+            row["more"] = min(room, ROUND_SEEDS, max(1, n_min - row["n"]))
+            continue
+        row["forecast"] = closes_at(d, row["final_level"], ALPHA / m_total, margin)
+        row["favourable"] = closes_at(d, row["final_level"], ALPHA / m_total, margin, favourable=True)
+        row["futile"] = not (row["favourable"] <= max_seeds)
+        if row["futile"]:
+            row["more"] = 0
+            continue
+        want = int(row["forecast"] - row["n"]) if math.isfinite(row["forecast"]) else ROUND_SEEDS
+        row["more"] = min(room, ROUND_SEEDS, max(1, want))
     return pd.DataFrame(rows)
 
 
 def resolved_count(judged: pd.DataFrame) -> int:
-    return int((judged["final_verdict"] != "open").sum()) if len(judged) else 0
+    """Comparisons resolved: final accuracy separated or equivalent."""
+    return int(judged["final_verdict"].isin(["helps", "hurts", "equivalent"]).sum()) if len(judged) else 0
 
 
-def next_points(judged: pd.DataFrame, trials: pd.DataFrame, q: Question) -> List[Dict[str, Any]]:
-    """The points the next round trains: for each open comparison its ``more`` next seeds of its cell, for
-    the value and for the reference (pairs stay paired); each point once."""
-    points: Dict[tuple, Dict[str, Any]] = {}
+def tried_seeds(points: Iterable[Mapping[str, Any]], q: Question, pool: List[int]) -> Dict[tuple, set]:
+    """Each (value, *cell)'s seeds of the pool that are points of the study (trained, training, errored or not)."""
+    out: Dict[tuple, set] = {}
+    allowed = set(pool)
+    for p in points:
+        if int(p[PAIR]) in allowed:
+            out.setdefault((_plain(p[q.subject]), *_cell(p, q.context)), set()).add(int(p[PAIR]))
+    return out
+
+
+def next_points(judged: pd.DataFrame, points: Iterable[Mapping[str, Any]], q: Question,
+                pool: List[int]) -> List[Dict[str, Any]]:
+    """The points the next round trains: for each comparison with ``more`` > 0, the lowest seeds of the pool it
+    lacks, first those whose reference point in its cell is already in the study; with the reference where it
+    lacks that seed.  Each point once; never a seed outside the pool."""
+    points = list(points)
+    have = tried_seeds(points, q, pool)
+    out: Dict[tuple, Dict[str, Any]] = {}
     for r in judged[judged["more"] > 0].to_dict("records") if len(judged) else []:
         cell = {c: r[c] for c in q.context}
-        in_cell = trials
-        for c, v in cell.items():
-            in_cell = in_cell[in_cell[c] == v]
-        start = int(in_cell[PAIR].max()) + 1 if len(in_cell) else 0
-        for seed in range(start, start + int(r["more"])):
+        key = _cell(r, q.context)
+        mine = have.get((r[q.subject], *key), set())
+        ref = have.get((_plain(q.reference), *key), set())
+        lacking = [s for s in pool if s not in mine]
+        ordered = [s for s in lacking if s in ref] + [s for s in lacking if s not in ref]
+        for seed in ordered[: int(r["more"])]:
             for value in (r[q.subject], q.reference):
+                if seed in have.get((_plain(value), *key), set()):
+                    continue
                 p = {q.subject: value, **cell, PAIR: seed}
-                points[tuple(sorted((k, str(v)) for k, v in p.items()))] = p
-    return list(points.values())
+                out[(_plain(value), *key, seed)] = p
+    return list(out.values())
 
 
 def next_round(study, errored: set) -> list:
     """Judge every comparison of ``study`` (anytime-valid), write the interim tables and report, and add the
     next round's points to the study (its identity first: a round interrupted continues on
-    ``--resume --until-resolved``); the groups that train next, none when nothing is open."""
+    ``--resume --until-resolved``); the groups that train next, none when nothing open can close.  A round
+    that adds no point is no round: the study is final as it stands (a no-op resume counts nothing)."""
     import sys
 
-    from .axes import context_of
     from .report import write_report
     from .results import write_csvs
 
     cfg = study.cfg
     history, trials_df = study.tables(errored, interrupted=False)
-    subject, reference = cfg.subject()
-    q = Question(subject, reference, list(cfg.axes()), context_of(list(cfg.axes()), subject))
-    judged = judge(trials_df, q, cfg.equivalence_margin, cfg.max_seeds)
-    points = next_points(judged, trials_df, q)
-    r = int(study.rounds.get("round", 0)) + 1
-    state = {"round": r, "resolved": resolved_count(judged), "total": len(judged), "final": not points}
-    added = study.add_points(points, state)
+    q = Question.of_config(cfg)
+    pool = seed_pool(cfg.seeds, cfg.max_seeds)
+    existing = list(study.points().values())
+    tried = {k: len(v) for k, v in tried_seeds(existing, q, pool).items()}
+    judged = judge(trials_df, q, cfg.equivalence_margin, cfg.max_seeds, tried)
+    points = next_points(judged, existing, q, pool)
+    last = int(study.rounds.get("round", 0))
+    state = {"resolved": resolved_count(judged), "total": len(judged)}
+    added = study.add_points(points, {**state, "round": last + 1, "final": False}) if points else 0
+    if not added:  # nothing new to train: the study stands as it is, at the round it reached
+        study.rounds = {**study.rounds, **state, "round": max(last, 1), "final": True}
     study.write_identity()
     os.makedirs(cfg.output_dir, exist_ok=True)
     write_csvs(cfg.output_dir, history, trials_df)
+    r = study.rounds["round"]
+    futile = int(judged["futile"].sum()) if len(judged) else 0
+    still = int((judged["final_verdict"] == "open").sum()) - futile if len(judged) else 0
     what = (f"adding {added} trials: {int((judged['more'] > 0).sum())} open comparisons get "
-            f"{', '.join(sorted({str(int(m)) for m in judged['more'] if m > 0}))} more seeds" if points else
-            "none is open, or each open one has max_seeds" if len(judged) else "nothing to compare")
+            f"{', '.join(sorted({str(int(m)) for m in judged['more'] if m > 0}))} more seeds" if added else
+            "nothing to compare" if not len(judged) else
+            "; ".join([*([f"{futile} open ones cannot close within max_seeds {cfg.max_seeds}"] if futile else []),
+                       *([f"{still} open ones have tried max_seeds"] if still > 0 else [])]) or "none is open")
     print(f"ablate.grid: round {r}: {state['resolved']} of {state['total']} comparisons resolved; {what}", flush=True)
-    if points:
+    if added:
         try:
             write_report(cfg.output_dir)  # interim: the page says which round
         except Exception as e:  # noqa: BLE001 -- the report must never cost the study its next round
             print(f"ablate.grid: warning: interim report failed ({e.__class__.__name__}: {e})", file=sys.stderr)
-    return study.plan() if points else []
+        return [g for g in study.plan() if not all(m["id"] in errored for m in g.members)]
+    return []

@@ -13,7 +13,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr
 from .axes import AXES, axis_names, trial_key, trial_name
 
 __all__ = ["Number", "Settings", "TrainSettings", "TrainConfig", "NO_RESULT", "METRIC_KEYS", "DATASETS", "TRAIN_SIZES",
-           "IMAGE_SHAPES", "CLASSES", "AUGMENT"]
+           "IMAGE_SHAPES", "CLASSES", "AUGMENT", "as_it_acts", "sweep_as_it_acts"]
 
 # What the trainer reports of every epoch (a history row; the tables' columns).
 METRIC_KEYS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr",
@@ -97,6 +97,23 @@ NO_RESULT = frozenset({"name", "storage_path", "cpus_per_trial", "gpus_per_trial
                        "equivalence_margin", "until_resolved"})
 
 
+def as_it_acts(key: str, value: Any, dataset: Any) -> Any:
+    """A setting's value as it acts: a default that means a value is that value (``precision: auto`` is fp32;
+    ``crop_pad``/``flip`` unset are the dataset's own, ``channels_last`` unset is on).  The identity compares
+    settings so, and a sweep's values are read so (two values that act alike are one)."""
+    if value is None or value == "auto":
+        crop, flip = AUGMENT.get(dataset, (None, None))
+        return {"precision": "fp32", "crop_pad": crop, "flip": flip, "channels_last": True}.get(key, value)
+    return value
+
+
+def sweep_as_it_acts(sweep: Any, dataset: Any) -> Any:
+    """A sweep's values as they act (``as_it_acts``): how an experiment written before they were read so reads now."""
+    if not isinstance(sweep, dict):
+        return sweep
+    return {k: [as_it_acts(k, v, dataset) for v in vs] if isinstance(vs, list) else vs for k, vs in sweep.items()}
+
+
 class TrainConfig(TrainSettings):
     """One trial: the settings plus one point of the grid (the four axes, and the swept settings'
     values, which are its settings' own)."""
@@ -108,16 +125,18 @@ class TrainConfig(TrainSettings):
     # The experiment's swept settings and their base values (ablate.axes): what this point's key holds.
     _swept: Tuple[str, ...] = PrivateAttr(default=())
     _base: Dict[str, Any] = PrivateAttr(default_factory=dict)
+    _digits: Dict[str, int] = PrivateAttr(default_factory=dict)  # its name's digits per axis (axes.label_digits)
 
-    def on_grid(self, swept: Tuple[str, ...], base: Dict[str, Any]) -> "TrainConfig":
-        self._swept, self._base = tuple(swept), dict(base)
+    def on_grid(self, swept: Tuple[str, ...], base: Dict[str, Any], digits: Optional[Dict[str, int]] = None):
+        self._swept, self._base, self._digits = tuple(swept), dict(base), dict(digits or {})
         return self
 
     @classmethod
-    def of_point(cls, settings: Dict[str, Any], point: Dict[str, Any], base: Optional[Dict[str, Any]] = None):
+    def of_point(cls, settings: Dict[str, Any], point: Dict[str, Any], base: Optional[Dict[str, Any]] = None,
+                 digits: Optional[Dict[str, int]] = None):
         """A grid point's trial: the shared settings, with the point's values (its swept settings too)."""
         swept = tuple(axis_names(point)[len(AXES):])
-        return cls(**{**settings, **point}).on_grid(swept, base if base is not None else {})
+        return cls(**{**settings, **point}).on_grid(swept, base if base is not None else {}, digits)
 
     @property
     def point(self) -> Dict[str, Any]:
@@ -129,7 +148,7 @@ class TrainConfig(TrainSettings):
 
     @property
     def name(self) -> str:
-        return trial_name(self.point)
+        return trial_name(self.point, self._digits)
 
     def to_dict(self) -> Dict:
         return self.model_dump()

@@ -31,12 +31,33 @@ class Signals:
         self.prog, self.code, self.name = prog, 0, ""
         self.after = "nothing was changed"  # what the line says, by where the run is
         self._handoff: Optional[Callable[[], bool]] = None
+        self._unraisable = sys.unraisablehook
+        sys.unraisablehook = self._swallowed
         self.install()
 
     def install(self) -> None:
-        """(Again after ``ray.init``, which puts its own SIGTERM handler in the driver.)"""
+        """(Again after ``ray.init``, which puts its own SIGTERM handler in the driver.)  A signal that came
+        meanwhile and could not stop it (``_swallowed``) stops the run here, before anything else starts."""
         for sig in self.HANDLED:
             signal.signal(sig, self._handle)
+        if self.code and self._handoff is None:
+            raise KeyboardInterrupt
+
+    def _swallowed(self, unraisable) -> None:
+        """Python's hook for an exception it cannot raise: our ``KeyboardInterrupt`` raised inside a fork hook
+        (``ray.init`` starts its processes with ``preexec_fn``, so logging's lock is released after each fork
+        in Python code) is printed as "Exception ignored in ... _releaseLock" and dropped, and the start went
+        on.  Not printed: the signal is kept (``code``) and acted on at the next ``install``; the lock that
+        hook did not get to release is released."""
+        if not (self.code and isinstance(unraisable.exc_value, KeyboardInterrupt)):
+            return self._unraisable(unraisable)
+        if getattr(unraisable.object, "__module__", None) == "logging":
+            import logging
+
+            try:
+                logging._lock.release()  # type: ignore[attr-defined]
+            except (AttributeError, RuntimeError):  # released already (the signal came after it)
+                pass
 
     @contextmanager
     def handing_off(self, handoff: Callable[[], bool]) -> Iterator[None]:
@@ -59,6 +80,7 @@ class Signals:
         """Stop the local Ray this run started (never a cluster's), deaf to further signals meanwhile."""
         for sig in self.HANDLED:
             signal.signal(sig, signal.SIG_IGN)
+        sys.unraisablehook = self._unraisable
         ray = sys.modules.get("ray")
         if ray is not None and ray.is_initialized():
             ray.shutdown()

@@ -41,6 +41,7 @@ MIN_TIME_S = GRACE_S + 180  # a job shorter than the grace plus Ray's start woul
 # Characters SLURM names may hold; anything else (a space, a newline) would be an option or a command.
 _SLURM_NAME = re.compile(r"[A-Za-z0-9_.,+-]{1,128}")
 _NODE_LOCAL = ("/tmp", "/var/tmp", "/dev/shm", "/run")
+MAX_COUNT = 100_000  # the most --nodes, --gpus-per-node and --cpus-per-node a script takes
 
 
 class SlurmError(AblateError, ValueError):
@@ -92,8 +93,8 @@ def batch_script(experiment: Optional[str], overrides: List[str], *, nodes: int,
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
         raise SlurmError(f"name {name!r}: allowed: letters, digits, '_', '.', '-'")
     for what, n, low in (("--nodes", nodes, 1), ("--gpus-per-node", gpus_per_node, 0), ("--cpus-per-node", cpus_per_node, 1)):
-        if not isinstance(n, int) or isinstance(n, bool) or not low <= n <= 100_000:
-            raise SlurmError(f"{what} {n!r}: allowed: a whole number from {low}")
+        if not isinstance(n, int) or isinstance(n, bool) or not low <= n <= MAX_COUNT:
+            raise SlurmError(f"{what} {n!r}: allowed: a whole number from {low} to {MAX_COUNT}")
     if any(ord(ch) < 32 or ord(ch) == 127 for ch in workdir + python):
         raise SlurmError(f"the working directory or Python path {(workdir + ' ' + python)!r} holds control characters; "
                          "run from a directory whose path has none")
@@ -161,6 +162,55 @@ def batch_script(experiment: Optional[str], overrides: List[str], *, nodes: int,
     return "\n".join(lines)
 
 
+def _check_creatable(exp_dir: str) -> None:
+    """``--dry-run``: ``OSError`` unless the experiment's directory could be created here, found without
+    leaving anything (a probe directory made and removed in the nearest directory that exists: permissions,
+    read-only mounts and /proc alike); a URI is checked when the script is written."""
+    import tempfile
+
+    from . import storage
+
+    path = storage.local_path(exp_dir)
+    if storage.is_uri(path):
+        return
+    path = os.path.abspath(path)
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
+    os.rmdir(tempfile.mkdtemp(prefix=".ablate-probe-", dir=path))
+
+
+def _node_local(storage_path: str) -> bool:
+    """Whether ``storage_path`` is on each node's own disk (``/tmp/x``, also as ``file:///tmp/x`` or ``//tmp/x``)."""
+    from .storage import local_path
+
+    path = "/" + os.path.normpath(local_path(storage_path)).lstrip("/")  # POSIX keeps a leading "//"
+    return any(path == d or path.startswith(d + "/") for d in _NODE_LOCAL)
+
+
+def _default_cpus(cfg, gpus_per_node: int) -> int:
+    """--cpus-per-node when not given: every trial a node's GPUs hold gets its CPUs (at least 2, at least one
+    trial's); ``SlurmError`` naming the settings it comes from where that is over the bound."""
+    trials = gpus_per_node * cfg.trials_per_gpu if gpus_per_node else 1
+    cpus = max(2, int(math.ceil(trials * cfg.cpus_per_trial)))
+    if cpus > MAX_COUNT:
+        raise SlurmError(f"--cpus-per-node, not given, would be {cpus} (--gpus-per-node {gpus_per_node} x trials_per_gpu "
+                         f"{cfg.trials_per_gpu} x cpus_per_trial {cfg.cpus_per_trial:g}): more than a node has; give "
+                         f"--cpus-per-node (allowed: 1 to {MAX_COUNT}), or lower trials_per_gpu or cpus_per_trial")
+    return cpus
+
+
+def _check_trials_fit(cfg, cpus: int, gpus: int, cpus_given: bool) -> None:
+    """A trial no node of the job can hold never starts (Ray would refuse it only once the job ran): refused."""
+    if cfg.cpus_per_trial > cpus:
+        raise SlurmError(f"key 'cpus_per_trial' is {cfg.cpus_per_trial:g} but a node of this job has {cpus} CPUs "
+                         f"(--cpus-per-node{'' if cpus_given else ', as computed'}): no node could hold a trial; allowed: "
+                         f"cpus_per_trial up to {cpus}, or --cpus-per-node {int(math.ceil(cfg.cpus_per_trial))} or more")
+    if (cfg.gpus_per_trial or 0) > gpus:
+        raise SlurmError(f"key 'gpus_per_trial' is {cfg.gpus_per_trial:g} but a node of this job has {gpus} GPUs "
+                         f"(--gpus-per-node): no node could hold a trial; allowed: gpus_per_trial up to {gpus}, or "
+                         f"--gpus-per-node {int(math.ceil(cfg.gpus_per_trial))} or more")
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     try:
         return _main(argv)
@@ -179,7 +229,8 @@ def _main(argv: Optional[List[str]]) -> int:
     p.add_argument("--nodes", type=int, default=1)
     p.add_argument("--gpus-per-node", type=int, default=0)
     p.add_argument("--cpus-per-node", type=int, default=None,
-                   help="default: GPUs x trials_per_gpu x cpus_per_trial (at least 2); 2 without GPUs")
+                   help="default: GPUs x trials_per_gpu x cpus_per_trial (at least 2); without GPUs, cpus_per_trial "
+                        "(at least 2)")
     p.add_argument("--partition", default=None)
     p.add_argument("--time", default=None, help="SLURM's formats: minutes, H:MM:SS, D-HH:MM:SS, infinite (default: an "
                                                 "estimate from the plan, plus a margin)")
@@ -211,17 +262,20 @@ def _main(argv: Optional[List[str]]) -> int:
                               "(e.g. $HOME/ablate or /scratch/$USER/ablate), or s3://bucket/path")
         from . import storage
 
-        storage.check_writable(cfg.experiment_dir)  # from the submit host, which sees the shared filesystem
+        if args.dry_run:  # writes nothing: the nearest directory that exists must let it be created
+            _check_creatable(cfg.experiment_dir)
+        else:
+            storage.check_writable(cfg.experiment_dir)  # from the submit host, which sees the shared filesystem
     except OSError as e:
         raise SlurmError(f"key 'storage_path': cannot write to {cfg.experiment_dir} ({e.__class__.__name__}); allowed: "
                          "a directory every node of the allocation can write (the cluster's shared filesystem), or "
                          "s3://bucket/path") from None
-    if args.nodes > 1 and cfg.storage_path.startswith(_NODE_LOCAL):
+    if args.nodes > 1 and _node_local(cfg.storage_path):
         print(f"ablate.slurm: warning: storage_path {cfg.storage_path} is on each node's own disk: with {args.nodes} "
               "nodes, each trial's files stay on the node that ran it and the grid's driver cannot see them; use "
               "the cluster's shared filesystem (e.g. $HOME/ablate, /scratch/$USER/ablate)", file=sys.stderr)
-    cpus = args.cpus_per_node or (max(2, int(math.ceil(args.gpus_per_node * cfg.trials_per_gpu * cfg.cpus_per_trial)))
-                                  if args.gpus_per_node else 2)
+    cpus = args.cpus_per_node or _default_cpus(cfg, args.gpus_per_node)
+    _check_trials_fit(cfg, cpus, args.gpus_per_node, args.cpus_per_node is not None)
     if time_given is not None:
         time_s, note = time_given, "as given"
     elif args.gpus_per_node and cfg.dataset.startswith("cifar"):

@@ -16,9 +16,11 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .axes import AXES, BASELINE, PAIR, context_of
+from .axes import AXES, BASELINE, PAIR, context_of, value_label
 
 ALPHA, POWER = 0.05, 0.8
+# A forecast's caution: the effect's and the spread's bounds at 90% each (both hold in >= 80% of studies).
+CAUTION = 0.9
 METRICS = {"final_val_acc": "final acc", "auc_val_acc": "convergence (AUC)"}
 
 
@@ -28,7 +30,11 @@ def paired(a: np.ndarray, b: np.ndarray) -> Dict[str, float]:
     n = len(d)
     out = {"n": n, "mean": float(d.mean()) if n else math.nan, "sd": float(d.std(ddof=1)) if n > 1 else math.nan,
            "ci_low": math.nan, "ci_high": math.nan, "p": math.nan}
-    if n < 2 or out["sd"] == 0 or not np.isfinite(out["sd"]):
+    if n < 2 or not np.isfinite(out["sd"]):
+        return out
+    if out["sd"] <= 1e-12 * max(abs(out["mean"]), 1e-300):  # identical differences: t is infinite (or 0/0)
+        off = out["mean"] != 0
+        out.update(sd=0.0, ci_low=out["mean"], ci_high=out["mean"], p=0.0 if off else 1.0)
         return out
     res = stats.ttest_rel(a, b)
     ci = res.confidence_interval(1 - ALPHA)
@@ -36,19 +42,25 @@ def paired(a: np.ndarray, b: np.ndarray) -> Dict[str, float]:
     return out
 
 
-def seeds_needed(mean: float, sd: float, limit: int = 1000) -> float:
-    """Seeds a two-sided paired t-test needs to detect ``mean`` at level ALPHA with POWER, given ``sd``."""
+def seeds_needed(mean: float, sd: float, n: int = 0, level: float = ALPHA, limit: int = 1000) -> float:
+    """Seeds a two-sided paired t-test needs to detect the difference with POWER at ``level`` (the level its
+    verdict would need: BH's for the next discovery), at a cautious effect and spread when ``n`` seeds
+    measured them: the mean's 90% bound nearer zero and the sd's 90% upper bound, so that both hold at once
+    in at least 80% of studies and the number is at least the true need there (``tests/test_sequential.py``);
+    ``inf`` when that bound of the effect is 0 (the data cannot tell)."""
     if not (np.isfinite(mean) and np.isfinite(sd)) or sd <= 0 or mean == 0:
         return math.nan
-    effect = abs(mean) / sd
-    for n in range(2, limit + 1):
-        df = n - 1
-        t = stats.t.ppf(1 - ALPHA / 2, df)
-        nc = effect * math.sqrt(n)
-        power = stats.nct.sf(t, df, nc) + stats.nct.cdf(-t, df, nc)
-        if power >= POWER:
-            return float(n)
-    return math.inf
+    if n >= 2:
+        mean = max(0.0, abs(mean) - stats.t.ppf(CAUTION, n - 1) * sd / math.sqrt(n))
+        sd = sd * math.sqrt((n - 1) / stats.chi2.ppf(1 - CAUTION, n - 1))
+        if mean <= 0:
+            return math.inf
+    ks = np.arange(2, limit + 1)
+    t = stats.t.ppf(1 - level / 2, ks - 1)
+    nc = abs(mean) / sd * np.sqrt(ks)
+    power = stats.nct.sf(t, ks - 1, nc) + stats.nct.cdf(-t, ks - 1, nc)
+    hit = np.nonzero(power >= POWER)[0]
+    return float(ks[hit[0]]) if len(hit) else math.inf
 
 
 FINISHED = ("TERMINATED", "DIVERGED")  # statuses whose final accuracy is an outcome
@@ -81,7 +93,8 @@ def effects(trials: pd.DataFrame, subject: str = "block", reference: Any = BASEL
         m = g.merge(base, on=[*context, PAIR], suffixes=("", "_base"))
         if m.empty:
             continue
-        row = {subject: key[0], **{c: _plain(v) for c, v in zip(context, key[1:])}, "seeds": len(m)}
+        row = {subject: key[0], **{c: _plain(v) for c, v in zip(context, key[1:])}, "seeds": len(m),
+               "void": _missing(m, key[0], reference)}
         for metric, short in (("final_val_acc", "final"), ("auc_val_acc", "auc")):
             r = paired(m[metric].to_numpy(), m[f"{metric}_base"].to_numpy())
             row.update({f"{short}_block": m[metric].mean(), f"{short}_base": m[f"{metric}_base"].mean(),
@@ -91,17 +104,32 @@ def effects(trials: pd.DataFrame, subject: str = "block", reference: Any = BASEL
     table = pd.DataFrame(rows)
     if table.empty:
         return table
+    for key in ("final", "auc"):  # a void comparison is not tested: no p-value joins the family
+        table.loc[table["void"] != "", f"{key}_p"] = np.nan
     ps = pd.concat([table["final_p"], table["auc_p"]], ignore_index=True)
     adj = pd.Series(np.nan, index=ps.index)
     ok = ps.notna()
     if ok.any():
         adj[ok] = stats.false_discovery_control(ps[ok].to_numpy(), method="bh")
     table["final_p_adj"], table["auc_p_adj"] = adj[: len(table)].to_numpy(), adj[len(table):].to_numpy()
+    # BH's level for the next discovery of the family: what an unresolved difference's seeds-needed must reach.
+    found = int((adj[ok] < ALPHA).sum())
+    level = ALPHA * (found + 1) / max(int(ok.sum()), 1)
     for key in ("final", "auc"):
-        table[f"{key}_verdict"] = [verdict(r["seeds"], r[f"{key}_p"], r[f"{key}_p_adj"], r[f"{key}_delta"])
+        table[f"{key}_verdict"] = [verdict(r["seeds"], r[f"{key}_p"], r[f"{key}_p_adj"], r[f"{key}_delta"], r["void"])
                                    for r in table.to_dict("records")]
-        table[f"{key}_seeds_needed"] = [_needed(r, key) for r in table.to_dict("records")]
+        table[f"{key}_seeds_needed"] = [_needed(r, key, level) for r in table.to_dict("records")]
     return table.sort_values([*context, subject]).reset_index(drop=True)
+
+
+def _missing(m: pd.DataFrame, value: Any, reference: Any) -> str:
+    """Why a comparison cannot be tested ("final acc missing (baseline, seed 2)"), or "" when it can."""
+    for metric, words in (("final_val_acc", "final acc"), ("auc_val_acc", "AUC")):
+        for col, side in ((metric, value), (f"{metric}_base", reference)):
+            bad = m[m[col].isna()]
+            if len(bad):
+                return f"{words} missing ({side}, seed {', '.join(str(int(s)) for s in sorted(bad[PAIR]))})"
+    return ""
 
 
 def _plain(v: Any) -> Any:
@@ -109,21 +137,24 @@ def _plain(v: Any) -> Any:
     return v.item() if hasattr(v, "item") else v
 
 
-def _needed(r: Dict, key: str) -> float:
-    """Seeds to resolve an unresolved difference: never fewer than one more than it had (those did not
-    resolve it; with the multiple-comparison adjustment the power formula alone can say fewer)."""
-    if r[f"{key}_verdict"] in ("helps", "hurts"):
+def _needed(r: Dict, key: str, level: float) -> float:
+    """Seeds to resolve an unresolved difference, at the family's level for its discovery and a cautious effect:
+    never fewer than one more than it had (those did not resolve it)."""
+    if r[f"{key}_verdict"] in ("helps", "hurts") or r["void"] or r["seeds"] < 2:
         return math.nan
-    n = seeds_needed(r[f"{key}_delta"], r[f"{key}_sd"])
+    n = seeds_needed(r[f"{key}_delta"], r[f"{key}_sd"], r["seeds"], level)
     return max(n, r["seeds"] + 1) if math.isfinite(n) else n
 
 
-def verdict(n: int, p: float, p_adj: float, delta: float) -> str:
-    """The one verdict rule (fixed-n): helps or hurts where the (adjusted) p-value is below ALPHA."""
+def verdict(n: int, p: float, p_adj: float, delta: float, void: str = "") -> str:
+    """The one verdict rule (fixed-n): helps or hurts where the (adjusted) p-value is below ALPHA; "void: why"
+    where a metric is missing, "not tested: why" where no test can be made."""
+    if void:
+        return f"void: {void}"
     if n < 2:
-        return "too few seeds"
+        return f"not tested: {n} paired seed" + ("" if n == 1 else "s")
     if not np.isfinite(p):
-        return "no spread across seeds"  # identical differences on every seed prove nothing
+        return "not tested: no paired difference"
     if p_adj < ALPHA:
         return "helps" if delta > 0 else "hurts"
     return "no significant difference"
@@ -177,6 +208,13 @@ class Question:
     axes: List[str] = field(default_factory=lambda: list(AXES))
     context: List[str] = field(default_factory=lambda: context_of(AXES, "block"))
 
+    @classmethod
+    def of_config(cls, cfg) -> "Question":
+        """The question an experiment config asks (its ``compare``, its axes)."""
+        subject, reference = cfg.subject()
+        axes = list(cfg.axes())
+        return cls(subject, reference, axes, context_of(axes, subject))
+
     @property
     def cells(self) -> List[str]:
         return [c for c in self.context if c != "lr"]
@@ -213,7 +251,7 @@ def question(meta: Dict, trials: pd.DataFrame) -> Question:
 
 
 def value_text(value) -> str:
-    return f"{value:g}" if isinstance(value, float) else str(value)
+    return value_label(value)  # distinct wherever the values are (0.1 and 0.1000001)
 
 
 def cell_title(names: List[str], cell) -> str:

@@ -21,15 +21,17 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import pandas as pd
 import yaml
+from pydantic import ValidationError
 
 from . import storage
 from .axes import GRID, trial_id, trial_name
-from .config import ExperimentConfig, point_config, to_dict, trial_configs, trial_groups
+from .config import CompareSettings, ExperimentConfig, point_config, short, to_dict, trial_configs, trial_groups
 from .identity import ROUNDS_KEY, growth, identity, provenance, saved_identity
 from .messages import UsageError, first_line
 from .histories import member_histories
 from .records import Listing, list_records
 from .results import history_table, trials_table, write_csvs
+from .settings import sweep_as_it_acts
 from .storage import EXPERIMENT_FILE, RUN_PREFIX, ExperimentLock
 
 __all__ = ["Study", "Group", "tables_from_records"]
@@ -45,14 +47,19 @@ class Group:
     dirs: List[str] = field(default_factory=list)
     epochs_done: int = 0  # on record in its newest whole checkpoint: where it continues
 
+    def epochs(self, default: int) -> int:
+        """The epochs its members train: the point's own where epochs is swept, else the experiment's ``default``
+        (the members of a group share every setting but lr and seed)."""
+        return int(self.members[0]["point"].get("epochs", default))
+
     @property
     def weight(self) -> float:
         """What an epoch of it costs, relatively: compute grows with depth, and with the members."""
         return float(self.members[0]["point"]["depth"] * len(self.members))
 
 
-def _group(points: List[Dict[str, Any]], ids: List[str], found=()) -> Group:
-    name = trial_name(points[0]) + (f"+{len(points) - 1}" if len(points) > 1 else "")
+def _group(points: List[Dict[str, Any]], ids: List[str], found=(), digits: Optional[Dict[str, int]] = None) -> Group:
+    name = trial_name(points[0], digits) + (f"+{len(points) - 1}" if len(points) > 1 else "")
     whole = [f for f in found if f.state_whole]
     start = min((len(m["history"]) for m in whole[0].record["members"] if not m["done"]), default=0) if whole else 0
     return Group(name, [{"id": i, "point": dict(p)} for i, p in zip(ids, points)],
@@ -67,6 +74,7 @@ class Study:
         self.dir = cfg.experiment_dir
         self.saved: Optional[Dict[str, Any]] = None
         self.added: Dict[str, list] = {}
+        self.asked = ""  # on --resume: the question the command asks anew, in words (``_question``)
         self.experiment_id = uuid.uuid4().hex[:12]
         self.listing = Listing()
         # An --until-resolved study's state: {"round", "points" (added beyond the product), "resolved", "total",
@@ -122,6 +130,7 @@ class Study:
                 self.rounds = dict(self.saved.get(ROUNDS_KEY) or {})
                 # A swept setting's own value is the experiment's (its base: the ids of the points that have it).
                 self.cfg = self.cfg.model_copy(update={k: self.saved[k] for k in self.cfg.sweep if k in self.saved})
+                self.asked = self._question()
             elif exists:
                 raise UsageError(f"{self.dir} already holds an experiment; continue it with --resume, "
                                  "or choose a new name= (nothing was changed)")
@@ -133,6 +142,28 @@ class Study:
             raise UsageError(f"key 'storage_path': {self.cfg.storage_path!r} is not a usable location "
                              f"({e.__class__.__name__}: {first_line(e)}); allowed: a local directory, or a URI such as "
                              "s3://bucket/path or file:///path") from None
+
+    def _question(self) -> str:
+        """What the report answers changes only by an explicit command: a ``compare`` given on ``--resume`` that
+        differs from the saved one is applied (and said: the returned words); a command without one keeps the
+        saved question, also when it grows the experiment.  An --until-resolved study's question is fixed:
+        its rounds added seeds for the comparisons it asked."""
+        try:
+            saved = CompareSettings.model_validate(self.saved.get("compare") or {})
+        except ValidationError:
+            raise UsageError(f"--resume: the compare of {self.dir}'s {EXPERIMENT_FILE} is not one ablate wrote "
+                             f"({short(self.saved.get('compare'))}): edited by hand; restore it, or give compare= anew")
+        was = self.cfg.model_copy(update={"compare": saved})
+        if "compare" not in self.cfg.model_fields_set:
+            self.cfg = was
+            return ""
+        if self.cfg.subject() == was.subject():
+            return ""
+        if self.rounds:
+            raise UsageError(f"--resume: {self.dir} is an --until-resolved study of {was.question_text()}: its rounds "
+                             f"added seeds for that question, which stays; drop compare= (nothing was trained), or "
+                             "start a new study (name=) for the new question")
+        return f"the question is now {self.cfg.question_text()} (it was {was.question_text()}); the report answers it"
 
     def growth_text(self) -> str:
         axes = self.cfg.axes()
@@ -178,19 +209,19 @@ class Study:
             for m in f.record["members"]:
                 if m["done"]:
                     done_in.setdefault(m["id"], set()).add(f.ids)
-        todo, taken = [], set()
+        todo, taken, digits = [], set(), self.cfg.digits()
         for found in self.listing.by_trial.values():
             ids = found[0].ids
             elsewhere = {i for i in ids if done_in.get(i, set()) - {ids}}
             if (all(i in done for i in ids) or not all(i in points for i in ids)
                     or any(i in elsewhere or i in taken for i in ids)):
                 continue  # settled, or not all of it in this grid (an interrupted growth), or its points run elsewhere
-            todo.append(_group([points[i] for i in ids], list(ids), found))
+            todo.append(_group([points[i] for i in ids], list(ids), found, digits))
             taken |= set(ids)
         fresh = [p for i, p in points.items() if i not in done and i not in taken]
         base = self.cfg.base()
         if fresh:
-            todo += [_group([t.point for t in g], [trial_id(self.experiment_id, t.point, base) for t in g])
+            todo += [_group([t.point for t in g], [trial_id(self.experiment_id, t.point, base) for t in g], (), digits)
                      for g in trial_groups(self.cfg, fresh)]
         return todo
 
@@ -215,6 +246,11 @@ class Study:
             os.makedirs(self.cfg.output_dir, exist_ok=True)
             storage.write_text(os.path.join(self.cfg.output_dir, EXPERIMENT_FILE), text)
 
+    def analysis_meta(self) -> Dict[str, Any]:
+        """What the analysis reads of the experiment, as the report reads it from the identity file."""
+        return {"equivalence_margin": self.cfg.equivalence_margin, "max_seeds": self.cfg.max_seeds,
+                ROUNDS_KEY: self.rounds}
+
     def run_name(self) -> str:
         """A new Tune run's directory name: the time, and a count where one of that second exists."""
         taken = set(storage.list_dirs(self.dir))
@@ -238,7 +274,7 @@ class Study:
         if storage.is_uri(self.cfg.storage_path):  # the bucket's own copies too, where lost or other
             local = {n: os.path.getsize(os.path.join(out, n)) for n in (HISTORY_FILE, TRIALS_FILE)}
             storage.upload(out, self.dir, [n for n, size in local.items() if self.listing.top_files.get(n) != size])
-        if self.added:
+        if self.added or self.asked:
             self.write_identity()
         return (f"every trial of {self.dir} had already finished; nothing to run (results: {out}; rebuild the "
                 "report with python -m ablate.report)")
@@ -292,6 +328,7 @@ def tables_from_records(exp_dir: str) -> Tuple[pd.DataFrame, pd.DataFrame]:
     except UsageError as e:
         raise ValueError(str(e).replace("--resume: ", "")) from None
     fields = {k: v for k, v in saved.items() if k in ExperimentConfig.model_fields}
+    fields["sweep"] = sweep_as_it_acts(fields.get("sweep") or {}, fields.get("dataset"))  # as a resume reads it
     parent, name = (exp_dir.rstrip("/").rsplit("/", 1) if storage.is_uri(exp_dir) else
                     os.path.split(os.path.abspath(exp_dir.rstrip("/"))))
     # Not validated again: its user blocks need not be importable here, and it was valid when it ran.

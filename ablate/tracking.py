@@ -65,11 +65,20 @@ def trial_env(mode: str) -> Dict[str, str]:
     return env
 
 
+# W&B's own variable, as W&B reads it (``dryrun`` is its old word for offline, ``run`` for online).
+_WANDB_MODES = {"online": "online", "run": "online", "offline": "offline", "dryrun": "offline", "disabled": "disabled"}
+
+
 def resolve_mode(mode: str) -> str:
-    """``auto`` becomes ``online`` where an API key is configured, else ``offline``."""
-    if mode == "auto":
-        return "online" if has_api_key() else "offline"
-    return mode
+    """The W&B mode of a run: the experiment's ``wandb.mode`` where it names one; for ``auto`` (the default),
+    W&B's own ``WANDB_MODE`` where it is set (a user's ``WANDB_MODE=offline`` stays offline, key or not),
+    else ``online`` where an API key is configured and ``offline`` where none is."""
+    if mode != "auto":
+        return mode
+    env = _WANDB_MODES.get(os.environ.get("WANDB_MODE", "").strip().lower())
+    if env:
+        return env
+    return "online" if has_api_key() else "offline"
 
 
 class TrialRun:
@@ -209,7 +218,8 @@ def sync_hint(exp_dir: str) -> str:
     return f"W&B offline runs: upload with  wandb sync {where}/{RUN_PREFIX}*/*/wandb/offline-run-*"
 
 
-def build_wandb_report(meta: Dict[str, Any], trials, lines: List[str], entity: str, q=None):
+def build_wandb_report(meta: Dict[str, Any], trials, lines: List[str], entity: str, q=None,
+                       glance: Optional[List[str]] = None):
     """The report page's comparison as a W&B Report (nothing leaves this process until ``.save()``).
 
     A section per context cell (by default per depth) with each compared value at its best LR (mean +-
@@ -227,7 +237,10 @@ def build_wandb_report(meta: Dict[str, Any], trials, lines: List[str], entity: s
     project = (meta.get("wandb") or {}).get("project", "ablate")
     in_group = expr.Config("experiment") == group
     best = ablation_table(trials, q.subject, q.reference, q.context)
-    blocks = [wr.H1("Verdicts"), wr.UnorderedList(items=lines or ["(nothing to compare)"])]
+    # The answer at a glance first, as on the page: one line per compared value and cell (verdict, difference).
+    blocks = [wr.H1("The answer at a glance"),
+              wr.MarkdownBlock(text="```\n" + "\n".join(glance or ["(nothing to compare)"]) + "\n```"),
+              wr.H1("Verdicts"), wr.UnorderedList(items=lines or ["(nothing to compare)"])]
     for cell, g in (best.groupby(q.cells, sort=True) if q.cells else [((), best)]):
         cell = cell if isinstance(cell, tuple) else (cell,)
         where = [expr.Config(c) == _native(v) for c, v in zip(q.cells, cell)]
@@ -262,12 +275,12 @@ def _native(v):
     return v.item() if hasattr(v, "item") else v
 
 
-def save_wandb_report(meta: Dict[str, Any], trials, lines: List[str], q=None) -> str:
+def save_wandb_report(meta: Dict[str, Any], trials, lines: List[str], q=None, glance: Optional[List[str]] = None) -> str:
     """Save the W&B Report with the configured (or default) entity; return its URL."""
     import wandb
 
     entity = (meta.get("wandb") or {}).get("entity") or os.environ.get("WANDB_ENTITY") or wandb.Api().default_entity
-    report = build_wandb_report(meta, trials, lines, entity, q)
+    report = build_wandb_report(meta, trials, lines, entity, q, glance)
     report.save()
     return report.url
 

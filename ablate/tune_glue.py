@@ -48,13 +48,14 @@ class TrialConstants:
     target_acc: float
     checkpoint_period_s: float  # 0 under ASHA, which may stop a trial after any epoch
     checkpoints_to_keep: int
+    digits: Dict[str, int]  # each axis's digits in a W&B run's name (ablate.axes.label_digits)
 
     @classmethod
     def of(cls, cfg: ExperimentConfig, experiment_id: str, wandb_mode: str, device: str) -> "TrialConstants":
         settings = {**cfg.train_settings(), "threads": cfg.threads or max(1, int(cfg.cpus_per_trial)), "device": device}
         return cls(cfg.name, experiment_id, settings, tuple(cfg.block_modules),
                    {**cfg.wandb.model_dump(), "mode": wandb_mode}, git_commit(), cfg.target_acc,
-                   0.0 if cfg.scheduler == "asha" else cfg.checkpoint_period_s, cfg.checkpoints_to_keep)
+                   0.0 if cfg.scheduler == "asha" else cfg.checkpoint_period_s, cfg.checkpoints_to_keep, cfg.digits())
 
 
 def run_trial(config: Dict[str, Any], groups: Dict[str, Group], const: TrialConstants,
@@ -76,7 +77,8 @@ def run_trial(config: Dict[str, Any], groups: Dict[str, Group], const: TrialCons
     histories = [m["history"] for m in record["members"]] if record else [[] for _ in group.members]
     if record and all(m["done"] for m in record["members"]):
         return _report_again(histories)
-    cfgs = [TrainConfig.of_point(const.settings, m["point"]) for m in group.members]  # a swept setting is the point's
+    # A swept setting is the point's own (its epochs too: every member of a group has the same).
+    cfgs = [TrainConfig.of_point(const.settings, m["point"], digits=const.digits) for m in group.members]
     members = build_group(cfgs, data, state, histories)
     epochs = _Epochs(const, group, members)
     outs = train_group(members, epochs)
@@ -227,9 +229,10 @@ def _asha(cfg: ExperimentConfig, run_dir: str, groups: Dict[str, Group], experim
     class RecordingASHA(ASHAScheduler):
         def on_trial_result(self, tune_controller, trial, result):
             action = super().on_trial_result(tune_controller, trial, result)
-            epoch = result.get("epoch", cfg.epochs)
-            if action == self.STOP and epoch < cfg.epochs:
-                name = trial.config["trial"]
+            name = trial.config["trial"]
+            epochs = groups[name].epochs(cfg.epochs)  # the group's own (a swept epochs)
+            if action == self.STOP and result.get("epoch", epochs) < epochs:
+                epoch = result["epoch"]
                 try:
                     write_stopped(storage.join(run_dir, _trial_dirname(trial)), experiment_id, name,
                                   [m["id"] for m in groups[name].members], epoch)
@@ -238,8 +241,8 @@ def _asha(cfg: ExperimentConfig, run_dir: str, groups: Dict[str, Group], experim
                                   f"{str(e)[:160]}); a --resume will continue it")
             return action
 
-    return RecordingASHA(time_attr="epoch", metric="val_acc", mode="max", max_t=cfg.epochs,
-                         grace_period=cfg.asha_grace_period, reduction_factor=cfg.asha_reduction_factor)
+    return RecordingASHA(time_attr="epoch", metric="val_acc", mode="max",
+                         max_t=max(g.epochs(cfg.epochs) for g in groups.values()), grace_period=cfg.asha_grace_period, reduction_factor=cfg.asha_reduction_factor)
 
 
 def stop_handoff() -> Callable[[], bool]:
@@ -252,6 +255,10 @@ def stop_handoff() -> Callable[[], bool]:
     import signal
 
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+    # Tune leaves its SIGUSR1 handler installed after its run ends (Ray 2.60's tune.run never restores it),
+    # bound to that run's finished stop event: a signal before the next Tune run listens (an --until-resolved
+    # round being set up) would be handed to it, said to stop the trials, and the round would train to its end.
+    signal.signal(signal.SIGUSR1, signal.SIG_DFL)
 
     def handoff() -> bool:
         if not callable(signal.getsignal(signal.SIGUSR1)):  # Tune is not listening (yet, or any more)

@@ -317,3 +317,22 @@ def write_record(exp_dir, part, trial_dir, ckpt, points, epochs, done, experimen
 def grid_point(block="baseline", seed=0):
     """A grid point of ``small_config``'s grid."""
     return {"block": block, "depth": 8, "lr": 0.1, "seed": seed}
+
+
+def finished_by_hand(tmp_path):
+    """A finished experiment of ``small_config`` (its identity and every trial's record, as ablate writes
+    them, no Ray): its directory, the CLI arguments that continue it, and its records."""
+    from ablate.storage import RECORD_FILE
+    from ablate.study import Study
+
+    cfg = small_config(tmp_path / "s", "wandb.mode=disabled")
+    study = Study(cfg, resume=False)
+    study.experiment_id = EXP_ID
+    os.makedirs(study.dir)
+    study.write_identity()
+    exp = tmp_path / "s" / "e"
+    records = [write_record(exp, "run-1", f"t{k}", "checkpoint_000000", [grid_point(b, s)], [3], [True]) / RECORD_FILE
+               for k, (b, s) in enumerate((b, s) for b in ("baseline", "skipinit") for s in (0, 1))]
+    args = ["blocks=[baseline,skipinit]", "depths=[8]", "lrs=[0.1]", "seeds=[0,1]", "epochs=3",
+            f"storage_path={tmp_path / 's'}", "name=e", "wandb.mode=disabled", "--resume"]
+    return exp, args, records

@@ -18,7 +18,7 @@ import pytest
 import yaml
 from ablate.cluster import Capacity, ClusterError, trial_resources
 
-from conftest import DEFAULT, REPO, LocalCluster, clean_env, descendants, free_port, kill_pids, processes, ran_ok, run_cli, small_config, start_cli, trial_records, trial_results, wait_for
+from conftest import DEFAULT, REPO, LocalCluster, clean_env, descendants, free_port, kill_pids, one_error_line, processes, ran_ok, run_cli, small_config, start_cli, trial_records, trial_results, wait_for
 
 RAY = shutil.which("ray") or str(Path(sys.executable).with_name("ray"))
 
@@ -350,3 +350,54 @@ def test_trial_resources_follow_what_the_cluster_has_or_can_add(tmp_path):
         trial_resources(small_config(tmp_path, "gpus_per_trial=0.5"), cpu_only)
     with pytest.raises(ClusterError, match="'cpus_per_trial' is 16.*up to 8"):
         trial_resources(small_config(tmp_path, "cpus_per_trial=16"), scalable)
+
+
+class _WebServer:
+    """A plain HTTP server on loopback (as the dashboard, or any web service, on a port given as --address)."""
+
+    def __enter__(self):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        class Quiet(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return f"127.0.0.1:{self.server.server_address[1]}"
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_an_address_that_answers_but_is_not_ray_is_refused_at_once():
+    from ablate.cluster import check_address
+
+    with _WebServer() as address, pytest.raises(ClusterError, match="answers there, but not a Ray cluster's GCS"):
+        check_address(address)  # Ray would wait ~90 s for a GCS there
+    with socket.socket() as silent:  # accepts, never says a word
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        with pytest.raises(ClusterError, match="did not answer HTTP/2 within 0.5 s"):
+            check_address(f"127.0.0.1:{silent.getsockname()[1]}", timeout_s=0.5)
+
+
+@pytest.mark.slow
+def test_a_web_server_as_address_is_one_line_and_a_real_head_passes_the_check(tmp_path):
+    from ablate.cluster import check_address
+
+    args = [DEFAULT, "blocks=[baseline]", "depths=[8]", "lrs=[0.1]", "seeds=[0]", "epochs=1", "wandb.mode=disabled",
+            f"storage_path={tmp_path / 's'}", "name=web"]
+    with _WebServer() as address:
+        p = run_cli([*args, "--address", address], cwd=tmp_path, timeout=60)  # not Ray's 90 s wait for a GCS
+    one_error_line(p, "not a Ray cluster's GCS")
+    assert not (tmp_path / "s" / "web").exists()
+    head = LocalCluster()
+    try:
+        head.start(workers=0)
+        check_address(head.address)  # Ray's own GCS speaks HTTP/2 (gRPC): it passes
+    finally:
+        head.stop()
+

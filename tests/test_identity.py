@@ -1,9 +1,10 @@
 """An experiment's identity (``ablate.identity``): what makes a resume the same experiment, what it may grow,
 and the identity file that cannot be read refused in one line."""
 import pytest
+import yaml
 
 from ablate.identity import growth, identity
-from conftest import EXP_ID, grid_point, small_config, write_record
+from conftest import EXP_ID, finished_by_hand, grid_point, small_config, write_record
 
 
 def test_growth_allows_added_values_in_any_order_and_nothing_else():
@@ -49,3 +50,31 @@ def test_identity_compares_settings_as_they_act(tmp_path):
         assert identity(small_config(tmp_path, *other)) != base, other
     asha = identity(small_config(tmp_path, "scheduler=asha", "asha_grace_period=1"))
     assert identity(small_config(tmp_path, "scheduler=asha", "asha_grace_period=2")) != asha
+
+
+IDENTITY_EDITS = {  # as --resume refuses them (tests/test_careless3.py): the report reads the file the same way
+    "cut short": (lambda text, saved: text[:120] + "\ndepths: [8,", "not valid YAML"),
+    "not a mapping": (lambda text, saved: "- 1\n- 2\n", "not a mapping of settings"),
+    "without its experiment_id": (lambda text, saved: yaml.safe_dump({k: v for k, v in saved.items()
+                                                                       if k != "experiment_id"}), "names no experiment_id"),
+    "of a newer ablate": (lambda text, saved: yaml.safe_dump({**saved, "a_setting_of_the_future": 1}),
+                          "does not know"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(IDENTITY_EDITS))
+def test_the_report_on_an_identity_cut_short_or_edited_is_one_line_exit_2(tmp_path, capsys, case):
+    from ablate.report import main
+    from ablate.results import write_csvs
+    from ablate.study import tables_from_records
+
+    exp, _, _ = finished_by_hand(tmp_path)
+    write_csvs(str(exp), *tables_from_records(str(exp)))  # the tables are whole: only the identity is read
+    path = exp / "ablate_experiment.yaml"
+    edit, needle = IDENTITY_EDITS[case]
+    path.write_text(edit(path.read_text(), yaml.safe_load(path.read_text())))
+    assert main([str(exp)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("ablate.report: error: ") and needle in err[0], err
+    assert str(path) in err[0] and not (exp / "report.html").exists()
+

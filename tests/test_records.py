@@ -10,7 +10,7 @@ from ablate.records import list_records, make_record, write_checkpoint, write_st
 from ablate.storage import RECORD_FILE, STATE_FILE, STOPPED_FILE
 from ablate.study import Study
 from ablate.axes import trial_id
-from conftest import EXP_ID, epoch_row, grid_point, small_config, write_record
+from conftest import EXP_ID, epoch_row, finished_by_hand, grid_point, one_error_line, run_cli, small_config, write_record
 
 def test_records_are_listed_newest_first_and_a_cut_checkpoint_is_known_by_its_own_files(tmp_path):
     exp = tmp_path / "e"
@@ -39,13 +39,11 @@ def test_a_done_record_is_the_truth_even_when_its_state_is_cut(tmp_path):
     assert listing.broken == [] and listing.done_ids() == {trial_id(EXP_ID, grid_point())}
 
 
-def test_another_experiments_records_and_foreign_files_are_ignored(tmp_path):
+def test_another_experiments_records_are_ignored(tmp_path):
     exp = tmp_path / "e"
     write_record(exp, "run-1", "t0", "checkpoint_000000", [grid_point()], [3], [True], experiment_id="ffffffffffff")
-    (exp / "run-1" / "t1" / "checkpoint_000000").mkdir(parents=True)
-    (exp / "run-1" / "t1" / "checkpoint_000000" / RECORD_FILE).write_text(json.dumps({"hello": 1}))
     listing = list_records(str(exp), EXP_ID)
-    assert not listing.by_trial and not listing.broken  # names no experiment: not this one's
+    assert not listing.by_trial and not listing.broken  # names another experiment (a copied directory)
 
 
 def test_nan_metrics_of_a_diverged_trial_round_trip(tmp_path):
@@ -122,6 +120,84 @@ def test_a_file_name_that_is_not_utf8_is_an_error_naming_the_experiment(tmp_path
         list_records(str(exp), EXP_ID)
 
 
+# --- careless use, round four: a record that is valid JSON of another shape, or whose epochs lack a metric ---------
+
+def _many_records(exp, n=40):
+    """``n`` finished trials' records (a study's worth, listed in one pass): the paths of their records."""
+    return [write_record(exp, "run-1", f"t{k:03d}", "checkpoint_000000", [grid_point(seed=k)], [2], [True])
+            / RECORD_FILE for k in range(n)]
 
 
+@pytest.mark.parametrize("text", ["[]", "3", '"x"', "null", json.dumps({"hello": 1}),
+                                  json.dumps({"ablate_record": 1, "trial": "t", "members": []})],
+                         ids=["a list", "a number", "a string", "null", "an object of another kind",
+                              "a record without experiment_id"])
+def test_a_record_of_valid_json_of_another_shape_among_many_is_an_error_naming_it(tmp_path, text):
+    from ablate.records import RecordError
+
+    exp = tmp_path / "e"
+    records = _many_records(exp)
+    records[17].write_text(text)  # skipped, its finished trial would be INTERRUPTED and train again
+    with pytest.raises(RecordError, match="not a trial record") as e:
+        list_records(str(exp), EXP_ID)
+    assert str(records[17]) in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("edit, needle", [
+    (lambda h: h[1].pop("val_acc"), "val_acc"),
+    (lambda h: [r.pop("train_loss") for r in h], "lack train_loss"),
+    (lambda h: h[0].update(val_acc="0.5"), "val_acc is str '0.5'"),
+    (lambda h: [r.update(val_acc="0.5") for r in h], "val_acc is str '0.5'"),
+    (lambda h: [r.update(val_acc=None) for r in h], "val_acc is NoneType"),
+    (lambda h: h[1].update(epoch_seconds=True), "epoch_seconds is bool"),
+    (lambda h: [r.update(diverged=0) for r in h], "diverged is int"),
+    (lambda h: [r.update(lr=[0.1]) for r in h], "lr is list"),
+], ids=["one epoch lacks a metric", "every epoch lacks a metric", "one epoch's metric is text",
+        "every epoch's metric is text", "a metric is null", "a metric is a bool", "diverged is a number",
+        "a metric is a list"])
+def test_a_record_whose_epochs_lack_or_mistype_a_metric_is_an_error_naming_it(tmp_path, edit, needle):
+    from ablate.records import RecordError
+
+    exp = tmp_path / "e"
+    records = _many_records(exp, 5)
+    rec = json.loads(records[3].read_text())
+    edit(rec["members"][0]["history"])
+    records[3].write_text(json.dumps(rec))
+    with pytest.raises(RecordError, match="not a trial record") as e:
+        list_records(str(exp), EXP_ID)
+    assert str(records[3]) in str(e.value) and needle in str(e.value), str(e.value)
+
+
+def test_a_records_own_types_pass_the_check_ints_among_floats_nan_and_learned_scalars(tmp_path):
+    exp = tmp_path / "e"
+    records = _many_records(exp, 2)
+    rec = json.loads(records[0].read_text())
+    h = rec["members"][0]["history"]
+    h[0].update(val_acc=1, train_loss=float("nan"), scale_stage1=0.5)  # an int among floats; NaN; a gate's scalar
+    h[1].update(scale_stage1=0.25)
+    records[0].write_text(json.dumps(rec))
+    assert len(list_records(str(exp), EXP_ID).done_ids()) == 2
+
+
+
+
+EDITS = {  # what a hand, a sync tool or another program left in a finished trial's record
+    "a record that is a list": lambda rec: [],
+    "a record without experiment_id": lambda rec: {k: v for k, v in rec.items() if k != "experiment_id"},
+    "an epoch without val_acc": lambda rec: rec["members"][0]["history"][1].pop("val_acc") and rec,
+    "an epoch whose val_acc is text": lambda rec: rec["members"][0]["history"][2].update(val_acc="high") or rec,
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", sorted(EDITS))
+def test_resume_and_the_report_on_a_record_of_another_shape_are_one_line_naming_it(tmp_path, case):
+    exp, args, records = finished_by_hand(tmp_path)
+    records[2].write_text(json.dumps(EDITS[case](json.loads(records[2].read_text()))))
+    p = run_cli(args, cwd=tmp_path)
+    one_error_line(p, str(records[2]), "not a trial record")
+    assert not list(exp.glob("run-2*")) and not (exp / "trials.csv").exists(), "nothing trained, nothing written"
+    p = run_cli([str(exp)], module="ablate.report", cwd=tmp_path)  # no tables: rebuilt from the records
+    one_error_line(p, str(records[2]), "not a trial record")
+    assert not (exp / "report.html").exists()
 

@@ -18,8 +18,8 @@ def test_report_written_and_table_matches_results(mini_grid):
     html = (exp / "report.html").read_text()
     md = (exp / "report.md").read_text()
     assert html.count("data:image/png;base64,") >= 3  # self-contained: curves, loss, LR sensitivity
-    for section in ("Provenance", "Verdicts", "How sure", "Stable LR range", "Effects at every depth and LR",
-                    "Each block at its best LR"):
+    for section in ("The answer at a glance", "Provenance", "Verdicts", "How sure", "Stable LR range",
+                    "Effects at every depth and LR", "Each block at its best LR"):
         assert section in html and f"## {section}" in md
     assert "identity_scale:" in md
     trials = pd.read_csv(exp / "trials.csv")
@@ -79,6 +79,47 @@ def test_effects_per_depth_and_lr_stable_range_and_verdict_sentences():
     # The best-LR table counts the same trials as its row: no diverged baseline trial at its best LR.
     best = ablation_table(trials)
     assert best[best["block"] == "baseline"].iloc[0]["diverged"] == 0
+
+
+def test_a_comparison_without_a_test_says_why_and_identical_differences_are_decided():
+    """One seed, a missing metric: "not tested: why" / "void: why", never "no significant difference"; the same
+    difference on every seed is decided (t is infinite), not "no spread"."""
+    from ablate.stats import effects, stable_lrs
+
+    one = _synthetic_trials()
+    one = one[one["seed"] == 0]
+    fx = effects(one)
+    assert set(fx["final_verdict"]) == {"not tested: 1 paired seed"}
+    (line,) = verdicts(fx, stable_lrs(one))
+    assert "no significant difference" not in line and "not tested: 1 paired seed at depth 56, lr 0.1" in line
+    missing = _synthetic_trials()
+    missing.loc[(missing["block"] == "trick") & (missing["seed"] == 2), "final_val_acc"] = float("nan")
+    fx = effects(missing)
+    assert set(fx["final_verdict"]) == {"void: final acc missing (trick, seed 2)"}
+    assert fx["final_p_adj"].isna().all() and fx["final_seeds_needed"].isna().all()
+    same = _synthetic_trials()
+    same.loc[same["block"] == "trick", "final_val_acc"] = same.loc[same["block"] == "baseline", "final_val_acc"].to_numpy() + 0.05
+    assert set(effects(same)["final_verdict"]) == {"helps"}
+
+
+def test_the_answer_at_a_glance_is_one_verdict_per_value_and_cell_on_the_page_and_the_terminal():
+    from ablate import figures
+    from ablate.findings import Analysis, answer_lines
+    from ablate.stats import Question
+
+    q = Question()
+    fixed = Analysis.of(_synthetic_trials(), {}, q)
+    cells = fixed.cells
+    assert cells[["value", "cell", "verdict"]].values.tolist() == [["trick", "depth 56, lr 0.1", "open"],
+                                                                   ["trick", "depth 56, lr 1", "helps"]]
+    assert "+81.0 [" in cells.iloc[1]["label"]
+    text = fixed.answer_text()
+    assert "fixed-n" in text and "trick  depth 56, lr 1    helps" in text
+    assert figures.answer_matrix(cells, q.who, "baseline").startswith("iVBOR")  # a PNG
+    rounds = Analysis.of(_synthetic_trials(), {"until_resolved": {"round": 1}, "max_seeds": 12}, q)
+    assert rounds.judged is not None and "anytime-valid" in rounds.answer_text()
+    assert set(rounds.cells["verdict"]) <= {"helps", "hurts", "same", "open", "void"}
+    assert len(answer_lines(q, rounds.cells)) == 2
 
 
 def test_paired_interval_is_scipys_t_interval():

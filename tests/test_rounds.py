@@ -1,6 +1,7 @@
 """--until-resolved (ablate/rounds.py): seeds only where a comparison is open, pairs kept paired, max_seeds kept;
 and on the real CLI a study interrupted in its second round that ``--resume --until-resolved`` finishes with
 every (point, epoch) once."""
+import re
 import signal
 
 import numpy as np
@@ -9,57 +10,129 @@ import pytest
 
 from conftest import DEFAULT, clean_env, ran_ok, run_cli, signal_when_held
 
-from ablate.rounds import judge, next_points
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ablate.rounds import judge, next_points, seed_pool, tried_seeds
 from ablate.stats import Question
 
 
-def _trials(seeds, effects, noise=0.01, seed=0):
-    """A finished trials table: baseline and the blocks of ``effects`` (mean final-acc difference) at depth 8."""
+def _trials(seeds, effects, noise=0.01, seed=0, cells=((8, 0.1),)):
+    """A finished trials table: baseline and the blocks of ``effects`` (mean final-acc difference) per cell;
+    ``seeds``: one list for every block, or {block: seeds}."""
     rng = np.random.default_rng(seed)
     rows = []
-    for s in seeds:
-        base = 0.8 + rng.normal(0, noise)
+    for depth, lr in cells:
         for block, eff in {"baseline": 0.0, **effects}.items():
-            acc = base + eff + (rng.normal(0, noise) if block != "baseline" else 0)
-            rows.append({"block": block, "depth": 8, "lr": 0.1, "seed": s, "trial_id": f"{block}{s}",
-                         "status": "TERMINATED", "final_val_acc": acc, "auc_val_acc": acc, "diverged": False})
+            for s in (seeds.get(block, []) if isinstance(seeds, dict) else seeds):
+                acc = 0.8 + eff + rng.normal(0, noise)
+                rows.append({"block": block, "depth": depth, "lr": lr, "seed": s, "trial_id": f"{block}{depth}{lr}{s}",
+                             "status": "TERMINATED", "final_val_acc": acc, "auc_val_acc": acc, "diverged": False})
     return pd.DataFrame(rows)
 
 
-def test_only_open_comparisons_get_seeds_paired_with_the_reference_up_to_max_seeds():
+def _points(trials):
+    return [{"block": r["block"], "depth": r["depth"], "lr": r["lr"], "seed": r["seed"]}
+            for r in trials.to_dict("records")]
+
+
+def test_a_comparisons_next_seeds_are_the_lowest_it_lacks_first_where_the_reference_is_trained():
+    """The issue's case: baseline holds seeds 0-5, zero_gamma 0-4: zero_gamma's next seed is 5 (its reference is
+    there), never 6; and no seed outside the pool (the grid's seeds, then the lowest unused, max_seeds in all)."""
     q = Question()
-    trials = _trials(range(4), {"big": -0.4, "null": 0.0})
-    judged = judge(trials, q, margin_points=0.01, max_seeds=6).set_index("block")
-    assert judged.loc["big", "final_verdict"] == "hurts" and judged.loc["big", "more"] == 0  # decided at 4 seeds
-    assert judged.loc["null", "final_verdict"] == "open" and judged.loc["null", "more"] == 2  # capped by max_seeds
-    points = next_points(judged.reset_index(), trials, q)
-    assert sorted((p["block"], p["seed"]) for p in points) == [("baseline", 4), ("baseline", 5), ("null", 4), ("null", 5)]
-    assert all(p["depth"] == 8 and p["lr"] == 0.1 for p in points)
-    grown = _trials(range(6), {"big": -0.4, "null": 0.0})
-    assert (judge(grown, q, 0.01, max_seeds=6)["more"] == 0).all(), "max_seeds reached: nothing more"
-    wide = judge(_trials(range(6), {"tiny": 0.0}, noise=0.0005), q, margin_points=1.0, max_seeds=12)
+    trials = _trials({"baseline": range(6), "zero_gamma": range(5)}, {"zero_gamma": -0.2}, noise=0.05)
+    pool = seed_pool([0, 1, 2], 6)
+    assert pool == [0, 1, 2, 3, 4, 5] and seed_pool([3, 7], 4) == [3, 7, 0, 1] and seed_pool([0, 1, 2], 2) == [0, 1, 2]
+    judged = judge(trials, q, margin_points=0.01, max_seeds=6).assign(more=1, futile=False)
+    got = next_points(judged, _points(trials), q, pool)
+    assert got == [{"block": "zero_gamma", "depth": 8, "lr": 0.1, "seed": 5}], got  # the reference's seed 5 is there
+    # Where the reference lacks the seed too, both are added; never beyond the pool.
+    judged = judged.assign(more=3)
+    trials = _trials({"baseline": range(3), "zero_gamma": range(3)}, {"zero_gamma": -0.2})
+    got = next_points(judged, _points(trials), q, pool)
+    assert sorted((p["block"], p["seed"]) for p in got) == sorted(
+        [(b, s) for b in ("baseline", "zero_gamma") for s in (3, 4, 5)])
+    assert not next_points(judged, _points(_trials(range(6), {"zero_gamma": -0.2})), q, pool)
+
+
+def test_futile_void_and_separated_comparisons_get_no_seeds_and_the_bound_counts_points_tried():
+    q = Question()
+    rng = np.random.default_rng(4)
+    trials = _trials(range(3), {"null": 0.0, "big": -0.4, "missing": 0.1}, noise=0.02)
+    trials.loc[(trials["block"] == "missing") & (trials["seed"] == 1), "final_val_acc"] = np.nan
+    # "null": differences +1, -1, 0 points: even its favourable forecast (1.1 points, 1.6 sd) needs > 12 seeds.
+    base = trials.loc[trials["block"] == "baseline", "final_val_acc"].to_numpy()
+    for col in ("final_val_acc", "auc_val_acc"):
+        trials.loc[trials["block"] == "null", col] = base + [0.01, -0.01, 0.0]
+    judged = judge(trials, q, margin_points=0.01, max_seeds=12).set_index("block")
+    assert judged.loc["missing", "final_verdict"] == "void" and judged.loc["missing", "more"] == 0
+    assert judged.loc["missing", "void"] == "final acc missing (missing, seed 1)"
+    assert judged.loc["big", "final_verdict"] == "open" and judged.loc["big", "more"] == 3  # can close: seeds
+    assert judged.loc["null", "futile"] and judged.loc["null", "more"] == 0  # a lucky study would still need > 12
+    # Points tried (errored or stopped ones too: 11 of them) count toward max_seeds: 12 - 11 = 1 more.
+    judged = judge(trials, q, margin_points=0.01, max_seeds=12, tried={("big", 8, 0.1): 11}).set_index("block")
+    assert judged.loc["big", "more"] == 1
+    # Separated: once the sign test can reach the family's level (7 seeds of a large, steady difference).
+    done = judge(_trials(range(8), {"big": -0.4}, noise=0.02, seed=int(rng.integers(100))), q, 0.01, 12)
+    assert done["final_verdict"].tolist() == ["hurts"] and done["more"].tolist() == [0]
+    wide = judge(_trials(range(12), {"tiny": 0.0}, noise=0.0005), q, margin_points=1.0, max_seeds=12)
     assert wide["final_verdict"].tolist() == ["equivalent"]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.data())
+def test_an_until_resolved_study_never_trains_a_point_the_full_max_seeds_grid_lacks(data):
+    """Property: over random grids, effects, errored points and rounds, the study's points stay inside the full
+    max_seeds grid (every value x cell x pool seed) and never outnumber it; the reference has no seed that no
+    comparison in its cell uses."""
+    q = Question()
+    seeds = data.draw(st.lists(st.integers(0, 9), min_size=1, max_size=4, unique=True), label="seeds")
+    max_seeds = data.draw(st.integers(min_value=len(seeds), max_value=9), label="max_seeds")
+    blocks = ["baseline", *data.draw(st.lists(st.sampled_from(["a", "b", "c"]), min_size=1, max_size=3, unique=True))]
+    cells = [(8, 0.1), (56, 0.2)][: data.draw(st.integers(1, 2))]
+    effects = {b: data.draw(st.sampled_from([0.0, 0.05, -0.3]), label=b) for b in blocks[1:]}
+    pool = seed_pool(seeds, max_seeds)
+    points = [{"block": b, "depth": d, "lr": lr, "seed": s} for b in blocks for d, lr in cells for s in seeds]
+    rng = np.random.default_rng(data.draw(st.integers(0, 2 ** 16), label="rng"))
+    accs = {}
+    for _ in range(data.draw(st.integers(1, 5), label="rounds")):
+        for p in points:  # train what is new; now and then a point errors (on record, never finished)
+            key = tuple(p.values())
+            if key not in accs:
+                accs[key] = np.nan if rng.random() < 0.1 else 0.8 + effects.get(p["block"], 0.0) + rng.normal(0, 0.02)
+        rows = [{**p, "trial_id": str(i), "status": "ERROR" if np.isnan(accs[tuple(p.values())]) else "TERMINATED",
+                 "final_val_acc": accs[tuple(p.values())], "auc_val_acc": accs[tuple(p.values())], "diverged": False}
+                for i, p in enumerate(points)]
+        tried = {k: len(v) for k, v in tried_seeds(points, q, pool).items()}
+        judged = judge(pd.DataFrame(rows), q, margin_points=1.0, max_seeds=max_seeds, tried=tried)
+        new = next_points(judged, points, q, pool)
+        if not new:
+            break
+        points += new
+    full = len(blocks) * len(cells) * len(pool)
+    assert len(points) <= full and len({tuple(p.values()) for p in points}) == len(points)
+    assert all(p["seed"] in pool for p in points)
+    for d, lr in cells:
+        ref = {p["seed"] for p in points if p["block"] == "baseline" and (p["depth"], p["lr"]) == (d, lr)}
+        used = {p["seed"] for p in points if p["block"] != "baseline" and (p["depth"], p["lr"]) == (d, lr)}
+        assert ref <= used | set(seeds)
 
 
 ROUND_BLOCK = """
 import glob, os, time
-import torch
 from ablate.blocks import BasicBlock, register_block
 
 @register_block("held")
 class Held(BasicBlock):
-    \"\"\"The basic block with its own initialisation (one extra random draw): no true difference from
-    baseline, only seed noise; held in its trial's second epoch while the gate exists once the record of
-    seed 3 (a point only the second round adds) exists.\"\"\"
-
-    def init_merge(self, channels):
-        torch.rand(1)
+    \"\"\"A block that breaks the net (its output is zero: every seed ends near chance), so the comparison is
+    steady and can close within max_seeds; held while the gate exists once the record of seed 3 (a point only
+    the first round adds) exists.\"\"\"
 
     def merge(self, out, identity):
         while os.path.exists({gate!r}) and glob.glob({records!r}):
             open({held!r}, "a").close()
             time.sleep(0.05)
-        return out + identity
+        return 0.0 * (out + identity)
 """
 
 
@@ -71,18 +144,27 @@ def test_a_study_interrupted_in_round_2_finishes_on_resume_with_every_epoch_once
     (tmp_path / "round_block.py").write_text(ROUND_BLOCK.format(gate=str(gate), held=str(held), records=records))
     gate.touch()
     args = [DEFAULT, "blocks=[baseline,held]", "block_modules=[round_block]", "depths=[8]", "lrs=[0.1]",
-            "seeds=[0,1,2]", "epochs=2", "max_seeds=5", "equivalence_margin=0.001", "max_concurrent_trials=1",
+            "seeds=[0,1,2]", "epochs=2", "max_seeds=9", "equivalence_margin=0.001", "max_concurrent_trials=1",
             "checkpoint_period_s=0", "wandb.mode=disabled", f"storage_path={tmp_path}", "name=ur", "--until-resolved"]
     code, out = signal_when_held(args, tmp_path, gate, held, signal.SIGINT)
     assert code == 130, out[-3000:]
-    assert "round 1: 0 of 1 comparisons resolved; adding 4 trials" in out, out[-3000:]
+    # 3 seeds cannot decide (the sign test needs 7 at this family's level): the first round adds 3 seeds.
+    assert "round 1: 0 of 1 comparisons resolved; adding 6 trials" in out, out[-3000:]
     resume = next(line.strip() for line in out.splitlines() if line.strip().endswith("--resume"))
     assert "--until-resolved" in resume
     p = run_cli([*args, "--resume"], cwd=tmp_path, env=clean_env())
     ran_ok(p)
     trials, history = pd.read_csv(exp / "trials.csv"), pd.read_csv(exp / "history.csv")
-    assert sorted(trials["seed"].unique()) == [0, 1, 2, 3, 4] and len(trials) == 10
-    assert (trials["status"] == "TERMINATED").all()
-    assert (history.groupby("trial_id")["epoch"].apply(list) == [[1, 2]] * 10).all(), "every (point, epoch) once"
+    seeds = sorted(trials["seed"].unique())
+    assert seeds == list(range(len(seeds))) and 7 <= len(seeds) <= 9, seeds  # the pool's lowest seeds, no gaps
+    assert len(trials) == 2 * len(seeds) and (trials["status"] == "TERMINATED").all()
+    assert (history.groupby("trial_id")["epoch"].apply(list) == [[1, 2]] * len(trials)).all(), "every (point, epoch) once"
     md = (exp / "report.md").read_text()
-    assert "Final: round 2, " in md and "How each verdict was reached" in md and "anytime" in md
+    assert "Final: round " in md and "How each verdict was reached" in md and "held: final acc hurts" in md, md[:3000]
+    assert "The answer at a glance" in md and "held" in p.stdout.split("The answer (final val acc")[1]
+    final = re.search(r"Final: round (\d+), ", md).group(1)
+    for _ in range(2):  # a no-op resume of the finished study trains nothing and counts no round
+        again = ran_ok(run_cli([*args, "--resume"], cwd=tmp_path, env=clean_env()))
+        assert f"round {final}: 1 of 1 comparisons resolved; none is open" in again.stdout, again.stdout[-2000:]
+    md = (exp / "report.md").read_text()
+    assert f"Final: round {final}, " in md and len(pd.read_csv(exp / "trials.csv")) == len(trials)

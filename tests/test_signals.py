@@ -5,14 +5,17 @@ point once."""
 import json
 import os
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 import pandas as pd
 import pytest
+import yaml
 
 from conftest import DEFAULT, clean_env, held_block, ran_ok, run_cli, signal_when_held, wait_for
 
@@ -134,3 +137,95 @@ def test_ctrl_c_during_a_growing_resume_stops_it_whole_and_the_next_resume_train
     hist = pd.read_csv(exp / "history.csv")
     assert (trials["status"] == "TERMINATED").all() and (trials["epochs_done"] == 8).all() and len(trials) == 3
     assert (hist.groupby("seed")["epoch"].apply(list) == [list(range(1, 9))] * 3).all(), "each epoch once"
+
+
+# git as the driver calls it (for the code's commit), here also the known point of the test: the first call
+# once the identity holds an --until-resolved round is the next round's Tune run being set up (its trial
+# constants name the commit).  There it sends SIGTERM to the driver, which waits on it, as SLURM would.
+ROUND_GIT = """#!/bin/sh
+if [ ! -e {fired} ] && grep -q '^until_resolved:' {identity} 2>/dev/null; then
+  touch {fired}
+  kill -TERM "$(cat {pid_file})"
+  sleep 3
+fi
+exec {git} "$@"
+"""
+
+
+@pytest.mark.slow
+def test_sigterm_while_the_next_round_starts_stops_the_study_and_trains_no_more(tmp_path):
+    exp = tmp_path / "s" / "rounds"
+    bin_dir, fired, pid_file = tmp_path / "bin", tmp_path / "fired", tmp_path / "driver.pid"
+    bin_dir.mkdir()
+    git = bin_dir / "git"
+    git.write_text(ROUND_GIT.format(fired=fired, identity=exp / "ablate_experiment.yaml", pid_file=pid_file,
+                                    git=shutil.which("git") or "/usr/bin/git"))
+    git.chmod(0o755)
+    args = [*SMALL, "blocks=[baseline,skipinit]", "seeds=[0,1]", "epochs=1", f"storage_path={tmp_path / 's'}",
+            "name=rounds", "--until-resolved"]
+    env = clean_env(PATH=f"{bin_dir}:{os.environ['PATH']}", ABLATE_PID_FILE=str(pid_file))
+    p = run_cli(args, env=env, cwd=tmp_path, timeout=600)
+    assert fired.exists(), "the study reached its second round: " + p.stdout[-2000:] + p.stderr[-2000:]
+    assert p.returncode == 143, p.stdout[-3000:] + p.stderr[-3000:]
+    assert "Traceback" not in p.stderr and "stopping the trials" not in p.stderr, p.stderr[-3000:]
+    lines = [line for line in p.stderr.splitlines() if line.startswith("ablate.grid: SIGTERM")]
+    assert len(lines) == 1 and "continue with" in lines[0], p.stderr[-3000:]
+    seeds = {m["point"]["seed"] for f in exp.glob("run-*/*/checkpoint_*/ablate_record.json")
+             for m in json.loads(f.read_text())["members"]}
+    assert seeds == {0, 1}, f"the second round's seeds trained after the signal: {sorted(seeds)}"
+    rounds = yaml.safe_load((exp / "ablate_experiment.yaml").read_text())["until_resolved"]
+    assert rounds["round"] == 1 and rounds["points"], "the round's points are on record: a resume continues it"
+
+
+# Held in ray.init, at a known point: after its first fork of a Ray process (Ray starts them with preexec_fn, so
+# Python's fork hooks run there, logging's _releaseLock among them), while the gate exists.
+HELD_START = """
+import os, sys, time
+
+def _in_ray_init():
+    f = sys._getframe(1)
+    while f is not None:
+        if f.f_code.co_name == "init" and os.sep + "ray" + os.sep in f.f_code.co_filename:
+            return True
+        f = f.f_back
+    return False
+
+def _hold():
+    if not os.path.exists({held!r}) and _in_ray_init():
+        open({held!r}, "a").close()
+        while os.path.exists({gate!r}):
+            time.sleep(0.05)
+
+os.register_at_fork(after_in_parent=_hold)
+"""
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_ray_starts_stops_the_start_and_trains_nothing(tmp_path):
+    gate, held = tmp_path / "gate", tmp_path / "held"
+    # This run's own temp dir, with a short path (Ray's socket paths under it must stay short).
+    temp = tempfile.mkdtemp(prefix="abl-", dir="/tmp")
+    (tmp_path / "held_start.py").write_text(HELD_START.format(held=str(held), gate=str(gate)))
+    gate.touch()
+    args = [*SMALL, "block_modules=[held_start]", "seeds=[0]", "epochs=1", f"storage_path={tmp_path / 's'}",
+            "name=start"]
+    proc = subprocess.Popen([sys.executable, "-m", "ablate.grid", *args], cwd=tmp_path, env=clean_env(TMPDIR=temp),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        wait_for(lambda: held.exists() or proc.poll() is not None, 180, "the driver held inside ray.init")
+        assert held.exists(), proc.communicate()[1][-3000:]
+        os.kill(proc.pid, signal.SIGINT)  # Ctrl-C, in a Python fork hook as logging's own
+        out, err = proc.communicate(timeout=180)
+        left = [f for f in os.listdir(temp) if f.startswith("ablate-ray-")]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        shutil.rmtree(temp, ignore_errors=True)
+    assert proc.returncode == 130, out[-2000:] + err[-3000:]
+    assert "Exception ignored" not in err and "Traceback" not in err, err[-3000:]
+    lines = [line for line in err.splitlines() if line.startswith("ablate.")]
+    assert len(lines) == 1 and lines[0].startswith("ablate.grid: SIGINT received: stopped"), err[-3000:]
+    assert not (tmp_path / "s" / "start").exists(), "nothing trained, nothing written"
+    assert "W&B mode" not in out, "the start stopped before the plan"
+    assert not left, "no temp log left behind"
+

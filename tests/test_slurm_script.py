@@ -80,3 +80,40 @@ def test_90_minutes_node_local_storage_and_the_pinned_storage(tmp_path, monkeypa
     assert "#SBATCH --time=1:30:00" in script and "storage_path=/tmp/abl-x" in script
     assert "ray symmetric-run" not in script and "-m ray.scripts.scripts start --head" in script
     os.remove(next(tmp_path.glob("*.sbatch")))
+
+
+def test_a_dry_run_writes_nothing_not_even_the_storage_directory(tmp_path, monkeypatch, capsys):
+    store = tmp_path / "not" / "yet"
+    assert _main(tmp_path, monkeypatch, f"storage_path={store}", "--dry-run") == 0
+    assert "#SBATCH --requeue" in capsys.readouterr().out
+    assert not (tmp_path / "not").exists() and not list(tmp_path.glob("*.sbatch"))
+    assert _main(tmp_path, monkeypatch, "storage_path=/proc/ablate", "--dry-run") == 2  # still checked
+    assert "cannot write" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["cpus_per_trial=4", "--cpus-per-node", "2"], "'cpus_per_trial' is 4 but a node of this job has 2 CPUs"),
+    (["gpus_per_trial=2", "--gpus-per-node", "1"], "'gpus_per_trial' is 2 but a node of this job has 1 GPUs"),
+    (["gpus_per_trial=0.5"], "'gpus_per_trial' is 0.5 but a node of this job has 0 GPUs"),
+    (["--gpus-per-node", "8", "trials_per_gpu=64", "cpus_per_trial=256"], "--cpus-per-node, not given, would be 131072"),
+], ids=["more CPUs than a node", "more GPUs than a node", "a GPU where the job has none",
+        "a computed --cpus-per-node over the bound"])
+def test_a_job_whose_trials_no_node_can_hold_is_refused_before_it_is_written(tmp_path, monkeypatch, capsys, args, needle):
+    assert _main(tmp_path, monkeypatch, f"storage_path={tmp_path}/s", *args) == 2  # before --submit too
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("ablate.slurm: error: ") and needle in err[0], err
+    assert not list(tmp_path.glob("*.sbatch")), "nothing written, nothing submitted"
+
+
+def test_without_gpus_a_node_gets_a_trials_cpus_and_a_trial_that_fits_is_written(tmp_path, monkeypatch, capsys):
+    assert _main(tmp_path, monkeypatch, f"storage_path={tmp_path}/s", "cpus_per_trial=4") == 0
+    assert "#SBATCH --cpus-per-task=4" in next(tmp_path.glob("*.sbatch")).read_text()
+
+
+@pytest.mark.parametrize("store", ["file:///tmp/abl-x", "//tmp/abl-x", "/tmp/../tmp/abl-x", "/dev/shm/abl"])
+def test_node_local_storage_is_warned_of_however_it_is_written(tmp_path, monkeypatch, capsys, store):
+    assert _main(tmp_path, monkeypatch, f"storage_path={store}", "--nodes", "2", "--dry-run") == 0
+    assert "each node's own disk" in capsys.readouterr().err
+    assert _main(tmp_path, monkeypatch, f"storage_path={tmp_path}/tmp", "--nodes", "2", "--dry-run") == 0
+    assert "own disk" not in capsys.readouterr().err  # a directory named tmp elsewhere is not /tmp
+

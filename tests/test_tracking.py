@@ -68,11 +68,23 @@ def test_sync_command_printed_for_offline(mini_grid):
 
 def test_mode_auto_is_offline_without_a_key(monkeypatch, tmp_path):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.setenv("NETRC", str(tmp_path / "none"))
     assert resolve_mode("auto") == "offline"
     monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
     assert resolve_mode("auto") == "online"
     assert resolve_mode("disabled") == "disabled"
+
+
+def test_wandbs_own_mode_variable_wins_over_auto_and_the_experiments_mode_wins_over_it(monkeypatch):
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)  # a key is configured: auto alone would be online
+    for env, mode in (("offline", "offline"), ("dryrun", "offline"), ("disabled", "disabled"), ("online", "online")):
+        monkeypatch.setenv("WANDB_MODE", env)
+        assert resolve_mode("auto") == mode, env
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    assert resolve_mode("online") == "online"  # wandb.mode set in the experiment says so explicitly
+    monkeypatch.setenv("WANDB_MODE", "")
+    assert resolve_mode("auto") == "online"
 
 
 def test_unusable_directory_warns_once_and_returns_a_no_op_run(tmp_path):

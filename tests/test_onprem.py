@@ -1,0 +1,218 @@
+"""``cluster-onprem.yaml`` for real: Ray's cluster launcher (``ray up``, over SSH) on hosts of the multi-host
+harness (tests/helpers/hosts.py: each its own address, hostname, /tmp, home and disk, its own sshd), the grid
+submitted as a user would (``ray exec``), results on a real S3-compatible server (moto's server mode) with no
+filesystem shared between the hosts, and ``ray down``.
+
+The hosts: ``laptop`` (the user's machine: a checkout, the launcher, later the report; it runs no trial),
+``head`` and two workers.  The S3 server runs on this machine's side of the bridge, as a lab's MinIO would on
+its own box."""
+import json
+import os
+import re
+import shlex
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, free_port, wait_for
+from helpers.hosts import HOME, Hosts
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500),
+              pytest.mark.skipif(Hosts.skip_reason() is not None, reason=str(Hosts.skip_reason()))]
+
+PYBIN = Path(sys.executable).parent
+BUCKET = "ablate-onprem"
+GRID = ["blocks=[baseline,skipinit]", "depths=[8]", "lrs=[0.1]", "seeds=[0]", "epochs=2", "wandb.mode=offline",
+        # a whole worker (2 CPUs) per trial: the two trials can only run on two hosts
+        "cpus_per_trial=2", "name=onprem"]
+RAY_TMP = "[/]tmp/ray-ablate-onprem/"
+
+
+def render(yaml_text, replacements):
+    """cluster-onprem.yaml with the harness's values where a lab fills in its own (each line found once)."""
+    for old, new in replacements.items():
+        assert yaml_text.count(old) == 1, f"{old!r} is not once in cluster-onprem.yaml"
+        yaml_text = yaml_text.replace(old, new)
+    return yaml_text
+
+
+class Moto:
+    """moto's S3 server, on this machine's address on the test bridge (the hosts' S3 endpoint)."""
+
+    def __init__(self, host, log):
+        self.port = free_port()
+        self.url = f"http://{host}:{self.port}"
+        self.proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", host, "-p", str(self.port)],
+                                     stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
+
+        def up():
+            try:
+                socket.create_connection((host, self.port), 1).close()
+                return True
+            except OSError:
+                return self.proc.poll() is not None
+        wait_for(up, 60, "moto's S3 server")
+        assert self.proc.poll() is None, open(log).read()[-2000:]
+        self.client().create_bucket(Bucket=BUCKET)
+
+    def client(self):
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.url, aws_access_key_id="testing",
+                            aws_secret_access_key="testing", region_name="us-east-1")
+
+    def keys(self, prefix=""):
+        pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
+        return [o["Key"] for page in pages for o in page.get("Contents", [])]
+
+    def read(self, key):
+        return self.client().get_object(Bucket=BUCKET, Key=key)["Body"].read().decode()
+
+    def stop(self):
+        self.proc.kill()
+        self.proc.wait(timeout=30)
+
+
+def checkout(dest: Path):
+    """The user's checkout on the laptop: the repository's files as git knows them (tracked and new, not ignored)."""
+    files = subprocess.run(["git", "-C", str(REPO), "ls-files", "-co", "--exclude-standard", "-z"],
+                           capture_output=True, check=True).stdout.decode().split("\0")
+    for f in filter(None, files):
+        src = REPO / f
+        if src.is_file():
+            (dest / f).parent.mkdir(parents=True, exist_ok=True)
+            (dest / f).write_bytes(src.read_bytes())
+
+
+def prepare(hosts, moto):
+    """What a lab's admin sets up once on each host: the login PATH with Python 3 on it (only `python3`
+    on the cluster's hosts, so `ray` is on no login PATH there; the laptop has Ray installed), S3 keys."""
+    laptop = hosts[0]
+    for h in hosts:
+        (h.home / "bin").mkdir()
+        (h.home / "bin" / "python3").symlink_to(sys.executable)
+        path = f"{HOME}/bin" + (f":{PYBIN}" if h is laptop else "")
+        (h.home / ".bashrc").write_text(f"export PATH={path}:/usr/local/bin:/usr/bin:/bin\n")
+        (h.home / ".profile").write_text(". ~/.bashrc\n")
+        (h.home / ".aws").mkdir()
+        (h.home / ".aws" / "credentials").write_text("[default]\naws_access_key_id = testing\n"
+                                                     "aws_secret_access_key = testing\n")
+    (laptop.home / ".ssh").mkdir(exist_ok=True)
+    key = laptop.home / ".ssh" / "id_ed25519"
+    key.write_bytes(hosts.key.read_bytes())
+    os.chmod(key, 0o600)
+    src = laptop.home / "ablate"
+    checkout(src)
+    text = render((REPO / "cluster-onprem.yaml").read_text(), {
+        "head_ip: 192.168.1.10": f"head_ip: {hosts[1].ip}",
+        "worker_ips: [192.168.1.11, 192.168.1.12]": f"worker_ips: [{hosts[2].ip}, {hosts[3].ip}]",
+        "ssh_user: ablate": "ssh_user: root",
+        "http://192.168.1.5:9000": moto.url,
+    })
+    (src / "cluster-onprem.yaml").write_text(text)
+
+
+def on_laptop(laptop, cmd, timeout=900):
+    """A command the user types on the laptop, in the checkout (a login shell: its PATH, its HOME)."""
+    t = time.time()
+    p = laptop.run(f". ~/.bashrc && cd ~/ablate && {cmd}", check=False, timeout=timeout)
+    return p, time.time() - t
+
+
+def ray_cmd(laptop, args, timeout=900):
+    p, s = on_laptop(laptop, "ray " + args, timeout=timeout)
+    assert p.returncode == 0, f"ray {args}\n{p.stdout[-6000:]}\n{p.stderr[-6000:]}"
+    return p, s
+
+
+def live_nodes(head):
+    """Ray's own node list, read on the head: {node id: address} of the live nodes."""
+    code = ("import json, ray; ray.init(address='localhost:6380', logging_level='ERROR'); "
+            "print(json.dumps({n['NodeID']: n['NodeManagerAddress'] for n in ray.nodes() if n['Alive']}))")
+    p = head.run(f"cd / && ~/ablate-venv/bin/python -c {shlex.quote(code)}", check=False,
+                 env={"HOME": str(HOME)})
+    try:
+        return json.loads(p.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return {}
+
+
+def ray_processes(h):
+    """The host's processes but its sshd (and the sessions it serves)."""
+    return {pid: cmd for pid, cmd in h.processes().items() if not cmd.startswith("sshd")}
+
+
+def test_ray_up_on_hosts_with_their_own_disks_and_s3(tmp_path):
+    timings = {}
+    with Hosts(tmp_path / "hosts", 4) as hosts:
+        laptop, head, workers = hosts[0], hosts[1], hosts[2:]
+        moto = Moto(hosts.gateway, tmp_path / "moto.log")
+        try:
+            prepare(hosts, moto)
+            storage = f"s3://{BUCKET}/ablate"
+
+            # 1. `ray up`: the head from the laptop, the workers from the head's autoscaler.
+            p, timings["ray up"] = ray_cmd(laptop, "up -y cluster-onprem.yaml")
+            t = time.time()
+            want = {h.ip for h in hosts[1:]}
+            wait_for(lambda: set(live_nodes(head).values()) == want, 600, f"1 head + 2 workers at {sorted(want)}")
+            timings["workers joined"] = time.time() - t
+            nodes = live_nodes(head)
+            assert len(nodes) == 3 and set(nodes.values()) == want, nodes
+            # Each host its own: hostname, disk, /tmp (the code was copied to each; no other host's files).
+            for h in hosts[1:]:
+                assert hosts.ssh(h, "hostname").stdout.strip() == h.name
+                assert (h.home / "ablate" / "ablate" / "grid.py").exists()
+                assert (h.tmp / "ray-ablate-onprem").is_dir()
+            assert not (laptop.tmp / "ray-ablate-onprem").exists()
+
+            # 2. The grid, submitted as the yaml's header says, results in the bucket.
+            cmd = (". ~/ablate-env.sh && cd ~/ablate && ~/ablate-venv/bin/python -m ablate.grid "
+                   + " ".join(GRID) + f" storage_path={storage} --address localhost:6380")
+            p, timings["grid"] = ray_cmd(laptop, f"exec cluster-onprem.yaml {shlex.quote(cmd)}")
+            out = p.stdout
+            assert f"{storage}/onprem" in out.strip().splitlines()[-1], out[-3000:]
+            assert "skipinit" in out and "baseline" in out, out[-3000:]  # the answer: the ablation table
+
+            keys = moto.keys("ablate/onprem/")
+            for name in ("history.csv", "trials.csv", "report.html", "report.md", "ablate_experiment.yaml"):
+                assert f"ablate/onprem/{name}" in keys, sorted(keys)[:50]
+            records = [k for k in keys if k.endswith("/ablate_record.json")]
+            trial_dirs = {k.split("/")[3] for k in records}
+            assert {d.split("_")[0] for d in trial_dirs} >= {"baseline-d8-lr0.1-s0", "skipinit-d8-lr0.1-s0"}, \
+                trial_dirs
+            assert any("/wandb/offline-run-" in k for k in keys), "offline W&B runs in the bucket"
+            # The trials ran on two hosts: the records' writers (hostnames) and Ray's node ids of the epochs.
+            hosts_of = {json.loads(moto.read(k))["process"]["host"] for k in records}
+            assert len(hosts_of) >= 2 and hosts_of <= {h.name for h in hosts[1:]}, hosts_of
+            import io
+
+            import pandas as pd
+            history = pd.read_csv(io.StringIO(moto.read("ablate/onprem/history.csv")))
+            assert len(history) == 2 * 2 and not history.duplicated(["block", "epoch"]).any(), history
+            ips = {nodes[n] for n in history["node"]}
+            assert len(ips) >= 2 and ips <= want, (history["node"].tolist(), nodes)
+            # No shared filesystem: no host holds the experiment on its own disk.
+            for h in hosts:
+                assert not list(h.disk.rglob("history.csv")), h.name
+
+            # 3. The report from the laptop, which ran none of it: from the bucket alone.
+            p, timings["report"] = on_laptop(laptop, f"AWS_ENDPOINT_URL={moto.url} python -m ablate.report "
+                                                     f"{storage}/onprem")
+            assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+            assert "<html" in moto.read("ablate/onprem/report.html").lower()
+
+            # 4. Down: this cluster's Ray stopped (by its temp dir, never `ray stop`), then `ray down`.
+            t = time.time()
+            ray_cmd(laptop, f"exec cluster-onprem.yaml {shlex.quote(f'pkill -KILL -f -- {shlex.quote(RAY_TMP)}; true')}")
+            ray_cmd(laptop, "down -y cluster-onprem.yaml")
+            for h in hosts[1:]:
+                wait_for(lambda: not ray_processes(h), 300, f"no process left on {h.name}: {ray_processes(h)}")
+            timings["down"] = time.time() - t
+        finally:
+            moto.stop()
+            print("timings (s):", {k: round(v, 1) for k, v in timings.items()})
