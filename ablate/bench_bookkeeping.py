@@ -90,13 +90,13 @@ print(json.dumps({"code": p.returncode, "s": wall, "rss_kb": rss, "out": out[-30
 """
 
 
-def _timed(cmd: List[str], cwd: str, baseline: Optional[str] = None) -> Dict:
-    """Wall seconds and peak RSS (MB) of one fresh process; with ``baseline`` (a checkout of another
-    ablate), that code runs the command instead."""
+def _timed(cmd: List[str], cwd: str, baseline: Optional[str] = None, ok=(0,)) -> Dict:
+    """Wall seconds and peak RSS (MB) of one fresh process (its exit code one of ``ok``); with ``baseline`` (a
+    checkout of another ablate), that code runs the command instead."""
     env = {**os.environ, "PYTHONPATH": baseline} if baseline else None
     p = subprocess.run([sys.executable, "-c", _LAUNCHER, *cmd], cwd=cwd, capture_output=True, text=True, env=env)
     r = json.loads(p.stdout.strip().splitlines()[-1])
-    if r["code"] != 0:
+    if r["code"] not in ok:
         raise RuntimeError(f"{' '.join(cmd[2:])} exited {r['code']}: {(r['err'] or r['out']).strip()[-500:]}")
     return {"s": round(r["s"], 2), "peak_rss_mb": round(r["rss_kb"] / 1024, 1), "last_line": r["out"].strip()[-160:]}
 
@@ -123,6 +123,10 @@ def time_bookkeeping(trials: int, epochs: int, root: str, baseline: Optional[str
         for name in (HISTORY_FILE, TRIALS_FILE):
             os.remove(os.path.join(exp, name))
         rec[prefix + "report_rebuild"] = _timed([*py, "ablate.report", exp], root, code)
+    if not baseline:  # ``ablate.compare`` of two finished studies of this size (another draw of the same grid)
+        other = synthetic_study(os.path.join(root, "s2"), "book", trials, epochs, seed=1)
+        rec["compare_finished"] = _timed([*py, "ablate.compare", exp, other, "--out", os.path.join(root, "c")], root,
+                                         ok=(0, 1, 3))
     return rec
 
 

@@ -240,3 +240,33 @@ def answer_matrix(cells: pd.DataFrame, who, reference_words: str) -> Optional[st
     for side in ax.spines.values():
         side.set_visible(False)
     return _png(fig)
+
+
+def paired_differences(judged: pd.DataFrame, q, margin_points: float) -> Optional[str]:
+    """``ablate.compare``: each cell's paired difference (AFTER - BEFORE) with its anytime-valid interval, final acc
+    and AUC side by side, the +-margin band shaded; an unbounded interval drawn to the panel's edge."""
+    import math
+
+    if not len(judged):
+        return None
+    plt = _plt()
+    labels = [q.where(r) for r in judged.to_dict("records")]
+    fig, axes = plt.subplots(1, 2, figsize=(WIDTH_IN, 1.2 + 0.35 * len(labels)), sharey=True)
+    for ax, (key, title) in zip(axes, (("final", "final val acc"), ("auc", "AUC (convergence)"))):
+        means = 100 * judged[f"{key}_mean"].to_numpy(float)
+        finite = [100 * x for x in (*judged[f"{key}_low"], *judged[f"{key}_high"]) if math.isfinite(x)]
+        span = max([abs(x) for x in finite + list(means[~pd.isna(means)])] + [2 * margin_points]) * 1.15
+        for i, r in enumerate(judged.to_dict("records")):
+            low, high = (100 * r[f"{key}_low"], 100 * r[f"{key}_high"])
+            low, high = max(low, -span) if math.isfinite(low) else -span, min(high, span) if math.isfinite(high) else span
+            colour = {"helps": "#EE7733", "hurts": "#EE7733", "equivalent": "#4477AA"}.get(r[f"{key}_verdict"], "#777777")
+            ax.plot([low, high], [i, i], color=colour, linewidth=2)
+            if math.isfinite(r[f"{key}_mean"]):
+                ax.plot([100 * r[f"{key}_mean"]], [i], "o", color=colour)
+        ax.axvspan(-margin_points, margin_points, color="#DDDDDD", zorder=0)
+        ax.axvline(0, color="black", linewidth=0.8)
+        ax.set_xlim(-span, span)
+        ax.set_title(f"{title}: after - before, points (band: +-{margin_points:g})", fontsize=10)
+    axes[0].set_yticks(range(len(labels)), [_text(t) for t in labels], fontsize=8)
+    axes[0].invert_yaxis()
+    return _png(fig)

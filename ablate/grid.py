@@ -74,16 +74,16 @@ def main(argv: Optional[List[str]] = None) -> int:
         signals.close()
 
 
-def check_rounds(cfg) -> None:
+def check_rounds(max_seeds: int, key: str = "key 'max_seeds'") -> None:
     """--until-resolved can decide nothing below the fewest seeds at which any comparison can be decided."""
     from .sequential import min_decisive_seeds
     from .stats import ALPHA
 
     n = min_decisive_seeds(ALPHA)
-    if cfg.max_seeds < n:
-        raise UsageError(f"key 'max_seeds': {cfg.max_seeds} seeds can resolve nothing with --until-resolved: no "
-                         f"comparison can be decided before {n} seeds (the sign test's largest e-value at "
-                         f"{cfg.max_seeds} seeds is below 1/{ALPHA:g}); allowed: {n} to 1000")
+    if max_seeds < n:
+        raise UsageError(f"{key}: {max_seeds} seeds can resolve nothing with --until-resolved: no comparison can be "
+                         f"decided before {n} seeds (the sign test's largest e-value at {max_seeds} seeds is below "
+                         f"1/{ALPHA:g}); allowed: {n} to 1000")
 
 
 def _main(argv: List[str], signals: Signals) -> int:
@@ -96,7 +96,7 @@ def _main(argv: List[str], signals: Signals) -> int:
     write_pid()
     cfg = load_experiment(args.experiment, args.overrides)
     if args.until_resolved:
-        check_rounds(cfg)
+        check_rounds(cfg.max_seeds)
     args.resume = args.resume or (args.resume_if_exists and storage.has_files(cfg.experiment_dir))
     study = Study(cfg, resume=args.resume)
     if args.dry_run:

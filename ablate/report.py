@@ -210,12 +210,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
 
 
-def _main(args) -> int:
+def experiment_tables(where: str, prog: str = "ablate.report") -> str:
+    """An experiment's tables, read as the report reads them: local, or from a URI into its local mirror; lost,
+    cut short or being trained, rebuilt from the trials' records (also in the bucket).  The local directory
+    that holds them (and the identity file), for ``read_csvs`` and ``_meta``."""
     from . import storage
     from .records import RecordError
     from .storage import HISTORY_FILE, TRIALS_FILE, ExperimentLock
 
-    where = args.experiment_dir
     uri = storage.is_uri(where)
     out = storage.local_mirror(where.rstrip("/")) if uri else where  # a bucket's tables are read and written here
     if uri:
@@ -244,7 +246,7 @@ def _main(args) -> int:
             write_csvs(out, *tables_from_records(where))
             if uri:
                 storage.upload(out, where, (HISTORY_FILE, TRIALS_FILE))
-            print(f"ablate.report: notice: {problem}; history.csv and trials.csv rebuilt from the trials' records"
+            print(f"{prog}: notice: {problem}; history.csv and trials.csv rebuilt from the trials' records"
                   + (f" (interim: trials still training are RUNNING; pid {holder.get('pid')} on {holder.get('host')})"
                      if holder is not None else ""))
         except RecordError:
@@ -252,6 +254,15 @@ def _main(args) -> int:
         except ValueError as e2:
             raise UsageError(f"{problem}; and no trial records to rebuild it from ({e2}); give the directory that "
                              "python -m ablate.grid printed last") from None
+    return out
+
+
+def _main(args) -> int:
+    from . import storage
+
+    where = args.experiment_dir
+    uri = storage.is_uri(where)
+    out = experiment_tables(where)
     path = write_report(out)
     if uri:
         storage.upload(out, where, (storage.REPORT_HTML, storage.REPORT_MD))

@@ -71,12 +71,13 @@ def _void_reason(m: pd.DataFrame, value: Any, q: Question) -> str:
 
 
 def judge(trials: pd.DataFrame, q: Question, margin_points: float, max_seeds: int,
-          tried: Optional[Mapping[tuple, int]] = None) -> pd.DataFrame:
+          tried: Optional[Mapping[tuple, int]] = None, drive: Tuple[str, ...] = ("final",)) -> pd.DataFrame:
     """Every comparison's state now: a row per value x context cell, with ``n`` (paired seeds), for each
     metric its mean difference, anytime-valid interval, e-value and verdict (one family); where final acc is
     open, ``forecast`` (seeds after which it closes, cautious), ``favourable`` (what even a lucky study would
     need), ``futile`` (not within ``max_seeds``) and ``more`` (seeds the next round adds).  ``tried``: seeds
-    each (value, *cell) already has as points of the study, whatever their status (default: ``n``)."""
+    each (value, *cell) already has as points of the study, whatever their status (default: ``n``);
+    ``drive``: the metrics whose open verdict asks for seeds (final acc; ``ablate.compare``: both)."""
     fin = finished(trials)
     ref = fin[fin[q.subject] == q.reference]
     rows: List[Dict[str, Any]] = []
@@ -100,20 +101,23 @@ def judge(trials: pd.DataFrame, q: Question, margin_points: float, max_seeds: in
                         f"{short}_high": v["high"], f"{short}_e": v["e"], f"{short}_verdict": v["verdict"],
                         f"{short}_level": v["level"]})
     n_min = min_decisive_seeds(ALPHA)
-    for row, d in zip(rows, diffs["final"]):
+    for i, row in enumerate(rows):
         have = int((tried or {}).get((row[q.subject], *_cell(row, q.context)), row["n"]))
         row["tried"] = max(have, row["n"])
         row["forecast"] = row["favourable"] = math.nan
         row["futile"] = False
-        if row["final_verdict"] != "open":
+        open_ = [short for short in drive if row[f"{short}_verdict"] == "open"]
+        if not open_:
             row["more"] = 0
             continue
         room = max(0, max_seeds - row["tried"])
         if row["n"] < 2:  # nothing to forecast from: one more round's worth, within the bound
             row["more"] = min(room, ROUND_SEEDS, max(1, n_min - row["n"]))
             continue
-        row["forecast"] = closes_at(d, row["final_level"], ALPHA / m_total, margin)
-        row["favourable"] = closes_at(d, row["final_level"], ALPHA / m_total, margin, favourable=True)
+        # It closes when every open metric it is driven by closes: the latest forecast; futile if any cannot.
+        row["forecast"] = max(closes_at(diffs[s][i], row[f"{s}_level"], ALPHA / m_total, margin) for s in open_)
+        row["favourable"] = max(closes_at(diffs[s][i], row[f"{s}_level"], ALPHA / m_total, margin, favourable=True)
+                                for s in open_)
         row["futile"] = not (row["favourable"] <= max_seeds)
         if row["futile"]:
             row["more"] = 0

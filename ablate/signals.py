@@ -61,7 +61,10 @@ class Signals:
 
     @contextmanager
     def handing_off(self, handoff: Callable[[], bool]) -> Iterator[None]:
-        """While the block runs, a first signal goes to ``handoff`` (which says whether it took it)."""
+        """While the block runs, a first signal goes to ``handoff`` (which says whether it took it); one that came
+        before and could not stop the run (``_swallowed``) stops it here."""
+        if self.code:
+            raise KeyboardInterrupt
         self._handoff = handoff
         try:
             yield

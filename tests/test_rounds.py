@@ -79,6 +79,21 @@ def test_futile_void_and_separated_comparisons_get_no_seeds_and_the_bound_counts
     assert wide["final_verdict"].tolist() == ["equivalent"]
 
 
+def test_rounds_whose_trials_all_error_end_within_the_pool():
+    """Every point a round adds errors (it never finishes): the bound counts points tried, so the study stops
+    once the pool is spent instead of adding a seed a round for ever (13 rounds to seed 12 before)."""
+    q = Question()
+    trials = _trials(range(3), {"big": -0.4}, noise=0.02)
+    points, pool = _points(trials), seed_pool([0, 1, 2], 9)
+    for rounds in range(1, 20):
+        tried = {k: len(v) for k, v in tried_seeds(points, q, pool).items()}
+        new = next_points(judge(trials, q, 0.01, 9, tried), points, q, pool)
+        if not new:
+            break
+        points += new  # on record as points of the study, never in the finished table
+    assert rounds == 3 and len(points) == 18 and {p["seed"] for p in points} == set(range(9))
+
+
 @settings(max_examples=40, deadline=None)
 @given(st.data())
 def test_an_until_resolved_study_never_trains_a_point_the_full_max_seeds_grid_lacks(data):

@@ -1,6 +1,7 @@
 """The grid on a real single-host SLURM cluster (Debian's slurmctld, slurmd and munge, configured in a
 temporary directory here): sbatch, ray symmetric-run, a requeue mid-run, and storage a job cannot write."""
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -12,6 +13,7 @@ import sys
 import pandas as pd
 import pytest
 
+from ablate.storage import RECORD_FILE, STATE_FILE
 from conftest import DEFAULT, RAY, clean_env, free_port, held_block, ran_ok, run_cli, wait_for
 
 pytestmark = [pytest.mark.slow,
@@ -143,9 +145,11 @@ def test_sbatch_runs_the_grid_requeued_midrun_it_finishes_with_every_epoch_once(
     assert f"{sys.executable} -m ray.scripts.scripts start --head" in script, "this environment's Ray"
     assert other_ray(), "the other Ray is running beside the job"
     wait_for(held.exists, 300, "the job's grid, one trial done and one held mid-run")
+    # The finished trial's own files (each checkpoint's record and state, written whole before the next trial
+    # started), not Tune's event and result files, which Tune's logger may flush at any time after.
     done = {str(f): hashlib.sha256(f.read_bytes()).hexdigest()
-            for f in exp.glob("run-*/held-d8-lr0.1-s0_*/**/*") if f.is_file()}
-    assert done
+            for f in exp.glob("run-*/held-d8-lr0.1-s0_*/checkpoint_*/*") if f.name in (RECORD_FILE, STATE_FILE)}
+    assert any(json.loads(open(f).read())["members"][0]["done"] for f in done if f.endswith(RECORD_FILE)), done
     slurm.run("scontrol", "requeue", job)  # preempted: the job is killed and queued again
     wait_for(lambda: slurm.job_state(job) == "PENDING" and "Restarts=1" in slurm.run("scontrol", "show", "job", job),
              120, "the requeue")

@@ -110,10 +110,14 @@ def test_without_gpus_a_node_gets_a_trials_cpus_and_a_trial_that_fits_is_written
     assert "#SBATCH --cpus-per-task=4" in next(tmp_path.glob("*.sbatch")).read_text()
 
 
-@pytest.mark.parametrize("store", ["file:///tmp/abl-x", "//tmp/abl-x", "/tmp/../tmp/abl-x", "/dev/shm/abl"])
-def test_node_local_storage_is_warned_of_however_it_is_written(tmp_path, monkeypatch, capsys, store):
+@pytest.mark.parametrize("form", ["file://", "//", "/../", "/dev/shm"])
+def test_node_local_storage_is_warned_of_however_it_is_written(tmp_path, monkeypatch, capsys, form):
+    from ablate.slurm import _node_local
+
+    assert str(tmp_path).startswith("/tmp/")  # pytest's own: each node's disk
+    store = {"file://": f"file://{tmp_path}/s", "//": f"/{tmp_path}/s", "/../": f"{tmp_path}/../{tmp_path.name}/s",
+             "/dev/shm": "/dev/shm/ablate-never-made"}[form]
     assert _main(tmp_path, monkeypatch, f"storage_path={store}", "--nodes", "2", "--dry-run") == 0
     assert "each node's own disk" in capsys.readouterr().err
-    assert _main(tmp_path, monkeypatch, f"storage_path={tmp_path}/tmp", "--nodes", "2", "--dry-run") == 0
-    assert "own disk" not in capsys.readouterr().err  # a directory named tmp elsewhere is not /tmp
-
+    assert not os.path.exists("/dev/shm/ablate-never-made")
+    assert not _node_local("/tmpfoo/abl") and not _node_local("/var/tmpfs/abl")  # only a name that begins the same
