@@ -240,7 +240,9 @@ def _grow(side: Side, points: List[Dict[str, Any]], state: Dict[str, Any], verbo
     from .identity import META_KEYS
     from .study import Study
 
-    settings = {k: v for k, v in side.meta.items() if k not in META_KEYS}
+    # Without its compare: the resume keeps the question the experiment saved (given anew, it would be checked
+    # as a new question, and a one-block regression grid asks none).
+    settings = {k: v for k, v in side.meta.items() if k not in META_KEYS and k != "compare"}
     parent = side.where.rsplit("/", 1)[0] if storage.is_uri(side.where) else os.path.dirname(os.path.abspath(side.where))
     settings.update(name=os.path.basename(side.where.rstrip("/")), storage_path=parent)
     # The experiment file in the working directory: user block modules beside it are found, as on the first run.

@@ -142,7 +142,7 @@ def _start(study: Study, args: argparse.Namespace, signals: Signals) -> _Started
     start leaves nothing behind); then the identity, the plan."""
     from .cluster import check_devices, gpu_notice, start
     from .data import load_experiment_data
-    from .plan import plan_text, power_text
+    from .plan import measured_spread, plan_text, power_text
     from .tracking import resolve_mode
 
     cfg = study.cfg
@@ -156,7 +156,7 @@ def _start(study: Study, args: argparse.Namespace, signals: Signals) -> _Started
     if not args.resume or (study.asked and not study.added):  # a growth's identity: once its points are on record
         study.write_identity()
     mode = resolve_mode(cfg.wandb.mode)
-    power = f"\n{power_text(cfg)}" if args.until_resolved else ""
+    power = f"\n{power_text(cfg, measured_spread(cfg) if args.resume else None)}" if args.until_resolved else ""
     print(f"{plan_text(cfg, args.address)}{power}\nW&B mode: {mode}", flush=True)
     return _Started(resources, data, mode, ray_log)
 

@@ -177,6 +177,27 @@ def power_text(cfg: ExperimentConfig, spread_points: Optional[float] = None) -> 
     return f"  power: {k} comparisons, " + power_sentence(need, m_total, cfg.max_seeds, sd, words, need_all)[len("Power: "):]
 
 
+def measured_spread(cfg: ExperimentConfig) -> Optional[float]:
+    """The median spread (sd, in points) of the final-acc paired differences an experiment's tables hold, or
+    None where it holds none yet (a new study: the assumed spread is used, and said so)."""
+    import math
+
+    from .results import read_csvs
+    from .stats import Question, effects
+
+    try:
+        _, trials = read_csvs(cfg.output_dir)
+    except (OSError, ValueError):
+        return None
+    q = Question.of_config(cfg)
+    try:
+        sd = effects(trials, q.subject, q.reference, q.context)["final_sd"].dropna()
+    except KeyError:  # tables of another question: nothing measured for this one
+        return None
+    sd = sd[sd > 0]
+    return float(100 * sd.median()) if len(sd) and math.isfinite(sd.median()) else None
+
+
 def until_resolved_text(cfg: ExperimentConfig, address: Optional[str], gpu_type: str = MEASURED_GPU) -> str:
     """--until-resolved's worst case: every comparison open until it has ``max_seeds`` seeds."""
     seeds = list(cfg.seeds)
@@ -192,7 +213,7 @@ def until_resolved_text(cfg: ExperimentConfig, address: Optional[str], gpu_type:
         from .progress import duration
 
         line += f"; worst case ~{duration(estimate_cpu_wall(worst, c))} here (an ESTIMATE)"
-    return line + "\n" + power_text(cfg)
+    return line + "\n" + power_text(cfg, measured_spread(cfg))
 
 
 def dry_run_text(study, address: Optional[str], gpu_type: str, until_resolved: bool) -> str:

@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 import pandas as pd
 
-from .stats import BASELINE, axes_of, finished, paired, verdict
+from .stats import BASELINE, axes_of, finished, paired, plain, verdict
 from .storage import HISTORY_FILE, TIMING_FILE, TRIALS_FILE
 from .axes import AXES, PAIR, axis_names, context_of, value_label
 from .settings import METRIC_KEYS
@@ -136,7 +136,7 @@ def ablation_table(trials: pd.DataFrame, subject: str = "block", reference: Any 
         s = g[g["lr"] == lr].sort_values(PAIR)
         reached = s["epochs_to_target"].dropna()
         rows.append({
-            subject: key[0], **{c: _plain(v) for c, v in zip(cells, key[1:])}, "best_lr": lr, "seeds": len(s),
+            subject: key[0], **{c: plain(v) for c, v in zip(cells, key[1:])}, "best_lr": lr, "seeds": len(s),
             "final_acc_mean": s["final_val_acc"].mean(), "final_acc_std": s["final_val_acc"].std(ddof=1),
             "best_acc_mean": s["best_val_acc"].mean(), "best_acc_std": s["best_val_acc"].std(ddof=1),
             "auc_mean": s["auc_val_acc"].mean(),
@@ -169,10 +169,6 @@ def ablation_table(trials: pd.DataFrame, subject: str = "block", reference: Any 
         for c, v in cols.items():
             table[c] = v
     return table.drop(columns=["_finals", "_aucs"])
-
-
-def _plain(v: Any) -> Any:
-    return v.item() if hasattr(v, "item") else v
 
 
 def _pm(mean: float, std: float) -> str:

@@ -29,13 +29,12 @@ import pandas as pd
 
 from .axes import PAIR
 from .sequential import closes_at, judge_family, min_decisive_seeds
-from .stats import ALPHA, Question, finished
+from .stats import ALPHA, Question, finished, missing, plain
 
 __all__ = ["judge", "next_points", "next_round", "seed_pool", "ROUND_SEEDS", "resolved_count", "METRICS"]
 
 ROUND_SEEDS = 3  # at most this many seeds per open comparison per round: look again before spending more
 METRICS = (("final_val_acc", "final"), ("auc_val_acc", "auc"))
-WORDS = {"final_val_acc": "final acc", "auc_val_acc": "AUC"}
 
 
 def seed_pool(seeds: Iterable[int], max_seeds: int) -> List[int]:
@@ -51,23 +50,8 @@ def seed_pool(seeds: Iterable[int], max_seeds: int) -> List[int]:
     return [*seeds, *fill]
 
 
-def _plain(v: Any) -> Any:
-    return v.item() if hasattr(v, "item") else v
-
-
 def _cell(point: Mapping[str, Any], context: List[str]) -> tuple:
-    return tuple(_plain(point[c]) for c in context)
-
-
-def _void_reason(m: pd.DataFrame, value: Any, q: Question) -> str:
-    """Why a comparison is not tested: which metric is missing, on which side, at which seeds."""
-    for metric, _ in METRICS:
-        for col, side in ((metric, q.who(value)), (f"{metric}_ref", q.who(q.reference))):
-            bad = m[m[col].isna()] if col in m else m
-            if len(bad):
-                seeds = ", ".join(str(int(s)) for s in sorted(bad[PAIR]))
-                return f"{WORDS[metric]} missing ({side}, seed {seeds})"
-    return "a metric is missing"
+    return tuple(plain(point[c]) for c in context)
 
 
 def judge(trials: pd.DataFrame, q: Question, margin_points: float, max_seeds: int,
@@ -84,11 +68,11 @@ def judge(trials: pd.DataFrame, q: Question, margin_points: float, max_seeds: in
     diffs: Dict[str, List[np.ndarray]] = {short: [] for _, short in METRICS}
     for key, g in fin[fin[q.subject] != q.reference].groupby([q.subject, *q.context], sort=True, dropna=False):
         m = g.merge(ref, on=[*q.context, PAIR], suffixes=("", "_ref"))
-        row = {q.subject: _plain(key[0]), **{c: _plain(v) for c, v in zip(q.context, key[1:])},
+        row = {q.subject: plain(key[0]), **{c: plain(v) for c, v in zip(q.context, key[1:])},
                "n": len(m), "seeds": sorted(int(s) for s in m[PAIR])}
         for metric, short in METRICS:
             diffs[short].append((m[metric] - m[f"{metric}_ref"]).to_numpy(float))
-        row["void"] = "" if all(np.isfinite(diffs[s][-1]).all() for _, s in METRICS) else _void_reason(m, key[0], q)
+        row["void"] = missing(m, q.who(key[0]), q.who(q.reference), suffix="_ref")
         rows.append(row)
     if not rows:
         return pd.DataFrame()
@@ -138,7 +122,7 @@ def tried_seeds(points: Iterable[Mapping[str, Any]], q: Question, pool: List[int
     allowed = set(pool)
     for p in points:
         if int(p[PAIR]) in allowed:
-            out.setdefault((_plain(p[q.subject]), *_cell(p, q.context)), set()).add(int(p[PAIR]))
+            out.setdefault((plain(p[q.subject]), *_cell(p, q.context)), set()).add(int(p[PAIR]))
     return out
 
 
@@ -154,15 +138,15 @@ def next_points(judged: pd.DataFrame, points: Iterable[Mapping[str, Any]], q: Qu
         cell = {c: r[c] for c in q.context}
         key = _cell(r, q.context)
         mine = have.get((r[q.subject], *key), set())
-        ref = have.get((_plain(q.reference), *key), set())
+        ref = have.get((plain(q.reference), *key), set())
         lacking = [s for s in pool if s not in mine]
         ordered = [s for s in lacking if s in ref] + [s for s in lacking if s not in ref]
         for seed in ordered[: int(r["more"])]:
             for value in (r[q.subject], q.reference):
-                if seed in have.get((_plain(value), *key), set()):
+                if seed in have.get((plain(value), *key), set()):
                     continue
                 p = {q.subject: value, **cell, PAIR: seed}
-                out[(_plain(value), *key, seed)] = p
+                out[(plain(value), *key, seed)] = p
     return list(out.values())
 
 

@@ -93,8 +93,8 @@ def effects(trials: pd.DataFrame, subject: str = "block", reference: Any = BASEL
         m = g.merge(base, on=[*context, PAIR], suffixes=("", "_base"))
         if m.empty:
             continue
-        row = {subject: key[0], **{c: _plain(v) for c, v in zip(context, key[1:])}, "seeds": len(m),
-               "void": _missing(m, key[0], reference)}
+        row = {subject: key[0], **{c: plain(v) for c, v in zip(context, key[1:])}, "seeds": len(m),
+               "void": missing(m, key[0], reference)}
         for metric, short in (("final_val_acc", "final"), ("auc_val_acc", "auc")):
             r = paired(m[metric].to_numpy(), m[f"{metric}_base"].to_numpy())
             row.update({f"{short}_block": m[metric].mean(), f"{short}_base": m[f"{metric}_base"].mean(),
@@ -122,17 +122,18 @@ def effects(trials: pd.DataFrame, subject: str = "block", reference: Any = BASEL
     return table.sort_values([*context, subject]).reset_index(drop=True)
 
 
-def _missing(m: pd.DataFrame, value: Any, reference: Any) -> str:
-    """Why a comparison cannot be tested ("final acc missing (baseline, seed 2)"), or "" when it can."""
+def missing(m: pd.DataFrame, value: Any, reference: Any, suffix: str = "_base") -> str:
+    """Why a comparison cannot be tested ("final acc missing (baseline, seed 2)"), or "" when it can: ``m`` is its
+    pairs, the reference's columns with ``suffix``."""
     for metric, words in (("final_val_acc", "final acc"), ("auc_val_acc", "AUC")):
-        for col, side in ((metric, value), (f"{metric}_base", reference)):
+        for col, side in ((metric, value), (f"{metric}{suffix}", reference)):
             bad = m[m[col].isna()]
             if len(bad):
                 return f"{words} missing ({side}, seed {', '.join(str(int(s)) for s in sorted(bad[PAIR]))})"
     return ""
 
 
-def _plain(v: Any) -> Any:
+def plain(v: Any) -> Any:
     """A pandas/numpy scalar as the Python value it holds (ints stay ints in the text)."""
     return v.item() if hasattr(v, "item") else v
 
@@ -178,7 +179,7 @@ def stable_lrs(trials: pd.DataFrame, subject: str = "block", reference: Any = BA
         for value, gb in gd.groupby(subject, sort=False):
             good = [float(lr) for lr, g in gb.groupby("lr")
                     if not g["diverged"].astype(bool).any() and (g["final_val_acc"] >= floor).all()]
-            rows.append({subject: value, **{c: _plain(v) for c, v in zip(cells, key)},
+            rows.append({subject: value, **{c: plain(v) for c, v in zip(cells, key)},
                          "tested": sorted(gb["lr"].unique().tolist()), "stable": sorted(good), "floor": floor})
     table = pd.DataFrame(rows)
     if table.empty:

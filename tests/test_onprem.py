@@ -6,6 +6,8 @@ filesystem shared between the hosts, and ``ray down``.
 The hosts: ``laptop`` (the user's machine: a checkout, the launcher, later the report; it runs no trial),
 ``head`` and two workers.  The S3 server runs on this machine's side of the bridge, as a lab's MinIO would on
 its own box."""
+import importlib.util
+import io
 import json
 import os
 import re
@@ -16,13 +18,16 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from conftest import REPO, free_port, wait_for
 from helpers.hosts import HOME, Hosts
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500),
-              pytest.mark.skipif(Hosts.skip_reason() is not None, reason=str(Hosts.skip_reason()))]
+# The system tests: slow, and skipped (one line) where the kernel refuses namespaces or a tool is missing.
+on_hosts = pytest.mark.skipif(Hosts.skip_reason() is not None, reason=str(Hosts.skip_reason()))
+with_moto = pytest.mark.skipif(importlib.util.find_spec("moto") is None,
+                               reason="moto's S3 server is missing (pip install -e '.[test]')")
 
 PYBIN = Path(sys.executable).parent
 BUCKET = "ablate-onprem"
@@ -87,7 +92,7 @@ def checkout(dest: Path):
             (dest / f).write_bytes(src.read_bytes())
 
 
-def prepare(hosts, moto):
+def prepare(hosts, moto, head_flags="", files=None):
     """What a lab's admin sets up once on each host: the login PATH with Python 3 on it (only `python3`
     on the cluster's hosts, so `ray` is on no login PATH there; the laptop has Ray installed), S3 keys."""
     laptop = hosts[0]
@@ -106,11 +111,14 @@ def prepare(hosts, moto):
     os.chmod(key, 0o600)
     src = laptop.home / "ablate"
     checkout(src)
+    for name, text in (files or {}).items():  # the user's own modules, beside the experiment
+        (src / name).write_text(text)
     text = render((REPO / "cluster-onprem.yaml").read_text(), {
         "head_ip: 192.168.1.10": f"head_ip: {hosts[1].ip}",
         "worker_ips: [192.168.1.11, 192.168.1.12]": f"worker_ips: [{hosts[2].ip}, {hosts[3].ip}]",
         "ssh_user: ablate": "ssh_user: root",
         "http://192.168.1.5:9000": moto.url,
+        "--include-dashboard=false": f"--include-dashboard=false {head_flags}".strip(),
     })
     (src / "cluster-onprem.yaml").write_text(text)
 
@@ -140,11 +148,63 @@ def live_nodes(head):
     return {}
 
 
+def wait_joined(hosts, head):
+    """Ray's node list on the head once it shows the head and both workers, each at its own address."""
+    want, seen = {h.ip for h in hosts[1:]}, {}
+
+    def joined():
+        seen.clear()
+        seen.update(live_nodes(head))
+        return set(seen.values()) == want and len(seen) == 3
+    wait_for(joined, 600, f"1 head + 2 workers at {sorted(want)}")
+    return dict(seen)
+
+
+def grid_command(storage, *extra):
+    """The grid as a user submits it: `ray exec` on the head, the venv's Python, this cluster's address."""
+    return (". ~/ablate-env.sh && cd ~/ablate && ~/ablate-venv/bin/python -m ablate.grid "
+            + " ".join([*GRID, *extra]) + f" storage_path={storage} --address localhost:6380")
+
+
+def stop_cluster(laptop, hosts):
+    """Down as the yaml's header says; nothing of this cluster left on any host still up."""
+    ray_cmd(laptop, "exec cluster-onprem.yaml 'sh ~/ablate/cluster-onprem-stop.sh --cluster'")
+    ray_cmd(laptop, "down -y cluster-onprem.yaml")
+    for h in hosts[1:]:
+        if h.init is not None:
+            wait_for(lambda: not ray_processes(h), 60, f"no process left on {h.name}: {ray_processes(h)}")
+
+
 def ray_processes(h):
     """The host's processes but its sshd (and the sessions it serves)."""
     return {pid: cmd for pid, cmd in h.processes().items() if not cmd.startswith("sshd")}
 
 
+def test_onprem_yaml_validates_and_stops_only_its_own_ray():
+    """Ray's own schema and local-provider preparation take the file; no command stops another's Ray."""
+    import yaml
+    from ray.autoscaler._private.local.config import prepare_local
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    raw = yaml.safe_load((REPO / "cluster-onprem.yaml").read_text())
+    config = prepare_config(raw)
+    validate_config(config)
+    assert raw["provider"]["type"] == "local" and "available_node_types" not in raw  # the provider refuses them
+    prepared, _ = prepare_local(raw)
+    assert prepared["available_node_types"]["local.cluster.node"]["min_workers"] == len(raw["provider"]["worker_ips"])
+    commands = [c for key in ("setup_commands", "head_start_ray_commands", "worker_start_ray_commands")
+                for c in raw[key]]
+    assert not any(re.search(r"\bray stop\b|scripts\.scripts stop", c) for c in commands), commands
+    temp = re.search(r"^TEMP=(\S+)", (REPO / "cluster-onprem-stop.sh").read_text(), re.M).group(1)
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        assert raw[key][0] == "sh ~/ablate/cluster-onprem-stop.sh", raw[key]
+        assert f"--temp-dir={temp} " in raw[key][1], raw[key]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1500)
+@on_hosts
+@with_moto
 def test_ray_up_on_hosts_with_their_own_disks_and_s3(tmp_path):
     timings = {}
     with Hosts(tmp_path / "hosts", 4) as hosts:
@@ -158,15 +218,8 @@ def test_ray_up_on_hosts_with_their_own_disks_and_s3(tmp_path):
             p, timings["ray up"] = ray_cmd(laptop, "up -y cluster-onprem.yaml")
             t = time.time()
             want = {h.ip for h in hosts[1:]}
-            seen = {}
-
-            def joined():
-                seen.update(live_nodes(head))
-                return set(seen.values()) == want and len(seen) == 3
-            wait_for(joined, 600, f"1 head + 2 workers at {sorted(want)}")
+            nodes = wait_joined(hosts, head)
             timings["workers joined"] = time.time() - t
-            nodes = dict(seen)
-            assert len(nodes) == 3 and set(nodes.values()) == want, nodes
             # Each host its own: hostname, disk, /tmp (the code was copied to each; no other host's files).
             for h in hosts[1:]:
                 assert hosts.ssh(h, "hostname").stdout.strip() == h.name
@@ -175,9 +228,7 @@ def test_ray_up_on_hosts_with_their_own_disks_and_s3(tmp_path):
             assert not (laptop.tmp / "ray-ablate-onprem").exists()
 
             # 2. The grid, submitted as the yaml's header says, results in the bucket.
-            cmd = (". ~/ablate-env.sh && cd ~/ablate && ~/ablate-venv/bin/python -m ablate.grid "
-                   + " ".join(GRID) + f" storage_path={storage} --address localhost:6380")
-            p, timings["grid"] = ray_cmd(laptop, f"exec cluster-onprem.yaml {shlex.quote(cmd)}")
+            p, timings["grid"] = ray_cmd(laptop, f"exec cluster-onprem.yaml {shlex.quote(grid_command(storage))}")
             out = re.sub(r"\x1b\[[0-9;]*m", "", p.stdout)  # the remote output, among the launcher's own lines
             assert f"results: {storage}/onprem" in [line.strip() for line in out.splitlines()], out[-3000:]
             assert "skipinit" in out and "baseline" in out, out[-3000:]  # the answer: the ablation table
@@ -193,9 +244,6 @@ def test_ray_up_on_hosts_with_their_own_disks_and_s3(tmp_path):
             # The trials ran on two hosts: the records' writers (hostnames) and Ray's node ids of the epochs.
             hosts_of = {json.loads(moto.read(k))["process"]["host"] for k in records}
             assert len(hosts_of) >= 2 and hosts_of <= {h.name for h in hosts[1:]}, hosts_of
-            import io
-
-            import pandas as pd
             history = pd.read_csv(io.StringIO(moto.read("ablate/onprem/history.csv")))
             assert len(history) == 2 * 2 and not history.duplicated(["block", "epoch"]).any(), history
             ips = {nodes[n] for n in history["node"]}
@@ -210,11 +258,112 @@ def test_ray_up_on_hosts_with_their_own_disks_and_s3(tmp_path):
             # 4. Down as the yaml's header says: this cluster's Ray stopped on every host (never `ray stop`),
             # then `ray down`; nothing of it is left on any host.
             t = time.time()
-            ray_cmd(laptop, "exec cluster-onprem.yaml 'sh ~/ablate/cluster-onprem-stop.sh --cluster'")
-            ray_cmd(laptop, "down -y cluster-onprem.yaml")
-            for h in hosts[1:]:
-                wait_for(lambda: not ray_processes(h), 60, f"no process left on {h.name}: {ray_processes(h)}")
+            stop_cluster(laptop, hosts)
             timings["down"] = time.time() - t
         finally:
+            moto.stop()
+            print("timings (s):", {k: round(v, 1) for k, v in timings.items()})
+
+
+# A block held in its trial's epoch, on whichever host runs it, while that host's ~/gate exists and the trial
+# has a checkpoint in the bucket: the run stops at a known point there, however fast the machine.
+HELD_S3 = """
+import fnmatch, os, time
+import pyarrow.fs as pafs
+from ablate.blocks import BasicBlock, register_block
+
+GATE, HELD = os.path.expanduser("~/gate"), os.path.expanduser("~/held")   # this host's own
+_seen = [0.0, False]
+
+
+def _checkpointed():
+    if not _seen[1] and time.time() - _seen[0] > 1:  # list the bucket at most once a second
+        fs, path = pafs.FileSystem.from_uri({exp!r})
+        files = fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True))
+        _seen[1] = any(fnmatch.fnmatch(f.path, "*/held-*/checkpoint_*/ablate_record.json") for f in files)
+        _seen[0] = time.time()
+    return _seen[1]
+
+
+@register_block("held")
+class Held(BasicBlock):
+    def merge(self, out, identity):
+        while os.path.exists(GATE) and _checkpointed():
+            open(HELD, "a").close()
+            time.sleep(0.05)
+        return out + identity
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1500)
+@on_hosts
+@with_moto
+def test_worker_host_lost_mid_trial_continues_on_another_from_the_bucket(tmp_path):
+    timings = {}
+    with Hosts(tmp_path / "hosts", 4) as hosts:
+        laptop, head, workers = hosts[0], hosts[1], hosts[2:]
+        moto = Moto(hosts.gateway, tmp_path / "moto.log")
+        grid = None
+        try:
+            storage = f"s3://{BUCKET}/ablate"
+            exp = f"{storage}/onprem"
+            # Trials on the workers only (the yaml's own option), so the lost host is a worker's.
+            prepare(hosts, moto, head_flags="--num-cpus=0", files={"held_block.py": HELD_S3.format(exp=exp)})
+            _, timings["ray up"] = ray_cmd(laptop, "up -y cluster-onprem.yaml")
+            wait_joined(hosts, head)
+            for w in workers:
+                (w.home / "gate").touch()
+            cmd = grid_command(storage, "blocks=[baseline,held]", "epochs=3", "block_modules=[held_block]",
+                               "checkpoint_period_s=0")
+            log = tmp_path / "grid.log"
+            t = time.time()
+            grid = subprocess.Popen(laptop.nsenter("bash", "-c", f". ~/.bashrc && cd ~/ablate && ray exec "
+                                                                 f"cluster-onprem.yaml {shlex.quote(cmd)}"),
+                                    env={"PATH": os.environ["PATH"], "HOME": str(HOME)}, stdout=open(log, "w"),
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+
+            def held_on():
+                return next((w for w in workers if (w.home / "held").exists()), None) or grid.poll() is not None
+            wait_for(held_on, 600, "the held trial held after its first checkpoint in the bucket")
+            assert grid.poll() is None, log.read_text()[-3000:]
+            lost = next(w for w in workers if (w.home / "held").exists())
+            other = next(w for w in workers if w is not lost)
+
+            def records():
+                return {k: json.loads(moto.read(k)) for k in moto.keys("ablate/onprem/")
+                        if k.endswith("/ablate_record.json")}
+
+            def baseline_done():
+                return any(k.split("/")[3].startswith("baseline-") and all(m["done"] for m in r["members"])
+                           for k, r in records().items())
+            wait_for(baseline_done, 300, "the baseline trial finished (on the other worker)")
+            def newest_baseline(recs):
+                return max(((k, r) for k, r in recs.items() if k.split("/")[3].startswith("baseline-")),
+                           key=lambda kr: kr[1]["written"])
+            finished = newest_baseline(records())
+            assert all(m["done"] for m in finished[1]["members"]) and finished[1]["process"]["host"] == other.name
+
+            # The host goes: its cable cut and every process on it killed, mid-trial.
+            (other.home / "gate").unlink()  # where the trial continues, nothing holds it
+            lost.lose()
+            assert grid.wait(timeout=900) == 0, log.read_text()[-6000:]
+            timings["grid with a lost host"] = time.time() - t
+
+            history = pd.read_csv(io.StringIO(moto.read("ablate/onprem/history.csv")))
+            assert sorted(map(tuple, history[["block", "epoch"]].values.tolist())) == \
+                [(b, e) for b in ("baseline", "held") for e in (1, 2, 3)], history
+            after = records()
+            held_records = {k: r for k, r in after.items() if k.split("/")[3].startswith("held-")}
+            newest = max(held_records.values(), key=lambda r: r["written"])
+            assert newest["process"]["host"] == other.name and all(m["done"] for m in newest["members"]), newest
+            # The finished trial untouched: its newest record is still the one it finished with.
+            assert newest_baseline(after) == finished
+            t = time.time()
+            stop_cluster(laptop, hosts)
+            timings["down"] = time.time() - t
+        finally:
+            if grid is not None and grid.poll() is None:
+                os.killpg(grid.pid, 9)
             moto.stop()
             print("timings (s):", {k: round(v, 1) for k, v in timings.items()})

@@ -183,3 +183,21 @@ def test_a_study_interrupted_in_round_2_finishes_on_resume_with_every_epoch_once
         assert f"round {final}: 1 of 1 comparisons resolved; none is open" in again.stdout, again.stdout[-2000:]
     md = (exp / "report.md").read_text()
     assert f"Final: round {final}, " in md and len(pd.read_csv(exp / "trials.csv")) == len(trials)
+
+
+def test_max_seeds_below_the_first_decisive_n_is_refused_naming_it():
+    from ablate.grid import check_rounds
+    from ablate.messages import UsageError
+
+    check_rounds(6)
+    with pytest.raises(UsageError, match=r"key 'max_seeds': 5 seeds can resolve nothing .* before 6 seeds"):
+        check_rounds(5)
+
+
+@pytest.mark.slow
+def test_max_seeds_2_with_until_resolved_is_one_line_before_anything_starts(tmp_path):
+    from conftest import one_error_line
+
+    p = run_cli([DEFAULT, "max_seeds=2", f"storage_path={tmp_path}", "--until-resolved"], cwd=tmp_path)
+    one_error_line(p, "max_seeds", "before 6 seeds", "allowed: 6 to 1000")
+    assert not any(tmp_path.iterdir())  # nothing written
