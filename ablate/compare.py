@@ -136,14 +136,19 @@ def question(axes: List[str]) -> Question:
 def compare(before: Side, after: Side, margin: float, max_seeds: int, named: List[str]):
     """The paired judgement: (judged rows per cell, the question, what each side lacks, the settings that differ,
     both sides as one table, the seed pool); each cell judged on both metrics, its bound counting points tried."""
-    from .rounds import judge, seed_pool, tried_seeds
+    from .rounds import chronology, judge, seed_pool, tried_seeds
 
     axes, diff = check(before, after, named)
     both, lacks = paired_table(before, after, axes)
     q = question(axes)
     pool = seed_pool(sorted({int(s) for s in both[PAIR]}), max_seeds)
     tried = {k: len(v) for k, v in tried_seeds(both.to_dict("records"), q, pool).items()}
-    judged = judge(both, q, margin, max_seeds, tried, drive=("final", "auc"))
+    # The pairs in the order the rounds added them (a pair's arrival: the later of its two points).
+    order: Dict[tuple, int] = {}
+    for side, name in ((before, BEFORE), (after, AFTER)):
+        added = (side.meta.get("until_resolved") or {}).get("points", [])
+        order.update(chronology([{**p, SIDE: name} for p in added], q))
+    judged = judge(both, q, margin, max_seeds, tried, drive=("final", "auc"), order=order)
     if not len(judged):
         raise UsageError(f"no finished trial of {before.name} pairs with one of {after.name}: nothing to compare")
     return judged, q, lacks, diff, both, pool
@@ -281,6 +286,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--max-seeds", type=int, default=12, help="seeds per cell at most, with --until-resolved (12)")
     p.add_argument("--out", help="where compare.html and compare.md go (default: AFTER's directory)")
     p.add_argument("--verbose", action="store_true", help="show the grid's own output while growing (its errors always)")
+    p.add_argument("--wandb-report", action="store_true",
+                   help="also save the comparison as a W&B Report of the two groups (needs WANDB_API_KEY or `wandb login`)")
     args = p.parse_args(argv)
     try:
         return _main(args)
@@ -329,7 +336,27 @@ def _main(args) -> int:
     print("\n".join(head))
     print(pipe_table(rows(judged, q)))
     print(f"compare: {html_path}")
+    if args.wandb_report:
+        _wandb_report(before, after, [" | ".join(map(str, r.values())) for r in rows(judged, q).to_dict("records")])
     return exit_code(judged)
+
+
+def _wandb_report(before: Side, after: Side, lines: List[str]) -> None:
+    import wandb
+
+    from .messages import first_line
+    from .tracking import build_compare_report, has_api_key
+
+    if not has_api_key():
+        raise UsageError("--wandb-report needs WANDB_API_KEY (or `wandb login`); compare.html is written")
+    try:
+        entity = (after.meta.get("wandb") or {}).get("entity") or os.environ.get("WANDB_ENTITY") or wandb.Api().default_entity
+        report = build_compare_report(before.meta, after.meta, lines, entity)
+        report.save()
+    except Exception as e:  # noqa: BLE001 -- W&B refused the key, or is unreachable: the pages above stand
+        raise UsageError(f"W&B did not take the report ({e.__class__.__name__}: {first_line(e)}); compare.html is "
+                         "written; check the key (wandb login) and the network") from None
+    print(f"W&B report: {report.url}")
 
 
 if __name__ == "__main__":

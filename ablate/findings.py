@@ -133,13 +133,12 @@ def stable_table(stable: pd.DataFrame, q: Optional[Question] = None) -> pd.DataF
 def sequential(trials: pd.DataFrame, meta: Dict, q: Question, judged: Optional[pd.DataFrame] = None) -> tuple:
     """An --until-resolved study's verdict sentences, method notes and per-comparison story (its anytime-valid
     statistics, ``ablate.rounds``)."""
-    from .rounds import judge
     from .sequential import METHOD, resolvable
 
     margin = float(meta.get("equivalence_margin", 1.0))
     max_seeds = int(meta.get("max_seeds", 12))
     if judged is None:
-        judged = judge(trials, q, margin, max_seeds)
+        judged = Analysis.of(trials, meta, q).judged
     words = {"helps": "helps", "hurts": "hurts", "equivalent": f"no difference larger than {margin:g} points",
              "open": "not resolved", "void": "void"}
     lines, rows = [], []
@@ -289,14 +288,16 @@ class Analysis:
 
     @classmethod
     def of(cls, trials: pd.DataFrame, meta: Dict, q: Question) -> "Analysis":
-        from .rounds import judge
+        from .rounds import chronology, judge
         from .stats import effects, stable_lrs
 
         fx = effects(trials, q.subject, q.reference, q.context)
         stable = stable_lrs(trials, q.subject, q.reference, q.context)
         judged = None
-        if meta.get("until_resolved"):
-            judged = judge(trials, q, float(meta.get("equivalence_margin", 1.0)), int(meta.get("max_seeds", 12)))
+        rounds = meta.get("until_resolved")
+        if rounds:
+            judged = judge(trials, q, float(meta.get("equivalence_margin", 1.0)), int(meta.get("max_seeds", 12)),
+                           order=chronology(rounds.get("points", []) if isinstance(rounds, dict) else [], q))
         return cls(q, meta, fx, stable, judged)
 
     @property

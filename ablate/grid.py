@@ -111,8 +111,6 @@ def _main(argv: List[str], signals: Signals) -> int:
 
 def _run(study: Study, args: argparse.Namespace, argv: List[str], signals: Signals) -> int:
     """Train the grid points that are not done (all of them, the first time): start, train, finish."""
-    from .rounds import next_round
-
     groups = study.plan()
     if study.added:
         print(f"ablate.grid: {study.growth_text()}", flush=True)
@@ -121,7 +119,7 @@ def _run(study: Study, args: argparse.Namespace, argv: List[str], signals: Signa
     if study.broken_notice():
         say(f"ablate.grid: {study.broken_notice()}")
     if not groups and args.until_resolved:  # every point on record: is a comparison still open?
-        groups = next_round(study, set())
+        groups = _next_round(study, set())
     if not groups:
         print(f"ablate.grid: {study.settle_tables()}")
         return 0
@@ -129,8 +127,53 @@ def _run(study: Study, args: argparse.Namespace, argv: List[str], signals: Signa
     t0, errored = time.time(), set()
     while groups:  # one Tune run; with --until-resolved, then a round more while a comparison is open
         errored |= _train(study, groups, started, args, argv, signals)
-        groups = next_round(study, errored) if args.until_resolved and not signals.code else []
+        groups = _next_round(study, errored) if args.until_resolved and not signals.code else []
     return _finish(study, errored, started, time.time() - t0, args, argv, signals)
+
+
+def _next_round(study: "Study", errored: set) -> list:
+    """Judge every comparison of ``study`` (anytime-valid), write the interim tables and report, and add the
+    next round's points to the study (its identity first: a round interrupted continues on
+    ``--resume --until-resolved``); the groups that train next, none when nothing open can close.  A round
+    that adds no point is no round: the study is final as it stands (a no-op resume counts nothing)."""
+    from .report import write_report
+    from .results import write_csvs
+    from .rounds import chronology, judge, next_points, resolved_count, seed_pool, tried_seeds
+    from .stats import Question
+
+    cfg = study.cfg
+    history, trials_df = study.tables(errored, interrupted=False)
+    q = Question.of_config(cfg)
+    pool = seed_pool(cfg.seeds, cfg.max_seeds)
+    existing = list(study.points().values())
+    tried = {k: len(v) for k, v in tried_seeds(existing, q, pool).items()}
+    judged = judge(trials_df, q, cfg.equivalence_margin, cfg.max_seeds, tried,
+                   order=chronology(study.rounds.get("points", []), q))
+    points = next_points(judged, existing, q, pool)
+    last = int(study.rounds.get("round", 0))
+    state = {"resolved": resolved_count(judged), "total": len(judged)}
+    added = study.add_points(points, {**state, "round": last + 1, "final": False}) if points else 0
+    if not added:  # nothing new to train: the study stands as it is, at the round it reached
+        study.rounds = {**study.rounds, **state, "round": max(last, 1), "final": True}
+    study.write_identity()
+    os.makedirs(cfg.output_dir, exist_ok=True)
+    write_csvs(cfg.output_dir, history, trials_df)
+    r = study.rounds["round"]
+    futile = int(judged["futile"].sum()) if len(judged) else 0
+    still = int((judged["final_verdict"] == "open").sum()) - futile if len(judged) else 0
+    what = (f"adding {added} trials: {int((judged['more'] > 0).sum())} open comparisons get "
+            f"{', '.join(sorted({str(int(m)) for m in judged['more'] if m > 0}))} more seeds" if added else
+            "nothing to compare" if not len(judged) else
+            "; ".join([*([f"{futile} open ones cannot close within max_seeds {cfg.max_seeds}"] if futile else []),
+                       *([f"{still} open ones have tried max_seeds"] if still > 0 else [])]) or "none is open")
+    print(f"ablate.grid: round {r}: {state['resolved']} of {state['total']} comparisons resolved; {what}", flush=True)
+    if added:
+        try:
+            write_report(cfg.output_dir)  # interim: the page says which round
+        except Exception as e:  # noqa: BLE001 -- the report must never cost the study its next round
+            say(f"ablate.grid: warning: interim report failed ({e.__class__.__name__}: {e})")
+        return [g for g in study.plan() if not all(m["id"] in errored for m in g.members)]
+    return []
 
 
 # What the start gave the run: Ray's resources per trial, the data, the W&B mode, Ray's log file.

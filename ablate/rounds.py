@@ -1,5 +1,6 @@
 """``--until-resolved``: more seeds only where a comparison is still open and can still close, judged by
-statistics that stay valid however often the study looks (``ablate.sequential``).  No Ray, no torch here.
+statistics that stay valid however often the study looks (``ablate.sequential``).  Pure: tables in,
+verdicts and points out; no Ray, no torch, no files (the driver's round loop, ``grid._next_round``, writes).
 
 A comparison is one value of the compared axis against the reference, in one cell of the context.  After
 every round each is judged on final accuracy and AUC as one family (``sequential.judge_family``):
@@ -31,7 +32,7 @@ from .axes import PAIR
 from .sequential import closes_at, judge_family, min_decisive_seeds
 from .stats import ALPHA, Question, finished, missing, plain
 
-__all__ = ["judge", "next_points", "next_round", "seed_pool", "ROUND_SEEDS", "resolved_count", "METRICS"]
+__all__ = ["judge", "next_points", "seed_pool", "tried_seeds", "chronology", "ROUND_SEEDS", "resolved_count", "METRICS"]
 
 ROUND_SEEDS = 3  # at most this many seeds per open comparison per round: look again before spending more
 METRICS = (("final_val_acc", "final"), ("auc_val_acc", "auc"))
@@ -54,20 +55,41 @@ def _cell(point: Mapping[str, Any], context: List[str]) -> tuple:
     return tuple(plain(point[c]) for c in context)
 
 
+def chronology(points: Iterable[Mapping[str, Any]], q: Question) -> Dict[tuple, int]:
+    """When each point joined the study (the rounds' points in the order they were added; the grid's own, which
+    all trained before the first look, are 0 and need no entry): the order a comparison's e-process reads its
+    pairs in, so that what a later round adds always comes after what an earlier look saw (Ville's inequality
+    needs the sequence, not a reordering of it)."""
+    return {(plain(p[q.subject]), *_cell(p, q.context), int(p[PAIR])): i + 1 for i, p in enumerate(points)}
+
+
+def _in_order(m: pd.DataFrame, value: Any, q: Question, order: Mapping[tuple, int]) -> pd.DataFrame:
+    """A comparison's pairs in the order they completed: by the later of the two points' arrival, then seed."""
+    if not len(m):
+        return m
+    cells = [tuple(plain(r[c]) for c in q.context) for r in m[q.context].to_dict("records")]
+    seeds = [int(s) for s in m[PAIR]]
+    when = [max(order.get((value, *c, s), 0), order.get((plain(q.reference), *c, s), 0)) for c, s in zip(cells, seeds)]
+    return m.assign(_when=when).sort_values(["_when", PAIR], kind="stable").drop(columns="_when")
+
+
 def judge(trials: pd.DataFrame, q: Question, margin_points: float, max_seeds: int,
-          tried: Optional[Mapping[tuple, int]] = None, drive: Tuple[str, ...] = ("final",)) -> pd.DataFrame:
+          tried: Optional[Mapping[tuple, int]] = None, drive: Tuple[str, ...] = ("final",),
+          order: Optional[Mapping[tuple, int]] = None) -> pd.DataFrame:
     """Every comparison's state now: a row per value x context cell, with ``n`` (paired seeds), for each
     metric its mean difference, anytime-valid interval, e-value and verdict (one family); where final acc is
     open, ``forecast`` (seeds after which it closes, cautious), ``favourable`` (what even a lucky study would
     need), ``futile`` (not within ``max_seeds``) and ``more`` (seeds the next round adds).  ``tried``: seeds
     each (value, *cell) already has as points of the study, whatever their status (default: ``n``);
-    ``drive``: the metrics whose open verdict asks for seeds (final acc; ``ablate.compare``: both)."""
+    ``drive``: the metrics whose open verdict asks for seeds (final acc; ``ablate.compare``: both);
+    ``order``: when each point joined (``chronology``; default: the grid's seed order)."""
     fin = finished(trials)
     ref = fin[fin[q.subject] == q.reference]
     rows: List[Dict[str, Any]] = []
     diffs: Dict[str, List[np.ndarray]] = {short: [] for _, short in METRICS}
     for key, g in fin[fin[q.subject] != q.reference].groupby([q.subject, *q.context], sort=True, dropna=False):
         m = g.merge(ref, on=[*q.context, PAIR], suffixes=("", "_ref"))
+        m = _in_order(m, plain(key[0]), q, order or {})
         row = {q.subject: plain(key[0]), **{c: plain(v) for c, v in zip(q.context, key[1:])},
                "n": len(m), "seeds": sorted(int(s) for s in m[PAIR])}
         for metric, short in METRICS:
@@ -148,47 +170,3 @@ def next_points(judged: pd.DataFrame, points: Iterable[Mapping[str, Any]], q: Qu
                 p = {q.subject: value, **cell, PAIR: seed}
                 out[(plain(value), *key, seed)] = p
     return list(out.values())
-
-
-def next_round(study, errored: set) -> list:
-    """Judge every comparison of ``study`` (anytime-valid), write the interim tables and report, and add the
-    next round's points to the study (its identity first: a round interrupted continues on
-    ``--resume --until-resolved``); the groups that train next, none when nothing open can close.  A round
-    that adds no point is no round: the study is final as it stands (a no-op resume counts nothing)."""
-    import sys
-
-    from .report import write_report
-    from .results import write_csvs
-
-    cfg = study.cfg
-    history, trials_df = study.tables(errored, interrupted=False)
-    q = Question.of_config(cfg)
-    pool = seed_pool(cfg.seeds, cfg.max_seeds)
-    existing = list(study.points().values())
-    tried = {k: len(v) for k, v in tried_seeds(existing, q, pool).items()}
-    judged = judge(trials_df, q, cfg.equivalence_margin, cfg.max_seeds, tried)
-    points = next_points(judged, existing, q, pool)
-    last = int(study.rounds.get("round", 0))
-    state = {"resolved": resolved_count(judged), "total": len(judged)}
-    added = study.add_points(points, {**state, "round": last + 1, "final": False}) if points else 0
-    if not added:  # nothing new to train: the study stands as it is, at the round it reached
-        study.rounds = {**study.rounds, **state, "round": max(last, 1), "final": True}
-    study.write_identity()
-    os.makedirs(cfg.output_dir, exist_ok=True)
-    write_csvs(cfg.output_dir, history, trials_df)
-    r = study.rounds["round"]
-    futile = int(judged["futile"].sum()) if len(judged) else 0
-    still = int((judged["final_verdict"] == "open").sum()) - futile if len(judged) else 0
-    what = (f"adding {added} trials: {int((judged['more'] > 0).sum())} open comparisons get "
-            f"{', '.join(sorted({str(int(m)) for m in judged['more'] if m > 0}))} more seeds" if added else
-            "nothing to compare" if not len(judged) else
-            "; ".join([*([f"{futile} open ones cannot close within max_seeds {cfg.max_seeds}"] if futile else []),
-                       *([f"{still} open ones have tried max_seeds"] if still > 0 else [])]) or "none is open")
-    print(f"ablate.grid: round {r}: {state['resolved']} of {state['total']} comparisons resolved; {what}", flush=True)
-    if added:
-        try:
-            write_report(cfg.output_dir)  # interim: the page says which round
-        except Exception as e:  # noqa: BLE001 -- the report must never cost the study its next round
-            print(f"ablate.grid: warning: interim report failed ({e.__class__.__name__}: {e})", file=sys.stderr)
-        return [g for g in study.plan() if not all(m["id"] in errored for m in g.members)]
-    return []

@@ -275,6 +275,29 @@ def _native(v):
     return v.item() if hasattr(v, "item") else v
 
 
+def build_compare_report(before: Dict[str, Any], after: Dict[str, Any], lines: List[str], entity: str):
+    """``ablate.compare``'s answer as a W&B Report: the per-cell verdicts, then the two experiments' groups side by
+    side (val acc and train loss per epoch, mean +- std over seeds, one line per experiment)."""
+    import wandb_workspaces.reports.v2 as wr
+    from wandb_workspaces import expr
+
+    project = (after.get("wandb") or {}).get("project", "ablate")
+    groups = [str(before.get("name", "before")), str(after.get("name", "after"))]
+    runs = [wr.Runset(entity=entity, project=project, name=g, filters=[expr.Config("experiment") == g],
+                      groupby=["block"]) for g in groups]
+    return wr.Report(project=project, entity=entity, title=f"ablate.compare: {groups[1]} against {groups[0]}",
+                     description="Did the change change the result? Paired by point and seed.",
+                     blocks=[wr.H1("Per cell: same / changed / open"),
+                             wr.MarkdownBlock(text="```\n" + "\n".join(lines) + "\n```"),
+                             wr.H1("The two experiments"),
+                             wr.PanelGrid(runsets=runs, panels=[
+                                 wr.LinePlot(title="val acc", x="epoch", y=["val_acc"], groupby="block",
+                                             groupby_aggfunc="mean", groupby_rangefunc="stddev"),
+                                 wr.LinePlot(title="train loss", x="epoch", y=["train_loss"], log_y=True,
+                                             groupby="block", groupby_aggfunc="mean", groupby_rangefunc="stddev")]),
+                             wr.H1("Runs"), wr.PanelGrid(runsets=runs, panels=[wr.RunComparer(diff_only="split")])])
+
+
 def save_wandb_report(meta: Dict[str, Any], trials, lines: List[str], q=None, glance: Optional[List[str]] = None) -> str:
     """Save the W&B Report with the configured (or default) entity; return its URL."""
     import wandb

@@ -84,6 +84,19 @@ def test_changed_under_no_change_stays_within_5_percent_with_the_round_rule():
         assert changed.mean() <= 0.05, changed.mean()
 
 
+def test_the_w_and_b_report_shows_both_groups_and_the_cells_offline():
+    import wandb_workspaces.reports.v2 as wr
+
+    from ablate.tracking import build_compare_report
+
+    rep = build_compare_report({"name": "main"}, {"name": "branch", "wandb": {"project": "p"}},
+                               ["block mine, depth 8, lr 0.1 | 9 | changed"], "someone")
+    assert rep.title == "ablate.compare: branch against main" and rep.project == "p"
+    grids = [b for b in rep.blocks if isinstance(b, wr.PanelGrid)]
+    assert [r.name for r in grids[0].runsets] == ["main", "branch"]
+    assert any("changed" in getattr(b, "text", "") for b in rep.blocks)
+
+
 def _grid(tmp_path, name, module, seeds, *extra):
     p = run_cli([DEFAULT, "blocks=[baseline,mine]", f"block_modules=[{module}]", "depths=[8]", "lrs=[0.1]",
                  f"seeds={seeds}", "epochs=1", "wandb.mode=disabled", f"storage_path={tmp_path / 'r'}", f"name={name}",

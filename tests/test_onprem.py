@@ -25,7 +25,8 @@ from conftest import REPO, free_port, wait_for
 from helpers.hosts import HOME, Hosts
 
 # The system tests: slow, and skipped (one line) where the kernel refuses namespaces or a tool is missing.
-on_hosts = pytest.mark.skipif(Hosts.skip_reason() is not None, reason=str(Hosts.skip_reason()))
+SKIP = Hosts.skip_reason()
+on_hosts = pytest.mark.skipif(SKIP is not None, reason=str(SKIP))
 with_moto = pytest.mark.skipif(importlib.util.find_spec("moto") is None,
                                reason="moto's S3 server is missing (pip install -e '.[test]')")
 
@@ -140,7 +141,7 @@ def live_nodes(head):
     """Ray's own node list, read on the head: {node id: address} of the live nodes."""
     code = ("import json, ray; ray.init(address='localhost:6380', logging_level='ERROR'); "
             "print(json.dumps({n['NodeID']: n['NodeManagerAddress'] for n in ray.nodes() if n['Alive']}))")
-    p = head.run(f"cd / && ~/ablate-venv/bin/python -c {shlex.quote(code)}", check=False,
+    p = head.run(f". ~/ablate-env.sh && cd / && ~/ablate-venv/bin/python -c {shlex.quote(code)}", check=False,
                  env={"HOME": str(HOME)})
     for line in p.stdout.splitlines():
         if line.startswith("{"):
@@ -226,6 +227,9 @@ def test_ray_up_on_hosts_with_their_own_disks_and_s3(tmp_path):
                 assert (h.home / "ablate" / "ablate" / "grid.py").exists()
                 assert (h.tmp / "ray-ablate-onprem").is_dir()
             assert not (laptop.tmp / "ray-ablate-onprem").exists()
+            # One token for the cluster, made on the head and on every host of it, never on the laptop.
+            tokens = {(h.home / ".ray" / "auth_token").read_text() for h in hosts[1:]}
+            assert len(tokens) == 1 and len(tokens.pop()) >= 32 and not (laptop.home / ".ray" / "auth_token").exists()
 
             # 2. The grid, submitted as the yaml's header says, results in the bucket.
             p, timings["grid"] = ray_cmd(laptop, f"exec cluster-onprem.yaml {shlex.quote(grid_command(storage))}")
@@ -249,13 +253,22 @@ def test_ray_up_on_hosts_with_their_own_disks_and_s3(tmp_path):
             ips = {nodes[n] for n in history["node"]}
             assert len(ips) >= 2 and ips <= want, (history["node"].tolist(), nodes)
 
-            # 3. The report from the laptop, which ran none of it: from the bucket alone.
+            # 3. A resume from a worker host (no driver ran there; the head's disk is not its): the bucket's
+            # records say every trial finished, and nothing runs again.
+            runs = {k.split("/")[2] for k in keys if k.split("/")[2].startswith("run-")}
+            resume = grid_command(storage, "--resume").replace("localhost:6380", f"{head.ip}:6380")
+            p = hosts.ssh(workers[0], resume, check=False)
+            assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+            assert "had already finished; nothing to run" in p.stdout + p.stderr, p.stdout[-3000:]
+            assert {k.split("/")[2] for k in moto.keys("ablate/onprem/run-")} == runs
+
+            # 4. The report from the laptop, which ran none of it: from the bucket alone.
             p, timings["report"] = on_laptop(laptop, f"AWS_ENDPOINT_URL={moto.url} python -m ablate.report "
                                                      f"{storage}/onprem")
             assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
             assert "<html" in moto.read("ablate/onprem/report.html").lower()
 
-            # 4. Down as the yaml's header says: this cluster's Ray stopped on every host (never `ray stop`),
+            # 5. Down as the yaml's header says: this cluster's Ray stopped on every host (never `ray stop`),
             # then `ray down`; nothing of it is left on any host.
             t = time.time()
             stop_cluster(laptop, hosts)

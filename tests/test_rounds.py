@@ -94,6 +94,23 @@ def test_rounds_whose_trials_all_error_end_within_the_pool():
     assert rounds == 3 and len(points) == 18 and {p["seed"] for p in points} == set(range(9))
 
 
+def test_a_comparison_reads_its_pairs_in_the_order_the_rounds_added_them():
+    """The sign test's e-process is a product of bets in sequence: a round's pairs come after what the earlier
+    look saw, whatever their seed numbers (seed 5 was added before 3 and 4 here)."""
+    from ablate.rounds import chronology
+    from ablate.sequential import e_values
+
+    q = Question()
+    diffs = {0: 0.10, 1: 0.11, 2: 0.09, 3: 0.02, 4: 0.105, 5: 0.095}
+    trials = _trials(range(6), {"x": 0.0}, noise=0.0)
+    trials.loc[trials["block"] == "x", "final_val_acc"] += [diffs[s] for s in range(6)]
+    trials["auc_val_acc"] = trials["final_val_acc"]
+    added = [{"block": b, "depth": 8, "lr": 0.1, "seed": s} for s in (5, 3, 4) for b in ("x", "baseline")]
+    got = judge(trials, q, 1.0, 12, order=chronology(added, q))["final_e"].iloc[0]
+    assert np.isclose(got, e_values([diffs[s] for s in (0, 1, 2, 5, 3, 4)])[0])
+    assert not np.isclose(got, e_values([diffs[s] for s in range(6)])[0])
+
+
 @settings(max_examples=40, deadline=None)
 @given(st.data())
 def test_an_until_resolved_study_never_trains_a_point_the_full_max_seeds_grid_lacks(data):

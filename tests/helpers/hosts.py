@@ -152,12 +152,12 @@ class Host:
                 inner = self.home / root.relative_to(HOME)
                 inner.mkdir(parents=True, exist_ok=True)
                 steps.append(f"mount --rbind {shlex.quote(str(root))} {shlex.quote(str(inner))}")
-        steps += [f"mount --rbind {shlex.quote(str(self.home))} {home}",
-                  f"mount --bind {shlex.quote(str(self.tmp))} /tmp",
-                  "mount -t tmpfs -o size=2g tmpfs /dev/shm"]
-        # No shared filesystem: the repository reaches a host only as ray up copies it.
+        steps.append(f"mount --rbind {shlex.quote(str(self.home))} {home}")
+        # No shared filesystem: the repository reaches a host only as ray up copies it (hidden before the
+        # private /tmp is mounted: a checkout under /tmp is a mount point only until then).
         if not any(r.is_relative_to(REPO) for r in _python_roots()):
             steps.append(f"mount -t tmpfs -o size=1m tmpfs {shlex.quote(str(REPO))}")
+        steps += [f"mount --bind {shlex.quote(str(self.tmp))} /tmp", "mount -t tmpfs -o size=2g tmpfs /dev/shm"]
         self.run(" && ".join(steps))
 
     def _sshd(self):
