@@ -31,6 +31,8 @@ paired differences ``d_1, d_2, ...`` of one comparison (a variant against its re
      and the past, so ``K_n`` is a test martingale with no assumption on the shape: heavy tails, runs at
      chance accuracy, bimodal outcomes.  Its price: it can grow at most by about ``1 + BET_CAP`` a seed
      (``cap``), so it decides nothing before ``min_decisive_seeds`` seeds.
+  ``K_n`` is a product of bets in sequence: a comparison's differences are read in the order the study
+  added them (``rounds.chronology``: what a later round adds comes after what an earlier look saw).
   ``min(BF_n, K_n)`` is an e-process whenever *either* assumption holds (it is below the valid one), so by
   Ville's inequality ``P(exists n: min >= 1/alpha) <= alpha`` for Gaussian differences of any variance
   and for symmetric ones of any shape.  Skewed differences with a zero mean satisfy neither exactly; the
