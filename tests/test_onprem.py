@@ -230,6 +230,11 @@ def test_ray_up_on_hosts_with_their_own_disks_and_s3(tmp_path):
             # One token for the cluster, made on the head and on every host of it, never on the laptop.
             tokens = {(h.home / ".ray" / "auth_token").read_text() for h in hosts[1:]}
             assert len(tokens) == 1 and len(tokens.pop()) >= 32 and not (laptop.home / ".ray" / "auth_token").exists()
+            # Whoever reaches the head's port without the token runs nothing there.
+            code = f"import ray; ray.init(address='{head.ip}:6380'); print('CONNECTED')"
+            p = laptop.run(f"cd / && python -c {shlex.quote(code)}", check=False, timeout=300)
+            assert p.returncode != 0 and "CONNECTED" not in p.stdout, p.stdout[-2000:] + p.stderr[-2000:]
+            assert "token" in (p.stdout + p.stderr).lower(), p.stdout[-2000:] + p.stderr[-2000:]
 
             # 2. The grid, submitted as the yaml's header says, results in the bucket.
             p, timings["grid"] = ray_cmd(laptop, f"exec cluster-onprem.yaml {shlex.quote(grid_command(storage))}")
