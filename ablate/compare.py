@@ -12,7 +12,7 @@ report's own statistics (``ablate.sequential``: anytime-valid, one family, an eq
 
 The comparison is an ordinary question of ablate's (``ablate.rounds``): its subject is the *side* (AFTER
 against the reference BEFORE), its context every axis but the seed.  Exit codes, for CI: 0 every cell
-same, 1 a cell changed, 3 open cells remain (none changed), 2 bad input.  ``--until-resolved`` adds seeds
+same, 1 a cell changed, 3 open cells remain (none changed), 2 bad input, 4 a growth failed.  ``--until-resolved`` adds seeds
 where a cell is open, to both experiments, each grown through its own records by ``python -m ablate.grid
 --resume`` (one writer per experiment), until every cell closes or ``--max-seeds``.
 """
@@ -33,11 +33,11 @@ from .axes import PAIR
 from .messages import AblateError, UsageError
 from .stats import Question, axes_of, finished, value_text
 
-__all__ = ["main", "compare", "Side", "EXIT_SAME", "EXIT_CHANGED", "EXIT_OPEN"]
+__all__ = ["main", "compare", "Side", "EXIT_SAME", "EXIT_CHANGED", "EXIT_OPEN", "EXIT_GROWTH_FAILED"]
 
-EXIT_SAME, EXIT_CHANGED, EXIT_OPEN = 0, 1, 3
+EXIT_SAME, EXIT_CHANGED, EXIT_OPEN, EXIT_GROWTH_FAILED = 0, 1, 3, 4
 SIDE, BEFORE, AFTER = "side", "before", "after"
-COMPARE_HTML, COMPARE_MD = "compare.html", "compare.md"
+COMPARE_HTML, COMPARE_MD, COMPARE_STATE = "compare.html", "compare.md", "compare.json"
 # The settings of the two identities that are not compared: what changes no result, what the axes already pair,
 # and the experiment's own bookkeeping.
 AXIS_KEYS = ("blocks", "depths", "lrs", "seeds", "sweep", "block_modules")
@@ -74,6 +74,51 @@ class Side:
         prov = self.meta.get("provenance") or {}
         versions = ", ".join(f"{k} {v}" for k, v in (prov.get("versions") or {}).items())
         return f"{self.name} ({self.where}): commit {prov.get('git_commit') or 'unknown'}; {versions or 'versions unknown'}"
+
+
+class GrowthFailed(AblateError):
+    """A growth's grid run failed: exit 4, never 1 (which says "changed")."""
+
+    code = EXIT_GROWTH_FAILED
+
+
+@dataclass
+class CompareState:
+    """What an ``--until-resolved`` comparison has looked at (``compare.json`` beside its pages): the points in
+    the order its looks first saw them finished, so each cell's e-process reads one sequence across looks
+    and reruns (``rounds.chronology``)."""
+
+    before: str
+    after: str
+    seen: List[Dict[str, Any]]
+
+    @classmethod
+    def read(cls, out: str, before: Side, after: Side) -> "CompareState":
+        import json
+
+        ids = (str(before.meta.get("experiment_id")), str(after.meta.get("experiment_id")))
+        try:
+            with open(os.path.join(out, COMPARE_STATE)) as f:
+                saved = json.load(f)
+            if (saved.get("before"), saved.get("after")) == ids and isinstance(saved.get("seen"), list):
+                return cls(*ids, saved["seen"])
+        except (OSError, ValueError, AttributeError):
+            pass  # no comparison looked yet (or another pair's): this one starts its sequence
+        return cls(*ids, [])
+
+    def look(self, both: pd.DataFrame, q: Question) -> List[Dict[str, Any]]:
+        from .rounds import first_seen
+
+        return first_seen(both, q, self.seen)
+
+    def write(self, out: str) -> None:
+        import json
+
+        os.makedirs(out, exist_ok=True)
+        tmp = os.path.join(out, COMPARE_STATE + ".tmp")
+        with open(tmp, "w") as f:
+            json.dump({"before": self.before, "after": self.after, "seen": self.seen}, f, default=str)
+        os.replace(tmp, os.path.join(out, COMPARE_STATE))
 
 
 def result_settings(meta: Dict[str, Any]) -> Dict[str, Any]:
@@ -117,8 +162,8 @@ def paired_table(before: Side, after: Side, axes: List[str]) -> Tuple[pd.DataFra
     keys = [a for a in axes]
     b = before.trials.assign(**{SIDE: BEFORE})
     a = after.trials.assign(**{SIDE: AFTER})
-    pts_b = set(map(tuple, b[keys].astype(str).to_numpy()))
-    pts_a = set(map(tuple, a[keys].astype(str).to_numpy()))
+    pts_b = {tuple(_same(v) for v in r) for r in b[keys].itertuples(index=False)}
+    pts_a = {tuple(_same(v) for v in r) for r in a[keys].itertuples(index=False)}
     lacks = {before.name: len(pts_a - pts_b), after.name: len(pts_b - pts_a)}
     if not pts_a & pts_b:
         raise UsageError(f"{before.name} and {after.name} share no point (the same value of every axis and the same "
@@ -129,13 +174,21 @@ def paired_table(before: Side, after: Side, axes: List[str]) -> Tuple[pd.DataFra
     return both[cols], lacks
 
 
+def _same(v: Any) -> Any:
+    """A value as both sides' tables hold it alike (a CSV reads 0 as int on one side and 0.0 on the other)."""
+    v = v.item() if hasattr(v, "item") else v
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
+
+
 def question(axes: List[str]) -> Question:
     return Question(SIDE, BEFORE, [*axes, SIDE], [a for a in axes if a != PAIR])
 
 
-def compare(before: Side, after: Side, margin: float, max_seeds: int, named: List[str]):
+def compare(before: Side, after: Side, margin: float, max_seeds: int, named: List[str],
+            seen: Optional[List[Dict[str, Any]]] = None):
     """The paired judgement: (judged rows per cell, the question, what each side lacks, the settings that differ,
-    both sides as one table, the seed pool); each cell judged on both metrics, its bound counting points tried."""
+    both sides as one table, the seed pool); each cell judged on both metrics, its bound counting points tried,
+    its pairs read in the order the comparison's looks first saw them (``seen``)."""
     from .rounds import chronology, judge, seed_pool, tried_seeds
 
     axes, diff = check(before, after, named)
@@ -143,12 +196,9 @@ def compare(before: Side, after: Side, margin: float, max_seeds: int, named: Lis
     q = question(axes)
     pool = seed_pool(sorted({int(s) for s in both[PAIR]}), max_seeds)
     tried = {k: len(v) for k, v in tried_seeds(both.to_dict("records"), q, pool).items()}
-    # The pairs in the order the rounds added them (a pair's arrival: the later of its two points).
-    order: Dict[tuple, int] = {}
-    for side, name in ((before, BEFORE), (after, AFTER)):
-        added = (side.meta.get("until_resolved") or {}).get("points", [])
-        order.update(chronology([{**p, SIDE: name} for p in added], q))
-    judged = judge(both, q, margin, max_seeds, tried, drive=("final", "auc"), order=order)
+    seen = seen or []
+    judged = judge(both, q, margin, max_seeds, tried, drive=("final", "auc"), order=chronology(seen, q),
+                   unseen=len(seen) + 1)
     if not len(judged):
         raise UsageError(f"no finished trial of {before.name} pairs with one of {after.name}: nothing to compare")
     return judged, q, lacks, diff, both, pool
@@ -235,9 +285,11 @@ def write_pages(out: str, before: Side, after: Side, judged: pd.DataFrame, q: Qu
     return md_path, html_path
 
 
-def _grow(side: Side, points: List[Dict[str, Any]], state: Dict[str, Any], verbose: bool) -> int:
-    """Add ``points`` to one experiment (its identity, as a round of its own) and train them with
-    ``python -m ablate.grid --resume`` (the usual way: its records, one writer); the grid's exit code."""
+def _grow(side: Side, points: List[Dict[str, Any]], verbose: bool) -> Tuple[int, int]:
+    """Add ``points`` to one experiment (beyond the product of its axes, as a round adds them, but no round of
+    its own: its question and its report's rounds stay its own) and train them, with anything of it left
+    unfinished, by ``python -m ablate.grid --resume`` (the usual way: its records, one writer).  The grid's
+    exit code and the number of points added."""
     import yaml
 
     from . import storage
@@ -259,13 +311,13 @@ def _grow(side: Side, points: List[Dict[str, Any]], state: Dict[str, Any], verbo
         study = Study(cfg, resume=True)
         with study.lock():
             study.check()
-            state = {**state, "round": int(study.rounds.get("round", 0)) + 1, "final": False}
-            study.add_points([{k: v for k, v in p.items() if k != SIDE} for p in points], state)
-            study.write_identity()
+            added = study.add_points([{k: v for k, v in p.items() if k != SIDE} for p in points], {})
+            if added:
+                study.write_identity()
         cmd = [sys.executable, "-m", "ablate.grid", path, "--resume", "--no-report"]
-        print(f"ablate.compare: growing {side.where} by {len(points)} trials (python -m ablate.grid ... --resume)",
+        print(f"ablate.compare: growing {side.where} by {added} trials (python -m ablate.grid ... --resume)",
               flush=True)
-        return subprocess.call(cmd, stdout=None if verbose else subprocess.DEVNULL)
+        return subprocess.call(cmd, stdout=None if verbose else subprocess.DEVNULL), added
     finally:
         os.unlink(path)
 
@@ -276,7 +328,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         description="Did my change change the result? Pair every trial of AFTER with BEFORE's at the same point "
                     "(every axis and the seed) and judge each cell: same (within --margin points), changed (with "
                     "its interval) or open. Exit 0: every cell same; 1: a cell changed; 3: open cells remain; 2: "
-                    "bad input.")
+                    "bad input; 4: growing an experiment failed (--until-resolved).")
     p.add_argument("before", help="the experiment directory (or URI) of the code before the change")
     p.add_argument("after", help="the experiment directory (or URI) of the code after it")
     p.add_argument("--margin", type=float, default=0.5, help="'same' means within +- this many accuracy points (0.5)")
@@ -302,7 +354,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 def _main(args) -> int:
     from .grid import check_rounds
-    from .rounds import next_points, resolved_count
+    from .rounds import next_points
 
     if not (0 < args.margin <= 100):
         raise UsageError(f"--margin {args.margin:g}: allowed: more than 0 and at most 100 accuracy points")
@@ -310,26 +362,40 @@ def _main(args) -> int:
     before, after = Side.read(args.before), Side.read(args.after)
     if os.path.realpath(before.local) == os.path.realpath(after.local):
         raise UsageError("BEFORE and AFTER are the same experiment; give two experiment directories")
+    out = args.out or after.local
+    state = CompareState.read(out, before, after)
     if args.until_resolved:
         check_rounds(args.max_seeds, "--max-seeds")
-    while True:
-        judged, q, lacks, diff, both, pool = compare(before, after, args.margin, args.max_seeds, named)
+        for side in (before, after):
+            if side.meta.get("scheduler") == "asha":  # ASHA stops weak points: which pairs exist depends on results
+                raise UsageError(f"--until-resolved: {side.name} runs scheduler asha, whose stopped trials never pair; "
+                                 "allowed: experiments run with scheduler fifo")
+    for _ in range(args.max_seeds + 3):  # each pass adds a seed or finishes what a pass before began
+        judged, q, lacks, diff, both, pool = compare(before, after, args.margin, args.max_seeds, named, state.seen)
         if not args.until_resolved:
             break
+        state.seen = state.look(both, q)
+        state.write(out)
         points = [{a: r[a] for a in q.axes} for r in both.to_dict("records")]
-        grow = next_points(judged, points, q, pool)
-        if not grow:
+        finished_points = [{a: r[a] for a in q.axes} for r in finished(both).to_dict("records")]
+        grow = next_points(judged, points, q, pool, finished_points)
+        unfinished = {name for name, side in ((BEFORE, before), (AFTER, after))
+                      if (~side.trials["status"].isin(["TERMINATED", "DIVERGED", "ERROR", "STOPPED_EARLY"])).any()}
+        if not grow and not unfinished:
             break
-        state = {"resolved": resolved_count(judged), "total": len(judged)}
+        grew = 0
         for side, name in ((before, BEFORE), (after, AFTER)):
             mine = [pt for pt in grow if pt[SIDE] == name]
-            if mine:
-                code = _grow(side, mine, state, args.verbose)
+            if mine or name in unfinished:  # a growth interrupted before: trained now, as a rerun promises
+                code, added = _grow(side, mine, args.verbose)
                 if code:
-                    return code
+                    raise GrowthFailed(f"growing {side.where} failed (python -m ablate.grid exited {code}; its error "
+                                       "is above); fix it, then run the same command again to continue")
+                grew += added or (name in unfinished)
+        if not grew:  # nothing new could be added: the comparison stands as it is
+            break
         before, after = Side.read(args.before), Side.read(args.after)
     head = summary(before, after, judged, q, lacks, diff, args.margin)
-    out = args.out or after.local
     md, html_path = write_pages(out, before, after, judged, q, head, args.margin)
     from .results import pipe_table
 

@@ -165,7 +165,7 @@ def sequential(trials: pd.DataFrame, meta: Dict, q: Question, judged: Optional[p
         "valid however often the study looked and added seeds, and the smaller of the two is valid when either "
         "assumption holds. Skewed differences with no true effect fit neither exactly; simulated with the "
         "round rule (tests/test_sequential.py), their false discovery rate stays within 5% at 28 comparisons, "
-        "and reaches about 10% with few comparisons and strongly skewed differences (skewness 6; the A/A study "
+        "and reaches 10-14% with 1-4 comparisons and strongly skewed differences (skewness 6; the A/A study "
         "on digits measured |skewness| < 1).",
         f"One family: \"helps\"/\"hurts\" for final acc and AUC together ({m_total} e-values) are e-BH discoveries "
         f"(Wang and Ramdas 2022) at a false discovery rate of {ALPHA:.0%} over the whole family.",
@@ -288,7 +288,7 @@ class Analysis:
 
     @classmethod
     def of(cls, trials: pd.DataFrame, meta: Dict, q: Question) -> "Analysis":
-        from .rounds import chronology, judge
+        from .rounds import judge, order_of
         from .stats import effects, stable_lrs
 
         fx = effects(trials, q.subject, q.reference, q.context)
@@ -296,8 +296,9 @@ class Analysis:
         judged = None
         rounds = meta.get("until_resolved")
         if rounds:
+            order, unseen = order_of(rounds if isinstance(rounds, dict) else {}, q)
             judged = judge(trials, q, float(meta.get("equivalence_margin", 1.0)), int(meta.get("max_seeds", 12)),
-                           order=chronology(rounds.get("points", []) if isinstance(rounds, dict) else [], q))
+                           order=order, unseen=unseen)
         return cls(q, meta, fx, stable, judged)
 
     @property

@@ -97,6 +97,9 @@ def _main(argv: List[str], signals: Signals) -> int:
     cfg = load_experiment(args.experiment, args.overrides)
     if args.until_resolved:
         check_rounds(cfg.max_seeds)
+        if cfg.scheduler == "asha":  # ASHA stops the weak points: which pairs exist would depend on the results
+            raise UsageError("--until-resolved with scheduler asha: its stopped trials never pair, so which seeds a "
+                             "comparison holds would depend on its results; allowed: scheduler fifo (the default)")
     args.resume = args.resume or (args.resume_if_exists and storage.has_files(cfg.experiment_dir))
     study = Study(cfg, resume=args.resume)
     if args.dry_run:
@@ -138,7 +141,7 @@ def _next_round(study: "Study", errored: set) -> list:
     that adds no point is no round: the study is final as it stands (a no-op resume counts nothing)."""
     from .report import write_report
     from .results import write_csvs
-    from .rounds import chronology, judge, next_points, resolved_count, seed_pool, tried_seeds
+    from .rounds import judge, next_points, order_of, resolved_count, seed_pool, seen_now, tried_seeds
     from .stats import Question
 
     cfg = study.cfg
@@ -147,9 +150,12 @@ def _next_round(study: "Study", errored: set) -> list:
     pool = seed_pool(cfg.seeds, cfg.max_seeds)
     existing = list(study.points().values())
     tried = {k: len(v) for k, v in tried_seeds(existing, q, pool).items()}
-    judged = judge(trials_df, q, cfg.equivalence_margin, cfg.max_seeds, tried,
-                   order=chronology(study.rounds.get("points", []), q))
-    points = next_points(judged, existing, q, pool)
+    order, unseen = order_of(study.rounds, q)
+    judged = judge(trials_df, q, cfg.equivalence_margin, cfg.max_seeds, tried, order=order, unseen=unseen)
+    # What this look saw, in the order it read it: the next look reads the same sequence, then what is new.
+    seen = seen_now(trials_df, q, study.rounds)
+    study.rounds = {**study.rounds, "seen": seen}
+    points = next_points(judged, existing, q, pool, finished_points=seen)
     last = int(study.rounds.get("round", 0))
     state = {"resolved": resolved_count(judged), "total": len(judged)}
     added = study.add_points(points, {**state, "round": last + 1, "final": False}) if points else 0

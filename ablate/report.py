@@ -107,7 +107,9 @@ def sections(exp_dir: str) -> tuple:
         Section("Verdicts", paragraphs=[
             *([f"{'Interim' if not rounds.get('final') else 'Final'}: round {rounds.get('round')}, "
                f"{rounds.get('resolved')} of {rounds.get('total')} comparisons resolved "
-               f"(--until-resolved, max_seeds {meta.get('max_seeds')})."] if rounds else []),
+               f"(--until-resolved, max_seeds {meta.get('max_seeds')})."] if rounds.get("round") else
+              ["Seeds were added by ablate.compare (looking at this experiment's results): the verdicts are the "
+               "anytime-valid ones."] if rounds else []),
             f"Each {q.subject} against {q.who(q.reference)} at every {cells} (final val acc: ends better; AUC = "
             "mean val acc over epochs: converges faster), and its stable LR range."],
             bullets=lines or ["(nothing to compare)"]),

@@ -32,7 +32,7 @@ from .axes import PAIR
 from .sequential import closes_at, judge_family, min_decisive_seeds
 from .stats import ALPHA, Question, finished, missing, plain
 
-__all__ = ["judge", "next_points", "seed_pool", "tried_seeds", "chronology", "ROUND_SEEDS", "resolved_count", "METRICS"]
+__all__ = ["judge", "next_points", "seed_pool", "tried_seeds", "chronology", "seen_now", "order_of", "ROUND_SEEDS", "resolved_count", "METRICS"]
 
 ROUND_SEEDS = 3  # at most this many seeds per open comparison per round: look again before spending more
 METRICS = (("final_val_acc", "final"), ("auc_val_acc", "auc"))
@@ -56,40 +56,74 @@ def _cell(point: Mapping[str, Any], context: List[str]) -> tuple:
 
 
 def chronology(points: Iterable[Mapping[str, Any]], q: Question) -> Dict[tuple, int]:
-    """When each point joined the study (the rounds' points in the order they were added; the grid's own, which
-    all trained before the first look, are 0 and need no entry): the order a comparison's e-process reads its
-    pairs in, so that what a later round adds always comes after what an earlier look saw (Ville's inequality
-    needs the sequence, not a reordering of it)."""
-    return {(plain(p[q.subject]), *_cell(p, q.context), int(p[PAIR])): i + 1 for i, p in enumerate(points)}
+    """Each point's place in the sequence a comparison's e-process reads (1, 2, ...): the order in which the
+    study's looks first saw the points finished (``seen``).  A pair's place is its later point's, so what a
+    look sees for the first time always comes after what an earlier look saw (Ville's inequality needs the
+    sequence, not a reordering of it); pairs no look has seen yet come last, by seed."""
+    out: Dict[tuple, int] = {}
+    for i, p in enumerate(points):
+        out.setdefault((plain(p[q.subject]), *_cell(p, q.context), int(p[PAIR])), i + 1)
+    return out
 
 
-def _in_order(m: pd.DataFrame, value: Any, q: Question, order: Mapping[tuple, int]) -> pd.DataFrame:
-    """A comparison's pairs in the order they completed: by the later of the two points' arrival, then seed."""
+def first_seen(trials: pd.DataFrame, q: Question, seen: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """``seen`` and then the finished points this look sees for the first time (by seed): what the next look's
+    ``chronology`` reads."""
+    known = chronology(seen, q)
+    fin = finished(trials)
+    new = [{q.subject: plain(r[q.subject]), **{c: plain(r[c]) for c in q.context}, PAIR: int(r[PAIR])}
+           for r in fin.sort_values(PAIR, kind="stable").to_dict("records")]
+    return [*seen, *(p for p in new if (p[q.subject], *_cell(p, q.context), p[PAIR]) not in known)]
+
+
+def seen_now(trials: pd.DataFrame, q: Question, rounds: Mapping[str, Any]) -> List[Dict[str, Any]]:
+    """The study's ``seen`` list after this look (written with its rounds); for a study written before there was
+    one, the points it holds in the order its looks read them."""
+    if "seen" in rounds:
+        return first_seen(trials, q, rounds["seen"] or [])
+    order, unseen = order_of(rounds, q)
+    return sorted(first_seen(trials, q, []), key=lambda p: (order.get(
+        (p[q.subject], *_cell(p, q.context), p[PAIR]), unseen), p[PAIR]))
+
+
+def order_of(rounds: Mapping[str, Any], q: Question) -> Tuple[Dict[tuple, int], int]:
+    """A study's chronology and the place of pairs it has not seen: from its ``seen`` list, or, for a study
+    written before there was one, from its rounds' ``points`` (the grid's own points first, place 0)."""
+    if "seen" in rounds:
+        seen = rounds.get("seen") or []
+        return chronology(seen, q), len(seen) + 1
+    return chronology(rounds.get("points", []), q), 0
+
+
+def _in_order(m: pd.DataFrame, value: Any, q: Question, order: Mapping[tuple, int], unseen: int) -> pd.DataFrame:
+    """A comparison's pairs in the order they completed: by the later of the two points' place, then seed."""
     if not len(m):
         return m
     cells = [tuple(plain(r[c]) for c in q.context) for r in m[q.context].to_dict("records")]
     seeds = [int(s) for s in m[PAIR]]
-    when = [max(order.get((value, *c, s), 0), order.get((plain(q.reference), *c, s), 0)) for c, s in zip(cells, seeds)]
+    ref = plain(q.reference)
+    when = [max(order.get((value, *c, s), unseen), order.get((ref, *c, s), unseen)) for c, s in zip(cells, seeds)]
     return m.assign(_when=when).sort_values(["_when", PAIR], kind="stable").drop(columns="_when")
 
 
 def judge(trials: pd.DataFrame, q: Question, margin_points: float, max_seeds: int,
           tried: Optional[Mapping[tuple, int]] = None, drive: Tuple[str, ...] = ("final",),
-          order: Optional[Mapping[tuple, int]] = None) -> pd.DataFrame:
+          order: Optional[Mapping[tuple, int]] = None, unseen: int = 0) -> pd.DataFrame:
     """Every comparison's state now: a row per value x context cell, with ``n`` (paired seeds), for each
     metric its mean difference, anytime-valid interval, e-value and verdict (one family); where final acc is
     open, ``forecast`` (seeds after which it closes, cautious), ``favourable`` (what even a lucky study would
     need), ``futile`` (not within ``max_seeds``) and ``more`` (seeds the next round adds).  ``tried``: seeds
     each (value, *cell) already has as points of the study, whatever their status (default: ``n``);
     ``drive``: the metrics whose open verdict asks for seeds (final acc; ``ablate.compare``: both);
-    ``order``: when each point joined (``chronology``; default: the grid's seed order)."""
+    ``order``, ``unseen``: each point's place in the sequence, and that of points not in it (``order_of``;
+    default: the seed order)."""
     fin = finished(trials)
     ref = fin[fin[q.subject] == q.reference]
     rows: List[Dict[str, Any]] = []
     diffs: Dict[str, List[np.ndarray]] = {short: [] for _, short in METRICS}
     for key, g in fin[fin[q.subject] != q.reference].groupby([q.subject, *q.context], sort=True, dropna=False):
         m = g.merge(ref, on=[*q.context, PAIR], suffixes=("", "_ref"))
-        m = _in_order(m, plain(key[0]), q, order or {})
+        m = _in_order(m, plain(key[0]), q, order or {}, unseen)
         row = {q.subject: plain(key[0]), **{c: plain(v) for c, v in zip(q.context, key[1:])},
                "n": len(m), "seeds": sorted(int(s) for s in m[PAIR])}
         for metric, short in METRICS:
@@ -149,18 +183,20 @@ def tried_seeds(points: Iterable[Mapping[str, Any]], q: Question, pool: List[int
 
 
 def next_points(judged: pd.DataFrame, points: Iterable[Mapping[str, Any]], q: Question,
-                pool: List[int]) -> List[Dict[str, Any]]:
+                pool: List[int], finished_points: Optional[Iterable[Mapping[str, Any]]] = None) -> List[Dict[str, Any]]:
     """The points the next round trains: for each comparison with ``more`` > 0, the lowest seeds of the pool it
-    lacks, first those whose reference point in its cell is already in the study; with the reference where it
-    lacks that seed.  Each point once; never a seed outside the pool."""
+    lacks, first those whose reference point in its cell is already trained (in ``finished_points``; default:
+    in the study); with the reference where the study lacks that seed.  Each point once; never a seed outside
+    the pool."""
     points = list(points)
     have = tried_seeds(points, q, pool)
+    done = tried_seeds(finished_points, q, pool) if finished_points is not None else have
     out: Dict[tuple, Dict[str, Any]] = {}
     for r in judged[judged["more"] > 0].to_dict("records") if len(judged) else []:
         cell = {c: r[c] for c in q.context}
         key = _cell(r, q.context)
         mine = have.get((r[q.subject], *key), set())
-        ref = have.get((plain(q.reference), *key), set())
+        ref = done.get((plain(q.reference), *key), set())
         lacking = [s for s in pool if s not in mine]
         ordered = [s for s in lacking if s in ref] + [s for s in lacking if s not in ref]
         for seed in ordered[: int(r["more"])]:

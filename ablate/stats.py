@@ -32,9 +32,11 @@ def paired(a: np.ndarray, b: np.ndarray) -> Dict[str, float]:
            "ci_low": math.nan, "ci_high": math.nan, "p": math.nan}
     if n < 2 or not np.isfinite(out["sd"]):
         return out
-    if out["sd"] <= 1e-12 * max(abs(out["mean"]), 1e-300):  # identical differences: t is infinite (or 0/0)
+    if out["sd"] <= 1e-12 * max(abs(out["mean"]), 1e-300):
+        # Identical differences (accuracies are discrete: ties happen): t is infinite, but all that the seeds
+        # show is n signs that agree, so the p-value is the exact sign test's, 2^(1-n) (two-sided), not 0.
         off = out["mean"] != 0
-        out.update(sd=0.0, ci_low=out["mean"], ci_high=out["mean"], p=0.0 if off else 1.0)
+        out.update(sd=0.0, ci_low=out["mean"], ci_high=out["mean"], p=min(1.0, 2.0 ** (1 - n)) if off else 1.0)
         return out
     res = stats.ttest_rel(a, b)
     ci = res.confidence_interval(1 - ALPHA)
@@ -125,6 +127,8 @@ def effects(trials: pd.DataFrame, subject: str = "block", reference: Any = BASEL
 def missing(m: pd.DataFrame, value: Any, reference: Any, suffix: str = "_base") -> str:
     """Why a comparison cannot be tested ("final acc missing (baseline, seed 2)"), or "" when it can: ``m`` is its
     pairs, the reference's columns with ``suffix``."""
+    if not len(m):
+        return f"no paired seed ({reference} lacks every seed of {value})"
     for metric, words in (("final_val_acc", "final acc"), ("auc_val_acc", "AUC")):
         for col, side in ((metric, value), (f"{metric}{suffix}", reference)):
             bad = m[m[col].isna()]

@@ -81,9 +81,9 @@ def test_effects_per_depth_and_lr_stable_range_and_verdict_sentences():
     assert best[best["block"] == "baseline"].iloc[0]["diverged"] == 0
 
 
-def test_a_comparison_without_a_test_says_why_and_identical_differences_are_decided():
+def test_a_comparison_without_a_test_says_why_and_identical_differences_are_tested_by_their_signs():
     """One seed, a missing metric: "not tested: why" / "void: why", never "no significant difference"; the same
-    difference on every seed is decided (t is infinite), not "no spread"."""
+    difference on every seed is tested (by its signs), not "no spread"."""
     from ablate.stats import effects, stable_lrs
 
     one = _synthetic_trials()
@@ -97,9 +97,15 @@ def test_a_comparison_without_a_test_says_why_and_identical_differences_are_deci
     fx = effects(missing)
     assert set(fx["final_verdict"]) == {"void: final acc missing (trick, seed 2)"}
     assert fx["final_p_adj"].isna().all() and fx["final_seeds_needed"].isna().all()
+    # Identical differences on every seed (accuracies are discrete: ties happen): the exact sign test's p-value,
+    # 2^(1-n): three seeds cannot decide, seven can.
+    from ablate.stats import paired
+
+    assert paired([0.85, 0.87, 0.86], [0.80, 0.82, 0.81])["p"] == 0.25
+    assert paired([0.85] * 7, [0.80] * 7)["p"] == 2.0 ** -6
     same = _synthetic_trials()
     same.loc[same["block"] == "trick", "final_val_acc"] = same.loc[same["block"] == "baseline", "final_val_acc"].to_numpy() + 0.05
-    assert set(effects(same)["final_verdict"]) == {"helps"}
+    assert set(effects(same)["final_verdict"]) == {"no significant difference"}
 
 
 def test_the_answer_at_a_glance_is_one_verdict_per_value_and_cell_on_the_page_and_the_terminal():
