@@ -217,8 +217,8 @@ def answer_matrix(cells: pd.DataFrame, who, reference_words: str) -> Optional[st
     plt = _plt()
     values = list(dict.fromkeys(cells["value"]))
     columns = list(dict.fromkeys(cells["cell"]))
-    fig_w = min(WIDTH_IN, 2.0 + 2.1 * len(columns))
-    fig, ax = plt.subplots(figsize=(fig_w, 0.9 + 0.62 * len(values)))
+    fig, ax = plt.subplots(figsize=(WIDTH_IN, 0.9 + 0.62 * len(values)))  # every figure spans the page
+    fig.subplots_adjust(left=0.02, right=0.995)  # the value labels sit left of it: the tight box keeps them
     by = {(r["value"], r["cell"]): r for r in cells.to_dict("records")}
     for i, value in enumerate(values):
         for j, col in enumerate(columns):
