@@ -13,7 +13,8 @@ import threading
 import time
 from typing import Iterable, Tuple
 
-from .messages import AblateError
+from ablate.errors import LockedError
+from ablate.errors import UsageError, first_line
 
 __all__ = ["is_uri", "join", "has_files", "list_dirs", "list_files", "read_bytes", "read_text", "write_text", "delete", "upload", "check_writable",
            "ExperimentLock", "LockedError", "EXPERIMENT_FILE", "HISTORY_FILE", "TRIALS_FILE", "REPORT_HTML", "REPORT_MD",
@@ -30,6 +31,8 @@ RAY_LOG = "ray.log"                         # Ray's and Tune's own log lines of 
 STATE_FILE = "state.pt"                     # a trial's trainer state (in each checkpoint directory)
 RECORD_FILE = "ablate_record.json"          # a trial's record, beside it (ablate.records)
 STOPPED_FILE = "ablate_stopped.json"        # the scheduler (ASHA) stopped the trial: in its trial directory
+COMPARE_HTML, COMPARE_MD = "compare.html", "compare.md"  # ablate.compare's pages (in AFTER, or --out)
+COMPARE_STATE = "compare.json"  # what an --until-resolved comparison has looked at, in order
 OUTPUTS = (HISTORY_FILE, TRIALS_FILE, REPORT_HTML, REPORT_MD, TIMING_FILE, RAY_LOG)  # what the driver writes at the end
 
 
@@ -178,8 +181,6 @@ def _alive(pid) -> bool:
     return True
 
 
-class LockedError(AblateError):
-    """Another run holds the experiment."""
 
 
 class ExperimentLock:
@@ -308,10 +309,41 @@ def failure(e: Exception, exp_dir: str) -> str:
     import pickle
     import shutil
 
-    from .messages import first_line
+    from ablate.errors import first_line
 
     full = not is_uri(exp_dir) and shutil.disk_usage(exp_dir).free < 16 * 2**20
     if not (full or isinstance(e, (OSError, EOFError, pickle.UnpicklingError))):
         raise e
     what = f"no space left on {exp_dir}" if full else f"the storage at {exp_dir} failed"
     return f"{what} ({e.__class__.__name__}: {first_line(e, 160)})"
+
+
+def preflight(exp_dir: str, output_dir: str, storage_path: str) -> None:
+    """Before a run takes an experiment: its place is a directory that can be written (the lock's place too),
+    and so is ``output_dir`` where it differs (URI storage: the tables and the report go to a local mirror);
+    else ``UsageError`` with one line naming the key and what is wrong."""
+    try:
+        if not is_uri(exp_dir) and os.path.exists(exp_dir) and not os.path.isdir(exp_dir):
+            raise UsageError(f"{exp_dir} is a file, not an experiment directory; choose another name= "
+                             "(nothing was changed)")
+        check_writable(exp_dir)
+        if not is_uri(exp_dir) and os.path.isdir(exp_dir) and not os.access(exp_dir, os.W_OK | os.X_OK):
+            raise PermissionError(f"{exp_dir} is read-only")
+    except UsageError:
+        raise
+    except OSError as e:
+        raise UsageError(f"key 'storage_path': cannot write to {exp_dir} ({e.__class__.__name__}: "
+                         f"{first_line(e) or 'no detail'})") from None
+    except Exception as e:  # pyarrow: an unknown scheme, a malformed URI
+        raise UsageError(f"key 'storage_path': {storage_path!r} is not a usable location "
+                         f"({e.__class__.__name__}: {first_line(e)}); allowed: a local directory, or a URI such as "
+                         "s3://bucket/path or file:///path") from None
+    if output_dir != exp_dir:  # URI storage: the tables and the report go to a local mirror
+        try:
+            os.makedirs(output_dir, exist_ok=True)
+            if not os.access(output_dir, os.W_OK | os.X_OK):
+                raise PermissionError("read-only")
+        except OSError as e:
+            raise UsageError(f"the tables of {exp_dir} are written to {output_dir} (in the working "
+                             f"directory), which cannot be written ({e.__class__.__name__}: {first_line(e)}); "
+                             "run from a writable directory") from None

@@ -7,9 +7,9 @@ Raw output: benchmarks/results/cpu-fused-agreement.txt (docs/benchmarks.md, "Fus
 separate trials train").  Chaotic points (depth 56 at lr 0.2) differ by rounding alone, fused or not.
 """
 import statistics, sys, time, torch
-from ablate.experiment_file import load_experiment
-from ablate.config import trial_groups
-from ablate.data import load_dataset
+from ablate.spec.experiment_file import load_experiment
+from ablate.spec.config import trial_groups
+from ablate.train.data import load_dataset
 from ablate.train import build_group, train_group
 torch.set_num_threads(1)
 extra = sys.argv[1:]

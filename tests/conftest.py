@@ -17,9 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from ablate.axes import trial_id
-from ablate.experiment_file import load_experiment
-from ablate.records import make_record, write_checkpoint
+from ablate.spec.axes import trial_id
+from ablate.spec.experiment_file import load_experiment
+from ablate.study.records import make_record
+from ablate.run.checkpoints import write_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 RAY = shutil.which("ray") or str(Path(sys.executable).with_name("ray"))
@@ -323,7 +324,7 @@ def finished_by_hand(tmp_path):
     """A finished experiment of ``small_config`` (its identity and every trial's record, as ablate writes
     them, no Ray): its directory, the CLI arguments that continue it, and its records."""
     from ablate.storage import RECORD_FILE
-    from ablate.study import Study
+    from ablate.study.study import Study
 
     cfg = small_config(tmp_path / "s", "wandb.mode=disabled")
     study = Study(cfg, resume=False)

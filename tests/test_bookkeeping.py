@@ -8,12 +8,14 @@ from pathlib import Path
 
 import torch  # noqa: F401 -- the records' state.pt
 
-from ablate.config import trial_configs
-from ablate.experiment_file import load_experiment
-from ablate.records import make_record, write_checkpoint, write_stopped
+from ablate.spec.config import trial_configs
+from ablate.spec.experiment_file import load_experiment
+from ablate.study.records import make_record, write_stopped
+from ablate.run.checkpoints import write_checkpoint
 from ablate.storage import HISTORY_FILE, TRIALS_FILE
-from ablate.study import Study, tables_from_records
-from ablate.axes import trial_id
+from ablate.study.study import Study
+from ablate.study.reader import tables_from_records
+from ablate.spec.axes import trial_id
 
 GOLDEN = Path(__file__).parent / "fixtures" / "bookkeeping"
 EXP_ID = "b00cb00cb00c"

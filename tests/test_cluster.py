@@ -16,7 +16,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from ablate.cluster import Capacity, ClusterError, trial_resources
+from ablate.run.cluster import Capacity, trial_resources
+from ablate.errors import ClusterError
 
 from conftest import DEFAULT, REPO, LocalCluster, clean_env, descendants, free_port, kill_pids, one_error_line, processes, ran_ok, run_cli, small_config, start_cli, trial_records, trial_results, wait_for
 
@@ -56,7 +57,7 @@ def test_cluster_yaml_gpu_workers_can_write_s3_run_current_cuda_and_fit_the_pack
     assert all("--no-deps" in c for c in raw["setup_commands"] if "pip install" in c)
     # CPUs per trial x trials per GPU fit the GPU instance (a g5.xlarge has 4 vCPUs).
     assert gpu["node_config"]["InstanceType"] == "g5.xlarge" and gpu["resources"] == {"CPU": 4, "GPU": 1}
-    from ablate.experiment_file import load_experiment
+    from ablate.spec.experiment_file import load_experiment
 
     for name in ("cifar10.yaml", "cifar10_quick.yaml"):
         cfg = load_experiment(str(REPO / "experiments" / name))
@@ -373,7 +374,7 @@ class _WebServer:
 
 
 def test_an_address_that_answers_but_is_not_ray_is_refused_at_once():
-    from ablate.cluster import check_address
+    from ablate.run.cluster import check_address
 
     with _WebServer() as address, pytest.raises(ClusterError, match="answers there, but not a Ray cluster's GCS"):
         check_address(address)  # Ray would wait ~90 s for a GCS there
@@ -386,7 +387,7 @@ def test_an_address_that_answers_but_is_not_ray_is_refused_at_once():
 
 @pytest.mark.slow
 def test_a_web_server_as_address_is_one_line_and_a_real_head_passes_the_check(tmp_path):
-    from ablate.cluster import check_address
+    from ablate.run.cluster import check_address
 
     args = [DEFAULT, "blocks=[baseline]", "depths=[8]", "lrs=[0.1]", "seeds=[0]", "epochs=1", "wandb.mode=disabled",
             f"storage_path={tmp_path / 's'}", "name=web"]

@@ -11,9 +11,9 @@ import yaml
 
 from conftest import DEFAULT, clean_env, one_error_line, ran_ok, run_cli
 
-from ablate.compare import EXIT_CHANGED, EXIT_OPEN, EXIT_SAME, Side, cell_verdict, check, exit_code, paired_table
-from ablate.messages import UsageError
-from ablate.sequential import _moments, e_bh, e_value, sign_paths
+from ablate.analysis.compare import EXIT_CHANGED, EXIT_OPEN, EXIT_SAME, Side, cell_verdict, check, exit_code, paired_table
+from ablate.errors import UsageError
+from ablate.analysis.sequential import _moments, e_bh, e_value, sign_paths
 
 PLAIN = '''
 from ablate.blocks import BasicBlock, register_block
@@ -87,7 +87,7 @@ def test_changed_under_no_change_stays_within_5_percent_with_the_round_rule():
 def test_the_w_and_b_report_shows_both_groups_and_the_cells_offline():
     import wandb_workspaces.reports.v2 as wr
 
-    from ablate.tracking import build_compare_report
+    from ablate.analysis.wandb_report import build_compare_report
 
     rep = build_compare_report({"name": "main"}, {"name": "branch", "wandb": {"project": "p"}},
                                ["block mine, depth 8, lr 0.1 | 9 | changed"], "someone")

@@ -4,9 +4,10 @@ from pathlib import Path
 import pytest
 
 from ablate.blocks import list_blocks
-from ablate.config import ConfigError, trial_configs
-from ablate.experiment_file import load_experiment, parse_override
-from ablate.config import trial_groups
+from ablate.errors import ConfigError
+from ablate.spec.config import trial_configs
+from ablate.spec.experiment_file import load_experiment, parse_override
+from ablate.spec.config import trial_groups
 from conftest import small_config
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from ablate.data import TRAIN_SIZES, DeviceBatches, load_dataset
+from ablate.train.data import TRAIN_SIZES, DeviceBatches, load_dataset
 
 
 def test_digits_split_is_fixed_and_balanced():

@@ -5,10 +5,10 @@ import pandas as pd
 import pytest
 
 from conftest import DEFAULT, kill_trial_midrun, ran_ok, run_cli
-from ablate.config import ConfigError
-from ablate.experiment_file import load_experiment
-from ablate.data import load_dataset
-from ablate.fused import FusedRun
+from ablate.errors import ConfigError
+from ablate.spec.experiment_file import load_experiment
+from ablate.train.data import load_dataset
+from ablate.train.fused import FusedRun
 from ablate.train import SequentialGroup, build_group, train_group
 from ablate.train import TrainConfig, train
 

@@ -6,9 +6,9 @@ import pytest
 
 from conftest import DEFAULT, MINI, one_error_line, ran_ok, run_cli
 
-from ablate.config import trial_configs
-from ablate.experiment_file import load_experiment
-from ablate.data import load_dataset
+from ablate.spec.config import trial_configs
+from ablate.spec.experiment_file import load_experiment
+from ablate.train.data import load_dataset
 from ablate.storage import STOPPED_FILE
 
 
@@ -146,7 +146,7 @@ def test_a_resumes_timing_is_kept_apart_from_the_grids(tmp_path):
 
     import pandas as pd
 
-    from ablate.results import record_timing
+    from ablate.study.tables import record_timing
 
     trials = pd.DataFrame({"train_seconds": [1.0] * 64})
     record_timing(str(tmp_path), trials, 522.0, 2, resumed=False)

@@ -11,7 +11,7 @@ import torch
 
 from conftest import DEFAULT, held_block, one_error_line, ran_ok, run_cli, start_cli, trial_records, wait_for
 
-from ablate.records import CheckpointLost, load_state
+from ablate.run.checkpoints import CheckpointLost, load_state
 
 SMALL = [DEFAULT, "blocks=[baseline]", "depths=[8]", "lrs=[0.1]", "wandb.mode=disabled"]
 

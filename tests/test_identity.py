@@ -3,7 +3,7 @@ and the identity file that cannot be read refused in one line."""
 import pytest
 import yaml
 
-from ablate.identity import growth, identity
+from ablate.study.identity import growth, identity
 from conftest import EXP_ID, finished_by_hand, grid_point, small_config, write_record
 
 
@@ -24,8 +24,8 @@ def test_saved_identity_refuses_what_would_lose_the_records_in_one_line(tmp_path
     import yaml
 
     from ablate.storage import EXPERIMENT_FILE
-    from ablate.identity import saved_identity
-    from ablate.messages import UsageError
+    from ablate.study.identity import saved_identity
+    from ablate.errors import UsageError
 
     exp = tmp_path / "e"
     write_record(exp, "run-1", "t0", "checkpoint_000000", [grid_point()], [3], [True])
@@ -65,8 +65,8 @@ IDENTITY_EDITS = {  # as --resume refuses them (tests/test_careless3.py): the re
 @pytest.mark.parametrize("case", sorted(IDENTITY_EDITS))
 def test_the_report_on_an_identity_cut_short_or_edited_is_one_line_exit_2(tmp_path, capsys, case):
     from ablate.report import main
-    from ablate.results import write_csvs
-    from ablate.study import tables_from_records
+    from ablate.study.tables import write_csvs
+    from ablate.study.reader import tables_from_records
 
     exp, _, _ = finished_by_hand(tmp_path)
     write_csvs(str(exp), *tables_from_records(str(exp)))  # the tables are whole: only the identity is read

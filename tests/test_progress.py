@@ -1,9 +1,10 @@
 """The progress line and the plan's time estimate, without Ray (a fake clock, an injected probe)."""
 import io
 
-from ablate.experiment_file import load_experiment
-from ablate.plan import EPOCH_OVER_PROBE, FIXED_S, PER_TRIAL_S, estimate_cpu_wall
-from ablate.progress import Progress, duration
+from ablate.spec.experiment_file import load_experiment
+from ablate.run.plan import EPOCH_OVER_PROBE, FIXED_S, PER_TRIAL_S, estimate_cpu_wall
+from ablate.run.progress import Progress
+from ablate.formatting import duration
 
 
 class Clock:

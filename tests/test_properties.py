@@ -10,10 +10,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ablate.blocks import NAME_PATTERN
-from ablate.config import ConfigError
-from ablate.experiment_file import load_experiment
-from ablate.results import read_csvs, trials_table, write_csvs
-from ablate.study import Study
+from ablate.errors import ConfigError
+from ablate.spec.experiment_file import load_experiment
+from ablate.study.tables import read_csvs, trials_table, write_csvs
+from ablate.study.study import Study
 
 KEYS = ["epochs", "lrs", "seeds", "depths", "blocks", "name", "batch_size", "momentum", "storage_path", "wandb.mode",
         "schedule", "milestones", "fuse_trials", "scheduler", "asha_grace_period", "weight_decay", "target_acc",

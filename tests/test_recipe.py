@@ -5,10 +5,10 @@ import torch
 import torch.nn as nn
 
 from ablate.blocks import BLOCKS, BasicBlock, register_block
-from ablate.data import load_dataset
-from ablate.fused import FusedRun
-from ablate.recipe import evaluate, param_groups, val_batches
-from ablate.settings import TrainConfig
+from ablate.train.data import load_dataset
+from ablate.train.fused import FusedRun
+from ablate.train.recipe import evaluate, param_groups, val_batches
+from ablate.spec.trial import TrainConfig
 from ablate.train import build_group, train_group
 
 DIGITS = load_dataset("digits")

@@ -6,10 +6,11 @@ import math
 import pytest
 import torch
 
-from ablate.records import list_records, make_record, write_checkpoint, write_stopped
+from ablate.study.records import list_records, make_record, write_stopped
+from ablate.run.checkpoints import write_checkpoint
 from ablate.storage import RECORD_FILE, STATE_FILE, STOPPED_FILE
-from ablate.study import Study
-from ablate.axes import trial_id
+from ablate.study.study import Study
+from ablate.spec.axes import trial_id
 from conftest import EXP_ID, epoch_row, finished_by_hand, grid_point, one_error_line, run_cli, small_config, write_record
 
 def test_records_are_listed_newest_first_and_a_cut_checkpoint_is_known_by_its_own_files(tmp_path):
@@ -95,7 +96,7 @@ def test_a_trial_the_scheduler_stopped_is_settled_and_stays_stopped_early(tmp_pa
 # --- careless use, round three: a record that cannot be read never looks like "not done" ------------------
 
 def test_a_record_of_another_shape_or_a_newer_format_is_an_error_not_a_trial_to_train(tmp_path):
-    from ablate.records import RecordError
+    from ablate.errors import RecordError
 
     exp = tmp_path / "e"
     d = write_record(exp, "run-1", "t0", "checkpoint_000000", [grid_point()], [3], [True])
@@ -111,7 +112,7 @@ def test_a_record_of_another_shape_or_a_newer_format_is_an_error_not_a_trial_to_
 
 
 def test_a_file_name_that_is_not_utf8_is_an_error_naming_the_experiment(tmp_path):
-    from ablate.records import RecordError
+    from ablate.errors import RecordError
 
     exp = tmp_path / "e"
     write_record(exp, "run-1", "t0", "checkpoint_000000", [grid_point()], [3], [True])
@@ -133,7 +134,7 @@ def _many_records(exp, n=40):
                          ids=["a list", "a number", "a string", "null", "an object of another kind",
                               "a record without experiment_id"])
 def test_a_record_of_valid_json_of_another_shape_among_many_is_an_error_naming_it(tmp_path, text):
-    from ablate.records import RecordError
+    from ablate.errors import RecordError
 
     exp = tmp_path / "e"
     records = _many_records(exp)
@@ -156,7 +157,7 @@ def test_a_record_of_valid_json_of_another_shape_among_many_is_an_error_naming_i
         "every epoch's metric is text", "a metric is null", "a metric is a bool", "diverged is a number",
         "a metric is a list"])
 def test_a_record_whose_epochs_lack_or_mistype_a_metric_is_an_error_naming_it(tmp_path, edit, needle):
-    from ablate.records import RecordError
+    from ablate.errors import RecordError
 
     exp = tmp_path / "e"
     records = _many_records(exp, 5)

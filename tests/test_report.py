@@ -7,8 +7,9 @@ import pytest
 
 from conftest import REPO, one_error_line, ran_ok, run_cli
 
-from ablate.findings import verdicts
-from ablate.results import ablation_table
+from ablate.analysis.findings import verdicts
+from ablate.spec.question import Question
+from ablate.analysis.table import ablation_table
 
 
 @pytest.mark.slow
@@ -61,7 +62,7 @@ def _synthetic_trials():
 
 
 def test_effects_per_depth_and_lr_stable_range_and_verdict_sentences():
-    from ablate.stats import effects, seeds_needed, stable_lrs
+    from ablate.analysis.stats import effects, seeds_needed, stable_lrs
 
     trials = _synthetic_trials()
     fx = effects(trials)
@@ -72,7 +73,7 @@ def test_effects_per_depth_and_lr_stable_range_and_verdict_sentences():
     stable = stable_lrs(trials)
     row = stable[stable["block"] == "trick"].iloc[0]
     assert row["stable"] == [0.1, 1.0] and row["vs_baseline"] == "widens"
-    (line,) = verdicts(fx, stable)
+    (line,) = verdicts(fx, stable, Question.default())
     assert line.startswith("trick: helps at depth 56, lr 1: final acc +81.")
     assert "widens the stable LR range at depth 56: trains at lr 0.1, 1 (baseline: 0.1)" in line
     assert seeds_needed(0.01, 0.02) > seeds_needed(0.02, 0.02) >= 2  # smaller effects need more seeds
@@ -84,13 +85,13 @@ def test_effects_per_depth_and_lr_stable_range_and_verdict_sentences():
 def test_a_comparison_without_a_test_says_why_and_identical_differences_are_tested_by_their_signs():
     """One seed, a missing metric: "not tested: why" / "void: why", never "no significant difference"; the same
     difference on every seed is tested (by its signs), not "no spread"."""
-    from ablate.stats import effects, stable_lrs
+    from ablate.analysis.stats import effects, stable_lrs
 
     one = _synthetic_trials()
     one = one[one["seed"] == 0]
     fx = effects(one)
     assert set(fx["final_verdict"]) == {"not tested: 1 paired seed"}
-    (line,) = verdicts(fx, stable_lrs(one))
+    (line,) = verdicts(fx, stable_lrs(one), Question.default())
     assert "no significant difference" not in line and "not tested: 1 paired seed at depth 56, lr 0.1" in line
     missing = _synthetic_trials()
     missing.loc[(missing["block"] == "trick") & (missing["seed"] == 2), "final_val_acc"] = float("nan")
@@ -99,7 +100,7 @@ def test_a_comparison_without_a_test_says_why_and_identical_differences_are_test
     assert fx["final_p_adj"].isna().all() and fx["final_seeds_needed"].isna().all()
     # Identical differences on every seed (accuracies are discrete: ties happen): the exact sign test's p-value,
     # 2^(1-n): three seeds cannot decide, seven can.
-    from ablate.stats import paired
+    from ablate.analysis.stats import paired
 
     assert paired([0.85, 0.87, 0.86], [0.80, 0.82, 0.81])["p"] == 0.25
     assert paired([0.85] * 7, [0.80] * 7)["p"] == 2.0 ** -6
@@ -109,11 +110,11 @@ def test_a_comparison_without_a_test_says_why_and_identical_differences_are_test
 
 
 def test_the_answer_at_a_glance_is_one_verdict_per_value_and_cell_on_the_page_and_the_terminal():
-    from ablate import figures
-    from ablate.findings import Analysis, answer_lines
-    from ablate.stats import Question
+    from ablate.analysis import figures
+    from ablate.analysis.findings import Analysis, answer_lines
+    from ablate.spec.question import Question
 
-    q = Question()
+    q = Question.default()
     fixed = Analysis.of(_synthetic_trials(), {}, q)
     cells = fixed.cells
     assert cells[["value", "cell", "verdict"]].values.tolist() == [["trick", "depth 56, lr 0.1", "open"],
@@ -131,7 +132,7 @@ def test_the_answer_at_a_glance_is_one_verdict_per_value_and_cell_on_the_page_an
 def test_paired_interval_is_scipys_t_interval():
     from scipy import stats
 
-    from ablate.stats import paired
+    from ablate.analysis.stats import paired
 
     a, b = [0.9, 0.93, 0.91], [0.8, 0.82, 0.81]
     r = paired(a, b)
@@ -143,11 +144,11 @@ def test_paired_interval_is_scipys_t_interval():
 def test_wandb_report_compares_what_the_page_compares(mini_grid):
     import wandb_workspaces.reports.v2 as wr
 
-    from ablate.tracking import build_wandb_report
+    from ablate.analysis.wandb_report import build_wandb_report
 
     trials = pd.read_csv(mini_grid["dir"] / "trials.csv")
     meta = {"name": "mini", "wandb": {"project": "ablate"}}
-    rep = build_wandb_report(meta, trials, ["identity_scale: ..."], "someone")
+    rep = build_wandb_report(meta, trials, ["identity_scale: ..."], "someone", Question.default())
     assert rep.project == "ablate" and rep.title == "ablate: mini"
     grids = [b for b in rep.blocks if isinstance(b, wr.PanelGrid)]
     titles = [b.text for b in rep.blocks if isinstance(b, wr.H1)]

@@ -1,7 +1,7 @@
 """The tables (``ablate.results``): a row per trial of the grid, with its status."""
 import pandas as pd
 
-from ablate.results import trials_table
+from ablate.study.tables import trials_table
 from conftest import epoch_row, grid_point
 
 

@@ -13,8 +13,8 @@ from conftest import DEFAULT, clean_env, ran_ok, run_cli, signal_when_held
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ablate.rounds import judge, next_points, seed_pool, tried_seeds
-from ablate.stats import Question
+from ablate.analysis.rounds import judge, next_points, seed_pool, tried_seeds
+from ablate.spec.question import Question
 
 
 def _trials(seeds, effects, noise=0.01, seed=0, cells=((8, 0.1),)):
@@ -39,7 +39,7 @@ def _points(trials):
 def test_a_comparisons_next_seeds_are_the_lowest_it_lacks_first_where_the_reference_is_trained():
     """The issue's case: baseline holds seeds 0-5, zero_gamma 0-4: zero_gamma's next seed is 5 (its reference is
     there), never 6; and no seed outside the pool (the grid's seeds, then the lowest unused, max_seeds in all)."""
-    q = Question()
+    q = Question.default()
     trials = _trials({"baseline": range(6), "zero_gamma": range(5)}, {"zero_gamma": -0.2}, noise=0.05)
     pool = seed_pool([0, 1, 2], 6)
     assert pool == [0, 1, 2, 3, 4, 5] and seed_pool([3, 7], 4) == [3, 7, 0, 1] and seed_pool([0, 1, 2], 2) == [0, 1, 2]
@@ -56,7 +56,7 @@ def test_a_comparisons_next_seeds_are_the_lowest_it_lacks_first_where_the_refere
 
 
 def test_futile_void_and_separated_comparisons_get_no_seeds_and_the_bound_counts_points_tried():
-    q = Question()
+    q = Question.default()
     rng = np.random.default_rng(4)
     trials = _trials(range(3), {"null": 0.0, "big": -0.4, "missing": 0.1}, noise=0.02)
     trials.loc[(trials["block"] == "missing") & (trials["seed"] == 1), "final_val_acc"] = np.nan
@@ -82,7 +82,7 @@ def test_futile_void_and_separated_comparisons_get_no_seeds_and_the_bound_counts
 def test_rounds_whose_trials_all_error_end_within_the_pool():
     """Every point a round adds errors (it never finishes): the bound counts points tried, so the study stops
     once the pool is spent instead of adding a seed a round for ever (13 rounds to seed 12 before)."""
-    q = Question()
+    q = Question.default()
     trials = _trials(range(3), {"big": -0.4}, noise=0.02)
     points, pool = _points(trials), seed_pool([0, 1, 2], 9)
     for rounds in range(1, 20):
@@ -97,10 +97,10 @@ def test_rounds_whose_trials_all_error_end_within_the_pool():
 def test_a_comparison_reads_its_pairs_in_the_order_the_rounds_added_them():
     """The sign test's e-process is a product of bets in sequence: a round's pairs come after what the earlier
     look saw, whatever their seed numbers (seed 5 was added before 3 and 4 here)."""
-    from ablate.rounds import chronology
-    from ablate.sequential import e_values
+    from ablate.analysis.rounds import chronology
+    from ablate.analysis.sequential import e_values
 
-    q = Question()
+    q = Question.default()
     diffs = {0: 0.10, 1: 0.11, 2: 0.09, 3: 0.02, 4: 0.105, 5: 0.095}
     trials = _trials(range(6), {"x": 0.0}, noise=0.0)
     trials.loc[trials["block"] == "x", "final_val_acc"] += [diffs[s] for s in range(6)]
@@ -117,7 +117,7 @@ def test_an_until_resolved_study_never_trains_a_point_the_full_max_seeds_grid_la
     """Property: over random grids, effects, errored points and rounds, the study's points stay inside the full
     max_seeds grid (every value x cell x pool seed) and never outnumber it; the reference has no seed that no
     comparison in its cell uses."""
-    q = Question()
+    q = Question.default()
     seeds = data.draw(st.lists(st.integers(0, 9), min_size=1, max_size=4, unique=True), label="seeds")
     max_seeds = data.draw(st.integers(min_value=len(seeds), max_value=9), label="max_seeds")
     blocks = ["baseline", *data.draw(st.lists(st.sampled_from(["a", "b", "c"]), min_size=1, max_size=3, unique=True))]
@@ -203,8 +203,8 @@ def test_a_study_interrupted_in_round_2_finishes_on_resume_with_every_epoch_once
 
 
 def test_max_seeds_below_the_first_decisive_n_is_refused_naming_it():
-    from ablate.grid import check_rounds
-    from ablate.messages import UsageError
+    from ablate.run.driver import check_rounds
+    from ablate.errors import UsageError
 
     check_rounds(6)
     with pytest.raises(UsageError, match=r"key 'max_seeds': 5 seeds can resolve nothing .* before 6 seeds"):

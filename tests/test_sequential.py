@@ -10,10 +10,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ablate.rounds import ROUND_SEEDS
-from ablate.sequential import (_closed, _moments, cap, closes_at, confidence_sequence, e_bh, e_value, e_values,
-                               half_width, interval, judge_family, min_decisive_seeds, resolvable, sign_paths)
-from ablate.stats import seeds_needed
+from ablate.analysis.rounds import ROUND_SEEDS
+from ablate.analysis.sequential import _closed, _moments, cap, closes_at, confidence_sequence, e_bh, e_value, e_values, half_width, interval, judge_family, min_decisive_seeds, resolvable, sign_paths
+from ablate.analysis.stats import seeds_needed
 
 ALPHA, MAX_SEEDS, STUDIES = 0.05, 12, 4000
 AA = Path(__file__).parent / "fixtures" / "aa_differences.csv"

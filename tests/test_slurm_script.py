@@ -6,7 +6,9 @@ import subprocess
 
 import pytest
 
-from ablate.slurm import MIN_TIME_S, SlurmError, batch_script, main, parse_time
+from ablate.run.slurm import MIN_TIME_S, batch_script, parse_time
+from ablate.errors import SlurmError
+from ablate.slurm import main
 
 KW = dict(nodes=2, gpus_per_node=1, cpus_per_node=4, time_s=3600, workdir="/w", name="n")
 
@@ -112,7 +114,7 @@ def test_without_gpus_a_node_gets_a_trials_cpus_and_a_trial_that_fits_is_written
 
 @pytest.mark.parametrize("form", ["file://", "//", "/../", "/dev/shm"])
 def test_node_local_storage_is_warned_of_however_it_is_written(tmp_path, monkeypatch, capsys, form):
-    from ablate.slurm import _node_local
+    from ablate.run.slurm import _node_local
 
     assert str(tmp_path).startswith("/tmp/")  # pytest's own: each node's disk
     store = {"file://": f"file://{tmp_path}/s", "//": f"/{tmp_path}/s", "/../": f"{tmp_path}/../{tmp_path.name}/s",

@@ -1,7 +1,8 @@
 """Where an experiment lives (ablate/storage.py): one lock per experiment however it is named."""
 import pytest
 
-from ablate.storage import ExperimentLock, LockedError, lock_path
+from ablate.storage import ExperimentLock, lock_path
+from ablate.errors import LockedError
 
 
 def test_the_same_experiment_as_a_path_and_as_file_uri_takes_one_lock(tmp_path):

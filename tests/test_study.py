@@ -7,9 +7,9 @@ import os
 
 import pandas as pd
 import pytest
-from ablate.axes import trial_id
-from ablate.config import trial_configs
-from ablate.study import Study
+from ablate.spec.axes import trial_id
+from ablate.spec.config import trial_configs
+from ablate.study.study import Study
 
 from conftest import DEFAULT, EXP_ID, grid_point, held_block, kill_group, one_error_line, ran_ok, run_cli, small_config, start_cli, trial_results, wait_for, write_record
 from wandb_reader import merged_history, wandb_files

@@ -11,17 +11,22 @@ import yaml
 
 from conftest import DEFAULT, epoch_row, ran_ok, run_cli
 
-from ablate.axes import AXES, sweepable, trial_name
-from ablate.config import ConfigError, trial_configs
-from ablate.experiment_file import load_experiment
-from ablate.messages import AblateError
-from ablate.plan import plan_text
-from ablate.progress import Progress
-from ablate.records import make_record, write_checkpoint
-from ablate.results import answer, read_csvs, write_csvs
-from ablate.settings import TrainConfig
-from ablate.stats import effects, question
-from ablate.study import Study
+from ablate.spec.axes import AXES, trial_name
+from ablate.spec.settings import SWEEPABLE
+from ablate.errors import ConfigError
+from ablate.spec.config import trial_configs
+from ablate.spec.experiment_file import load_experiment
+from ablate.errors import AblateError
+from ablate.run.plan import plan_text
+from ablate.run.progress import Progress
+from ablate.study.records import make_record
+from ablate.run.checkpoints import write_checkpoint
+from ablate.analysis.table import answer
+from ablate.study.tables import read_csvs, write_csvs
+from ablate.spec.trial import TrainConfig
+from ablate.analysis.stats import effects
+from ablate.spec.question import Question
+from ablate.study.study import Study
 
 GRID = {"blocks": ["baseline", "skipinit"], "depths": [8], "lrs": [0.1], "seeds": [0, 1]}
 # Two values of every setting a sweep may name, that act differently (null crop_pad/flip: digits' own).
@@ -63,10 +68,10 @@ def one_line(excinfo, *needles):
 # --- case 2: every per-point setting read per point, everywhere --------------------------------------------
 
 def test_each_sweepable_setting_reaches_the_trainer_status_plan_progress_and_tables_as_the_points_own(tmp_path):
-    from ablate.tune_glue import TrialConstants
+    from ablate.run.tune import TrialConstants
 
     # A new sweepable setting needs its two values here (no axis: the data set, the layout, a list per trial).
-    assert sorted(VALUES) == sorted(sweepable() - {"dataset", "channels_last", "milestones"})
+    assert sorted(VALUES) == sorted(SWEEPABLE - {"dataset", "channels_last", "milestones"})
     for key in sorted(VALUES, key=lambda k: k != "epochs"):  # epochs first: the issue's own case
         cfg = load_experiment(str(experiment(tmp_path / key, sweep={key: VALUES[key]})))
         study = Study(cfg, resume=False)
@@ -100,7 +105,7 @@ def test_each_sweepable_setting_reaches_the_trainer_status_plan_progress_and_tab
             assert "1/2 epochs" in plan and "1/2 epochs" in answer(cfg, back, 1.0), plan
             assert "no finished" not in answer(cfg, back, 1.0)
         if key == "batch_size":  # the time estimate: each point's steps at its own batch (1 s a step at 128)
-            from ablate.plan import EPOCH_OVER_PROBE, FIXED_S, PER_TRIAL_S, estimate_cpu_wall
+            from ablate.run.plan import EPOCH_OVER_PROBE, FIXED_S, PER_TRIAL_S, estimate_cpu_wall
 
             per_epoch = {64: 0.5 * 23, 128: 1.0 * 12}  # 1438 images: 23 steps of 64 images, 12 of 128
             want = sum(per_epoch[t.batch_size] * EPOCH_OVER_PROBE * t.epochs + PER_TRIAL_S for t in trial_configs(cfg))
@@ -185,8 +190,8 @@ def test_a_null_sweep_keeps_the_ids_of_an_unswept_experiment(tmp_path):
 
 
 def test_an_experiment_written_with_a_null_sweep_keeps_its_ids_and_rebuilds_its_tables(tmp_path):
-    from ablate.axes import expand, trial_id
-    from ablate.study import tables_from_records
+    from ablate.spec.axes import expand, trial_id
+    from ablate.study.reader import tables_from_records
 
     # As an ablate before values were read as they act wrote it: null in the sweep, ids keyed on it.
     cfg = load_experiment(str(experiment(tmp_path, name="old", sweep={"crop_pad": [1, 2]})))
@@ -255,7 +260,7 @@ def test_a_grid_of_one_block_without_a_question_still_runs(tmp_path):
 # --- case 8: the question changes only by an explicit command ----------------------------------------------
 
 def test_the_question_changes_on_resume_only_when_asked_and_the_report_answers_the_one_asked(tmp_path):
-    from ablate.messages import UsageError
+    from ablate.errors import UsageError
 
     path = experiment(tmp_path, name="q", sweep={"shortcut": ["A", "B"]}, compare={"axis": "shortcut", "reference": "B"})
     first = Study(load_experiment(str(path)), resume=False)
@@ -285,9 +290,9 @@ def test_the_question_changes_on_resume_only_when_asked_and_the_report_answers_t
     again.settle_tables()
     assert saved_question() == {"axis": "block", "reference": None}
     _, trials = again.tables(set(), interrupted=False)
-    q = question(yaml.safe_load((exp / "ablate_experiment.yaml").read_text()), trials)
+    q = Question.of_tables(yaml.safe_load((exp / "ablate_experiment.yaml").read_text()), trials)
     assert (q.subject, q.reference) == ("block", "baseline")
-    from ablate.report import write_report
+    from ablate.run.report import write_report
 
     write_report(str(exp))  # the tables settle_tables wrote, and the question now written with the experiment
     assert "| question | each block against baseline, paired by seed" in (exp / "report.md").read_text()
@@ -320,9 +325,10 @@ def test_a_new_compare_on_resume_is_said_and_the_report_answers_it(tmp_path):
 # --- case 17: names that tell every value apart -------------------------------------------------------------
 
 def test_values_that_differ_beyond_six_digits_get_distinct_names_runs_and_labels(tmp_path):
-    from ablate.results import ablation_table, best_lr_frame
-    from ablate.stats import Question, value_text
-    from ablate.tune_glue import TrialConstants
+    from ablate.analysis.table import ablation_table, best_lr_frame
+    from ablate.spec.question import Question
+    from ablate.formatting import value_text
+    from ablate.run.tune import TrialConstants
 
     cfg = load_experiment(str(experiment(tmp_path, lrs=[0.1, 0.1000001], sweep={"weight_decay": [1e-4, 1.0000001e-4]})))
     study = Study(cfg, resume=False)

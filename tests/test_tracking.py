@@ -7,8 +7,8 @@ import pytest
 
 import wandb_reader
 from wandb_reader import merged_history, wandb_files
-from ablate.tracking import resolve_mode, start_trial_run
-from ablate.axes import trial_name
+from ablate.run.tracking import resolve_mode, start_trial_run
+from ablate.spec.axes import trial_name
 
 METRICS = ["train_loss", "train_acc", "val_loss", "val_acc", "epoch_seconds", "images_per_second"]
 

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from ablate.data import load_dataset
+from ablate.train.data import load_dataset
 from ablate.train import METRIC_KEYS, TrainConfig, train
 
 DIGITS = load_dataset("digits")

@@ -3,7 +3,7 @@
 import json
 from pathlib import Path
 
-from ablate.tracking import read_records as _records
+from ablate.run.wandb_log import read_records as _records
 
 
 def read_records(path):
