@@ -3,34 +3,84 @@
 One code path for both, through pyarrow's filesystems (the ones Ray Tune itself syncs with), so
 the checks that keep experiments apart (identity, "never mixed") hold on shared storage too.
 """
+
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import pickle
+import shutil
 import socket
 import sys
 import threading
 import time
-from typing import Iterable, Tuple
+from typing import Iterable, List, NamedTuple, Optional, Tuple
+from urllib.parse import unquote, urlparse
 
-from ablate.errors import LockedError
-from ablate.errors import UsageError, first_line
+import filelock
 
-__all__ = ["is_uri", "join", "has_files", "list_dirs", "list_files", "read_bytes", "read_text", "write_text", "delete", "upload", "check_writable",
-           "ExperimentLock", "LockedError", "EXPERIMENT_FILE", "HISTORY_FILE", "TRIALS_FILE", "REPORT_HTML", "REPORT_MD",
-           "TIMING_FILE", "STATE_FILE", "RECORD_FILE", "STOPPED_FILE", "RAY_LOG", "OUTPUTS", "RUN_PREFIX", "filesystem", "failure"]
+from ablate.errors import LockedError, UsageError, first_line
+
+__all__ = [
+    "is_uri",
+    "join",
+    "has_files",
+    "list_dirs",
+    "list_files",
+    "read_bytes",
+    "read_text",
+    "write_text",
+    "delete",
+    "upload",
+    "check_writable",
+    "ExperimentLock",
+    "LockedError",
+    "EXPERIMENT_FILE",
+    "HISTORY_FILE",
+    "TRIALS_FILE",
+    "REPORT_HTML",
+    "REPORT_MD",
+    "TIMING_FILE",
+    "STATE_FILE",
+    "RECORD_FILE",
+    "STOPPED_FILE",
+    "RAY_LOG",
+    "OUTPUTS",
+    "RUN_PREFIX",
+    "filesystem",
+    "failure",
+    "Entry",
+    "entries",
+    "read_from",
+    "delete_dir",
+    "local_fs",
+    "preflight",
+    "COMPARE_HTML",
+    "COMPARE_MD",
+    "COMPARE_STATE",
+]
+
+
+def _pafs():
+    """pyarrow's filesystems (those Ray Tune syncs with), imported on first use: ~0.2 s that a ``--help``, a
+    one-line config error or a dry run never pays."""
+    import pyarrow.fs
+
+    return pyarrow.fs
+
 
 # Every file name ablate writes, once.
 EXPERIMENT_FILE = "ablate_experiment.yaml"  # the experiment's identity (settings); read by --resume and the report
-HISTORY_FILE = "history.csv"                # one row per trial and epoch
-TRIALS_FILE = "trials.csv"                  # one row per trial of the grid
+HISTORY_FILE = "history.csv"  # one row per trial and epoch
+TRIALS_FILE = "trials.csv"  # one row per trial of the grid
 REPORT_HTML, REPORT_MD = "report.html", "report.md"
 RUN_PREFIX = "run-"  # each Tune run of a study: <experiment>/run-<UTC time>, never a trial's name
-TIMING_FILE = "grid_timing.json"            # the grid's wall time (python -m ablate.bench --grid)
-RAY_LOG = "ray.log"                         # Ray's and Tune's own log lines of the last run
-STATE_FILE = "state.pt"                     # a trial's trainer state (in each checkpoint directory)
-RECORD_FILE = "ablate_record.json"          # a trial's record, beside it (ablate.records)
-STOPPED_FILE = "ablate_stopped.json"        # the scheduler (ASHA) stopped the trial: in its trial directory
+TIMING_FILE = "grid_timing.json"  # the grid's wall time (python -m ablate.bench --grid)
+RAY_LOG = "ray.log"  # Ray's and Tune's own log lines of the last run
+STATE_FILE = "state.pt"  # a trial's trainer state (in each checkpoint directory)
+RECORD_FILE = "ablate_record.json"  # a trial's record, beside it (ablate.study.records)
+STOPPED_FILE = "ablate_stopped.json"  # the scheduler (ASHA) stopped the trial: in its trial directory
 COMPARE_HTML, COMPARE_MD = "compare.html", "compare.md"  # ablate.compare's pages (in AFTER, or --out)
 COMPARE_STATE = "compare.json"  # what an --until-resolved comparison has looked at, in order
 OUTPUTS = (HISTORY_FILE, TRIALS_FILE, REPORT_HTML, REPORT_MD, TIMING_FILE, RAY_LOG)  # what the driver writes at the end
@@ -48,29 +98,66 @@ def join(base: str, *parts: str) -> str:
 
 def filesystem(path: str) -> Tuple[object, str]:
     """The pyarrow filesystem of ``path`` and the path within it."""
-    import pyarrow.fs as pafs
-
+    pafs = _pafs()
     if is_uri(path):
         return pafs.FileSystem.from_uri(path)
     return pafs.LocalFileSystem(), os.path.abspath(path)
 
 
+class Entry(NamedTuple):
+    """One file or directory of a listing: its path within its filesystem, its name, size and modification time."""
+
+    path: str
+    base_name: str
+    size: Optional[int]
+    mtime_ns: Optional[int]
+    is_file: bool
+    is_dir: bool
+
+
+def entries(fs, root: str, recursive: bool = True) -> List[Entry]:
+    """What is under ``root`` of the pyarrow filesystem ``fs`` (none where it does not exist), in one listing:
+    ``OSError`` where it cannot be listed, ``UnicodeDecodeError`` for a name that is not UTF-8."""
+    pafs = _pafs()
+    infos = fs.get_file_info(pafs.FileSelector(root, recursive=recursive, allow_not_found=True))
+    return [
+        Entry(i.path, i.base_name, i.size, i.mtime_ns, i.type == pafs.FileType.File, i.type == pafs.FileType.Directory)
+        for i in infos
+    ]
+
+
+def read_from(fs, path: str) -> bytes:
+    """A whole file of the pyarrow filesystem ``fs`` (a path from ``entries``)."""
+    with fs.open_input_stream(path) as f:
+        return f.read()
+
+
+def delete_dir(fs, path: str) -> None:
+    fs.delete_dir(path)
+
+
+def local_fs():
+    """This machine's filesystem, as pyarrow's (for a path beside those of a URI's filesystem)."""
+    pafs = _pafs()
+    return pafs.LocalFileSystem()
+
+
 def has_files(path: str) -> bool:
     """Whether ``path`` is a directory that holds anything (beside a run's lock)."""
-    import pyarrow.fs as pafs
-
+    pafs = _pafs()
     fs, p = filesystem(path)
     if fs.get_file_info(p).type != pafs.FileType.Directory:
         return False
     try:
-        return any(not i.base_name.startswith(INNER_LOCK) for i in fs.get_file_info(pafs.FileSelector(p, recursive=False)))
+        return any(
+            not i.base_name.startswith(INNER_LOCK) for i in fs.get_file_info(pafs.FileSelector(p, recursive=False))
+        )
     except UnicodeDecodeError:  # a name that is not UTF-8: something is there (the records' listing says what)
         return True
 
 
 def _names(path: str, kind: str) -> list:
-    import pyarrow.fs as pafs
-
+    pafs = _pafs()
     fs, p = filesystem(path)
     try:
         infos = fs.get_file_info(pafs.FileSelector(p, recursive=False, allow_not_found=True))
@@ -126,8 +213,6 @@ INNER_LOCK = ".ablate.lock"  # the lock inside an experiment whose parent is rea
 def local_path(path: str) -> str:
     """A ``file://`` URI as the local path it names (one experiment, one lock: the path's); else ``path``."""
     if path.startswith("file://"):
-        from urllib.parse import unquote, urlparse
-
         return unquote(urlparse(path).path) or "/"
     return path
 
@@ -136,8 +221,12 @@ def lock_path(exp_dir: str) -> str:
     """Where the run that holds ``exp_dir`` keeps its lock: beside the experiment (``.<name>.lock``, so the
     experiment's own files are only its own), or inside it where its parent is read-only and it is not."""
     exp_dir = local_path(exp_dir).rstrip("/")
-    if (not is_uri(exp_dir) and os.path.isdir(exp_dir) and os.access(exp_dir, os.W_OK | os.X_OK)
-            and not os.access(os.path.dirname(exp_dir) or ".", os.W_OK | os.X_OK)):
+    if (
+        not is_uri(exp_dir)
+        and os.path.isdir(exp_dir)
+        and os.access(exp_dir, os.W_OK | os.X_OK)
+        and not os.access(os.path.dirname(exp_dir) or ".", os.W_OK | os.X_OK)
+    ):
         return os.path.join(exp_dir, INNER_LOCK)
     return _sibling(exp_dir, ".lock")
 
@@ -153,8 +242,6 @@ def check_writable(exp_dir: str) -> None:
 def local_mirror(exp_dir: str) -> str:
     """Where the tables and the report of an experiment on URI storage are written on this machine:
     ``results/<name>@<hash of the URI>``, never a local experiment's folder (a name has no '@')."""
-    import hashlib
-
     name = exp_dir.rstrip("/").rsplit("/", 1)[-1]
     return os.path.abspath(os.path.join("results", f"{name}@{hashlib.sha1(exp_dir.encode()).hexdigest()[:8]}"))
 
@@ -181,8 +268,6 @@ def _alive(pid) -> bool:
     return True
 
 
-
-
 class ExperimentLock:
     """One writer per experiment, for the whole run: local and URI storage alike.
 
@@ -204,8 +289,12 @@ class ExperimentLock:
         self.path = lock_path(self.exp_dir)
         self._flock = None
         self._stop = None
-        self.holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S"),
-                       "command": " ".join(["python -m ablate.grid", *sys.argv[1:]])[:300]}
+        self.holder = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "command": " ".join(["python -m ablate.grid", *sys.argv[1:]])[:300],
+        }
 
     @classmethod
     def holder(cls, exp_dir: str):
@@ -218,7 +307,6 @@ class ExperimentLock:
                 return None
             dead = h.get("host") == socket.gethostname() and not _alive(h.get("pid"))
             return None if dead or time.time() - float(h.get("heartbeat", 0)) >= cls.STALE_S else h
-        import filelock
 
         if not os.path.exists(lock.path):
             return None
@@ -242,7 +330,6 @@ class ExperimentLock:
     def acquire(self) -> "ExperimentLock":
         if is_uri(self.exp_dir):
             return self._acquire_uri()
-        import filelock
 
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
         self._flock = filelock.FileLock(self.path, timeout=0)
@@ -253,8 +340,9 @@ class ExperimentLock:
                 h = json.loads(open(self.path + ".holder").read())
             except (OSError, ValueError):
                 h = {}
-            raise LockedError(f"{self.exp_dir} is being run by {self._describe(h)}; wait for it to end "
-                              "(or stop it), then run again") from None
+            raise LockedError(
+                f"{self.exp_dir} is being run by {self._describe(h)}; wait for it to end (or stop it), then run again"
+            ) from None
         with open(self.path + ".holder", "w") as f:
             json.dump(self.holder, f)
         return self
@@ -267,8 +355,10 @@ class ExperimentLock:
         if h and h.get("host") == socket.gethostname() and not _alive(h.get("pid")):
             h = None  # its holder died on this very host (SIGKILL, SIGHUP): taken over at once
         if h and time.time() - float(h.get("heartbeat", 0)) < self.STALE_S:
-            raise LockedError(f"{self.exp_dir} is being run by {self._describe(h)}; wait for it to end "
-                              f"(a lock object not refreshed for {self.STALE_S:.0f} s is taken over)")
+            raise LockedError(
+                f"{self.exp_dir} is being run by {self._describe(h)}; wait for it to end "
+                f"(a lock object not refreshed for {self.STALE_S:.0f} s is taken over)"
+            )
         self._beat()
         self._stop = threading.Event()
         threading.Thread(target=self._heartbeat, daemon=True, name="ablate-lock").start()
@@ -306,11 +396,6 @@ class ExperimentLock:
 def failure(e: Exception, exp_dir: str) -> str:
     """What failed when the storage failed under a running grid (a full disk leaves files cut short), in
     words; ``e`` again if it is not a storage failure."""
-    import pickle
-    import shutil
-
-    from ablate.errors import first_line
-
     full = not is_uri(exp_dir) and shutil.disk_usage(exp_dir).free < 16 * 2**20
     if not (full or isinstance(e, (OSError, EOFError, pickle.UnpicklingError))):
         raise e
@@ -324,26 +409,32 @@ def preflight(exp_dir: str, output_dir: str, storage_path: str) -> None:
     else ``UsageError`` with one line naming the key and what is wrong."""
     try:
         if not is_uri(exp_dir) and os.path.exists(exp_dir) and not os.path.isdir(exp_dir):
-            raise UsageError(f"{exp_dir} is a file, not an experiment directory; choose another name= "
-                             "(nothing was changed)")
+            raise UsageError(
+                f"{exp_dir} is a file, not an experiment directory; choose another name= (nothing was changed)"
+            )
         check_writable(exp_dir)
         if not is_uri(exp_dir) and os.path.isdir(exp_dir) and not os.access(exp_dir, os.W_OK | os.X_OK):
             raise PermissionError(f"{exp_dir} is read-only")
     except UsageError:
         raise
     except OSError as e:
-        raise UsageError(f"key 'storage_path': cannot write to {exp_dir} ({e.__class__.__name__}: "
-                         f"{first_line(e) or 'no detail'})") from None
+        raise UsageError(
+            f"key 'storage_path': cannot write to {exp_dir} ({e.__class__.__name__}: {first_line(e) or 'no detail'})"
+        ) from None
     except Exception as e:  # pyarrow: an unknown scheme, a malformed URI
-        raise UsageError(f"key 'storage_path': {storage_path!r} is not a usable location "
-                         f"({e.__class__.__name__}: {first_line(e)}); allowed: a local directory, or a URI such as "
-                         "s3://bucket/path or file:///path") from None
+        raise UsageError(
+            f"key 'storage_path': {storage_path!r} is not a usable location "
+            f"({e.__class__.__name__}: {first_line(e)}); allowed: a local directory, or a URI such as "
+            "s3://bucket/path or file:///path"
+        ) from None
     if output_dir != exp_dir:  # URI storage: the tables and the report go to a local mirror
         try:
             os.makedirs(output_dir, exist_ok=True)
             if not os.access(output_dir, os.W_OK | os.X_OK):
                 raise PermissionError("read-only")
         except OSError as e:
-            raise UsageError(f"the tables of {exp_dir} are written to {output_dir} (in the working "
-                             f"directory), which cannot be written ({e.__class__.__name__}: {first_line(e)}); "
-                             "run from a writable directory") from None
+            raise UsageError(
+                f"the tables of {exp_dir} are written to {output_dir} (in the working "
+                f"directory), which cannot be written ({e.__class__.__name__}: {first_line(e)}); "
+                "run from a writable directory"
+            ) from None

@@ -5,6 +5,7 @@ while the model is built, so its weights start from another draw of the same dis
 (baseline, aa_copy) at one seed shares the data order and differs as two initialisations do.  Used by the
 A/A study in docs/benchmarks.md ("What paired differences look like").
 """
+
 import torch
 
 from ablate.blocks import BasicBlock, register_block

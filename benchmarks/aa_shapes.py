@@ -11,6 +11,7 @@ Per depth x lr cell and metric: the paired differences' mean, sd, skewness, exce
 far-off runs (more than 3 scaled MADs from the median), in accuracy points; ``--differences`` writes them
 (the simulation test in tests/test_sequential.py resamples them as the "A/A" shape).
 """
+
 import argparse
 
 import numpy as np
@@ -32,11 +33,15 @@ def main() -> None:
             d = ((a - b).dropna() * 100).sort_index()
             med, mad = np.median(d), stats.median_abs_deviation(d, scale="normal")
             far = float((np.abs(d - med) > 3 * mad).mean()) if mad > 0 else 0.0
-            print(f"{metric:14s} d{depth:<3d} lr {lr:<5g} n={len(d):2d}  mean {d.mean():+6.2f}  sd {d.std(ddof=1):5.2f}"
-                  f"  skew {stats.skew(d):+5.2f}  excess kurtosis {stats.kurtosis(d):+5.2f}  far-off {far:4.0%}"
-                  f"  range [{d.min():+.1f}, {d.max():+.1f}]  baseline {100 * b.mean():.1f} +- {100 * b.std():.1f}")
-            rows += [{"metric": metric, "depth": depth, "lr": lr, "seed": int(s), "difference_points": float(v)}
-                     for s, v in d.items()]
+            print(
+                f"{metric:14s} d{depth:<3d} lr {lr:<5g} n={len(d):2d}  mean {d.mean():+6.2f}  sd {d.std(ddof=1):5.2f}"
+                f"  skew {stats.skew(d):+5.2f}  excess kurtosis {stats.kurtosis(d):+5.2f}  far-off {far:4.0%}"
+                f"  range [{d.min():+.1f}, {d.max():+.1f}]  baseline {100 * b.mean():.1f} +- {100 * b.std():.1f}"
+            )
+            rows += [
+                {"metric": metric, "depth": depth, "lr": lr, "seed": int(s), "difference_points": float(v)}
+                for s, v in d.items()
+            ]
     if args.differences:
         pd.DataFrame(rows).to_csv(args.differences, index=False)
 

@@ -4,6 +4,7 @@ multi-node Ray cluster, and trial records written by hand for the unit tests.
 
 Tests that start Ray or the CLI in a subprocess are marked ``slow``; ``pytest -m "not slow"`` is
 the inner loop (no Ray, no subprocess)."""
+
 import json
 import os
 import shutil
@@ -17,17 +18,16 @@ from pathlib import Path
 
 import pytest
 
+from ablate.run.checkpoints import write_checkpoint
 from ablate.spec.axes import trial_id
 from ablate.spec.experiment_file import load_experiment
 from ablate.study.records import make_record
-from ablate.run.checkpoints import write_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 RAY = shutil.which("ray") or str(Path(sys.executable).with_name("ray"))
 DEFAULT = str(REPO / "experiments" / "default.yaml")
 # The mini-grid: 2 blocks x 1 depth x 1 lr x 2 seeds, 3 epochs on digits (real Ray Tune, CPU).
-MINI = ["blocks=[baseline,identity_scale]", "depths=[8]", "lrs=[0.1]", "seeds=[0,1]", "epochs=3",
-        "wandb.mode=offline"]
+MINI = ["blocks=[baseline,identity_scale]", "depths=[8]", "lrs=[0.1]", "seeds=[0,1]", "epochs=3", "wandb.mode=offline"]
 
 
 def clean_env(**extra):
@@ -38,8 +38,14 @@ def clean_env(**extra):
 
 
 def run_cli(args, *, module="ablate.grid", env=None, timeout=600, cwd=None):
-    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
-                          env=env or clean_env(), timeout=timeout, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        capture_output=True,
+        text=True,
+        env=env or clean_env(),
+        timeout=timeout,
+        cwd=cwd,
+    )
 
 
 def ran_ok(p):
@@ -61,8 +67,14 @@ def one_error_line(p, *needles, code=2):
 
 def start_cli(args, *, env=None, cwd=None, log=None):
     """Start the grid in its own process group, so a test can kill it and only it."""
-    return subprocess.Popen([sys.executable, "-m", "ablate.grid", *args], env=env or clean_env(), cwd=cwd,
-                            stdout=log or subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "ablate.grid", *args],
+        env=env or clean_env(),
+        cwd=cwd,
+        stdout=log or subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def kill_group(proc):
@@ -76,12 +88,14 @@ def kill_group(proc):
 def trial_results(exp):
     """{Tune trial directory: its reports} from Tune's result.json files (what Tune got: epoch, node,
     time, the process's pid), in every Tune run of the experiment."""
-    return {f"{f.parent.parent.name}/{f.parent.name}": [json.loads(line) for line in f.read_text().splitlines()]
-            for f in exp.glob("run-*/*/result.json")}
+    return {
+        f"{f.parent.parent.name}/{f.parent.name}": [json.loads(line) for line in f.read_text().splitlines()]
+        for f in exp.glob("run-*/*/result.json")
+    }
 
 
 def trial_records(exp):
-    """{Tune trial directory: the newest record of its trials' checkpoints} (``ablate.records``: written by
+    """{Tune trial directory: the newest record of its trials' checkpoints} (``ablate.study.records``: written by
     the trial itself, so a test sees an epoch as soon as it is on record, whatever Tune's driver syncs)."""
     out = {}
     for f in sorted(exp.glob("run-*/*/checkpoint_*/ablate_record.json")):
@@ -99,9 +113,9 @@ import glob, os, time
 from ablate.blocks import BasicBlock, register_block
 import torch
 
-from ablate.axes import trial_id
-from ablate.experiment_file import load_experiment
-from ablate.records import make_record, write_checkpoint
+from ablate.spec.axes import trial_id
+from ablate.spec.experiment_file import load_experiment
+from ablate.study.records import make_record, write_checkpoint
 
 @register_block("held")
 class Held(BasicBlock):
@@ -189,6 +203,7 @@ def mini_grid(tmp_path_factory):
 
 # --- a local multi-node Ray cluster: every process it starts is ours, stopped by pid ---------------
 
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -242,8 +257,21 @@ class LocalCluster:
 
     def _start(self, args, name):
         before = set(processes())
-        subprocess.run([RAY, "start", *args, "--node-ip-address=127.0.0.1", "--num-cpus=1", "--num-gpus=1",
-                        "--disable-usage-stats"], env=self.env, check=True, capture_output=True, timeout=120)
+        subprocess.run(
+            [
+                RAY,
+                "start",
+                *args,
+                "--node-ip-address=127.0.0.1",
+                "--num-cpus=1",
+                "--num-gpus=1",
+                "--disable-usage-stats",
+            ],
+            env=self.env,
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
         # Ours by name (our temp dir), and the agents our raylet started (renamed ray::...): never another
         # test's processes that started meanwhile (pytest-xdist runs two test files at once).
         new = {pid: v for pid, v in processes().items() if pid not in before}
@@ -251,8 +279,9 @@ class LocalCluster:
         self.nodes[name] = ours | {pid for pid, (ppid, _) in new.items() if ppid in ours}
 
     def start(self, workers=1):
-        self._start(["--head", f"--port={self.port}", "--include-dashboard=false", f"--temp-dir={self.temp_dir}"],
-                    "head")
+        self._start(
+            ["--head", f"--port={self.port}", "--include-dashboard=false", f"--temp-dir={self.temp_dir}"], "head"
+        )
         for i in range(workers):
             self._start([f"--address={self.address}"], f"worker{i}")
         return self
@@ -292,14 +321,36 @@ EXP_ID = "0123456789ab"
 
 def epoch_row(e, acc=0.5, loss=1.0, diverged=False):
     """A history row as the trainer and the trial write it."""
-    return {"epoch": e, "train_loss": loss, "train_acc": acc, "val_loss": loss, "val_acc": acc, "lr": 0.1,
-            "epoch_seconds": 0.1, "images_per_second": 100.0, "diverged": diverged, "node": "n1", "time": 1.0 * e}
+    return {
+        "epoch": e,
+        "train_loss": loss,
+        "train_acc": acc,
+        "val_loss": loss,
+        "val_acc": acc,
+        "lr": 0.1,
+        "epoch_seconds": 0.1,
+        "images_per_second": 100.0,
+        "diverged": diverged,
+        "node": "n1",
+        "time": 1.0 * e,
+    }
 
 
 def small_config(tmp_path, *overrides):
     """A small experiment's config (2 blocks x depth 8 x lr 0.1 x 2 seeds, 3 epochs) in ``tmp_path``."""
-    return load_experiment(None, ["blocks=[baseline,skipinit]", "depths=[8]", "lrs=[0.1]", "seeds=[0,1]",
-                                  "epochs=3", f"storage_path={tmp_path}", "name=e", *overrides])
+    return load_experiment(
+        None,
+        [
+            "blocks=[baseline,skipinit]",
+            "depths=[8]",
+            "lrs=[0.1]",
+            "seeds=[0,1]",
+            "epochs=3",
+            f"storage_path={tmp_path}",
+            "name=e",
+            *overrides,
+        ],
+    )
 
 
 def write_record(exp_dir, part, trial_dir, ckpt, points, epochs, done, experiment_id=EXP_ID, state=None):
@@ -310,8 +361,9 @@ def write_record(exp_dir, part, trial_dir, ckpt, points, epochs, done, experimen
     d.mkdir(parents=True)
     members = [{"id": trial_id(experiment_id, p), "point": p} for p in points]
     histories = [[epoch_row(e) for e in range(1, n + 1)] for n in epochs]
-    write_checkpoint(str(d), state or {"w": torch.zeros(3)}, make_record(experiment_id, trial_dir, members,
-                                                                         histories, done))
+    write_checkpoint(
+        str(d), state or {"w": torch.zeros(3)}, make_record(experiment_id, trial_dir, members, histories, done)
+    )
     return d
 
 
@@ -332,8 +384,19 @@ def finished_by_hand(tmp_path):
     os.makedirs(study.dir)
     study.write_identity()
     exp = tmp_path / "s" / "e"
-    records = [write_record(exp, "run-1", f"t{k}", "checkpoint_000000", [grid_point(b, s)], [3], [True]) / RECORD_FILE
-               for k, (b, s) in enumerate((b, s) for b in ("baseline", "skipinit") for s in (0, 1))]
-    args = ["blocks=[baseline,skipinit]", "depths=[8]", "lrs=[0.1]", "seeds=[0,1]", "epochs=3",
-            f"storage_path={tmp_path / 's'}", "name=e", "wandb.mode=disabled", "--resume"]
+    records = [
+        write_record(exp, "run-1", f"t{k}", "checkpoint_000000", [grid_point(b, s)], [3], [True]) / RECORD_FILE
+        for k, (b, s) in enumerate((b, s) for b in ("baseline", "skipinit") for s in (0, 1))
+    ]
+    args = [
+        "blocks=[baseline,skipinit]",
+        "depths=[8]",
+        "lrs=[0.1]",
+        "seeds=[0,1]",
+        "epochs=3",
+        f"storage_path={tmp_path / 's'}",
+        "name=e",
+        "wandb.mode=disabled",
+        "--resume",
+    ]
     return exp, args, records

@@ -1,4 +1,5 @@
 """The benchmark runs for real on a tiny CPU setting and reports what docs/benchmarks.md quotes."""
+
 import json
 
 from ablate.bench import main, trainer_rates, tutorial_loop
@@ -12,8 +13,27 @@ def test_tutorial_loop_and_trainer_report_rates():
 
 def test_cli_writes_json_lines(tmp_path):
     out = tmp_path / "bench.jsonl"
-    assert main(["--depths", "8", "--epochs", "2", "--images", "128", "--batch-size", "64", "--workers", "0",
-                 "--variants", "default", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "--depths",
+                "8",
+                "--epochs",
+                "2",
+                "--images",
+                "128",
+                "--batch-size",
+                "64",
+                "--workers",
+                "0",
+                "--variants",
+                "default",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     recs = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["what"] for r in recs] == ["tutorial", "trainer:default"]
     assert recs[1]["vs_tutorial"] > 0 and "hardware" in recs[1]

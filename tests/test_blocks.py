@@ -1,4 +1,5 @@
 """Block library: the contract, the registry, and equivalence with the reference post's code."""
+
 import pytest
 import torch
 import torch.nn as nn

@@ -2,29 +2,41 @@
 ablate wrote (golden files written by the code before the linear rebuild), for every kind of trial a
 study holds; the rebuild reads each trial's newest whole record once; the synthetic study of the
 benchmark is one the CLI takes as finished."""
+
 import math
 import os
 from pathlib import Path
 
 import torch  # noqa: F401 -- the records' state.pt
 
+from ablate.run.checkpoints import write_checkpoint
+from ablate.spec.axes import trial_id
 from ablate.spec.config import trial_configs
 from ablate.spec.experiment_file import load_experiment
-from ablate.study.records import make_record, write_stopped
-from ablate.run.checkpoints import write_checkpoint
 from ablate.storage import HISTORY_FILE, TRIALS_FILE
-from ablate.study.study import Study
 from ablate.study.reader import tables_from_records
-from ablate.spec.axes import trial_id
+from ablate.study.records import make_record, write_stopped
+from ablate.study.study import Study
 
 GOLDEN = Path(__file__).parent / "fixtures" / "bookkeeping"
 EXP_ID = "b00cb00cb00c"
 
 
 def _epoch(e, acc, loss=None, **extra):
-    return {"epoch": e, "train_loss": 2.0 - acc if loss is None else loss, "train_acc": acc, "val_loss": 2.1 - acc,
-            "val_acc": acc, "lr": 0.1 / e, "epoch_seconds": 0.25 * e + 0.01, "images_per_second": 1000.0 + e,
-            "diverged": False, "node": f"n{e % 2}", "time": 1.7e9 + e, **extra}
+    return {
+        "epoch": e,
+        "train_loss": 2.0 - acc if loss is None else loss,
+        "train_acc": acc,
+        "val_loss": 2.1 - acc,
+        "val_acc": acc,
+        "lr": 0.1 / e,
+        "epoch_seconds": 0.25 * e + 0.01,
+        "images_per_second": 1000.0 + e,
+        "diverged": False,
+        "node": f"n{e % 2}",
+        "time": 1.7e9 + e,
+        **extra,
+    }
 
 
 def _ckpt(exp, part, trial_dir, index, points, histories, done, stamp):
@@ -39,9 +51,19 @@ def _ckpt(exp, part, trial_dir, index, points, histories, done, stamp):
 
 def rich_study(root):
     """Every kind of trial a study holds, written with ablate's own writers."""
-    cfg = load_experiment(None, ["blocks=[baseline,identity_scale,skipinit]", "depths=[8,14]", "lrs=[0.1,0.2]",
-                                 "seeds=[0,1]", "epochs=3", f"storage_path={root}", "name=rich",
-                                 "wandb.mode=disabled"])
+    cfg = load_experiment(
+        None,
+        [
+            "blocks=[baseline,identity_scale,skipinit]",
+            "depths=[8,14]",
+            "lrs=[0.1,0.2]",
+            "seeds=[0,1]",
+            "epochs=3",
+            f"storage_path={root}",
+            "name=rich",
+            "wandb.mode=disabled",
+        ],
+    )
     study = Study(cfg, resume=False)
     study.experiment_id = EXP_ID
     os.makedirs(study.dir, exist_ok=True)

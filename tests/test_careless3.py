@@ -1,6 +1,7 @@
 """Careless and hostile use, round three, on the real CLI: errored trials are ERROR with exit 1, input that
 cannot be read never makes --resume train, a growth on record is completed, the report on a running or
 URI experiment, and one line (exit 2) where a traceback was.  Each test builds its scenario itself."""
+
 import hashlib
 import json
 import os
@@ -13,7 +14,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pandas as pd
 import pytest
 import yaml
-
 from conftest import DEFAULT, clean_env, one_error_line, ran_ok, run_cli
 
 pytestmark = pytest.mark.slow
@@ -21,19 +21,29 @@ pytestmark = pytest.mark.slow
 GRID = [DEFAULT, "blocks=[baseline]", "depths=[8]", "lrs=[0.1]", "seeds=[0,1]", "epochs=2"]
 # Root passes every permission check; without these two capabilities it meets them like any user.
 CAPLESS = ["setpriv", "--inh-caps=-dac_override,-dac_read_search", "--bounding-set=-dac_override,-dac_read_search"]
-needs_setpriv = pytest.mark.skipif(not shutil.which("setpriv") or os.geteuid() != 0,
-                                   reason="setpriv as root makes permissions bite (util-linux)")
+needs_setpriv = pytest.mark.skipif(
+    not shutil.which("setpriv") or os.geteuid() != 0, reason="setpriv as root makes permissions bite (util-linux)"
+)
 
 
 def capless(args, module="ablate.grid", cwd=None, env=None):
-    return subprocess.run([*CAPLESS, sys.executable, "-m", module, *args], capture_output=True, text=True,
-                          env=env or clean_env(), cwd=cwd, timeout=600)
+    return subprocess.run(
+        [*CAPLESS, sys.executable, "-m", module, *args],
+        capture_output=True,
+        text=True,
+        env=env or clean_env(),
+        cwd=cwd,
+        timeout=600,
+    )
 
 
 def snapshot(exp):
     """Every file of the experiment (bar the lock) and its hash: what a resume that trains nothing leaves alone."""
-    return {str(f.relative_to(exp)): hashlib.sha256(f.read_bytes()).hexdigest()
-            for f in exp.rglob("*") if f.is_file() and ".lock" not in f.name}
+    return {
+        str(f.relative_to(exp)): hashlib.sha256(f.read_bytes()).hexdigest()
+        for f in exp.rglob("*")
+        if f.is_file() and ".lock" not in f.name
+    }
 
 
 @pytest.fixture(scope="module")
@@ -72,11 +82,26 @@ class BoomLater(BasicBlock):
 
 def test_a_trial_that_errors_is_error_and_the_grid_exits_1(tmp_path):
     exp = tmp_path / "s" / "boom"
-    (tmp_path / "boom_blocks.py").write_text(BOOM.format(
-        records=str(exp / "run-*" / "boom_later-*" / "checkpoint_*" / "ablate_record.json")))
-    p = run_cli([DEFAULT, "blocks=[baseline,boom_now,boom_later]", "block_modules=[boom_blocks]", "depths=[8]",
-                 "lrs=[0.1]", "seeds=[0]", "epochs=3", "max_failures=0", "checkpoint_period_s=0",
-                 "wandb.mode=disabled", f"storage_path={tmp_path / 's'}", "name=boom"], cwd=tmp_path)
+    (tmp_path / "boom_blocks.py").write_text(
+        BOOM.format(records=str(exp / "run-*" / "boom_later-*" / "checkpoint_*" / "ablate_record.json"))
+    )
+    p = run_cli(
+        [
+            DEFAULT,
+            "blocks=[baseline,boom_now,boom_later]",
+            "block_modules=[boom_blocks]",
+            "depths=[8]",
+            "lrs=[0.1]",
+            "seeds=[0]",
+            "epochs=3",
+            "max_failures=0",
+            "checkpoint_period_s=0",
+            "wandb.mode=disabled",
+            f"storage_path={tmp_path / 's'}",
+            "name=boom",
+        ],
+        cwd=tmp_path,
+    )
     assert p.returncode == 1, p.stdout[-3000:] + p.stderr[-3000:]
     trials = pd.read_csv(exp / "trials.csv").set_index("block")
     assert trials.loc["baseline", "status"] == "TERMINATED"
@@ -123,8 +148,14 @@ def test_resume_of_a_finished_experiment_never_trains_on_input_it_cannot_read(fi
         open(bytes(exp / "run-x") + b"-caf\xe9", "w").close()
     before = snapshot(exp)
     args = [*GRID, f"storage_path={tmp_path / 's'}", "name=fin", "wandb.mode=disabled", "--resume"]
-    p = subprocess.run([*run, sys.executable, "-m", "ablate.grid", *args], capture_output=True, text=True,
-                       env=clean_env(), cwd=tmp_path, timeout=600)
+    p = subprocess.run(
+        [*run, sys.executable, "-m", "ablate.grid", *args],
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        cwd=tmp_path,
+        timeout=600,
+    )
     line = one_error_line(p, CASES[case])
     if case == "an identity without its experiment_id":
         assert f"experiment_id: {saved['experiment_id']}" in line, "says how to repair it"
@@ -139,8 +170,21 @@ def test_resume_takes_a_moved_experiment_settings_that_change_no_result_and_a_re
     before = snapshot(exp)
     os.chmod(tmp_path / "s", 0o555)  # the storage root is read-only; the experiment's own directory is not
     try:
-        p = capless([*GRID, f"storage_path={tmp_path / 's'}", "name=moved", "wandb.mode=disabled", "precision=fp32",
-                     "crop_pad=1", "flip=false", "channels_last=true", "asha_grace_period=1", "--resume"], cwd=tmp_path)
+        p = capless(
+            [
+                *GRID,
+                f"storage_path={tmp_path / 's'}",
+                "name=moved",
+                "wandb.mode=disabled",
+                "precision=fp32",
+                "crop_pad=1",
+                "flip=false",
+                "channels_last=true",
+                "asha_grace_period=1",
+                "--resume",
+            ],
+            cwd=tmp_path,
+        )
     finally:
         os.chmod(tmp_path / "s", 0o755)
     ran_ok(p)
@@ -213,8 +257,9 @@ def test_read_only_places_are_one_line(finished, tmp_path):
     # URI storage from a read-only working directory (its tables go to a local mirror there).
     ro = tmp_path / "ro"
     ro.mkdir(mode=0o555)
-    p = capless([*GRID, f"storage_path=file://{finished}/bucket", "name=fin", "wandb.mode=disabled", "--resume"],
-                cwd=ro)
+    p = capless(
+        [*GRID, f"storage_path=file://{finished}/bucket", "name=fin", "wandb.mode=disabled", "--resume"], cwd=ro
+    )
     one_error_line(p, "run from a writable directory")
     # The report into a read-only experiment directory.
     exp = copy_of(finished, tmp_path)
@@ -227,15 +272,29 @@ def test_read_only_places_are_one_line(finished, tmp_path):
 
 
 def test_ray_that_cannot_start_and_bad_addresses_are_one_line(tmp_path):
-    args = [DEFAULT, "blocks=[baseline]", "depths=[8]", "lrs=[0.1]", "seeds=[0]", "epochs=1", "wandb.mode=disabled",
-            f"storage_path={tmp_path / 's'}"]
+    args = [
+        DEFAULT,
+        "blocks=[baseline]",
+        "depths=[8]",
+        "lrs=[0.1]",
+        "seeds=[0]",
+        "epochs=1",
+        "wandb.mode=disabled",
+        f"storage_path={tmp_path / 's'}",
+    ]
     temp = tmp_path / "tmp"  # this run's own: other tests' runs write theirs to /tmp meanwhile (pytest-xdist)
     temp.mkdir()
-    one_error_line(run_cli([*args, "name=home"], env=clean_env(HOME="/etc/passwd", TMPDIR=str(temp)), cwd=tmp_path),
-                   "Ray could not start")
+    one_error_line(
+        run_cli([*args, "name=home"], env=clean_env(HOME="/etc/passwd", TMPDIR=str(temp)), cwd=tmp_path),
+        "Ray could not start",
+    )
     assert not [f for f in os.listdir(temp) if f.startswith("ablate-ray-")], "no temp log left behind"
-    one_error_line(run_cli([*args, "name=http"], env=clean_env(RAY_ADDRESS="http://127.0.0.1:8265"), cwd=tmp_path),
-                   "not a Ray cluster address")
-    one_error_line(run_cli([*args, "name=scheme", "storage_path=bogus://x/y", "--resume", "--dry-run"], cwd=tmp_path),
-                   "not a usable location")
+    one_error_line(
+        run_cli([*args, "name=http"], env=clean_env(RAY_ADDRESS="http://127.0.0.1:8265"), cwd=tmp_path),
+        "not a Ray cluster address",
+    )
+    one_error_line(
+        run_cli([*args, "name=scheme", "storage_path=bogus://x/y", "--resume", "--dry-run"], cwd=tmp_path),
+        "not a usable location",
+    )
     assert not [d for d in ("home", "http", "scheme") if (tmp_path / "s" / d).exists()], "nothing written"

@@ -1,9 +1,9 @@
 """Bad input: exit code 2, one line naming the field and what is allowed, no traceback,
 before Ray starts, in seconds, and nothing already written is lost."""
+
 import time
 
 import pytest
-
 from conftest import DEFAULT, clean_env, one_error_line, run_cli
 
 pytestmark = pytest.mark.slow  # the real CLI in a subprocess, real Ray

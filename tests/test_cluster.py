@@ -2,6 +2,7 @@
 real Ray clusters on this machine: two static `ray start` nodes with fake GPUs, and Ray's fake
 *autoscaling* provider, whose head has no GPU and whose GPU workers start from zero when trials
 ask for them (as `ray up cluster.yaml` does). Only the Ray processes these tests start are stopped."""
+
 import json
 import os
 import re
@@ -16,10 +17,27 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from ablate.run.cluster import Capacity, trial_resources
-from ablate.errors import ClusterError
+from conftest import (
+    DEFAULT,
+    REPO,
+    LocalCluster,
+    clean_env,
+    descendants,
+    free_port,
+    kill_pids,
+    one_error_line,
+    processes,
+    ran_ok,
+    run_cli,
+    small_config,
+    start_cli,
+    trial_records,
+    trial_results,
+    wait_for,
+)
 
-from conftest import DEFAULT, REPO, LocalCluster, clean_env, descendants, free_port, kill_pids, one_error_line, processes, ran_ok, run_cli, small_config, start_cli, trial_records, trial_results, wait_for
+from ablate.errors import ClusterError
+from ablate.run.cluster import Capacity, trial_resources
 
 RAY = shutil.which("ray") or str(Path(sys.executable).with_name("ray"))
 
@@ -39,8 +57,9 @@ def test_cluster_yaml_validates_and_holds_no_secrets():
     assert "AKIA" not in text  # an AWS access key id
     assert "netrc" not in json.dumps(raw["file_mounts"])  # no credentials file copied to the nodes
     assert "--dashboard-host=127.0.0.1" in " ".join(raw["head_start_ray_commands"])
-    assert all("--disable-usage-stats" in " ".join(raw[k]) for k in ("head_start_ray_commands",
-                                                                     "worker_start_ray_commands"))
+    assert all(
+        "--disable-usage-stats" in " ".join(raw[k]) for k in ("head_start_ray_commands", "worker_start_ray_commands")
+    )
 
 
 def test_cluster_yaml_gpu_workers_can_write_s3_run_current_cuda_and_fit_the_packing():
@@ -88,9 +107,22 @@ def _concurrency(exp: Path) -> int:
 
 @pytest.mark.slow
 def test_grid_on_two_nodes_packs_trials_and_resumes_from_shared_storage(cluster, tmp_path):
-    args = [DEFAULT, "blocks=[baseline,skipinit]", "depths=[8]", "lrs=[0.1]", "seeds=[0,1,2,3]", "epochs=5",
-            "trials_per_gpu=2", "cpus_per_trial=0.25", "device=cpu", "wandb.mode=offline",
-            f"storage_path={tmp_path}", "name=mn", "--address", cluster.address]
+    args = [
+        DEFAULT,
+        "blocks=[baseline,skipinit]",
+        "depths=[8]",
+        "lrs=[0.1]",
+        "seeds=[0,1,2,3]",
+        "epochs=5",
+        "trials_per_gpu=2",
+        "cpus_per_trial=0.25",
+        "device=cpu",
+        "wandb.mode=offline",
+        f"storage_path={tmp_path}",
+        "name=mn",
+        "--address",
+        cluster.address,
+    ]
     p = run_cli(args, env=cluster.env, cwd=tmp_path)
     ran_ok(p)
     exp = tmp_path / "mn"
@@ -108,10 +140,24 @@ def test_grid_on_two_nodes_packs_trials_and_resumes_from_shared_storage(cluster,
 
 @pytest.mark.slow
 def test_lost_worker_node_trials_finish_on_the_rest(cluster, tmp_path):
-    args = [DEFAULT, "blocks=[baseline]", "depths=[20]", "lrs=[0.1]", "seeds=[0,1]", "epochs=12",
-            "gpus_per_trial=1", "cpus_per_trial=0.5", "device=cpu", "wandb.mode=disabled", "max_failures=3",
-            "checkpoint_period_s=0",
-            f"storage_path={tmp_path}", "name=lost", "--address", cluster.address]
+    args = [
+        DEFAULT,
+        "blocks=[baseline]",
+        "depths=[20]",
+        "lrs=[0.1]",
+        "seeds=[0,1]",
+        "epochs=12",
+        "gpus_per_trial=1",
+        "cpus_per_trial=0.5",
+        "device=cpu",
+        "wandb.mode=disabled",
+        "max_failures=3",
+        "checkpoint_period_s=0",
+        f"storage_path={tmp_path}",
+        "name=lost",
+        "--address",
+        cluster.address,
+    ]
     log = open(tmp_path / "grid.log", "w")
     proc = start_cli(args, env=cluster.env, cwd=tmp_path, log=log)
     exp = tmp_path / "lost"
@@ -131,9 +177,15 @@ def test_lost_worker_node_trials_finish_on_the_rest(cluster, tmp_path):
             return True
         return False
 
-    hist, trials = _lose_a_node_midrun(proc, exp, tmp_path / "grid.log", on_worker_with_progress,
-                                       "a trial with progress on the worker node", 240,
-                                       lambda: cluster.kill_node("worker0"))
+    hist, trials = _lose_a_node_midrun(
+        proc,
+        exp,
+        tmp_path / "grid.log",
+        on_worker_with_progress,
+        "a trial with progress on the worker node",
+        240,
+        lambda: cluster.kill_node("worker0"),
+    )
     assert (trials["status"] == "TERMINATED").all() and (trials["epochs_done"] == 12).all()
     assert (hist.groupby("seed")["epoch"].apply(list) == [list(range(1, 13))] * 2).all()
     moved = hist[hist["node"] == worker_node]["seed"].unique()
@@ -156,11 +208,14 @@ def _lose_a_node_midrun(proc, exp, log, ready, what, timeout, kill):
 def _node_id_of_head(cluster) -> str:
     """The head's node id (as trials report it); asked once per cluster."""
     if not getattr(cluster, "_head_id", None):
-        code = (f"import ray; ray.init(address={cluster.address!r}, log_to_driver=False); "
-                "print(next(n['NodeID'] for n in ray.nodes() "
-                "if n['Alive'] and 'node:__internal_head__' in n['Resources']))")
-        out = subprocess.run([sys.executable, "-c", code], env=cluster.env, capture_output=True, text=True,
-                             timeout=120, check=True)
+        code = (
+            f"import ray; ray.init(address={cluster.address!r}, log_to_driver=False); "
+            "print(next(n['NodeID'] for n in ray.nodes() "
+            "if n['Alive'] and 'node:__internal_head__' in n['Resources']))"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", code], env=cluster.env, capture_output=True, text=True, timeout=120, check=True
+        )
         cluster._head_id = out.stdout.strip().splitlines()[-1]
     return cluster._head_id
 
@@ -185,32 +240,73 @@ class FakeAutoscalingCluster:
         self.port = free_port()
         ip = socket.gethostbyname(socket.gethostname())
         self.address = f"{ip}:{self.port}"
-        self.env = clean_env(RAY_AUTH_MODE="disabled", RAY_FAKE_CLUSTER="1", HOME=str(home),
-                             # a lost node is declared dead after ~3 s, not the default ~30 s
-                             RAY_health_check_period_ms="1000", RAY_health_check_failure_threshold="3")
+        self.env = clean_env(
+            RAY_AUTH_MODE="disabled",
+            RAY_FAKE_CLUSTER="1",
+            HOME=str(home),
+            # a lost node is declared dead after ~3 s, not the default ~30 s
+            RAY_health_check_period_ms="1000",
+            RAY_health_check_failure_threshold="3",
+        )
         self.config = {
-            "cluster_name": "fake", "max_workers": 4, "idle_timeout_minutes": 5, "upscaling_speed": 1.0,
-            "provider": {"type": "fake_multinode", "use_node_id_as_ip": True, "disable_node_updaters": True,
-                         "disable_launch_config_check": True, "gcs_address": self.address},
+            "cluster_name": "fake",
+            "max_workers": 4,
+            "idle_timeout_minutes": 5,
+            "upscaling_speed": 1.0,
+            "provider": {
+                "type": "fake_multinode",
+                "use_node_id_as_ip": True,
+                "disable_node_updaters": True,
+                "disable_launch_config_check": True,
+                "gcs_address": self.address,
+            },
             "auth": {},
             # The provider knows its head by this type name (else it launches one more "head").
-            "available_node_types": {"ray.head.default": {"resources": {"CPU": 1}, "node_config": {},
-                                                          "max_workers": 0}, **worker_types},
+            "available_node_types": {
+                "ray.head.default": {"resources": {"CPU": 1}, "node_config": {}, "max_workers": 0},
+                **worker_types,
+            },
             "head_node_type": "ray.head.default",
-            **{k: [] for k in ("initialization_commands", "setup_commands", "head_setup_commands",
-                               "worker_setup_commands", "head_start_ray_commands", "worker_start_ray_commands",
-                               "cluster_synced_files", "rsync_exclude", "rsync_filter")},
-            "file_mounts": {}, "file_mounts_sync_continuously": False,
+            **{
+                k: []
+                for k in (
+                    "initialization_commands",
+                    "setup_commands",
+                    "head_setup_commands",
+                    "worker_setup_commands",
+                    "head_start_ray_commands",
+                    "worker_start_ray_commands",
+                    "cluster_synced_files",
+                    "rsync_exclude",
+                    "rsync_filter",
+                )
+            },
+            "file_mounts": {},
+            "file_mounts_sync_continuously": False,
         }
         self.pids = set()
 
     def start(self):
         (self.home / "ray_bootstrap_config.yaml").write_text(yaml.safe_dump(self.config))
         before = set(processes())
-        subprocess.run([RAY, "start", "--head", f"--port={self.port}", "--num-cpus=1", "--num-gpus=0",
-                        "--autoscaling-config=~/ray_bootstrap_config.yaml", "--include-dashboard=false",
-                        f"--temp-dir={self.temp_dir}", "--disable-usage-stats"],
-                       env=self.env, check=True, capture_output=True, timeout=120)
+        subprocess.run(
+            [
+                RAY,
+                "start",
+                "--head",
+                f"--port={self.port}",
+                "--num-cpus=1",
+                "--num-gpus=0",
+                "--autoscaling-config=~/ray_bootstrap_config.yaml",
+                "--include-dashboard=false",
+                f"--temp-dir={self.temp_dir}",
+                "--disable-usage-stats",
+            ],
+            env=self.env,
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
         # Only ours (named by our temp dir): another test's processes may start meanwhile (pytest-xdist).
         self.pids = {pid for pid, (_, cmd) in processes().items() if pid not in before and self.temp_dir in cmd}
         return self
@@ -258,9 +354,23 @@ def test_trials_wait_for_autoscaled_gpu_workers_and_wandb_runs_land_in_storage(a
     fake_key = "fake0cluster0key" + "7" * 24
     env = dict(cluster.env, WANDB_API_KEY=fake_key, WANDB_BASE_URL="http://127.0.0.1:9")
     storage = f"file://{tmp_path}/store"
-    args = [DEFAULT, "blocks=[baseline,skipinit]", "depths=[8]", "lrs=[0.1]", "seeds=[0,1,2]", "epochs=3",
-            "trials_per_gpu=2", "cpus_per_trial=1", "device=cpu", "wandb.mode=online", "wandb.init_timeout=3",
-            f"storage_path={storage}", "name=auto", "--address", cluster.address]
+    args = [
+        DEFAULT,
+        "blocks=[baseline,skipinit]",
+        "depths=[8]",
+        "lrs=[0.1]",
+        "seeds=[0,1,2]",
+        "epochs=3",
+        "trials_per_gpu=2",
+        "cpus_per_trial=1",
+        "device=cpu",
+        "wandb.mode=online",
+        "wandb.init_timeout=3",
+        f"storage_path={storage}",
+        "name=auto",
+        "--address",
+        cluster.address,
+    ]
     p = run_cli(args, env=env, cwd=tmp_path)
     out = p.stdout + p.stderr
     ran_ok(p)
@@ -293,10 +403,24 @@ def test_trials_wait_for_autoscaled_gpu_workers_and_wandb_runs_land_in_storage(a
 @pytest.mark.slow
 def test_worker_node_lost_mid_trial_finishes_elsewhere_with_nothing_lost_or_twice(autoscaling, tmp_path):
     cluster = autoscaling(("gpu_worker", GPU_WORKER))
-    args = [DEFAULT, "blocks=[baseline]", "depths=[14]", "lrs=[0.1]", "seeds=[0,1]", "epochs=10",
-            "trials_per_gpu=1", "cpus_per_trial=1", "device=cpu", "wandb.mode=offline", "max_failures=3",
-            "checkpoint_period_s=0",
-            f"storage_path={tmp_path}", "name=lost", "--address", cluster.address]
+    args = [
+        DEFAULT,
+        "blocks=[baseline]",
+        "depths=[14]",
+        "lrs=[0.1]",
+        "seeds=[0,1]",
+        "epochs=10",
+        "trials_per_gpu=1",
+        "cpus_per_trial=1",
+        "device=cpu",
+        "wandb.mode=offline",
+        "max_failures=3",
+        "checkpoint_period_s=0",
+        f"storage_path={tmp_path}",
+        "name=lost",
+        "--address",
+        cluster.address,
+    ]
     proc = start_cli(args, env=cluster.env, cwd=tmp_path, log=open(tmp_path / "grid.log", "w"))
     exp = tmp_path / "lost"
     victim = {}
@@ -309,9 +433,15 @@ def test_worker_node_lost_mid_trial_finishes_elsewhere_with_nothing_lost_or_twic
                 return True
         return False
 
-    hist, trials = _lose_a_node_midrun(proc, exp, tmp_path / "grid.log", trial_with_progress_on_a_worker,
-                                       "a trial with two epochs on an autoscaled worker", 300,
-                                       lambda: cluster.kill_node(victim["node"]))
+    hist, trials = _lose_a_node_midrun(
+        proc,
+        exp,
+        tmp_path / "grid.log",
+        trial_with_progress_on_a_worker,
+        "a trial with two epochs on an autoscaled worker",
+        300,
+        lambda: cluster.kill_node(victim["node"]),
+    )
     assert (trials["status"] == "TERMINATED").all() and (trials["epochs_done"] == 10).all()
     assert (hist.groupby("seed")["epoch"].apply(list) == [list(range(1, 11))] * 2).all(), "each epoch once"
     moved = hist[hist["node"] == victim["node"]]["seed"].unique()
@@ -326,9 +456,20 @@ def test_worker_node_lost_mid_trial_finishes_elsewhere_with_nothing_lost_or_twic
 @pytest.mark.slow
 def test_cluster_without_gpu_node_type_refuses_a_gpu_fraction_before_any_trial(autoscaling, tmp_path):
     cluster = autoscaling(("cpu_worker", CPU_WORKER))
-    args = [DEFAULT, "blocks=[baseline]", "depths=[8]", "lrs=[0.1]", "seeds=[0]", "epochs=1",
-            "gpus_per_trial=0.5", "wandb.mode=offline", f"storage_path={tmp_path}", "name=nogpu",
-            "--address", cluster.address]
+    args = [
+        DEFAULT,
+        "blocks=[baseline]",
+        "depths=[8]",
+        "lrs=[0.1]",
+        "seeds=[0]",
+        "epochs=1",
+        "gpus_per_trial=0.5",
+        "wandb.mode=offline",
+        f"storage_path={tmp_path}",
+        "name=nogpu",
+        "--address",
+        cluster.address,
+    ]
     p = run_cli(args, env=cluster.env, cwd=tmp_path)
     assert p.returncode == 2, p.stdout[-2000:] + p.stderr[-2000:]
     errors = [line for line in p.stderr.splitlines() if line.startswith("ablate.grid:")]
@@ -389,8 +530,17 @@ def test_an_address_that_answers_but_is_not_ray_is_refused_at_once():
 def test_a_web_server_as_address_is_one_line_and_a_real_head_passes_the_check(tmp_path):
     from ablate.run.cluster import check_address
 
-    args = [DEFAULT, "blocks=[baseline]", "depths=[8]", "lrs=[0.1]", "seeds=[0]", "epochs=1", "wandb.mode=disabled",
-            f"storage_path={tmp_path / 's'}", "name=web"]
+    args = [
+        DEFAULT,
+        "blocks=[baseline]",
+        "depths=[8]",
+        "lrs=[0.1]",
+        "seeds=[0]",
+        "epochs=1",
+        "wandb.mode=disabled",
+        f"storage_path={tmp_path / 's'}",
+        "name=web",
+    ]
     with _WebServer() as address:
         p = run_cli([*args, "--address", address], cwd=tmp_path, timeout=60)  # not Ray's 90 s wait for a GCS
     one_error_line(p, "not a Ray cluster's GCS")
@@ -401,4 +551,3 @@ def test_a_web_server_as_address_is_one_line_and_a_real_head_passes_the_check(tm
         check_address(head.address)  # Ray's own GCS speaks HTTP/2 (gRPC): it passes
     finally:
         head.stop()
-

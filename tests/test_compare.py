@@ -2,18 +2,27 @@
 grows both experiments until it is), a block rewritten under the same name is "changed" where it matters,
 settings that differ unnamed are refused in one line; and, by simulation, "changed" under no change stays
 within 5% with the round rule."""
+
 import shutil
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
-
 from conftest import DEFAULT, clean_env, one_error_line, ran_ok, run_cli
 
-from ablate.analysis.compare import EXIT_CHANGED, EXIT_OPEN, EXIT_SAME, Side, cell_verdict, check, exit_code, paired_table
-from ablate.errors import UsageError
+from ablate.analysis.compare import (
+    EXIT_CHANGED,
+    EXIT_OPEN,
+    EXIT_SAME,
+    Side,
+    cell_verdict,
+    check,
+    exit_code,
+    paired_table,
+)
 from ablate.analysis.sequential import _moments, e_bh, e_value, sign_paths
+from ablate.errors import UsageError
 
 PLAIN = '''
 from ablate.blocks import BasicBlock, register_block
@@ -35,8 +44,21 @@ class Mine(BasicBlock):
 
 
 def _side(name, epochs=6, seeds=(0, 1, 2), blocks=("baseline", "mine"), acc=0.9):
-    rows = [{"block": b, "depth": 8, "lr": 0.1, "seed": s, "trial_id": f"{name}{b}{s}", "status": "TERMINATED",
-             "final_val_acc": acc, "auc_val_acc": acc, "diverged": False} for b in blocks for s in seeds]
+    rows = [
+        {
+            "block": b,
+            "depth": 8,
+            "lr": 0.1,
+            "seed": s,
+            "trial_id": f"{name}{b}{s}",
+            "status": "TERMINATED",
+            "final_val_acc": acc,
+            "auc_val_acc": acc,
+            "diverged": False,
+        }
+        for b in blocks
+        for s in seeds
+    ]
     meta = {"name": name, "dataset": "digits", "epochs": epochs, "weight_decay": 0.0001, "blocks": list(blocks)}
     return Side(f"/x/{name}", f"/x/{name}", pd.DataFrame(rows), meta)
 
@@ -57,12 +79,18 @@ def test_what_cannot_be_paired_is_refused_and_named():
 
 def test_verdicts_and_exit_codes():
     row = lambda f, a: {"final_verdict": f, "auc_verdict": a}  # noqa: E731
-    assert [cell_verdict(row(*v)) for v in (("equivalent", "equivalent"), ("equivalent", "hurts"),
-                                            ("open", "equivalent"), ("void", "equivalent"))] == \
-        ["same", "changed", "open", "void"]
-    codes = [exit_code(pd.DataFrame([row(*v) for v in cells])) for cells in (
-        [("equivalent", "equivalent")] * 2, [("equivalent", "equivalent"), ("helps", "open")],
-        [("equivalent", "equivalent"), ("open", "open")])]
+    assert [
+        cell_verdict(row(*v))
+        for v in (("equivalent", "equivalent"), ("equivalent", "hurts"), ("open", "equivalent"), ("void", "equivalent"))
+    ] == ["same", "changed", "open", "void"]
+    codes = [
+        exit_code(pd.DataFrame([row(*v) for v in cells]))
+        for cells in (
+            [("equivalent", "equivalent")] * 2,
+            [("equivalent", "equivalent"), ("helps", "open")],
+            [("equivalent", "equivalent"), ("open", "open")],
+        )
+    ]
     assert codes == [EXIT_SAME, EXIT_CHANGED, EXIT_OPEN] == [0, 1, 3]
 
 
@@ -72,8 +100,11 @@ def test_changed_under_no_change_stays_within_5_percent_with_the_round_rule():
     "changed" (the compare's one family)."""
     rng = np.random.default_rng(38)
     k, studies, looks = 8, 400, (3, 6, 9, 12)
-    for draw in (lambda s: rng.normal(size=s), lambda s: rng.standard_t(2.5, s),
-                 lambda s: np.where(rng.random(s) < 0.1, 30.0, 1.0) * rng.normal(size=s)):
+    for draw in (
+        lambda s: rng.normal(size=s),
+        lambda s: rng.standard_t(2.5, s),
+        lambda s: np.where(rng.random(s) < 0.1, 30.0, 1.0) * rng.normal(size=s),
+    ):
         d = draw((studies, 2, k, 12))
         n, mean, sd = _moments(d)
         e = np.minimum(e_value(n, mean, sd), sign_paths(d))
@@ -89,8 +120,12 @@ def test_the_w_and_b_report_shows_both_groups_and_the_cells_offline():
 
     from ablate.analysis.wandb_report import build_compare_report
 
-    rep = build_compare_report({"name": "main"}, {"name": "branch", "wandb": {"project": "p"}},
-                               ["block mine, depth 8, lr 0.1 | 9 | changed"], "someone")
+    rep = build_compare_report(
+        {"name": "main"},
+        {"name": "branch", "wandb": {"project": "p"}},
+        ["block mine, depth 8, lr 0.1 | 9 | changed"],
+        "someone",
+    )
     assert rep.title == "ablate.compare: branch against main" and rep.project == "p"
     grids = [b for b in rep.blocks if isinstance(b, wr.PanelGrid)]
     assert [r.name for r in grids[0].runsets] == ["main", "branch"]
@@ -98,9 +133,24 @@ def test_the_w_and_b_report_shows_both_groups_and_the_cells_offline():
 
 
 def _grid(tmp_path, name, module, seeds, *extra):
-    p = run_cli([DEFAULT, "blocks=[baseline,mine]", f"block_modules=[{module}]", "depths=[8]", "lrs=[0.1]",
-                 f"seeds={seeds}", "epochs=1", "wandb.mode=disabled", f"storage_path={tmp_path / 'r'}", f"name={name}",
-                 "--no-report", *extra], cwd=tmp_path, env=clean_env())
+    p = run_cli(
+        [
+            DEFAULT,
+            "blocks=[baseline,mine]",
+            f"block_modules=[{module}]",
+            "depths=[8]",
+            "lrs=[0.1]",
+            f"seeds={seeds}",
+            "epochs=1",
+            "wandb.mode=disabled",
+            f"storage_path={tmp_path / 'r'}",
+            f"name={name}",
+            "--no-report",
+            *extra,
+        ],
+        cwd=tmp_path,
+        env=clean_env(),
+    )
     ran_ok(p)
     return tmp_path / "r" / name
 
@@ -116,8 +166,12 @@ def test_the_same_code_twice_is_same_a_rewritten_block_changed_and_until_resolve
     p = run_cli([str(before), str(after)], module="ablate.compare", cwd=tmp_path, env=clean_env())
     assert p.returncode == EXIT_OPEN, p.stdout[-2000:] + p.stderr[-2000:]
     assert "overall: open" in p.stdout and "commit " in p.stdout
-    p = run_cli([str(before), str(after), "--until-resolved", "--max-seeds", "9"], module="ablate.compare",
-                cwd=tmp_path, env=clean_env())
+    p = run_cli(
+        [str(before), str(after), "--until-resolved", "--max-seeds", "9"],
+        module="ablate.compare",
+        cwd=tmp_path,
+        env=clean_env(),
+    )
     assert p.returncode == EXIT_SAME, p.stdout[-3000:] + p.stderr[-3000:]
     assert "overall: same (2 same of 2 cells" in p.stdout
     assert p.stdout.count("ablate.compare: growing") == 2  # each experiment grew once, through its own records
@@ -125,7 +179,8 @@ def test_the_same_code_twice_is_same_a_rewritten_block_changed_and_until_resolve
         trials = pd.read_csv(exp / "trials.csv")
         assert sorted(trials["seed"].unique()) == list(range(9)) and (trials["status"] == "TERMINATED").all()
     assert (after / "compare.html").exists() and "| block mine, depth 8, lr 0.1 | 9 | same |" in (
-        after / "compare.md").read_text()
+        after / "compare.md"
+    ).read_text()
     # The rewrite under the same name: changed where it matters (mine), same where it does not (baseline).
     half = _grid(tmp_path, "half", "half_blocks", "[0,1,2,3,4,5,6,7,8]")
     p = run_cli([str(before), str(half)], module="ablate.compare", cwd=tmp_path, env=clean_env())

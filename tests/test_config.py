@@ -1,14 +1,14 @@
 """Typed experiment configs: shipped files are valid, overrides parse as YAML, errors name keys."""
+
 from pathlib import Path
 
 import pytest
+from conftest import small_config
 
 from ablate.blocks import list_blocks
 from ablate.errors import ConfigError
-from ablate.spec.config import trial_configs
+from ablate.spec.config import trial_configs, trial_groups
 from ablate.spec.experiment_file import load_experiment, parse_override
-from ablate.spec.config import trial_groups
-from conftest import small_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -39,17 +39,20 @@ def test_overrides_parse_yaml_values_and_nested_keys():
     assert parse_override("name=my-run") == ("name", "my-run")
 
 
-@pytest.mark.parametrize("override,needle", [
-    ("epochs=1.5", "'epochs' must be an integer"),
-    ("nesterov=1", "'nesterov' must be a bool"),
-    ("depths=20", "'depths' must be a list"),
-    ("wandb.nope=1", "unknown key 'wandb.nope'"),
-    ("wandb=3", "'wandb' must be a mapping"),
-    ("name=a/b", "'name'"),
-    ("schedule=linear", "allowed: step, cosine, constant"),
-    ("milestones=[0.5,1.5]", "'milestones'"),
-    ("blocks=[baseline,baseline]", "repeats"),
-])
+@pytest.mark.parametrize(
+    "override,needle",
+    [
+        ("epochs=1.5", "'epochs' must be an integer"),
+        ("nesterov=1", "'nesterov' must be a bool"),
+        ("depths=20", "'depths' must be a list"),
+        ("wandb.nope=1", "unknown key 'wandb.nope'"),
+        ("wandb=3", "'wandb' must be a mapping"),
+        ("name=a/b", "'name'"),
+        ("schedule=linear", "allowed: step, cosine, constant"),
+        ("milestones=[0.5,1.5]", "'milestones'"),
+        ("blocks=[baseline,baseline]", "repeats"),
+    ],
+)
 def test_type_and_value_errors_name_the_key(override, needle):
     with pytest.raises(ConfigError, match=needle.replace("[", r"\[")):
         load_experiment(None, [override])

@@ -11,7 +11,9 @@ def test_digits_split_is_fixed_and_balanced():
     assert torch.equal(a.test_y, b.test_y) and torch.equal(a.train_x, b.train_x)
     assert a.num_classes == 10 and a.flip is False
     assert a.test_y.bincount().min() >= 30
-    assert len(a.train_x) == TRAIN_SIZES["digits"] and len(load_dataset("synthetic").train_x) == TRAIN_SIZES["synthetic"]
+    assert (
+        len(a.train_x) == TRAIN_SIZES["digits"] and len(load_dataset("synthetic").train_x) == TRAIN_SIZES["synthetic"]
+    )
 
 
 def test_synthetic_shape():
@@ -56,8 +58,9 @@ def test_crop_and_flip_are_real_and_normalised():
     flip = _batches(d, train=True, flip=True, seed=0)
     flip.set_epoch(0)
     xf, yf = next(iter(flip))
-    src = ((d.train_x.float() - torch.tensor(d.mean).view(1, 3, 1, 1) * 255)
-           / (torch.tensor(d.std).view(1, 3, 1, 1) * 255))
+    src = (d.train_x.float() - torch.tensor(d.mean).view(1, 3, 1, 1) * 255) / (
+        torch.tensor(d.std).view(1, 3, 1, 1) * 255
+    )
     n_flipped = 0
     for img in xf:
         same = (src - img).abs().amax(dim=(1, 2, 3)).min() < 1e-4

@@ -1,12 +1,12 @@
 """Faults on a real local Ray run: a trial SIGKILLed mid-epoch, a diverging trial, W&B down
 with a (fake) key that must never land in any file."""
+
 import shutil
 import tempfile
 from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from conftest import DEFAULT, clean_env, kill_trial_midrun, ran_ok, run_cli
 from wandb_reader import merged_history, wandb_files
 
@@ -14,8 +14,21 @@ pytestmark = pytest.mark.slow  # the real CLI in a subprocess, real Ray
 
 
 def test_killed_trial_restarts_from_checkpoint_and_diverging_trial_is_marked(tmp_path):
-    args = [DEFAULT, "blocks=[held]", "block_modules=[held_block]", "depths=[20]", "lrs=[0.1,40]", "seeds=[0]", "epochs=6",
-            "schedule=constant", "wandb.mode=offline", "max_failures=2", "checkpoint_period_s=0", f"storage_path={tmp_path}", "name=f"]
+    args = [
+        DEFAULT,
+        "blocks=[held]",
+        "block_modules=[held_block]",
+        "depths=[20]",
+        "lrs=[0.1,40]",
+        "seeds=[0]",
+        "epochs=6",
+        "schedule=constant",
+        "wandb.mode=offline",
+        "max_failures=2",
+        "checkpoint_period_s=0",
+        f"storage_path={tmp_path}",
+        "name=f",
+    ]
     exp = tmp_path / "f"
     kill_trial_midrun(args, exp, "held-d20-lr0.1-s0", tmp_path)  # held mid-run, killed, let go
 
@@ -40,8 +53,18 @@ def test_wandb_down_with_a_key_leaves_grid_green_and_key_nowhere(tmp_path):
     # Ray's own files in a directory of this run's (short: Ray's socket paths must stay under 108 bytes).
     ray_tmp = Path(tempfile.mkdtemp(prefix="abl-", dir="/tmp"))
     env = clean_env(WANDB_API_KEY=fake, WANDB_BASE_URL="http://127.0.0.1:9", RAY_TMPDIR=str(ray_tmp))
-    args = [DEFAULT, "blocks=[skipinit]", "depths=[8]", "lrs=[0.1]", "seeds=[0]", "epochs=2",
-            "wandb.mode=online", "wandb.init_timeout=5", f"storage_path={tmp_path}", "name=k"]
+    args = [
+        DEFAULT,
+        "blocks=[skipinit]",
+        "depths=[8]",
+        "lrs=[0.1]",
+        "seeds=[0]",
+        "epochs=2",
+        "wandb.mode=online",
+        "wandb.init_timeout=5",
+        f"storage_path={tmp_path}",
+        "name=k",
+    ]
     p = run_cli(args, env=env, cwd=tmp_path)
     ran_ok(p)
     exp = tmp_path / "k"

@@ -1,16 +1,16 @@
 """Fused trials (fuse_trials > 1): each member is still its own trial, in numbers and in files."""
+
 import textwrap
 
 import pandas as pd
 import pytest
-
 from conftest import DEFAULT, kill_trial_midrun, ran_ok, run_cli
+
 from ablate.errors import ConfigError
 from ablate.spec.experiment_file import load_experiment
+from ablate.train import SequentialGroup, TrainConfig, build_group, train, train_group
 from ablate.train.data import load_dataset
 from ablate.train.fused import FusedRun
-from ablate.train import SequentialGroup, build_group, train_group
-from ablate.train import TrainConfig, train
 
 DIGITS = load_dataset("digits")
 # "A couple of test images": fp32 rounding alone (grouped convolutions sum in another order) moves
@@ -21,8 +21,9 @@ COUPLE = 3.01 / len(DIGITS.test_y)
 def _cfg(lr, seed, block="identity_scale", epochs=2):
     # Contiguous tensors on both sides: the comparison is of fusion alone (channels_last changes the
     # convolutions' summation order too, and with it the rounding a couple of images turn on).
-    return TrainConfig(block=block, depth=8, lr=lr, seed=seed, epochs=epochs, device="cpu", threads=1,
-                       channels_last=False)
+    return TrainConfig(
+        block=block, depth=8, lr=lr, seed=seed, epochs=epochs, device="cpu", threads=1, channels_last=False
+    )
 
 
 def _fused(cfgs):
@@ -60,7 +61,8 @@ def test_a_diverging_member_is_frozen_and_the_others_finish_as_alone():
 
 
 def test_a_block_vmap_cannot_batch_runs_its_members_one_by_one(tmp_path):
-    (tmp_path / "branchy_mod.py").write_text(textwrap.dedent('''
+    (tmp_path / "branchy_mod.py").write_text(
+        textwrap.dedent("""
         from ablate.blocks import BasicBlock, register_block
 
         @register_block("branchy")
@@ -69,7 +71,8 @@ def test_a_block_vmap_cannot_batch_runs_its_members_one_by_one(tmp_path):
                 if out.mean() > 1e9:  # data-dependent control flow: vmap cannot batch it
                     return out
                 return out + identity
-    '''))
+    """)
+    )
     from ablate.blocks import BLOCKS, import_block_modules
 
     import_block_modules(["branchy_mod"], search_path=str(tmp_path))
@@ -90,10 +93,23 @@ def test_asha_with_fused_trials_is_refused_naming_both_keys():
 
 
 @pytest.mark.slow
-def test_killed_fused_trial_with_a_diverging_member_resumes_every_member_and_keeps_the_unfused_shape(tmp_path, mini_grid):
-    args = [DEFAULT, "blocks=[held]", "block_modules=[held_block]", "depths=[20]", "lrs=[0.1,0.05,1000]", "seeds=[0]",
-            "epochs=5",
-            "fuse_trials=3", "wandb.mode=offline", "checkpoint_period_s=0", f"storage_path={tmp_path}", "name=fu"]
+def test_killed_fused_trial_with_a_diverging_member_resumes_every_member_and_keeps_the_unfused_shape(
+    tmp_path, mini_grid
+):
+    args = [
+        DEFAULT,
+        "blocks=[held]",
+        "block_modules=[held_block]",
+        "depths=[20]",
+        "lrs=[0.1,0.05,1000]",
+        "seeds=[0]",
+        "epochs=5",
+        "fuse_trials=3",
+        "wandb.mode=offline",
+        "checkpoint_period_s=0",
+        f"storage_path={tmp_path}",
+        "name=fu",
+    ]
     exp = tmp_path / "fu"
     kill_trial_midrun(args, exp, "held-d20-lr0.1-s0+2", tmp_path)  # the fused trial's process, mid-epoch
     hist = pd.read_csv(exp / "history.csv", dtype={"trial_id": str})
@@ -116,8 +132,10 @@ def test_killed_fused_trial_with_a_diverging_member_resumes_every_member_and_kee
     p = run_cli([*args, "seeds=[0,1]", "--resume", "--no-report"], cwd=tmp_path)
     ran_ok(p)
     grown = pd.read_csv(exp / "trials.csv", dtype={"trial_id": str})
-    assert len(grown) == 6 and (grown["status"] == grown["lr"].map({0.1: "TERMINATED", 0.05: "TERMINATED",
-                                                                   1000.0: "DIVERGED"})).all()
+    assert (
+        len(grown) == 6
+        and (grown["status"] == grown["lr"].map({0.1: "TERMINATED", 0.05: "TERMINATED", 1000.0: "DIVERGED"})).all()
+    )
     assert set(trials["trial_id"]) <= set(grown["trial_id"]) and grown["trial_id"].nunique() == 6
     # Every file Tune wrote at the experiment level deleted (its state, tuner.pkl, the search state), every
     # result.json cut short, the tables lost: the records alone say every member finished; nothing runs
@@ -137,5 +155,7 @@ def test_killed_fused_trial_with_a_diverging_member_resumes_every_member_and_kee
     assert sorted(exp.glob("run-*")) == runs, "nothing ran again"
     pd.testing.assert_frame_equal(pd.read_csv(exp / "trials.csv", dtype={"trial_id": str}), grown)
     key = ["trial_id", "epoch"]
-    pd.testing.assert_frame_equal(pd.read_csv(exp / "history.csv", dtype={"trial_id": str}).sort_values(key)
-                                  .reset_index(drop=True), before.sort_values(key).reset_index(drop=True))
+    pd.testing.assert_frame_equal(
+        pd.read_csv(exp / "history.csv", dtype={"trial_id": str}).sort_values(key).reset_index(drop=True),
+        before.sort_values(key).reset_index(drop=True),
+    )

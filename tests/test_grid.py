@@ -1,15 +1,15 @@
 """The grid CLI through real Ray Tune on CPU: trials, metrics, CSVs, table, dry-run, resume."""
+
 import json
 
 import pandas as pd
 import pytest
-
 from conftest import DEFAULT, MINI, one_error_line, ran_ok, run_cli
 
 from ablate.spec.config import trial_configs
 from ablate.spec.experiment_file import load_experiment
-from ablate.train.data import load_dataset
 from ablate.storage import STOPPED_FILE
+from ablate.train.data import load_dataset
 
 
 @pytest.mark.slow
@@ -22,8 +22,22 @@ def test_mini_grid_runs_every_trial_and_writes_csvs(mini_grid):
     assert sorted(trials["block"].unique()) == ["baseline", "identity_scale"]
     # every trial has every epoch exactly once, with every metric
     assert hist.groupby(["block", "seed"])["epoch"].apply(list).tolist() == [[1, 2, 3]] * 4
-    for col in ["block", "depth", "lr", "seed", "epoch", "train_loss", "train_acc", "val_loss", "val_acc",
-                "epoch_lr", "epoch_seconds", "images_per_second", "diverged", "scale_stage1"]:
+    for col in [
+        "block",
+        "depth",
+        "lr",
+        "seed",
+        "epoch",
+        "train_loss",
+        "train_acc",
+        "val_loss",
+        "val_acc",
+        "epoch_lr",
+        "epoch_seconds",
+        "images_per_second",
+        "diverged",
+        "scale_stage1",
+    ]:
         assert col in hist.columns, col
     assert hist["val_acc"].between(0, 1).all()
     # trials.csv agrees with history.csv
@@ -60,7 +74,7 @@ def test_dry_run_prints_plan_without_ray(tmp_path):
     cfg = load_experiment(DEFAULT, ["epochs=3"])
     n = len(trial_configs(cfg))
     assert f"{n} trials" in p.stdout
-    assert "resources per trial" in p.stdout and "concurrent trials" in p.stdout
+    assert "resources per group" in p.stdout and "concurrent groups" in p.stdout
     assert f"{n * 3 * len(load_dataset('digits').train_x):,} training images" in p.stdout
     assert not any(tmp_path.iterdir()), "dry-run must not write anything"
     assert "Started a local Ray instance" not in p.stdout + p.stderr
@@ -93,9 +107,21 @@ def test_resume_refuses_a_different_experiment_and_an_existing_dir(mini_grid):
 def test_asha_stops_weak_trials_early(tmp_path):
     # The good LR first: trials start in grid order, and ASHA stops a trial at a rung only against
     # results already there (the weak ones start once the strong ones have reached the rungs).
-    args = [DEFAULT, "blocks=[baseline]", "depths=[8]", "lrs=[0.1,0.005]", "seeds=[0,1]", "epochs=6",
-            "scheduler=asha", "asha_grace_period=2", "asha_reduction_factor=2", "wandb.mode=disabled",
-            f"storage_path={tmp_path}", "name=a", "--no-report"]
+    args = [
+        DEFAULT,
+        "blocks=[baseline]",
+        "depths=[8]",
+        "lrs=[0.1,0.005]",
+        "seeds=[0,1]",
+        "epochs=6",
+        "scheduler=asha",
+        "asha_grace_period=2",
+        "asha_reduction_factor=2",
+        "wandb.mode=disabled",
+        f"storage_path={tmp_path}",
+        "name=a",
+        "--no-report",
+    ]
     p = run_cli(args, cwd=tmp_path)
     ran_ok(p)
     exp = tmp_path / "a"
@@ -152,5 +178,6 @@ def test_a_resumes_timing_is_kept_apart_from_the_grids(tmp_path):
     record_timing(str(tmp_path), trials, 522.0, 2, resumed=False)
     record_timing(str(tmp_path), trials, 5.6, 2, resumed=True)
     t = json.loads((tmp_path / "grid_timing.json").read_text())
-    assert t["wall_s"] == 522.0 and t["resumes"] == [{"wall_s": 5.6, "train_seconds": 64.0, "trials": 64,
-                                                      "concurrency": 2}]
+    assert t["wall_s"] == 522.0 and t["resumes"] == [
+        {"wall_s": 5.6, "train_seconds": 64.0, "trials": 64, "concurrency": 2}
+    ]

@@ -1,5 +1,6 @@
 """Careless and hostile use of the real CLI (real Ray, real files): two runs at once, failed starts, broken
 checkpoints, a full disk, absurd or malicious input (signals: tests/test_signals.py)."""
+
 import os
 import signal
 import subprocess
@@ -8,7 +9,6 @@ import time
 import pandas as pd
 import pytest
 import torch
-
 from conftest import DEFAULT, held_block, one_error_line, ran_ok, run_cli, start_cli, trial_records, wait_for
 
 from ablate.run.checkpoints import CheckpointLost, load_state
@@ -40,8 +40,16 @@ def test_second_run_and_concurrent_resume_are_refused_while_the_first_runs(tmp_p
     (tmp_path / "gated_block.py").write_text(GATED_BLOCK.format(gate=str(gate), started=str(started)))
     gate.touch()
     storage = f"file://{tmp_path}/s" if uri else str(tmp_path / "s")
-    args = [*SMALL, "blocks=[gated]", "block_modules=[gated_block]", "seeds=[0,1]", "epochs=2",
-            f"storage_path={storage}", "name=twin", "--no-report"]
+    args = [
+        *SMALL,
+        "blocks=[gated]",
+        "block_modules=[gated_block]",
+        "seeds=[0,1]",
+        "epochs=2",
+        f"storage_path={storage}",
+        "name=twin",
+        "--no-report",
+    ]
     first = start_cli(args, cwd=tmp_path, log=open(tmp_path / "first.log", "w"))
     exp = tmp_path / "s" / "twin"
     try:
@@ -59,8 +67,17 @@ def test_second_run_and_concurrent_resume_are_refused_while_the_first_runs(tmp_p
     assert not list((tmp_path / "s").glob(".twin.lock*")), "the lock goes with the run"
 
 
-@pytest.mark.parametrize("case", ["unreachable address", "bogus storage scheme", "asha grace beyond epochs",
-                                  "storage is a file", "storage unwritable", "more CPUs than any node"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "unreachable address",
+        "bogus storage scheme",
+        "asha grace beyond epochs",
+        "storage is a file",
+        "storage unwritable",
+        "more CPUs than any node",
+    ],
+)
 @pytest.mark.slow
 def test_failed_start_exits_2_and_leaves_nothing_in_the_way(tmp_path, case):
     blocker = tmp_path / "afile"
@@ -73,8 +90,11 @@ def test_failed_start_exits_2_and_leaves_nothing_in_the_way(tmp_path, case):
         "storage unwritable": ["storage_path=/proc/ablate"],
         "more CPUs than any node": ["cpus_per_trial=1000"],
     }[case]
-    needle = {"unreachable address": "--address", "more CPUs than any node": "'cpus_per_trial'",
-              "asha grace beyond epochs": "'asha_grace_period'"}.get(case, "'storage_path'")
+    needle = {
+        "unreachable address": "--address",
+        "more CPUs than any node": "'cpus_per_trial'",
+        "asha grace beyond epochs": "'asha_grace_period'",
+    }.get(case, "'storage_path'")
     args = [*SMALL, "seeds=[0]", "epochs=2", f"storage_path={tmp_path / 's'}", "name=fs"]
     t0 = time.time()
     p = run_cli([*args, *extra], cwd=tmp_path, timeout=120)
@@ -92,8 +112,15 @@ def test_failed_start_exits_2_and_leaves_nothing_in_the_way(tmp_path, case):
 def test_unloadable_dataset_is_refused_before_anything_is_written(tmp_path):
     # No network for CIFAR here; an empty data_dir with a file where the download would go fails fast.
     (tmp_path / "data").write_text("not a directory")
-    args = [*SMALL, "seeds=[0]", "epochs=1", "dataset=cifar10", f"data_dir={tmp_path / 'data'}",
-            f"storage_path={tmp_path / 's'}", "name=nodata"]
+    args = [
+        *SMALL,
+        "seeds=[0]",
+        "epochs=1",
+        "dataset=cifar10",
+        f"data_dir={tmp_path / 'data'}",
+        f"storage_path={tmp_path / 's'}",
+        "name=nodata",
+    ]
     p = run_cli(args, cwd=tmp_path, timeout=300)
     one_error_line(p, "'dataset'", "cifar10")
     assert not (tmp_path / "s" / "nodata").exists()
@@ -103,8 +130,17 @@ def test_unloadable_dataset_is_refused_before_anything_is_written(tmp_path):
 def test_broken_checkpoint_restarts_its_trial_and_tables_count_only_finished(tmp_path):
     exp = tmp_path / "bk"
     gate, held = held_block(tmp_path, exp, "held-d8-lr0.1-s0")
-    args = [*SMALL, "blocks=[held]", "block_modules=[held_block]", "seeds=[0,1]", "epochs=6",
-            "max_concurrent_trials=1", "checkpoint_period_s=0", f"storage_path={tmp_path}", "name=bk"]
+    args = [
+        *SMALL,
+        "blocks=[held]",
+        "block_modules=[held_block]",
+        "seeds=[0,1]",
+        "epochs=6",
+        "max_concurrent_trials=1",
+        "checkpoint_period_s=0",
+        f"storage_path={tmp_path}",
+        "name=bk",
+    ]
     proc = start_cli(args, cwd=tmp_path, log=open(tmp_path / "a.log", "w"))
     try:
         wait_for(held.exists, 300, "a trial held with a checkpoint")
@@ -236,8 +272,17 @@ def test_full_disk_is_one_line_and_resume_after_freeing_space_reruns_no_finished
     try:
         exp = disk / "full"
         gate, held = held_block(tmp_path, exp, "held-d8-lr0.1-s1")  # seed 0 finishes, seed 1 is held mid-run
-        args = [*SMALL, "blocks=[held]", "block_modules=[held_block]", "seeds=[0,1,2]", "epochs=6",
-                "max_concurrent_trials=1", "checkpoint_period_s=0", f"storage_path={disk}", "name=full"]
+        args = [
+            *SMALL,
+            "blocks=[held]",
+            "block_modules=[held_block]",
+            "seeds=[0,1,2]",
+            "epochs=6",
+            "max_concurrent_trials=1",
+            "checkpoint_period_s=0",
+            f"storage_path={disk}",
+            "name=full",
+        ]
         log = tmp_path / "grid.log"
         proc = start_cli(args, cwd=tmp_path, log=open(log, "w"))
         try:
@@ -263,7 +308,11 @@ def test_full_disk_is_one_line_and_resume_after_freeing_space_reruns_no_finished
         # Which of the files Tune rewrites the full disk cut short depends on timing (on CI once the
         # finished trial's result.json, here usually the experiment state): cut them all, so the
         # resume below meets the worst case every time.  ablate reads none of them.
-        for f in [*exp.glob("run-*/*/result.json"), *exp.glob("run-*/*/progress.csv"), *exp.glob("run-*/*state-*.json")]:
+        for f in [
+            *exp.glob("run-*/*/result.json"),
+            *exp.glob("run-*/*/progress.csv"),
+            *exp.glob("run-*/*state-*.json"),
+        ]:
             f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
         (disk / "filler").unlink()  # space freed
         p = run_cli([*args, "--resume"], cwd=tmp_path)

@@ -1,10 +1,11 @@
-"""An experiment's identity (``ablate.identity``): what makes a resume the same experiment, what it may grow,
+"""An experiment's identity (``ablate.study.identity``): what makes a resume the same experiment, what it may grow,
 and the identity file that cannot be read refused in one line."""
+
 import pytest
 import yaml
+from conftest import EXP_ID, finished_by_hand, grid_point, small_config, write_record
 
 from ablate.study.identity import growth, identity
-from conftest import EXP_ID, finished_by_hand, grid_point, small_config, write_record
 
 
 def test_growth_allows_added_values_in_any_order_and_nothing_else():
@@ -15,7 +16,10 @@ def test_growth_allows_added_values_in_any_order_and_nothing_else():
 
 
 def test_identity_ignores_what_changes_no_result(tmp_path):
-    a, b = small_config(tmp_path), small_config(tmp_path, "target_acc=0.5", "eval_batch_size=64", "compile=false", "threads=1")
+    a, b = (
+        small_config(tmp_path),
+        small_config(tmp_path, "target_acc=0.5", "eval_batch_size=64", "compile=false", "threads=1"),
+    )
     assert identity(a) == identity(b)
     assert identity(a) != identity(small_config(tmp_path, "epochs=4"))
 
@@ -23,16 +27,19 @@ def test_identity_ignores_what_changes_no_result(tmp_path):
 def test_saved_identity_refuses_what_would_lose_the_records_in_one_line(tmp_path):
     import yaml
 
+    from ablate.errors import UsageError
     from ablate.storage import EXPERIMENT_FILE
     from ablate.study.identity import saved_identity
-    from ablate.errors import UsageError
 
     exp = tmp_path / "e"
     write_record(exp, "run-1", "t0", "checkpoint_000000", [grid_point()], [3], [True])
     good = {"blocks": ["baseline"], "experiment_id": EXP_ID}
-    for text, needle in (("blocks: [baseline\n", "not valid YAML"), ("- 1\n", "not a mapping"),
-                         (yaml.safe_dump({"blocks": ["baseline"]}), f"experiment_id: {EXP_ID}"),
-                         (yaml.safe_dump({**good, "future_key": 1}), "newer ablate")):
+    for text, needle in (
+        ("blocks: [baseline\n", "not valid YAML"),
+        ("- 1\n", "not a mapping"),
+        (yaml.safe_dump({"blocks": ["baseline"]}), f"experiment_id: {EXP_ID}"),
+        (yaml.safe_dump({**good, "future_key": 1}), "newer ablate"),
+    ):
         (exp / EXPERIMENT_FILE).write_text(text)
         with pytest.raises(UsageError, match=needle) as e:
             saved_identity(str(exp))
@@ -43,8 +50,13 @@ def test_saved_identity_refuses_what_would_lose_the_records_in_one_line(tmp_path
 
 def test_identity_compares_settings_as_they_act(tmp_path):
     base = identity(small_config(tmp_path))
-    for same in (["precision=fp32"], ["crop_pad=1", "flip=false"], ["channels_last=true"], ["asha_grace_period=2"],
-                 ["name=renamed"]):
+    for same in (
+        ["precision=fp32"],
+        ["crop_pad=1", "flip=false"],
+        ["channels_last=true"],
+        ["asha_grace_period=2"],
+        ["name=renamed"],
+    ):
         assert identity(small_config(tmp_path, *same)) == base, same
     for other in (["precision=bf16"], ["crop_pad=2"], ["flip=true"], ["channels_last=false"]):
         assert identity(small_config(tmp_path, *other)) != base, other
@@ -55,18 +67,19 @@ def test_identity_compares_settings_as_they_act(tmp_path):
 IDENTITY_EDITS = {  # as --resume refuses them (tests/test_careless3.py): the report reads the file the same way
     "cut short": (lambda text, saved: text[:120] + "\ndepths: [8,", "not valid YAML"),
     "not a mapping": (lambda text, saved: "- 1\n- 2\n", "not a mapping of settings"),
-    "without its experiment_id": (lambda text, saved: yaml.safe_dump({k: v for k, v in saved.items()
-                                                                       if k != "experiment_id"}), "names no experiment_id"),
-    "of a newer ablate": (lambda text, saved: yaml.safe_dump({**saved, "a_setting_of_the_future": 1}),
-                          "does not know"),
+    "without its experiment_id": (
+        lambda text, saved: yaml.safe_dump({k: v for k, v in saved.items() if k != "experiment_id"}),
+        "names no experiment_id",
+    ),
+    "of a newer ablate": (lambda text, saved: yaml.safe_dump({**saved, "a_setting_of_the_future": 1}), "does not know"),
 }
 
 
 @pytest.mark.parametrize("case", sorted(IDENTITY_EDITS))
 def test_the_report_on_an_identity_cut_short_or_edited_is_one_line_exit_2(tmp_path, capsys, case):
     from ablate.report import main
-    from ablate.study.tables import write_csvs
     from ablate.study.reader import tables_from_records
+    from ablate.study.tables import write_csvs
 
     exp, _, _ = finished_by_hand(tmp_path)
     write_csvs(str(exp), *tables_from_records(str(exp)))  # the tables are whole: only the identity is read
@@ -77,4 +90,3 @@ def test_the_report_on_an_identity_cut_short_or_edited_is_one_line_exit_2(tmp_pa
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("ablate.report: error: ") and needle in err[0], err
     assert str(path) in err[0] and not (exp / "report.html").exists()
-

@@ -6,6 +6,7 @@ filesystem shared between the hosts, and ``ray down``.
 The hosts: ``laptop`` (the user's machine: a checkout, the launcher, later the report; it runs no trial),
 ``head`` and two workers.  The S3 server runs on this machine's side of the bridge, as a lab's MinIO would on
 its own box."""
+
 import importlib.util
 import io
 import json
@@ -20,21 +21,29 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from conftest import REPO, free_port, wait_for
 from helpers.hosts import HOME, Hosts
 
 # The system tests: slow, and skipped (one line) where the kernel refuses namespaces or a tool is missing.
 SKIP = Hosts.skip_reason()
 on_hosts = pytest.mark.skipif(SKIP is not None, reason=str(SKIP))
-with_moto = pytest.mark.skipif(importlib.util.find_spec("moto") is None,
-                               reason="moto's S3 server is missing (pip install -e '.[test]')")
+with_moto = pytest.mark.skipif(
+    importlib.util.find_spec("moto") is None, reason="moto's S3 server is missing (pip install -e '.[test]')"
+)
 
 PYBIN = Path(sys.executable).parent
 BUCKET = "ablate-onprem"
-GRID = ["blocks=[baseline,skipinit]", "depths=[8]", "lrs=[0.1]", "seeds=[0]", "epochs=2", "wandb.mode=offline",
-        # a whole worker (2 CPUs) per trial: the two trials can only run on two hosts
-        "cpus_per_trial=2", "name=onprem"]
+GRID = [
+    "blocks=[baseline,skipinit]",
+    "depths=[8]",
+    "lrs=[0.1]",
+    "seeds=[0]",
+    "epochs=2",
+    "wandb.mode=offline",
+    # a whole worker (2 CPUs) per trial: the two trials can only run on two hosts
+    "cpus_per_trial=2",
+    "name=onprem",
+]
 
 
 def render(yaml_text, replacements):
@@ -51,8 +60,12 @@ class Moto:
     def __init__(self, host, log):
         self.port = free_port()
         self.url = f"http://{host}:{self.port}"
-        self.proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", host, "-p", str(self.port)],
-                                     stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", host, "-p", str(self.port)],
+            stdout=open(log, "w"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
         def up():
             try:
@@ -60,6 +73,7 @@ class Moto:
                 return True
             except OSError:
                 return self.proc.poll() is not None
+
         wait_for(up, 60, "moto's S3 server")
         assert self.proc.poll() is None, open(log).read()[-2000:]
         self.client().create_bucket(Bucket=BUCKET)
@@ -67,8 +81,13 @@ class Moto:
     def client(self):
         import boto3
 
-        return boto3.client("s3", endpoint_url=self.url, aws_access_key_id="testing",
-                            aws_secret_access_key="testing", region_name="us-east-1")
+        return boto3.client(
+            "s3",
+            endpoint_url=self.url,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            region_name="us-east-1",
+        )
 
     def keys(self, prefix=""):
         pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
@@ -84,8 +103,13 @@ class Moto:
 
 def checkout(dest: Path):
     """The user's checkout on the laptop: the repository's files as git knows them (tracked and new, not ignored)."""
-    files = subprocess.run(["git", "-C", str(REPO), "ls-files", "-co", "--exclude-standard", "-z"],
-                           capture_output=True, check=True).stdout.decode().split("\0")
+    files = (
+        subprocess.run(
+            ["git", "-C", str(REPO), "ls-files", "-co", "--exclude-standard", "-z"], capture_output=True, check=True
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     for f in filter(None, files):
         src = REPO / f
         if src.is_file():
@@ -104,8 +128,9 @@ def prepare(hosts, moto, head_flags="", files=None):
         (h.home / ".bashrc").write_text(f"export PATH={path}:/usr/local/bin:/usr/bin:/bin\n")
         (h.home / ".profile").write_text(". ~/.bashrc\n")
         (h.home / ".aws").mkdir()
-        (h.home / ".aws" / "credentials").write_text("[default]\naws_access_key_id = testing\n"
-                                                     "aws_secret_access_key = testing\n")
+        (h.home / ".aws" / "credentials").write_text(
+            "[default]\naws_access_key_id = testing\naws_secret_access_key = testing\n"
+        )
     (laptop.home / ".ssh").mkdir(exist_ok=True)
     key = laptop.home / ".ssh" / "id_ed25519"
     key.write_bytes(hosts.key.read_bytes())
@@ -114,13 +139,16 @@ def prepare(hosts, moto, head_flags="", files=None):
     checkout(src)
     for name, text in (files or {}).items():  # the user's own modules, beside the experiment
         (src / name).write_text(text)
-    text = render((REPO / "cluster-onprem.yaml").read_text(), {
-        "head_ip: 192.168.1.10": f"head_ip: {hosts[1].ip}",
-        "worker_ips: [192.168.1.11, 192.168.1.12]": f"worker_ips: [{hosts[2].ip}, {hosts[3].ip}]",
-        "ssh_user: ablate": "ssh_user: root",
-        "http://192.168.1.5:9000": moto.url,
-        "--include-dashboard=false": f"--include-dashboard=false {head_flags}".strip(),
-    })
+    text = render(
+        (REPO / "cluster-onprem.yaml").read_text(),
+        {
+            "head_ip: 192.168.1.10": f"head_ip: {hosts[1].ip}",
+            "worker_ips: [192.168.1.11, 192.168.1.12]": f"worker_ips: [{hosts[2].ip}, {hosts[3].ip}]",
+            "ssh_user: ablate": "ssh_user: root",
+            "http://192.168.1.5:9000": moto.url,
+            "--include-dashboard=false": f"--include-dashboard=false {head_flags}".strip(),
+        },
+    )
     (src / "cluster-onprem.yaml").write_text(text)
 
 
@@ -139,10 +167,15 @@ def ray_cmd(laptop, args, timeout=900):
 
 def live_nodes(head):
     """Ray's own node list, read on the head: {node id: address} of the live nodes."""
-    code = ("import json, ray; ray.init(address='localhost:6380', logging_level='ERROR'); "
-            "print(json.dumps({n['NodeID']: n['NodeManagerAddress'] for n in ray.nodes() if n['Alive']}))")
-    p = head.run(f". ~/ablate-env.sh && cd / && ~/ablate-venv/bin/python -c {shlex.quote(code)}", check=False,
-                 env={"HOME": str(HOME)})
+    code = (
+        "import json, ray; ray.init(address='localhost:6380', logging_level='ERROR'); "
+        "print(json.dumps({n['NodeID']: n['NodeManagerAddress'] for n in ray.nodes() if n['Alive']}))"
+    )
+    p = head.run(
+        f". ~/ablate-env.sh && cd / && ~/ablate-venv/bin/python -c {shlex.quote(code)}",
+        check=False,
+        env={"HOME": str(HOME)},
+    )
     for line in p.stdout.splitlines():
         if line.startswith("{"):
             return json.loads(line)
@@ -157,14 +190,18 @@ def wait_joined(hosts, head):
         seen.clear()
         seen.update(live_nodes(head))
         return set(seen.values()) == want and len(seen) == 3
+
     wait_for(joined, 600, f"1 head + 2 workers at {sorted(want)}")
     return dict(seen)
 
 
 def grid_command(storage, *extra):
     """The grid as a user submits it: `ray exec` on the head, the venv's Python, this cluster's address."""
-    return (". ~/ablate-env.sh && cd ~/ablate && ~/ablate-venv/bin/python -m ablate.grid "
-            + " ".join([*GRID, *extra]) + f" storage_path={storage} --address localhost:6380")
+    return (
+        ". ~/ablate-env.sh && cd ~/ablate && ~/ablate-venv/bin/python -m ablate.grid "
+        + " ".join([*GRID, *extra])
+        + f" storage_path={storage} --address localhost:6380"
+    )
 
 
 def stop_cluster(laptop, hosts):
@@ -173,7 +210,7 @@ def stop_cluster(laptop, hosts):
     ray_cmd(laptop, "down -y cluster-onprem.yaml")
     for h in hosts[1:]:
         if h.init is not None:
-            wait_for(lambda: not ray_processes(h), 60, f"no process left on {h.name}: {ray_processes(h)}")
+            wait_for(lambda h=h: not ray_processes(h), 60, f"no process left on {h.name}: {ray_processes(h)}")
 
 
 def ray_processes(h):
@@ -193,8 +230,9 @@ def test_onprem_yaml_validates_and_stops_only_its_own_ray():
     assert raw["provider"]["type"] == "local" and "available_node_types" not in raw  # the provider refuses them
     prepared, _ = prepare_local(raw)
     assert prepared["available_node_types"]["local.cluster.node"]["min_workers"] == len(raw["provider"]["worker_ips"])
-    commands = [c for key in ("setup_commands", "head_start_ray_commands", "worker_start_ray_commands")
-                for c in raw[key]]
+    commands = [
+        c for key in ("setup_commands", "head_start_ray_commands", "worker_start_ray_commands") for c in raw[key]
+    ]
     assert not any(re.search(r"\bray stop\b|scripts\.scripts stop", c) for c in commands), commands
     temp = re.search(r"^TEMP=(\S+)", (REPO / "cluster-onprem-stop.sh").read_text(), re.M).group(1)
     for key in ("head_start_ray_commands", "worker_start_ray_commands"):
@@ -247,8 +285,7 @@ def test_ray_up_on_hosts_with_their_own_disks_and_s3(tmp_path):
                 assert f"ablate/onprem/{name}" in keys, sorted(keys)[:50]
             records = [k for k in keys if k.endswith("/ablate_record.json")]
             trial_dirs = {k.split("/")[3] for k in records}
-            assert {d.split("_")[0] for d in trial_dirs} >= {"baseline-d8-lr0.1-s0", "skipinit-d8-lr0.1-s0"}, \
-                trial_dirs
+            assert {d.split("_")[0] for d in trial_dirs} >= {"baseline-d8-lr0.1-s0", "skipinit-d8-lr0.1-s0"}, trial_dirs
             assert any("/wandb/offline-run-" in k for k in keys), "offline W&B runs in the bucket"
             # The trials ran on two hosts: the records' writers (hostnames) and Ray's node ids of the epochs.
             hosts_of = {json.loads(moto.read(k))["process"]["host"] for k in records}
@@ -268,8 +305,9 @@ def test_ray_up_on_hosts_with_their_own_disks_and_s3(tmp_path):
             assert {k.split("/")[2] for k in moto.keys("ablate/onprem/run-")} == runs
 
             # 4. The report from the laptop, which ran none of it: from the bucket alone.
-            p, timings["report"] = on_laptop(laptop, f"AWS_ENDPOINT_URL={moto.url} python -m ablate.report "
-                                                     f"{storage}/onprem")
+            p, timings["report"] = on_laptop(
+                laptop, f"AWS_ENDPOINT_URL={moto.url} python -m ablate.report {storage}/onprem"
+            )
             assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
             assert "<html" in moto.read("ablate/onprem/report.html").lower()
 
@@ -332,33 +370,50 @@ def test_worker_host_lost_mid_trial_continues_on_another_from_the_bucket(tmp_pat
             wait_joined(hosts, head)
             for w in workers:
                 (w.home / "gate").touch()
-            cmd = grid_command(storage, "blocks=[baseline,held]", "epochs=3", "block_modules=[held_block]",
-                               "checkpoint_period_s=0")
+            cmd = grid_command(
+                storage, "blocks=[baseline,held]", "epochs=3", "block_modules=[held_block]", "checkpoint_period_s=0"
+            )
             log = tmp_path / "grid.log"
             t = time.time()
-            grid = subprocess.Popen(laptop.nsenter("bash", "-c", f". ~/.bashrc && cd ~/ablate && ray exec "
-                                                                 f"cluster-onprem.yaml {shlex.quote(cmd)}"),
-                                    env={"PATH": os.environ["PATH"], "HOME": str(HOME)}, stdout=open(log, "w"),
-                                    stderr=subprocess.STDOUT, start_new_session=True)
+            grid = subprocess.Popen(
+                laptop.nsenter(
+                    "bash", "-c", f". ~/.bashrc && cd ~/ablate && ray exec cluster-onprem.yaml {shlex.quote(cmd)}"
+                ),
+                env={"PATH": os.environ["PATH"], "HOME": str(HOME)},
+                stdout=open(log, "w"),
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
 
             def held_on():
                 return next((w for w in workers if (w.home / "held").exists()), None) or grid.poll() is not None
+
             wait_for(held_on, 600, "the held trial held after its first checkpoint in the bucket")
             assert grid.poll() is None, log.read_text()[-3000:]
             lost = next(w for w in workers if (w.home / "held").exists())
             other = next(w for w in workers if w is not lost)
 
             def records():
-                return {k: json.loads(moto.read(k)) for k in moto.keys("ablate/onprem/")
-                        if k.endswith("/ablate_record.json")}
+                return {
+                    k: json.loads(moto.read(k))
+                    for k in moto.keys("ablate/onprem/")
+                    if k.endswith("/ablate_record.json")
+                }
 
             def baseline_done():
-                return any(k.split("/")[3].startswith("baseline-") and all(m["done"] for m in r["members"])
-                           for k, r in records().items())
+                return any(
+                    k.split("/")[3].startswith("baseline-") and all(m["done"] for m in r["members"])
+                    for k, r in records().items()
+                )
+
             wait_for(baseline_done, 300, "the baseline trial finished (on the other worker)")
+
             def newest_baseline(recs):
-                return max(((k, r) for k, r in recs.items() if k.split("/")[3].startswith("baseline-")),
-                           key=lambda kr: kr[1]["written"])
+                return max(
+                    ((k, r) for k, r in recs.items() if k.split("/")[3].startswith("baseline-")),
+                    key=lambda kr: kr[1]["written"],
+                )
+
             finished = newest_baseline(records())
             assert all(m["done"] for m in finished[1]["members"]) and finished[1]["process"]["host"] == other.name
 
@@ -369,8 +424,9 @@ def test_worker_host_lost_mid_trial_continues_on_another_from_the_bucket(tmp_pat
             timings["grid with a lost host"] = time.time() - t
 
             history = pd.read_csv(io.StringIO(moto.read("ablate/onprem/history.csv")))
-            assert sorted(map(tuple, history[["block", "epoch"]].values.tolist())) == \
-                [(b, e) for b in ("baseline", "held") for e in (1, 2, 3)], history
+            assert sorted(map(tuple, history[["block", "epoch"]].values.tolist())) == [
+                (b, e) for b in ("baseline", "held") for e in (1, 2, 3)
+            ], history
             after = records()
             held_records = {k: r for k, r in after.items() if k.split("/")[3].startswith("held-")}
             newest = max(held_records.values(), key=lambda r: r["written"])

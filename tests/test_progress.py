@@ -1,10 +1,11 @@
 """The progress line and the plan's time estimate, without Ray (a fake clock, an injected probe)."""
+
 import io
 
-from ablate.spec.experiment_file import load_experiment
+from ablate.formatting import duration
 from ablate.run.plan import EPOCH_OVER_PROBE, FIXED_S, PER_TRIAL_S, estimate_cpu_wall
 from ablate.run.progress import Progress
-from ablate.formatting import duration
+from ablate.spec.experiment_file import load_experiment
 
 
 class Clock:
@@ -17,8 +18,11 @@ class Clock:
 
 def test_progress_counts_states_and_estimates_from_the_work_done():
     clock, out = Clock(), io.StringIO()
-    trials = {"a": {"weight": 8, "start": 0, "epochs": 10}, "b": {"weight": 56, "start": 5, "epochs": 10},
-              "c": {"weight": 56, "start": 0, "epochs": 10}}
+    trials = {
+        "a": {"weight": 8, "start": 0, "epochs": 10},
+        "b": {"weight": 56, "start": 5, "epochs": 10},
+        "c": {"weight": 56, "start": 0, "epochs": 10},
+    }
     p = Progress(trials, stream=out, live=False, clock=clock)
     assert p.eta() is None and "ETA ..." in p.line()
     p.start("a"), p.start("b")

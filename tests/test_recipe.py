@@ -1,15 +1,16 @@
-"""The recipe's parts (``ablate.recipe``): weight decay keyed on the gates a block declares, in a plain and a
+"""The recipe's parts (``ablate.train.recipe``): weight decay keyed on the gates a block declares, in a plain and a
 fused run alike; one evaluation for one member and for several."""
+
 import pytest
 import torch
 import torch.nn as nn
 
 from ablate.blocks import BLOCKS, BasicBlock, register_block
+from ablate.spec.trial import TrainConfig
+from ablate.train import build_group, train_group
 from ablate.train.data import load_dataset
 from ablate.train.fused import FusedRun
 from ablate.train.recipe import evaluate, param_groups, val_batches
-from ablate.spec.trial import TrainConfig
-from ablate.train import build_group, train_group
 
 DIGITS = load_dataset("digits")
 
@@ -37,8 +38,21 @@ def channel_gate_block():
 
 
 def _cfgs(k):
-    return [TrainConfig(dataset="digits", block="test_channel_gate", depth=8, epochs=1, lr=0.1 + 0.05 * i, seed=i,
-                        weight_decay=0.1, batch_size=128, threads=1, device="cpu") for i in range(k)]
+    return [
+        TrainConfig(
+            dataset="digits",
+            block="test_channel_gate",
+            depth=8,
+            epochs=1,
+            lr=0.1 + 0.05 * i,
+            seed=i,
+            weight_decay=0.1,
+            batch_size=128,
+            threads=1,
+            device="cpu",
+        )
+        for i in range(k)
+    ]
 
 
 def _values(model, name):
@@ -64,6 +78,7 @@ def test_one_evaluation_for_one_member_and_for_several():
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
     batches = val_batches(cfg, DIGITS)
     (loss,), (acc,) = evaluate(model, batches, torch.autocast("cpu", enabled=False))
-    losses, accs = evaluate(lambda x: torch.stack([model(x), model(x)]), batches,
-                            torch.autocast("cpu", enabled=False), k=2)
+    losses, accs = evaluate(
+        lambda x: torch.stack([model(x), model(x)]), batches, torch.autocast("cpu", enabled=False), k=2
+    )
     assert losses == [loss, loss] and accs == [acc, acc] and 0 <= acc <= 1

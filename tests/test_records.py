@@ -1,31 +1,42 @@
 """The study's pure parts, without Ray: records on disk (hand-made), what a resume runs, growth,
 the tables, trial groups and resources."""
+
 import json
 import math
 
 import pytest
 import torch
+from conftest import (
+    EXP_ID,
+    epoch_row,
+    finished_by_hand,
+    grid_point,
+    one_error_line,
+    run_cli,
+    small_config,
+    write_record,
+)
 
-from ablate.study.records import list_records, make_record, write_stopped
 from ablate.run.checkpoints import write_checkpoint
-from ablate.storage import RECORD_FILE, STATE_FILE, STOPPED_FILE
-from ablate.study.study import Study
 from ablate.spec.axes import trial_id
-from conftest import EXP_ID, epoch_row, finished_by_hand, grid_point, one_error_line, run_cli, small_config, write_record
+from ablate.storage import RECORD_FILE, STATE_FILE, STOPPED_FILE
+from ablate.study.records import list_records, make_record, write_stopped
+from ablate.study.study import Study
+
 
 def test_records_are_listed_newest_first_and_a_cut_checkpoint_is_known_by_its_own_files(tmp_path):
     exp = tmp_path / "e"
     old = write_record(exp, "run-1", "t0", "checkpoint_000000", [grid_point()], [1], [False])
     new = write_record(exp, "run-2", "t0", "checkpoint_000001", [grid_point()], [2], [False])
     listing = list_records(str(exp), EXP_ID)
-    (found,) = listing.by_trial.values()
+    (found,) = listing.by_group.values()
     assert [f.checkpoint for f in found] == [str(new), str(old)] and found[0].state_whole
     # The state cut short (a full disk): the trial continues from the older checkpoint.
     state = new / STATE_FILE
     state.write_bytes(state.read_bytes()[:50])
     listing = list_records(str(exp), EXP_ID)
     assert listing.broken == [str(new)]
-    assert [f.state_whole for f in listing.by_trial[(trial_id(EXP_ID, grid_point()),)]] == [False, True]
+    assert [f.state_whole for f in listing.by_group[(trial_id(EXP_ID, grid_point()),)]] == [False, True]
     # A record cut short does not parse: broken, never a truth.
     rec = old / RECORD_FILE
     rec.write_text(rec.read_text()[:40])
@@ -44,7 +55,7 @@ def test_another_experiments_records_are_ignored(tmp_path):
     exp = tmp_path / "e"
     write_record(exp, "run-1", "t0", "checkpoint_000000", [grid_point()], [3], [True], experiment_id="ffffffffffff")
     listing = list_records(str(exp), EXP_ID)
-    assert not listing.by_trial and not listing.broken  # names another experiment (a copied directory)
+    assert not listing.by_group and not listing.broken  # names another experiment (a copied directory)
 
 
 def test_nan_metrics_of_a_diverged_trial_round_trip(tmp_path):
@@ -52,12 +63,11 @@ def test_nan_metrics_of_a_diverged_trial_round_trip(tmp_path):
     d = tmp_path / "e" / "run-1" / "t0" / "checkpoint_000000"
     d.mkdir(parents=True)
     hist = [epoch_row(1), {**epoch_row(2, loss=float("nan")), "diverged": True}]
-    write_checkpoint(str(d), {"w": torch.ones(1)}, make_record(EXP_ID, "t0", [{"id": "a", "point": grid_point()}],
-                                                               [hist], [True]))
+    write_checkpoint(
+        str(d), {"w": torch.ones(1)}, make_record(EXP_ID, "t0", [{"id": "a", "point": grid_point()}], [hist], [True])
+    )
     (found,) = list_records(str(exp), EXP_ID).newest()
     assert math.isnan(found.record["members"][0]["history"][1]["train_loss"])
-
-
 
 
 def test_a_trial_the_scheduler_stopped_is_settled_and_stays_stopped_early(tmp_path):
@@ -81,19 +91,8 @@ def test_a_trial_the_scheduler_stopped_is_settled_and_stays_stopped_early(tmp_pa
         assert trials[ids["skipinit"]] == ("INTERRUPTED" if interrupted else "STOPPED_EARLY")
 
 
-
-
-
-
-
-
-
-
-
-
-
-
 # --- careless use, round three: a record that cannot be read never looks like "not done" ------------------
+
 
 def test_a_record_of_another_shape_or_a_newer_format_is_an_error_not_a_trial_to_train(tmp_path):
     from ablate.errors import RecordError
@@ -101,9 +100,11 @@ def test_a_record_of_another_shape_or_a_newer_format_is_an_error_not_a_trial_to_
     exp = tmp_path / "e"
     d = write_record(exp, "run-1", "t0", "checkpoint_000000", [grid_point()], [3], [True])
     rec = json.loads((d / RECORD_FILE).read_text())
-    for edit, needle in ((lambda r: r["members"][0].pop("history"), "not a trial record"),
-                         (lambda r: r["members"][0].update(done="yes"), "not a trial record"),
-                         (lambda r: r.update(ablate_record=2), "newer ablate")):
+    for edit, needle in (
+        (lambda r: r["members"][0].pop("history"), "not a trial record"),
+        (lambda r: r["members"][0].update(done="yes"), "not a trial record"),
+        (lambda r: r.update(ablate_record=2), "newer ablate"),
+    ):
         bad = json.loads(json.dumps(rec))
         edit(bad)
         (d / RECORD_FILE).write_text(json.dumps(bad))
@@ -123,16 +124,20 @@ def test_a_file_name_that_is_not_utf8_is_an_error_naming_the_experiment(tmp_path
 
 # --- careless use, round four: a record that is valid JSON of another shape, or whose epochs lack a metric ---------
 
+
 def _many_records(exp, n=40):
     """``n`` finished trials' records (a study's worth, listed in one pass): the paths of their records."""
-    return [write_record(exp, "run-1", f"t{k:03d}", "checkpoint_000000", [grid_point(seed=k)], [2], [True])
-            / RECORD_FILE for k in range(n)]
+    return [
+        write_record(exp, "run-1", f"t{k:03d}", "checkpoint_000000", [grid_point(seed=k)], [2], [True]) / RECORD_FILE
+        for k in range(n)
+    ]
 
 
-@pytest.mark.parametrize("text", ["[]", "3", '"x"', "null", json.dumps({"hello": 1}),
-                                  json.dumps({"ablate_record": 1, "trial": "t", "members": []})],
-                         ids=["a list", "a number", "a string", "null", "an object of another kind",
-                              "a record without experiment_id"])
+@pytest.mark.parametrize(
+    "text",
+    ["[]", "3", '"x"', "null", json.dumps({"hello": 1}), json.dumps({"ablate_record": 1, "trial": "t", "members": []})],
+    ids=["a list", "a number", "a string", "null", "an object of another kind", "a record without experiment_id"],
+)
 def test_a_record_of_valid_json_of_another_shape_among_many_is_an_error_naming_it(tmp_path, text):
     from ablate.errors import RecordError
 
@@ -144,18 +149,29 @@ def test_a_record_of_valid_json_of_another_shape_among_many_is_an_error_naming_i
     assert str(records[17]) in str(e.value) and "\n" not in str(e.value)
 
 
-@pytest.mark.parametrize("edit, needle", [
-    (lambda h: h[1].pop("val_acc"), "val_acc"),
-    (lambda h: [r.pop("train_loss") for r in h], "lack train_loss"),
-    (lambda h: h[0].update(val_acc="0.5"), "val_acc is str '0.5'"),
-    (lambda h: [r.update(val_acc="0.5") for r in h], "val_acc is str '0.5'"),
-    (lambda h: [r.update(val_acc=None) for r in h], "val_acc is NoneType"),
-    (lambda h: h[1].update(epoch_seconds=True), "epoch_seconds is bool"),
-    (lambda h: [r.update(diverged=0) for r in h], "diverged is int"),
-    (lambda h: [r.update(lr=[0.1]) for r in h], "lr is list"),
-], ids=["one epoch lacks a metric", "every epoch lacks a metric", "one epoch's metric is text",
-        "every epoch's metric is text", "a metric is null", "a metric is a bool", "diverged is a number",
-        "a metric is a list"])
+@pytest.mark.parametrize(
+    "edit, needle",
+    [
+        (lambda h: h[1].pop("val_acc"), "val_acc"),
+        (lambda h: [r.pop("train_loss") for r in h], "lack train_loss"),
+        (lambda h: h[0].update(val_acc="0.5"), "val_acc is str '0.5'"),
+        (lambda h: [r.update(val_acc="0.5") for r in h], "val_acc is str '0.5'"),
+        (lambda h: [r.update(val_acc=None) for r in h], "val_acc is NoneType"),
+        (lambda h: h[1].update(epoch_seconds=True), "epoch_seconds is bool"),
+        (lambda h: [r.update(diverged=0) for r in h], "diverged is int"),
+        (lambda h: [r.update(lr=[0.1]) for r in h], "lr is list"),
+    ],
+    ids=[
+        "one epoch lacks a metric",
+        "every epoch lacks a metric",
+        "one epoch's metric is text",
+        "every epoch's metric is text",
+        "a metric is null",
+        "a metric is a bool",
+        "diverged is a number",
+        "a metric is a list",
+    ],
+)
 def test_a_record_whose_epochs_lack_or_mistype_a_metric_is_an_error_naming_it(tmp_path, edit, needle):
     from ablate.errors import RecordError
 
@@ -180,8 +196,6 @@ def test_a_records_own_types_pass_the_check_ints_among_floats_nan_and_learned_sc
     assert len(list_records(str(exp), EXP_ID).done_ids()) == 2
 
 
-
-
 EDITS = {  # what a hand, a sync tool or another program left in a finished trial's record
     "a record that is a list": lambda rec: [],
     "a record without experiment_id": lambda rec: {k: v for k, v in rec.items() if k != "experiment_id"},
@@ -201,4 +215,3 @@ def test_resume_and_the_report_on_a_record_of_another_shape_are_one_line_naming_
     p = run_cli([str(exp)], module="ablate.report", cwd=tmp_path)  # no tables: rebuilt from the records
     one_error_line(p, str(records[2]), "not a trial record")
     assert not (exp / "report.html").exists()
-

@@ -1,15 +1,15 @@
 """The report: files exist, their table equals the results, the W&B Report builds offline."""
+
 import os
 import re
 
 import pandas as pd
 import pytest
-
 from conftest import REPO, one_error_line, ran_ok, run_cli
 
 from ablate.analysis.findings import verdicts
-from ablate.spec.question import Question
 from ablate.analysis.table import ablation_table
+from ablate.spec.question import Question
 
 
 @pytest.mark.slow
@@ -19,8 +19,15 @@ def test_report_written_and_table_matches_results(mini_grid):
     html = (exp / "report.html").read_text()
     md = (exp / "report.md").read_text()
     assert html.count("data:image/png;base64,") >= 3  # self-contained: curves, loss, LR sensitivity
-    for section in ("The answer at a glance", "Provenance", "Verdicts", "How sure", "Stable LR range",
-                    "Effects at every depth and LR", "Each block at its best LR"):
+    for section in (
+        "The answer at a glance",
+        "Provenance",
+        "Verdicts",
+        "How sure",
+        "Stable LR range",
+        "Effects at every depth and LR",
+        "Each block at its best LR",
+    ):
         assert section in html and f"## {section}" in md
     assert "identity_scale:" in md
     trials = pd.read_csv(exp / "trials.csv")
@@ -31,8 +38,15 @@ def test_report_written_and_table_matches_results(mini_grid):
         assert float(m.group(1)) == pytest.approx(100 * r.final_acc_mean, abs=0.051)
         assert float(m.group(2)) == pytest.approx(100 * r.final_acc_std, abs=0.051)
     # Provenance: the recipe, the grid, the code and the files a reader needs to check it.
-    for needle in ("SGD, momentum 0.9", "weight decay", "commit ", "torch ", "history.csv", "trials.csv",
-                   "project ablate, group mini"):
+    for needle in (
+        "SGD, momentum 0.9",
+        "weight decay",
+        "commit ",
+        "torch ",
+        "history.csv",
+        "trials.csv",
+        "project ablate, group mini",
+    ):
         assert needle in md, needle
 
 
@@ -49,15 +63,31 @@ def test_report_cli_rebuilds_and_rejects_a_wrong_dir(mini_grid, tmp_path):
 
 def _synthetic_trials():
     """baseline vs trick, 3 seeds: at lr 1.0 the baseline collapses and the trick trains."""
-    accs = {("baseline", 0.1): [0.80, 0.82, 0.81], ("trick", 0.1): [0.83, 0.80, 0.82],
-            ("baseline", 1.0): [0.10, 0.10, 0.10], ("trick", 1.0): [0.90, 0.92, 0.91]}
+    accs = {
+        ("baseline", 0.1): [0.80, 0.82, 0.81],
+        ("trick", 0.1): [0.83, 0.80, 0.82],
+        ("baseline", 1.0): [0.10, 0.10, 0.10],
+        ("trick", 1.0): [0.90, 0.92, 0.91],
+    }
     rows = []
     for (block, lr), values in accs.items():
         for seed, acc in enumerate(values):
             div = block == "baseline" and lr == 1.0
-            rows.append(dict(block=block, depth=56, lr=lr, seed=seed, status="DIVERGED" if div else "TERMINATED",
-                             final_val_acc=acc, best_val_acc=acc, epochs_to_target=None, auc_val_acc=acc,
-                             diverged=div, epochs_done=5))
+            rows.append(
+                dict(
+                    block=block,
+                    depth=56,
+                    lr=lr,
+                    seed=seed,
+                    status="DIVERGED" if div else "TERMINATED",
+                    final_val_acc=acc,
+                    best_val_acc=acc,
+                    epochs_to_target=None,
+                    auc_val_acc=acc,
+                    diverged=div,
+                    epochs_done=5,
+                )
+            )
     return pd.DataFrame(rows)
 
 
@@ -103,9 +133,11 @@ def test_a_comparison_without_a_test_says_why_and_identical_differences_are_test
     from ablate.analysis.stats import paired
 
     assert paired([0.85, 0.87, 0.86], [0.80, 0.82, 0.81])["p"] == 0.25
-    assert paired([0.85] * 7, [0.80] * 7)["p"] == 2.0 ** -6
+    assert paired([0.85] * 7, [0.80] * 7)["p"] == 2.0**-6
     same = _synthetic_trials()
-    same.loc[same["block"] == "trick", "final_val_acc"] = same.loc[same["block"] == "baseline", "final_val_acc"].to_numpy() + 0.05
+    same.loc[same["block"] == "trick", "final_val_acc"] = (
+        same.loc[same["block"] == "baseline", "final_val_acc"].to_numpy() + 0.05
+    )
     assert set(effects(same)["final_verdict"]) == {"no significant difference"}
 
 
@@ -117,8 +149,10 @@ def test_the_answer_at_a_glance_is_one_verdict_per_value_and_cell_on_the_page_an
     q = Question.default()
     fixed = Analysis.of(_synthetic_trials(), {}, q)
     cells = fixed.cells
-    assert cells[["value", "cell", "verdict"]].values.tolist() == [["trick", "depth 56, lr 0.1", "open"],
-                                                                   ["trick", "depth 56, lr 1", "helps"]]
+    assert cells[["value", "cell", "verdict"]].values.tolist() == [
+        ["trick", "depth 56, lr 0.1", "open"],
+        ["trick", "depth 56, lr 1", "helps"],
+    ]
     assert "+81.0 [" in cells.iloc[1]["label"]
     text = fixed.answer_text()
     assert "fixed-n" in text and "trick  depth 56, lr 1    helps" in text

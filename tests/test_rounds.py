@@ -1,15 +1,14 @@
 """--until-resolved (ablate/rounds.py): seeds only where a comparison is open, pairs kept paired, max_seeds kept;
 and on the real CLI a study interrupted in its second round that ``--resume --until-resolved`` finishes with
 every (point, epoch) once."""
+
 import re
 import signal
 
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import DEFAULT, clean_env, ran_ok, run_cli, signal_when_held
-
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -24,16 +23,28 @@ def _trials(seeds, effects, noise=0.01, seed=0, cells=((8, 0.1),)):
     rows = []
     for depth, lr in cells:
         for block, eff in {"baseline": 0.0, **effects}.items():
-            for s in (seeds.get(block, []) if isinstance(seeds, dict) else seeds):
+            for s in seeds.get(block, []) if isinstance(seeds, dict) else seeds:
                 acc = 0.8 + eff + rng.normal(0, noise)
-                rows.append({"block": block, "depth": depth, "lr": lr, "seed": s, "trial_id": f"{block}{depth}{lr}{s}",
-                             "status": "TERMINATED", "final_val_acc": acc, "auc_val_acc": acc, "diverged": False})
+                rows.append(
+                    {
+                        "block": block,
+                        "depth": depth,
+                        "lr": lr,
+                        "seed": s,
+                        "trial_id": f"{block}{depth}{lr}{s}",
+                        "status": "TERMINATED",
+                        "final_val_acc": acc,
+                        "auc_val_acc": acc,
+                        "diverged": False,
+                    }
+                )
     return pd.DataFrame(rows)
 
 
 def _points(trials):
-    return [{"block": r["block"], "depth": r["depth"], "lr": r["lr"], "seed": r["seed"]}
-            for r in trials.to_dict("records")]
+    return [
+        {"block": r["block"], "depth": r["depth"], "lr": r["lr"], "seed": r["seed"]} for r in trials.to_dict("records")
+    ]
 
 
 def test_a_comparisons_next_seeds_are_the_lowest_it_lacks_first_where_the_reference_is_trained():
@@ -51,7 +62,8 @@ def test_a_comparisons_next_seeds_are_the_lowest_it_lacks_first_where_the_refere
     trials = _trials({"baseline": range(3), "zero_gamma": range(3)}, {"zero_gamma": -0.2})
     got = next_points(judged, _points(trials), q, pool)
     assert sorted((p["block"], p["seed"]) for p in got) == sorted(
-        [(b, s) for b in ("baseline", "zero_gamma") for s in (3, 4, 5)])
+        [(b, s) for b in ("baseline", "zero_gamma") for s in (3, 4, 5)]
+    )
     assert not next_points(judged, _points(_trials(range(6), {"zero_gamma": -0.2})), q, pool)
 
 
@@ -85,7 +97,7 @@ def test_rounds_whose_trials_all_error_end_within_the_pool():
     q = Question.default()
     trials = _trials(range(3), {"big": -0.4}, noise=0.02)
     points, pool = _points(trials), seed_pool([0, 1, 2], 9)
-    for rounds in range(1, 20):
+    for rounds in range(1, 20):  # noqa: B007 -- read after the loop
         tried = {k: len(v) for k, v in tried_seeds(points, q, pool).items()}
         new = next_points(judge(trials, q, 0.01, 9, tried), points, q, pool)
         if not new:
@@ -125,16 +137,24 @@ def test_an_until_resolved_study_never_trains_a_point_the_full_max_seeds_grid_la
     effects = {b: data.draw(st.sampled_from([0.0, 0.05, -0.3]), label=b) for b in blocks[1:]}
     pool = seed_pool(seeds, max_seeds)
     points = [{"block": b, "depth": d, "lr": lr, "seed": s} for b in blocks for d, lr in cells for s in seeds]
-    rng = np.random.default_rng(data.draw(st.integers(0, 2 ** 16), label="rng"))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**16), label="rng"))
     accs = {}
     for _ in range(data.draw(st.integers(1, 5), label="rounds")):
         for p in points:  # train what is new; now and then a point errors (on record, never finished)
             key = tuple(p.values())
             if key not in accs:
                 accs[key] = np.nan if rng.random() < 0.1 else 0.8 + effects.get(p["block"], 0.0) + rng.normal(0, 0.02)
-        rows = [{**p, "trial_id": str(i), "status": "ERROR" if np.isnan(accs[tuple(p.values())]) else "TERMINATED",
-                 "final_val_acc": accs[tuple(p.values())], "auc_val_acc": accs[tuple(p.values())], "diverged": False}
-                for i, p in enumerate(points)]
+        rows = [
+            {
+                **p,
+                "trial_id": str(i),
+                "status": "ERROR" if np.isnan(accs[tuple(p.values())]) else "TERMINATED",
+                "final_val_acc": accs[tuple(p.values())],
+                "auc_val_acc": accs[tuple(p.values())],
+                "diverged": False,
+            }
+            for i, p in enumerate(points)
+        ]
         tried = {k: len(v) for k, v in tried_seeds(points, q, pool).items()}
         judged = judge(pd.DataFrame(rows), q, margin_points=1.0, max_seeds=max_seeds, tried=tried)
         new = next_points(judged, points, q, pool)
@@ -175,9 +195,23 @@ def test_a_study_interrupted_in_round_2_finishes_on_resume_with_every_epoch_once
     records = str(exp / "run-*" / "held-d8-lr0.1-s3_*" / "checkpoint_*" / "ablate_record.json")
     (tmp_path / "round_block.py").write_text(ROUND_BLOCK.format(gate=str(gate), held=str(held), records=records))
     gate.touch()
-    args = [DEFAULT, "blocks=[baseline,held]", "block_modules=[round_block]", "depths=[8]", "lrs=[0.1]",
-            "seeds=[0,1,2]", "epochs=2", "max_seeds=9", "equivalence_margin=0.001", "max_concurrent_trials=1",
-            "checkpoint_period_s=0", "wandb.mode=disabled", f"storage_path={tmp_path}", "name=ur", "--until-resolved"]
+    args = [
+        DEFAULT,
+        "blocks=[baseline,held]",
+        "block_modules=[round_block]",
+        "depths=[8]",
+        "lrs=[0.1]",
+        "seeds=[0,1,2]",
+        "epochs=2",
+        "max_seeds=9",
+        "equivalence_margin=0.001",
+        "max_concurrent_trials=1",
+        "checkpoint_period_s=0",
+        "wandb.mode=disabled",
+        f"storage_path={tmp_path}",
+        "name=ur",
+        "--until-resolved",
+    ]
     code, out = signal_when_held(args, tmp_path, gate, held, signal.SIGINT)
     assert code == 130, out[-3000:]
     # 3 seeds cannot decide (the sign test needs 7 at this family's level): the first round adds 3 seeds.
@@ -190,7 +224,9 @@ def test_a_study_interrupted_in_round_2_finishes_on_resume_with_every_epoch_once
     seeds = sorted(trials["seed"].unique())
     assert seeds == list(range(len(seeds))) and 7 <= len(seeds) <= 9, seeds  # the pool's lowest seeds, no gaps
     assert len(trials) == 2 * len(seeds) and (trials["status"] == "TERMINATED").all()
-    assert (history.groupby("trial_id")["epoch"].apply(list) == [[1, 2]] * len(trials)).all(), "every (point, epoch) once"
+    assert (history.groupby("trial_id")["epoch"].apply(list) == [[1, 2]] * len(trials)).all(), (
+        "every (point, epoch) once"
+    )
     md = (exp / "report.md").read_text()
     assert "Final: round " in md and "How each verdict was reached" in md and "held: final acc hurts" in md, md[:3000]
     assert "The answer at a glance" in md and "held" in p.stdout.split("The answer (final val acc")[1]
@@ -203,7 +239,7 @@ def test_a_study_interrupted_in_round_2_finishes_on_resume_with_every_epoch_once
 
 
 def test_max_seeds_below_the_first_decisive_n_is_refused_naming_it():
-    from ablate.run.driver import check_rounds
+    from ablate.analysis.rounds import check_rounds
     from ablate.errors import UsageError
 
     check_rounds(6)

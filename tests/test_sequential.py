@@ -3,6 +3,7 @@ false "helps/hurts" at or below 5% where the fixed-n t-test, re-read the same wa
 shipped method stays within 5% for the shapes real runs give (heavy tails, skew, runs at chance, the A/A
 study's own differences), where the t-mixture alone does not.  The power table beside it is printed
 (``pytest -s``): the price of that validity."""
+
 import math
 from pathlib import Path
 
@@ -11,7 +12,22 @@ import pandas as pd
 from scipy import stats
 
 from ablate.analysis.rounds import ROUND_SEEDS
-from ablate.analysis.sequential import _closed, _moments, cap, closes_at, confidence_sequence, e_bh, e_value, e_values, half_width, interval, judge_family, min_decisive_seeds, resolvable, sign_paths
+from ablate.analysis.sequential import (
+    _closed,
+    _moments,
+    cap,
+    closes_at,
+    confidence_sequence,
+    e_bh,
+    e_value,
+    e_values,
+    half_width,
+    interval,
+    judge_family,
+    min_decisive_seeds,
+    resolvable,
+    sign_paths,
+)
 from ablate.analysis.stats import seeds_needed
 
 ALPHA, MAX_SEEDS, STUDIES = 0.05, 12, 4000
@@ -58,15 +74,21 @@ def test_the_sign_test_is_exact_for_symmetric_differences_of_any_shape():
     """Ville: under symmetry the sign bet's wealth ever reaching 1/alpha has chance <= alpha, for shapes where
     the Gaussian assumption is far off (Cauchy, two points, runs at chance)."""
     rng = np.random.default_rng(5)
-    for draw in (lambda s: rng.standard_cauchy(s), lambda s: rng.choice([-1.0, 1.0], s),
-                 lambda s: np.where(rng.random(s) < 0.1, 80.0, 1.0) * rng.choice([-1.0, 1.0], s)):
+    for draw in (
+        lambda s: rng.standard_cauchy(s),
+        lambda s: rng.choice([-1.0, 1.0], s),
+        lambda s: np.where(rng.random(s) < 0.1, 80.0, 1.0) * rng.choice([-1.0, 1.0], s),
+    ):
         wealth = sign_paths(draw((STUDIES, 30)))
         assert (wealth >= 1 / ALPHA).any(-1).mean() <= ALPHA
 
 
 def test_identical_differences_are_decided_and_a_missing_metric_is_void():
-    got = judge_family({"final": [np.full(8, 0.05), [0.1, np.nan, 0.2]], "auc": [np.full(8, 0.05), [0.0, 0.1, 0.0]]},
-                       ALPHA, margin=0.01)
+    got = judge_family(
+        {"final": [np.full(8, 0.05), [0.1, np.nan, 0.2]], "auc": [np.full(8, 0.05), [0.0, 0.1, 0.0]]},
+        ALPHA,
+        margin=0.01,
+    )
     assert [v["verdict"] for v in got["final"]] == ["helps", "void"]
     low, high = got["auc"][0]["low"], got["auc"][0]["high"]
     assert got["auc"][0]["verdict"] == "helps" and low <= 0.05 <= high and high - low < 1e-3
@@ -91,6 +113,7 @@ def test_nothing_is_decided_below_min_decisive_seeds():
 
 # --- the shapes real runs give --------------------------------------------------------------------------
 
+
 def _aa(rng, size):
     """The A/A study's final-acc differences (tests/fixtures/aa_differences.csv: baseline against a copy that
     differs only in its initial random stream), each cell's centred and scaled, resampled."""
@@ -103,8 +126,9 @@ def _aa(rng, size):
 def _lognormal(sigma):
     def draw(rng, size):
         x = np.exp(sigma * rng.normal(size=size))
-        m, v = math.exp(sigma ** 2 / 2), (math.exp(sigma ** 2) - 1) * math.exp(sigma ** 2)
+        m, v = math.exp(sigma**2 / 2), (math.exp(sigma**2) - 1) * math.exp(sigma**2)
         return (x - m) / math.sqrt(v)  # mean 0, sd 1, right-skewed
+
     return draw
 
 
@@ -117,8 +141,8 @@ def _chance(rng, size):
 SHAPES = {
     "Gaussian": lambda rng, size: rng.normal(size=size),
     "t(2.5)": lambda rng, size: rng.standard_t(2.5, size) / math.sqrt(5.0),
-    "lognormal skew 3": _lognormal(0.72),   # skewness (e^s2 + 2) sqrt(e^s2 - 1) = 3.0
-    "lognormal skew 6": _lognormal(0.99),   # 5.9
+    "lognormal skew 3": _lognormal(0.72),  # skewness (e^s2 + 2) sqrt(e^s2 - 1) = 3.0
+    "lognormal skew 6": _lognormal(0.99),  # 5.9
     "10% at chance": _chance,
     "A/A (measured)": _aa,
 }
@@ -169,7 +193,9 @@ def test_false_discoveries_stay_within_5_percent_for_the_shapes_real_runs_give_a
         for method, families in (("t-mixture", 2), ("shipped", 1)):
             found = _rounds(_e(d, method), families=families)
             rates[name, method] = float(found.any(axis=(1, 2)).mean())  # every discovery is false: FDR = P(any)
-    print("\nfalse discovery rate, K=28, no effect, a look after every seed from 3 to 12 (the most any round rule makes):")
+    print(
+        "\nfalse discovery rate, K=28, no effect, a look after every seed from 3 to 12 (the most any round rule makes):"
+    )
     for name in SHAPES:
         print(f"  {name:18s}  t-mixture alone {rates[name, 't-mixture']:6.1%}   shipped {rates[name, 'shipped']:6.1%}")
     for name in SHAPES:
@@ -214,8 +240,10 @@ def test_forecasts_are_at_least_the_true_need_in_80_percent_of_studies():
         got = [closes_at(rng.normal(delta, 1.0, 3), level, alpha_eq, margin, sims=60) for _ in range(50)]
         assert np.mean([g >= true_need for g in got]) >= 0.8, (delta, true_need, sorted(got)[:10])
         fixed_true = seeds_needed(delta, 1.0, 0, ALPHA / 28)
-        fixed = [seeds_needed(*(lambda x: (x.mean(), x.std(ddof=1)))(rng.normal(delta, 1.0, 3)), 3, ALPHA / 28)
-                 for _ in range(100)]
+        fixed = [
+            seeds_needed(*(lambda x: (x.mean(), x.std(ddof=1)))(rng.normal(delta, 1.0, 3)), 3, ALPHA / 28)
+            for _ in range(100)
+        ]
         assert np.mean([f >= fixed_true for f in fixed]) >= 0.8, (delta, fixed_true)
 
 

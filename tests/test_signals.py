@@ -1,7 +1,8 @@
-"""Signals (``ablate.signals``, with Tune's hand-off from ``ablate.tune_glue``) on the real CLI, real Ray: SIGINT,
+"""Signals (``ablate.run.signals``, with Tune's hand-off from ``ablate.run.tune``) on the real CLI, real Ray: SIGINT,
 SIGTERM and SIGHUP while the driver starts, mid-run (held at a known point by a gated block) and during a
 growing resume: one line, exit 128 + the signal, what finished on record, and a resume that trains each
 point once."""
+
 import json
 import os
 import shlex
@@ -16,7 +17,6 @@ import time
 import pandas as pd
 import pytest
 import yaml
-
 from conftest import DEFAULT, clean_env, held_block, ran_ok, run_cli, signal_when_held, wait_for
 
 SMALL = [DEFAULT, "blocks=[baseline]", "depths=[8]", "lrs=[0.1]", "wandb.mode=disabled"]
@@ -27,9 +27,19 @@ SMALL = [DEFAULT, "blocks=[baseline]", "depths=[8]", "lrs=[0.1]", "wandb.mode=di
 def test_interrupt_writes_what_finished_shows_no_table_and_resumes(tmp_path, sig, code):
     exp = tmp_path / "intr"
     gate, held = held_block(tmp_path, exp, "held-d8-lr0.1-s1")  # seed 0 finishes, seed 1 is held mid-run
-    args = [*SMALL, "blocks=[held]", "block_modules=[held_block]", "seeds=[0,1,2]", "epochs=30",
-            "max_concurrent_trials=1", "checkpoint_period_s=0", "wandb.mode=offline", f"storage_path={tmp_path}",
-            "name=intr"]
+    args = [
+        *SMALL,
+        "blocks=[held]",
+        "block_modules=[held_block]",
+        "seeds=[0,1,2]",
+        "epochs=30",
+        "max_concurrent_trials=1",
+        "checkpoint_period_s=0",
+        "wandb.mode=offline",
+        f"storage_path={tmp_path}",
+        "name=intr",
+    ]
+
     def report_while_running():  # tables rebuilt from the records while the run trains: RUNNING, not INTERRUPTED
         if sig != signal.SIGINT:
             return
@@ -51,8 +61,14 @@ def test_interrupt_writes_what_finished_shows_no_table_and_resumes(tmp_path, sig
     assert not (exp / "report.html").exists()
     if sig == signal.SIGTERM:
         return  # the same path as SIGINT from here on: the resume is tested once
-    p = subprocess.run([sys.executable, *shlex.split(resume)[1:]], capture_output=True, text=True,
-                       env=clean_env(), cwd=tmp_path, timeout=600)  # the printed command, as printed
+    p = subprocess.run(
+        [sys.executable, *shlex.split(resume)[1:]],
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        cwd=tmp_path,
+        timeout=600,
+    )  # the printed command, as printed
     ran_ok(p)
     trials = pd.read_csv(exp / "trials.csv")
     hist = pd.read_csv(exp / "history.csv")
@@ -80,10 +96,23 @@ def test_a_signal_while_the_driver_starts_is_one_line_and_changes_nothing(tmp_pa
     gate, started = tmp_path / "gate", tmp_path / "started"
     (tmp_path / "slow_import.py").write_text(SLOW_IMPORT.format(started=str(started), gate=str(gate)))
     gate.touch()
-    args = [*SMALL, "block_modules=[slow_import]", "seeds=[0]", "epochs=1", f"storage_path={tmp_path / 's'}",
-            "name=early"]
-    proc = subprocess.Popen([sys.executable, "-m", "ablate.grid", *args], cwd=tmp_path, env=clean_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    args = [
+        *SMALL,
+        "block_modules=[slow_import]",
+        "seeds=[0]",
+        "epochs=1",
+        f"storage_path={tmp_path / 's'}",
+        "name=early",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ablate.grid", *args],
+        cwd=tmp_path,
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         wait_for(started.exists, 120, "the driver importing the experiment's blocks")
         os.kill(proc.pid, sig)
@@ -101,8 +130,18 @@ def test_a_signal_while_the_driver_starts_is_one_line_and_changes_nothing(tmp_pa
 def test_sighup_mid_run_writes_what_finished_and_frees_the_lock_at_once_on_uri_storage(tmp_path):
     exp = tmp_path / "s" / "hup"
     gate, held = held_block(tmp_path, exp, "held-d8-lr0.1-s1")
-    args = [*SMALL, "blocks=[held]", "block_modules=[held_block]", "seeds=[0,1]", "epochs=30", "max_concurrent_trials=1",
-            "checkpoint_period_s=0", f"storage_path=file://{tmp_path / 's'}", "name=hup", "--no-report"]
+    args = [
+        *SMALL,
+        "blocks=[held]",
+        "block_modules=[held_block]",
+        "seeds=[0,1]",
+        "epochs=30",
+        "max_concurrent_trials=1",
+        "checkpoint_period_s=0",
+        f"storage_path=file://{tmp_path / 's'}",
+        "name=hup",
+        "--no-report",
+    ]
     got, out = signal_when_held(args, tmp_path, gate, held, signal.SIGHUP)  # the terminal closed
     assert got == 129 and "Traceback" not in out, out[-3000:]
     trials = pd.read_csv(exp / "trials.csv")
@@ -110,8 +149,9 @@ def test_sighup_mid_run_writes_what_finished_and_frees_the_lock_at_once_on_uri_s
     # A lock left by a holder that died on this host (as SIGKILL leaves one) is taken at once, not after 5 min.
     dead = subprocess.Popen(["true"])
     dead.wait()
-    (tmp_path / "s" / ".hup.lock").write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname(),
-                                                          "heartbeat": time.time()}))
+    (tmp_path / "s" / ".hup.lock").write_text(
+        json.dumps({"pid": dead.pid, "host": socket.gethostname(), "heartbeat": time.time()})
+    )
     p = run_cli([*args, "--resume"], cwd=tmp_path)
     ran_ok(p)
     assert (pd.read_csv(exp / "trials.csv")["status"] == "TERMINATED").all()
@@ -123,8 +163,16 @@ def test_ctrl_c_during_a_growing_resume_stops_it_whole_and_the_next_resume_train
     gate, held = held_block(tmp_path, exp, "held-d8-lr0.1-s1")
     gate.unlink()  # the first run is not held
     # However far the released seed 1 gets before Tune stops it, seed 2 never starts: the growth is not on record.
-    args = [*SMALL, "blocks=[held]", "block_modules=[held_block]", "epochs=8", "max_concurrent_trials=1",
-            "checkpoint_period_s=0", f"storage_path={tmp_path}", "name=grow"]
+    args = [
+        *SMALL,
+        "blocks=[held]",
+        "block_modules=[held_block]",
+        "epochs=8",
+        "max_concurrent_trials=1",
+        "checkpoint_period_s=0",
+        f"storage_path={tmp_path}",
+        "name=grow",
+    ]
     p = run_cli([*args, "seeds=[0]"], cwd=tmp_path)
     ran_ok(p)
     gate.touch()  # the growth is held at seed 1, mid-run
@@ -158,11 +206,24 @@ def test_sigterm_while_the_next_round_starts_stops_the_study_and_trains_no_more(
     bin_dir, fired, pid_file = tmp_path / "bin", tmp_path / "fired", tmp_path / "driver.pid"
     bin_dir.mkdir()
     git = bin_dir / "git"
-    git.write_text(ROUND_GIT.format(fired=fired, identity=exp / "ablate_experiment.yaml", pid_file=pid_file,
-                                    git=shutil.which("git") or "/usr/bin/git"))
+    git.write_text(
+        ROUND_GIT.format(
+            fired=fired,
+            identity=exp / "ablate_experiment.yaml",
+            pid_file=pid_file,
+            git=shutil.which("git") or "/usr/bin/git",
+        )
+    )
     git.chmod(0o755)
-    args = [*SMALL, "blocks=[baseline,skipinit]", "seeds=[0,1]", "epochs=1", f"storage_path={tmp_path / 's'}",
-            "name=rounds", "--until-resolved"]
+    args = [
+        *SMALL,
+        "blocks=[baseline,skipinit]",
+        "seeds=[0,1]",
+        "epochs=1",
+        f"storage_path={tmp_path / 's'}",
+        "name=rounds",
+        "--until-resolved",
+    ]
     env = clean_env(PATH=f"{bin_dir}:{os.environ['PATH']}", ABLATE_PID_FILE=str(pid_file))
     p = run_cli(args, env=env, cwd=tmp_path, timeout=600)
     assert fired.exists(), "the study reached its second round: " + p.stdout[-2000:] + p.stderr[-2000:]
@@ -170,8 +231,11 @@ def test_sigterm_while_the_next_round_starts_stops_the_study_and_trains_no_more(
     assert "Traceback" not in p.stderr and "stopping the trials" not in p.stderr, p.stderr[-3000:]
     lines = [line for line in p.stderr.splitlines() if line.startswith("ablate.grid: SIGTERM")]
     assert len(lines) == 1 and "continue with" in lines[0], p.stderr[-3000:]
-    seeds = {m["point"]["seed"] for f in exp.glob("run-*/*/checkpoint_*/ablate_record.json")
-             for m in json.loads(f.read_text())["members"]}
+    seeds = {
+        m["point"]["seed"]
+        for f in exp.glob("run-*/*/checkpoint_*/ablate_record.json")
+        for m in json.loads(f.read_text())["members"]
+    }
     assert seeds == {0, 1}, f"the second round's seeds trained after the signal: {sorted(seeds)}"
     rounds = yaml.safe_load((exp / "ablate_experiment.yaml").read_text())["until_resolved"]
     assert rounds["round"] == 1 and rounds["points"], "the round's points are on record: a resume continues it"
@@ -207,10 +271,23 @@ def test_ctrl_c_while_ray_starts_stops_the_start_and_trains_nothing(tmp_path):
     temp = tempfile.mkdtemp(prefix="abl-", dir="/tmp")
     (tmp_path / "held_start.py").write_text(HELD_START.format(held=str(held), gate=str(gate)))
     gate.touch()
-    args = [*SMALL, "block_modules=[held_start]", "seeds=[0]", "epochs=1", f"storage_path={tmp_path / 's'}",
-            "name=start"]
-    proc = subprocess.Popen([sys.executable, "-m", "ablate.grid", *args], cwd=tmp_path, env=clean_env(TMPDIR=temp),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    args = [
+        *SMALL,
+        "block_modules=[held_start]",
+        "seeds=[0]",
+        "epochs=1",
+        f"storage_path={tmp_path / 's'}",
+        "name=start",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ablate.grid", *args],
+        cwd=tmp_path,
+        env=clean_env(TMPDIR=temp),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         wait_for(lambda: held.exists() or proc.poll() is not None, 180, "the driver held inside ray.init")
         assert held.exists(), proc.communicate()[1][-3000:]
@@ -228,4 +305,3 @@ def test_ctrl_c_while_ray_starts_stops_the_start_and_trains_nothing(tmp_path):
     assert not (tmp_path / "s" / "start").exists(), "nothing trained, nothing written"
     assert "W&B mode" not in out, "the start stopped before the plan"
     assert not left, "no temp log left behind"
-

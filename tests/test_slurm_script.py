@@ -1,21 +1,32 @@
 """The batch script ``python -m ablate.slurm`` writes, without SLURM: every value checked or quoted, SLURM's
 time formats, and the refusals that come before anything is written or submitted."""
+
 import os
 import re
 import subprocess
 
 import pytest
 
-from ablate.run.slurm import MIN_TIME_S, batch_script, parse_time
 from ablate.errors import SlurmError
+from ablate.run.slurm import MIN_TIME_S, batch_script, parse_time
 from ablate.slurm import main
 
 KW = dict(nodes=2, gpus_per_node=1, cpus_per_node=4, time_s=3600, workdir="/w", name="n")
 
 
-@pytest.mark.parametrize("text, seconds", [("90", 5400), ("5:30", 330), ("1:30:00", 5400), ("2-0", 172800),
-                                           ("1-02:03", 93780), ("1-00:00:00", 86400), ("infinite", float("inf")),
-                                           ("UNLIMITED", float("inf"))])
+@pytest.mark.parametrize(
+    "text, seconds",
+    [
+        ("90", 5400),
+        ("5:30", 330),
+        ("1:30:00", 5400),
+        ("2-0", 172800),
+        ("1-02:03", 93780),
+        ("1-00:00:00", 86400),
+        ("infinite", float("inf")),
+        ("UNLIMITED", float("inf")),
+    ],
+)
 def test_slurm_time_formats(text, seconds):
     assert parse_time(text) == seconds
 
@@ -35,8 +46,12 @@ def test_a_partition_that_is_not_a_name_is_refused(partition):
 def test_hostile_values_are_quoted_and_the_script_parses(tmp_path):
     evil_dir = tmp_path / "a b'$(touch pwned)`id`"
     evil_dir.mkdir()
-    script = batch_script(str(evil_dir / "e.yaml"), ["name=x", "wandb.tags=[\"$(touch pwned2)\"]", "a=b;id"],
-                          partition="gpu,debug", **{**KW, "workdir": str(evil_dir)})
+    script = batch_script(
+        str(evil_dir / "e.yaml"),
+        ["name=x", 'wandb.tags=["$(touch pwned2)"]', "a=b;id"],
+        partition="gpu,debug",
+        **{**KW, "workdir": str(evil_dir)},
+    )
     path = tmp_path / "s.sh"
     path.write_text(script)
     assert subprocess.run(["bash", "-n", str(path)]).returncode == 0
@@ -56,14 +71,19 @@ def test_a_newline_in_the_working_directory_cannot_add_an_sbatch_option(tmp_path
     evil = tmp_path / "x\n#SBATCH --account=evil"
     evil.mkdir()
     code = _main(evil, monkeypatch, f"storage_path={tmp_path}/s")
-    assert code == 2 or not any(line.startswith("#SBATCH --account") for line in
-                                next(evil.glob("*.sbatch")).read_text().splitlines())
+    assert code == 2 or not any(
+        line.startswith("#SBATCH --account") for line in next(evil.glob("*.sbatch")).read_text().splitlines()
+    )
 
 
 def test_refusals_are_one_line_and_write_nothing(tmp_path, monkeypatch, capsys):
     store = f"storage_path={tmp_path}/s"
-    for args, needle in ((["--time", "2"], "would only ever requeue"), (["--time", "1h"], "not a SLURM time"),
-                         (["--partition", "a b"], "--partition"), (["--cpus-per-node", "0"], "CPUs >= 1")):
+    for args, needle in (
+        (["--time", "2"], "would only ever requeue"),
+        (["--time", "1h"], "not a SLURM time"),
+        (["--partition", "a b"], "--partition"),
+        (["--cpus-per-node", "0"], "CPUs >= 1"),
+    ):
         assert _main(tmp_path, monkeypatch, store, *args) == 2, args
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and needle in err[0], (args, err)
@@ -93,14 +113,27 @@ def test_a_dry_run_writes_nothing_not_even_the_storage_directory(tmp_path, monke
     assert "cannot write" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["cpus_per_trial=4", "--cpus-per-node", "2"], "'cpus_per_trial' is 4 but a node of this job has 2 CPUs"),
-    (["gpus_per_trial=2", "--gpus-per-node", "1"], "'gpus_per_trial' is 2 but a node of this job has 1 GPUs"),
-    (["gpus_per_trial=0.5"], "'gpus_per_trial' is 0.5 but a node of this job has 0 GPUs"),
-    (["--gpus-per-node", "8", "trials_per_gpu=64", "cpus_per_trial=256"], "--cpus-per-node, not given, would be 131072"),
-], ids=["more CPUs than a node", "more GPUs than a node", "a GPU where the job has none",
-        "a computed --cpus-per-node over the bound"])
-def test_a_job_whose_trials_no_node_can_hold_is_refused_before_it_is_written(tmp_path, monkeypatch, capsys, args, needle):
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["cpus_per_trial=4", "--cpus-per-node", "2"], "'cpus_per_trial' is 4 but a node of this job has 2 CPUs"),
+        (["gpus_per_trial=2", "--gpus-per-node", "1"], "'gpus_per_trial' is 2 but a node of this job has 1 GPUs"),
+        (["gpus_per_trial=0.5"], "'gpus_per_trial' is 0.5 but a node of this job has 0 GPUs"),
+        (
+            ["--gpus-per-node", "8", "trials_per_gpu=64", "cpus_per_trial=256"],
+            "--cpus-per-node, not given, would be 131072",
+        ),
+    ],
+    ids=[
+        "more CPUs than a node",
+        "more GPUs than a node",
+        "a GPU where the job has none",
+        "a computed --cpus-per-node over the bound",
+    ],
+)
+def test_a_job_whose_trials_no_node_can_hold_is_refused_before_it_is_written(
+    tmp_path, monkeypatch, capsys, args, needle
+):
     assert _main(tmp_path, monkeypatch, f"storage_path={tmp_path}/s", *args) == 2  # before --submit too
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("ablate.slurm: error: ") and needle in err[0], err
@@ -117,8 +150,12 @@ def test_node_local_storage_is_warned_of_however_it_is_written(tmp_path, monkeyp
     from ablate.run.slurm import _node_local
 
     assert str(tmp_path).startswith("/tmp/")  # pytest's own: each node's disk
-    store = {"file://": f"file://{tmp_path}/s", "//": f"/{tmp_path}/s", "/../": f"{tmp_path}/../{tmp_path.name}/s",
-             "/dev/shm": "/dev/shm/ablate-never-made"}[form]
+    store = {
+        "file://": f"file://{tmp_path}/s",
+        "//": f"/{tmp_path}/s",
+        "/../": f"{tmp_path}/../{tmp_path.name}/s",
+        "/dev/shm": "/dev/shm/ablate-never-made",
+    }[form]
     assert _main(tmp_path, monkeypatch, f"storage_path={store}", "--nodes", "2", "--dry-run") == 0
     assert "each node's own disk" in capsys.readouterr().err
     assert not os.path.exists("/dev/shm/ablate-never-made")

@@ -1,8 +1,9 @@
 """Where an experiment lives (ablate/storage.py): one lock per experiment however it is named."""
+
 import pytest
 
-from ablate.storage import ExperimentLock, lock_path
 from ablate.errors import LockedError
+from ablate.storage import ExperimentLock, lock_path
 
 
 def test_the_same_experiment_as_a_path_and_as_file_uri_takes_one_lock(tmp_path):

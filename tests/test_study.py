@@ -2,17 +2,32 @@
 (unit), and with every file Tune wrote at the experiment level deleted, --resume trains only what is not
 done, on the real CLI and real Ray; plain and fused trials; a growth (more seeds) trains only the new
 points and leaves every file on record as it was."""
+
 import hashlib
 import os
 
 import pandas as pd
 import pytest
+from conftest import (
+    DEFAULT,
+    EXP_ID,
+    grid_point,
+    held_block,
+    kill_group,
+    one_error_line,
+    ran_ok,
+    run_cli,
+    small_config,
+    start_cli,
+    trial_results,
+    wait_for,
+    write_record,
+)
+from wandb_reader import merged_history, wandb_files
+
 from ablate.spec.axes import trial_id
 from ablate.spec.config import trial_configs
 from ablate.study.study import Study
-
-from conftest import DEFAULT, EXP_ID, grid_point, held_block, kill_group, one_error_line, ran_ok, run_cli, small_config, start_cli, trial_results, wait_for, write_record
-from wandb_reader import merged_history, wandb_files
 
 
 def _digests(paths):
@@ -32,9 +47,22 @@ def _delete_tunes_experiment_files(exp):
 def test_resume_with_tunes_files_deleted_trains_only_what_is_not_done(tmp_path, fused):
     exp = tmp_path / "s" / "rec"
     gate, held = held_block(tmp_path, exp, "held-d8-lr0.1-s0" + ("+1" if fused else ""))
-    args = [DEFAULT, "blocks=[baseline,held]", "block_modules=[held_block]", "depths=[8]", "seeds=[0]", "epochs=4",
-            "lrs=[0.1,0.05]" if fused else "lrs=[0.1]", f"fuse_trials={2 if fused else 1}", "max_concurrent_trials=1",
-            "checkpoint_period_s=0", "wandb.mode=offline", f"storage_path={tmp_path / 's'}", "name=rec", "--no-report"]
+    args = [
+        DEFAULT,
+        "blocks=[baseline,held]",
+        "block_modules=[held_block]",
+        "depths=[8]",
+        "seeds=[0]",
+        "epochs=4",
+        "lrs=[0.1,0.05]" if fused else "lrs=[0.1]",
+        f"fuse_trials={2 if fused else 1}",
+        "max_concurrent_trials=1",
+        "checkpoint_period_s=0",
+        "wandb.mode=offline",
+        f"storage_path={tmp_path / 's'}",
+        "name=rec",
+        "--no-report",
+    ]
     proc = start_cli(args, cwd=tmp_path, log=open(tmp_path / "first.log", "w"))
     try:
         wait_for(held.exists, 300, "the held trial, with a checkpoint, after the baseline finished")
@@ -98,8 +126,15 @@ def test_plan_runs_only_points_not_done_and_unfinished_trials_as_they_were(tmp_p
     exp = tmp_path / "e"
     # baseline seeds 0,1 fused: done; skipinit seeds 0,1 fused: one done, one at epoch 1 (continues together)
     write_record(exp, "run-1", "a", "checkpoint_000002", [grid_point(seed=0), grid_point(seed=1)], [3, 3], [True, True])
-    write_record(exp, "run-1", "b", "checkpoint_000000", [grid_point("skipinit", 0), grid_point("skipinit", 1)], [2, 1],
-           [True, False])
+    write_record(
+        exp,
+        "run-1",
+        "b",
+        "checkpoint_000000",
+        [grid_point("skipinit", 0), grid_point("skipinit", 1)],
+        [2, 1],
+        [True, False],
+    )
     todo = study.plan()
     names = {t.name: t for t in todo}
     assert set(names) == {"skipinit-d8-lr0.1-s0+1", "baseline-d8-lr0.1-s2", "skipinit-d8-lr0.1-s2"}

@@ -3,38 +3,50 @@ plan, the progress line, the tables, the report), a sweep's values read and refu
 between settings at every point, the question checked against the grid and changed only by an explicit
 command, and names that tell every value apart.  In-process (records written as a trial writes them); the
 one real CLI run is marked slow."""
+
 import os
 
 import pandas as pd
 import pytest
 import yaml
+from conftest import epoch_row, ran_ok, run_cli
 
-from conftest import DEFAULT, epoch_row, ran_ok, run_cli
-
-from ablate.spec.axes import AXES, trial_name
-from ablate.spec.settings import SWEEPABLE
-from ablate.errors import ConfigError
-from ablate.spec.config import trial_configs
-from ablate.spec.experiment_file import load_experiment
-from ablate.errors import AblateError
+from ablate.analysis.stats import effects
+from ablate.analysis.table import answer
+from ablate.errors import AblateError, ConfigError
+from ablate.run.checkpoints import write_checkpoint
 from ablate.run.plan import plan_text
 from ablate.run.progress import Progress
-from ablate.study.records import make_record
-from ablate.run.checkpoints import write_checkpoint
-from ablate.analysis.table import answer
-from ablate.study.tables import read_csvs, write_csvs
-from ablate.spec.trial import TrainConfig
-from ablate.analysis.stats import effects
+from ablate.spec.axes import AXES, trial_name
+from ablate.spec.config import trial_configs
+from ablate.spec.experiment_file import load_experiment
 from ablate.spec.question import Question
+from ablate.spec.settings import SWEEPABLE
+from ablate.spec.trial import TrainConfig
+from ablate.study.records import make_record
 from ablate.study.study import Study
+from ablate.study.tables import read_csvs, write_csvs
 
 GRID = {"blocks": ["baseline", "skipinit"], "depths": [8], "lrs": [0.1], "seeds": [0, 1]}
 # Two values of every setting a sweep may name, that act differently (null crop_pad/flip: digits' own).
-VALUES = {"batch_size": [64, 128], "conv_bias": [False, True], "crop_pad": [None, 2], "diverge_factor": [5.0, 10.0],
-          "epochs": [1, 2], "flip": [None, True], "label_smoothing": [0.0, 0.1], "lr_decay": [0.1, 0.5],
-          "momentum": [0.0, 0.9], "nesterov": [False, True], "precision": ["auto", "bf16"],
-          "schedule": ["step", "cosine"], "shortcut": ["A", "B"], "warmup_epochs": [0.0, 1.0],
-          "weight_decay": [0.0, 0.0005], "zero_init_last": [False, True]}
+VALUES = {
+    "batch_size": [64, 128],
+    "conv_bias": [False, True],
+    "crop_pad": [None, 2],
+    "diverge_factor": [5.0, 10.0],
+    "epochs": [1, 2],
+    "flip": [None, True],
+    "label_smoothing": [0.0, 0.1],
+    "lr_decay": [0.1, 0.5],
+    "momentum": [0.0, 0.9],
+    "nesterov": [False, True],
+    "precision": ["auto", "bf16"],
+    "schedule": ["step", "cosine"],
+    "shortcut": ["A", "B"],
+    "warmup_epochs": [0.0, 1.0],
+    "weight_decay": [0.0, 0.0005],
+    "zero_init_last": [False, True],
+}
 
 
 def experiment(tmp_path, name="s", file=None, **settings):
@@ -67,8 +79,9 @@ def one_line(excinfo, *needles):
 
 # --- case 2: every per-point setting read per point, everywhere --------------------------------------------
 
+
 def test_each_sweepable_setting_reaches_the_trainer_status_plan_progress_and_tables_as_the_points_own(tmp_path):
-    from ablate.run.tune import TrialConstants
+    from ablate.run.tune import GroupConstants
 
     # A new sweepable setting needs its two values here (no axis: the data set, the layout, a list per trial).
     assert sorted(VALUES) == sorted(SWEEPABLE - {"dataset", "channels_last", "milestones"})
@@ -77,8 +90,8 @@ def test_each_sweepable_setting_reaches_the_trainer_status_plan_progress_and_tab
         study = Study(cfg, resume=False)
         points = study.points()
         assert len(points) == 8 and len({p[key] for p in points.values()}) == 2, key
-        # The trainer: the config a trial builds from its point (ablate.tune_glue.run_trial) holds its value.
-        const = TrialConstants.of(cfg, study.experiment_id, "disabled", "cpu")
+        # The trainer: the config a trial builds from its point (ablate.run.tune.run_group) holds its value.
+        const = GroupConstants.of(cfg, study.experiment_id, "disabled", "cpu")
         trainer = {tid: TrainConfig.of_point(const.settings, p) for tid, p in points.items()}
         assert all(getattr(trainer[tid], key) == p[key] for tid, p in points.items()), key
         # The progress line counts each group's own epochs.
@@ -86,8 +99,11 @@ def test_each_sweepable_setting_reaches_the_trainer_status_plan_progress_and_tab
         assert all(line.trials[g.name]["epochs"] == trainer[g.members[0]["id"]].epochs for g in study.plan()), key
         # The tables: each point trained its own epochs and finished (never STOPPED_EARLY for fewer than the
         # base), its value in its column, through the CSV round trip and into the analysis's grouping.
-        finish(study, lambda p: trainer[next(t for t, q in points.items() if q == p)].epochs,
-               acc=lambda p: 0.5 + 0.1 * (p["block"] == "skipinit") + 0.01 * p["seed"])
+        finish(
+            study,
+            lambda p, trainer=trainer, points=points: trainer[next(t for t, q in points.items() if q == p)].epochs,
+            acc=lambda p: 0.5 + 0.1 * (p["block"] == "skipinit") + 0.01 * p["seed"],
+        )
         history, trials = study.tables(set(), interrupted=False)
         assert (trials["status"] == "TERMINATED").all(), (key, trials["status"].tolist())
         assert sorted(trials[key].map(repr)) == sorted(repr(p[key]) for p in points.values()), key
@@ -115,8 +131,9 @@ def test_each_sweepable_setting_reaches_the_trainer_status_plan_progress_and_tab
 def test_a_point_trains_its_own_epochs_in_the_trainer(tmp_path):
     from ablate.train import build_group, train_group
 
-    cfg = load_experiment(str(experiment(tmp_path, sweep={"epochs": [1, 2]})), ["blocks=[baseline]", "seeds=[0]",
-                                                                               "batch_size=512"])
+    cfg = load_experiment(
+        str(experiment(tmp_path, sweep={"epochs": [1, 2]})), ["blocks=[baseline]", "seeds=[0]", "batch_size=512"]
+    )
     outs = [train_group(build_group([t])) for t in trial_configs(cfg)]
     assert [len(o[0]["history"]) for o in outs] == [1, 2]
 
@@ -127,7 +144,10 @@ def test_a_swept_epochs_runs_every_point_to_its_own_end_and_the_report_compares_
     p = run_cli([str(experiment(tmp_path, name="ep", sweep={"epochs": [1, 2]}))], cwd=tmp_path)
     ran_ok(p)
     trials = pd.read_csv(exp / "trials.csv")
-    assert (trials["status"] == "TERMINATED").all() and dict(zip(trials["epochs"], trials["epochs_done"])) == {1: 1, 2: 2}
+    assert (trials["status"] == "TERMINATED").all() and dict(zip(trials["epochs"], trials["epochs_done"])) == {
+        1: 1,
+        2: 2,
+    }
     assert "1/2 epochs" in p.stdout and "no finished trials" not in p.stdout
     md = (exp / "report.md").read_text()
     assert "Unfinished trials" not in md and "- skipinit" in md.split("## Verdicts")[1], md
@@ -135,15 +155,22 @@ def test_a_swept_epochs_runs_every_point_to_its_own_end_and_the_report_compares_
 
 # --- case 1, 11, 12, 15: what a sweep cannot be, in one line ----------------------------------------------
 
-@pytest.mark.parametrize("sweep, needles", [
-    ({"dataset": ["digits", "synthetic"]}, ["'dataset' is the data every trial trains on", "one experiment per dataset"]),
-    ({"milestones": [[0.5], [0.3, 0.6]]}, ["'milestones' holds a list per trial", "allowed: one of batch_size"]),
-    ({"channels_last": [True, False]}, ["'channels_last' changes the speed, not what is learned"]),
-    ({"precision": ["auto", "fp32"]}, ["sweep.precision repeats a value", "both act as 'fp32'"]),
-    ({"crop_pad": [None, 1]}, ["sweep.crop_pad repeats a value", "null and 1 both act as 1"]),
-    ({"flip": [None, False]}, ["sweep.flip repeats a value", "null and false both act as false"]),
-    ({"lr_decay": [0.1, 0.2]}, ["'lr_decay' acts only under schedule step"]),
-])
+
+@pytest.mark.parametrize(
+    "sweep, needles",
+    [
+        (
+            {"dataset": ["digits", "synthetic"]},
+            ["'dataset' is the data every trial trains on", "one experiment per dataset"],
+        ),
+        ({"milestones": [[0.5], [0.3, 0.6]]}, ["'milestones' holds a list per trial", "allowed: one of batch_size"]),
+        ({"channels_last": [True, False]}, ["'channels_last' changes the speed, not what is learned"]),
+        ({"precision": ["auto", "fp32"]}, ["sweep.precision repeats a value", "both act as 'fp32'"]),
+        ({"crop_pad": [None, 1]}, ["sweep.crop_pad repeats a value", "null and 1 both act as 1"]),
+        ({"flip": [None, False]}, ["sweep.flip repeats a value", "null and false both act as false"]),
+        ({"lr_decay": [0.1, 0.2]}, ["'lr_decay' acts only under schedule step"]),
+    ],
+)
 def test_a_sweep_that_cannot_be_an_axis_or_repeats_a_value_as_it_acts_is_one_line(tmp_path, sweep, needles):
     extra = {"schedule": "cosine"} if "lr_decay" in sweep else {}
     with pytest.raises(ConfigError) as e:
@@ -157,11 +184,14 @@ def test_a_sweep_of_the_default_file_names_the_setting_not_both_set(tmp_path):
     one_line(e, "'dataset' is the data every trial trains on")
 
 
-@pytest.mark.parametrize("override, needles", [
-    ("sweep=[weight_decay, 0.0005]", ["key 'sweep' must be a mapping", "got list"]),
-    ("name=" + "n" * 150, ["key 'name' is 150 characters long", "at most 100 characters"]),
-    ("name=" + "n" * 300, ["key 'name' is 300 characters long", "at most 100 characters"]),
-])
+@pytest.mark.parametrize(
+    "override, needles",
+    [
+        ("sweep=[weight_decay, 0.0005]", ["key 'sweep' must be a mapping", "got list"]),
+        ("name=" + "n" * 150, ["key 'name' is 150 characters long", "at most 100 characters"]),
+        ("name=" + "n" * 300, ["key 'name' is 300 characters long", "at most 100 characters"]),
+    ],
+)
 def test_a_sweep_given_as_a_list_and_a_long_name_are_one_line_naming_the_key(tmp_path, override, needles):
     with pytest.raises(ConfigError) as e:
         load_experiment(str(experiment(tmp_path)), [override])
@@ -169,6 +199,7 @@ def test_a_sweep_given_as_a_list_and_a_long_name_are_one_line_naming_the_key(tmp
 
 
 # --- case 6: a null swept value survives the CSV and the grouping ------------------------------------------
+
 
 def test_a_null_swept_value_is_the_datasets_own_and_survives_the_csv_and_the_grouping(tmp_path):
     cfg = load_experiment(str(experiment(tmp_path, sweep={"crop_pad": [None, 2]})))
@@ -202,8 +233,17 @@ def test_an_experiment_written_with_a_null_sweep_keeps_its_ids_and_rebuilds_its_
     for i, p in enumerate(expand({**cfg.axes(), "crop_pad": [None, 2]})):
         d = exp / "run-1" / f"t{i}" / "checkpoint_000000"
         d.mkdir(parents=True)
-        write_checkpoint(str(d), {}, make_record("e", f"t{i}", [{"id": trial_id("e", p, {"crop_pad": None}), "point": p}],
-                                                 [[epoch_row(1), epoch_row(2)]], [True]))
+        write_checkpoint(
+            str(d),
+            {},
+            make_record(
+                "e",
+                f"t{i}",
+                [{"id": trial_id("e", p, {"crop_pad": None}), "point": p}],
+                [[epoch_row(1), epoch_row(2)]],
+                [True],
+            ),
+        )
     _, trials = tables_from_records(str(exp))
     assert (trials["status"] == "TERMINATED").all() and sorted(trials["crop_pad"]) == [1] * 4 + [2] * 4
     resumed = Study(load_experiment(str(experiment(tmp_path, name="old", sweep={"crop_pad": [None, 2]}))), resume=True)
@@ -212,6 +252,7 @@ def test_an_experiment_written_with_a_null_sweep_keeps_its_ids_and_rebuilds_its_
 
 
 # --- case 7: the rules between settings hold at every point ------------------------------------------------
+
 
 def test_rules_between_settings_are_checked_at_every_point_of_the_sweep(tmp_path):
     with pytest.raises(ConfigError) as e:
@@ -223,9 +264,12 @@ def test_rules_between_settings_are_checked_at_every_point_of_the_sweep(tmp_path
 
 # --- cases 4 and 5: the question is one the grid can answer ------------------------------------------------
 
+
 def test_a_reference_is_read_with_its_axis_own_type(tmp_path):
-    cfg = load_experiment(str(experiment(tmp_path, sweep={"weight_decay": [0.0, 0.0005]})),
-                          ["compare={axis: weight_decay, reference: 5e-4}"])
+    cfg = load_experiment(
+        str(experiment(tmp_path, sweep={"weight_decay": [0.0, 0.0005]})),
+        ["compare={axis: weight_decay, reference: 5e-4}"],
+    )
     assert cfg.subject() == ("weight_decay", 0.0005)
     study = Study(cfg, resume=False)
     finish(study, lambda p: 2, acc=lambda p: 0.5 + 0.1 * (p["weight_decay"] == 0.0) + 0.01 * p["seed"])
@@ -236,16 +280,28 @@ def test_a_reference_is_read_with_its_axis_own_type(tmp_path):
     assert lrs.subject() == ("lr", 0.1)
 
 
-@pytest.mark.parametrize("settings, overrides, needles", [
-    ({"sweep": {"weight_decay": [0.0, 0.0005]}}, ["compare={axis: weight_decay, reference: 0.001}"],
-     ["compare.reference 0.001 is not a value of weight_decay", "allowed: one of [0.0, 0.0005]"]),
-    ({"blocks": ["skipinit", "rezero"]}, [], ["default question compares each block against baseline",
-                                              "compare={axis: block, reference: skipinit}"]),
-    ({"sweep": {"shortcut": ["A"]}}, ["compare={axis: shortcut, reference: A}"],
-     ["compare.axis 'shortcut' has one value ('A')", "allowed: an axis with two values or more (block)"]),
-    ({}, ["compare={axis: depth, reference: 8}"], ["compare.axis 'depth' has one value (8)"]),
-    ({}, ["compare={axis: block, reference: resnet}"], ["compare.reference 'resnet' is not a value of block"]),
-])
+@pytest.mark.parametrize(
+    "settings, overrides, needles",
+    [
+        (
+            {"sweep": {"weight_decay": [0.0, 0.0005]}},
+            ["compare={axis: weight_decay, reference: 0.001}"],
+            ["compare.reference 0.001 is not a value of weight_decay", "allowed: one of [0.0, 0.0005]"],
+        ),
+        (
+            {"blocks": ["skipinit", "rezero"]},
+            [],
+            ["default question compares each block against baseline", "compare={axis: block, reference: skipinit}"],
+        ),
+        (
+            {"sweep": {"shortcut": ["A"]}},
+            ["compare={axis: shortcut, reference: A}"],
+            ["compare.axis 'shortcut' has one value ('A')", "allowed: an axis with two values or more (block)"],
+        ),
+        ({}, ["compare={axis: depth, reference: 8}"], ["compare.axis 'depth' has one value (8)"]),
+        ({}, ["compare={axis: block, reference: resnet}"], ["compare.reference 'resnet' is not a value of block"]),
+    ],
+)
 def test_a_question_the_grid_cannot_answer_is_one_line(tmp_path, settings, overrides, needles):
     with pytest.raises(ConfigError) as e:
         load_experiment(str(experiment(tmp_path, **settings)), overrides)
@@ -259,10 +315,13 @@ def test_a_grid_of_one_block_without_a_question_still_runs(tmp_path):
 
 # --- case 8: the question changes only by an explicit command ----------------------------------------------
 
+
 def test_the_question_changes_on_resume_only_when_asked_and_the_report_answers_the_one_asked(tmp_path):
     from ablate.errors import UsageError
 
-    path = experiment(tmp_path, name="q", sweep={"shortcut": ["A", "B"]}, compare={"axis": "shortcut", "reference": "B"})
+    path = experiment(
+        tmp_path, name="q", sweep={"shortcut": ["A", "B"]}, compare={"axis": "shortcut", "reference": "B"}
+    )
     first = Study(load_experiment(str(path)), resume=False)
     first.check()
     first.write_identity()
@@ -275,15 +334,21 @@ def test_the_question_changes_on_resume_only_when_asked_and_the_report_answers_t
 
     # A growth that forgets the compare keeps the saved question (never silently the default).
     grown = Study(load_experiment(str(path), ["compare={axis: block}", "seeds=[0,1,2]"]), resume=True)
-    forgot = Study(load_experiment(str(experiment(tmp_path, name="q", file="forgot.yaml", sweep={"shortcut": ["A", "B"]})),
-                                   ["seeds=[0,1,2]"]), resume=True)
+    forgot = Study(
+        load_experiment(
+            str(experiment(tmp_path, name="q", file="forgot.yaml", sweep={"shortcut": ["A", "B"]})), ["seeds=[0,1,2]"]
+        ),
+        resume=True,
+    )
     forgot.check()
     assert forgot.cfg.subject() == ("shortcut", "B") and not forgot.asked
     # A new compare on --resume is applied and said, and written with the experiment: the report answers it.
     grown.check()
     assert grown.cfg.subject() == ("block", "baseline")
-    assert grown.asked == "the question is now each block against baseline (it was each shortcut against shortcut B); " \
-                          "the report answers it"
+    assert (
+        grown.asked == "the question is now each block against baseline (it was each shortcut against shortcut B); "
+        "the report answers it"
+    )
     again = Study(load_experiment(str(path), ["compare={axis: block}"]), resume=True)
     again.check()
     assert again.plan() == [] and again.asked
@@ -317,25 +382,30 @@ def test_a_new_compare_on_resume_is_said_and_the_report_answers_it(tmp_path):
     p = run_cli([str(path), "seeds=[0,1,2]", "compare={axis: shortcut, reference: B}", "--resume"], cwd=tmp_path)
     ran_ok(p)
     assert "the question is now each shortcut against shortcut B (it was each block against baseline)" in p.stdout
-    assert yaml.safe_load((exp / "ablate_experiment.yaml").read_text())["compare"] == {"axis": "shortcut",
-                                                                                      "reference": "B"}
+    assert yaml.safe_load((exp / "ablate_experiment.yaml").read_text())["compare"] == {
+        "axis": "shortcut",
+        "reference": "B",
+    }
     assert "| question | each shortcut against shortcut B" in (exp / "report.md").read_text()
 
 
 # --- case 17: names that tell every value apart -------------------------------------------------------------
 
+
 def test_values_that_differ_beyond_six_digits_get_distinct_names_runs_and_labels(tmp_path):
     from ablate.analysis.table import ablation_table, best_lr_frame
-    from ablate.spec.question import Question
     from ablate.formatting import value_text
-    from ablate.run.tune import TrialConstants
+    from ablate.run.tune import GroupConstants
+    from ablate.spec.question import Question
 
     cfg = load_experiment(str(experiment(tmp_path, lrs=[0.1, 0.1000001], sweep={"weight_decay": [1e-4, 1.0000001e-4]})))
     study = Study(cfg, resume=False)
     groups = study.plan()
     assert len({g.name for g in groups}) == 16, [g.name for g in groups]  # Tune's trials and their directories
-    const = TrialConstants.of(cfg, study.experiment_id, "disabled", "cpu")
-    runs = {TrainConfig.of_point(const.settings, m["point"], digits=const.digits).name for g in groups for m in g.members}
+    const = GroupConstants.of(cfg, study.experiment_id, "disabled", "cpu")
+    runs = {
+        TrainConfig.of_point(const.settings, m["point"], digits=const.digits).name for g in groups for m in g.members
+    }
     assert len(runs) == 16 and "baseline-d8-lr0.1000001-s0-weight_decay0.00010000001" in runs, runs  # W&B runs
     finish(study, lambda p: 2, acc=lambda p: 0.5 + (p["lr"] - 0.1) * 1e5)
     _, trials = study.tables(set(), interrupted=False)
@@ -353,8 +423,11 @@ def test_names_that_six_digits_already_tell_apart_are_unchanged(tmp_path):
     # The four-axis fixture (written at 9f3da06): its trials' names are the names its points get now.
     fixture = Path(__file__).parent / "fixtures" / "four_axes"
     names = {json.loads(r.read_text())["trial"] for r in fixture.glob("run-*/*/checkpoint_*/ablate_record.json")}
-    points = [m["point"] for r in fixture.glob("run-*/*/checkpoint_*/ablate_record.json")
-              for m in json.loads(r.read_text())["members"]]
+    points = [
+        m["point"]
+        for r in fixture.glob("run-*/*/checkpoint_*/ablate_record.json")
+        for m in json.loads(r.read_text())["members"]
+    ]
     assert {trial_name(p) for p in points} == names
     cfg = load_experiment(str(experiment(tmp_path, lrs=[0.123456789, 0.2], sweep={"weight_decay": [0.0, 0.0005]})))
     assert {t.name.split("-")[2] for t in trial_configs(cfg)} == {"lr0.123457", "lr0.2"}  # %g, as it always was

@@ -1,12 +1,13 @@
 """W&B: one offline run per trial whose history equals history.csv; failures never cost a result."""
+
 import json
 import warnings
 
 import pandas as pd
 import pytest
-
 import wandb_reader
 from wandb_reader import merged_history, wandb_files
+
 from ablate.run.tracking import resolve_mode, start_trial_run
 from ablate.spec.axes import trial_name
 
@@ -91,8 +92,9 @@ def test_unusable_directory_warns_once_and_returns_a_no_op_run(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
     with pytest.warns(UserWarning, match="W&B init"):
-        run = start_trial_run({"a": 1}, project="p", group="g", name="n", run_id="t1", mode="offline",
-                              directory=str(blocker / "wandb"))
+        run = start_trial_run(
+            {"a": 1}, project="p", group="g", name="n", run_id="t1", mode="offline", directory=str(blocker / "wandb")
+        )
     assert run.run is None
     with warnings.catch_warnings():
         warnings.simplefilter("error")

@@ -1,18 +1,28 @@
 """The trainer, on real (tiny) data: learning, determinism, resume, divergence."""
+
 import math
 
 import pytest
 import torch
 
-from ablate.train.data import load_dataset
 from ablate.train import METRIC_KEYS, TrainConfig, train
+from ablate.train.data import load_dataset
 
 DIGITS = load_dataset("digits")
 
 
 def _cfg(**kw):
-    base = dict(dataset="digits", block="baseline", depth=8, epochs=3, lr=0.05, batch_size=64,
-                schedule="cosine", seed=0, threads=1)
+    base = dict(
+        dataset="digits",
+        block="baseline",
+        depth=8,
+        epochs=3,
+        lr=0.05,
+        batch_size=64,
+        schedule="cosine",
+        seed=0,
+        threads=1,
+    )
     base.update(kw)
     return TrainConfig(**base)
 

@@ -1,10 +1,10 @@
 """Blocks from the user's own module (``block_modules``) on real Ray: refused names, local trials,
 and the workers of a two-node cluster.  A study's growth: tests/test_study.py."""
+
 import textwrap
 
 import pandas as pd
 import pytest
-
 from conftest import clean_env, one_error_line, ran_ok, run_cli
 
 pytestmark = pytest.mark.slow  # the real CLI in a subprocess, real Ray
@@ -26,9 +26,19 @@ USER_BLOCKS = '''
 def _user_experiment(tmp_path, **extra):
     (tmp_path / "user_blocks_mod.py").write_text(textwrap.dedent(USER_BLOCKS))
     exp = tmp_path / "mine.yaml"
-    keys = {"name": "mine", "dataset": "digits", "block_modules": "[user_blocks_mod]",
-            "blocks": "[baseline, half_shortcut]", "depths": "[8]", "lrs": "[0.1]", "seeds": "[0, 1]", "epochs": 2,
-            "wandb": "{mode: disabled}", "storage_path": tmp_path / "store", **extra}
+    keys = {
+        "name": "mine",
+        "dataset": "digits",
+        "block_modules": "[user_blocks_mod]",
+        "blocks": "[baseline, half_shortcut]",
+        "depths": "[8]",
+        "lrs": "[0.1]",
+        "seeds": "[0, 1]",
+        "epochs": 2,
+        "wandb": "{mode: disabled}",
+        "storage_path": tmp_path / "store",
+        **extra,
+    }
     exp.write_text("".join(f"{k}: {v}\n" for k, v in keys.items()))
     return exp
 
@@ -57,8 +67,7 @@ def test_users_block_module_reaches_the_workers_of_a_two_node_cluster(tmp_path):
     try:
         cluster.start(workers=1)
         exp = _user_experiment(tmp_path, device="cpu", trials_per_gpu=2, cpus_per_trial=0.25, epochs=4)
-        p = run_cli([str(exp), "seeds=[0,1,2,3]", "--address", cluster.address], env=cluster.env,
-                    cwd=tmp_path.parent)
+        p = run_cli([str(exp), "seeds=[0,1,2,3]", "--address", cluster.address], env=cluster.env, cwd=tmp_path.parent)
         ran_ok(p)
     finally:
         cluster.stop()

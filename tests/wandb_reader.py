@@ -1,5 +1,6 @@
-"""Read a .wandb file in the tests: its records come from ``ablate.tracking.read_records``
+"""Read a .wandb file in the tests: its records come from ``ablate.run.tracking.read_records``
 (wandb 0.31 ships no Python reader); these helpers pick the history, config and run records."""
+
 import json
 from pathlib import Path
 
@@ -45,7 +46,7 @@ def wandb_files(exp_dir: Path):
     """
     runs = {}
     for f in sorted(Path(exp_dir).glob("**/wandb/offline-run-*/run-*.wandb"), key=lambda f: f.parent.name):
-        runs.setdefault(f.stem[len("run-"):], []).append(f)
+        runs.setdefault(f.stem[len("run-") :], []).append(f)
     return runs
 
 

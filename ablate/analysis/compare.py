@@ -13,13 +13,14 @@ report's own statistics (``ablate.analysis.sequential``: anytime-valid, one fami
 
 The comparison is an ordinary question of ablate's (``ablate.analysis.rounds``): its subject is the *side* (AFTER
 against the reference BEFORE), its context every axis but the seed.  Exit codes, for CI: 0 every cell
-same, 1 a cell changed, 3 open cells remain (none changed), 2 bad input, 4 a growth failed.  ``--until-resolved`` adds seeds
-where a cell is open, to both experiments, each grown through its own records by ``python -m ablate.grid
+same, 1 a cell changed, 3 open cells remain (none changed), 2 bad input, 4 a growth failed.  ``--until-resolved``
+adds seeds where a cell is open, to both experiments, each grown through its own records by ``python -m ablate.grid
 --resume`` (one writer per experiment), until every cell closes or ``--max-seeds``.
 """
 
 from __future__ import annotations
 
+import html
 import math
 import os
 from dataclasses import dataclass
@@ -27,14 +28,34 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import pandas as pd
 
+from ablate.analysis import figures
+from ablate.analysis.rounds import chronology, judge, seed_pool, tried_seeds
+from ablate.analysis.table import pipe_table
 from ablate.errors import UsageError
-from ablate.formatting import value_text
+from ablate.formatting import pts, value_text
 from ablate.spec.axes import PAIR, axes_of
 from ablate.spec.question import Question
+from ablate.spec.settings import NO_RESULT, TrainSettings, as_it_acts
 from ablate.storage import COMPARE_HTML, COMPARE_MD
 
-__all__ = ["Side", "check", "paired_table", "question", "compare", "cell_verdict", "exit_code", "rows", "summary",
-           "write_pages", "EXIT_SAME", "EXIT_CHANGED", "EXIT_OPEN", "SIDE", "BEFORE", "AFTER"]
+__all__ = [
+    "Side",
+    "check",
+    "paired_table",
+    "question",
+    "compare",
+    "cell_verdict",
+    "exit_code",
+    "rows",
+    "summary",
+    "write_pages",
+    "EXIT_SAME",
+    "EXIT_CHANGED",
+    "EXIT_OPEN",
+    "SIDE",
+    "BEFORE",
+    "AFTER",
+]
 
 EXIT_SAME, EXIT_CHANGED, EXIT_OPEN = 0, 1, 3  # 2: bad input; 4: a growth failed (``ablate.errors.GrowthFailed``)
 SIDE, BEFORE, AFTER = "side", "before", "after"
@@ -44,8 +65,8 @@ SIDE, BEFORE, AFTER = "side", "before", "after"
 class Side:
     """One experiment of the pair, read as the report reads it (``ablate.run.compare.read_side``)."""
 
-    where: str      # as given (a directory or a URI)
-    local: str      # where its tables are on this machine
+    where: str  # as given (a directory or a URI)
+    local: str  # where its tables are on this machine
     trials: pd.DataFrame
     meta: Dict[str, Any]
 
@@ -56,10 +77,8 @@ class Side:
     def provenance(self) -> str:
         prov = self.meta.get("provenance") or {}
         versions = ", ".join(f"{k} {v}" for k, v in (prov.get("versions") or {}).items())
-        return f"{self.name} ({self.where}): commit {prov.get('git_commit') or 'unknown'}; {versions or 'versions unknown'}"
-
-
-
+        commit = prov.get("git_commit") or "unknown"
+        return f"{self.name} ({self.where}): commit {commit}; {versions or 'versions unknown'}"
 
 
 # The settings of the two identities that are not compared: what changes no result, what the axes already pair,
@@ -69,11 +88,12 @@ AXIS_KEYS = ("blocks", "depths", "lrs", "seeds", "sweep", "block_modules")
 
 def result_settings(meta: Dict[str, Any]) -> Dict[str, Any]:
     """The settings of an identity that change a result, as they act (the axes are paired, not compared)."""
-    from ablate.spec.settings import NO_RESULT, TrainSettings, as_it_acts
-
     dataset = meta.get("dataset")
-    return {k: as_it_acts(k, meta.get(k), dataset) for k in TrainSettings.model_fields
-            if k not in NO_RESULT and k not in AXIS_KEYS and k in meta}
+    return {
+        k: as_it_acts(k, meta.get(k), dataset)
+        for k in TrainSettings.model_fields
+        if k not in NO_RESULT and k not in AXIS_KEYS and k in meta
+    }
 
 
 def differing(before: Side, after: Side) -> Dict[str, Tuple[Any, Any]]:
@@ -83,23 +103,29 @@ def differing(before: Side, after: Side) -> Dict[str, Tuple[Any, Any]]:
 
 def check(before: Side, after: Side, named: List[str]) -> Tuple[List[str], Dict[str, Tuple[Any, Any]]]:
     """The axes the two share (refused: other axes, or settings that change a result and differ unnamed)."""
-    from ablate.spec.settings import TrainSettings
-
     unknown = [k for k in named if k not in TrainSettings.model_fields]
     if unknown:
-        raise UsageError(f"--differs {','.join(unknown)}: not a setting; allowed: settings that change a result, "
-                         "such as epochs, weight_decay, precision, dataset")
+        raise UsageError(
+            f"--differs {','.join(unknown)}: not a setting; allowed: settings that change a result, "
+            "such as epochs, weight_decay, precision, dataset"
+        )
     axes_b, axes_a = axes_of(before.trials), axes_of(after.trials)
     if axes_b != axes_a:
-        raise UsageError(f"the two experiments have other axes ({', '.join(axes_b)} against {', '.join(axes_a)}): "
-                         "points cannot be paired; compare experiments of the same grid (axes may hold other values)")
+        raise UsageError(
+            f"the two experiments have other axes ({', '.join(axes_b)} against {', '.join(axes_a)}): "
+            "points cannot be paired; compare experiments of the same grid (axes may hold other values)"
+        )
     diff = differing(before, after)
     unnamed = {k: v for k, v in diff.items() if k not in named}
     if unnamed:
-        said = "; ".join(f"{k} {value_text(b)} in {before.name} but {value_text(a)} in {after.name}"
-                         for k, (b, a) in list(unnamed.items())[:4])
-        raise UsageError(f"settings that change a result differ: {said}; if that is the change under test, name it "
-                         f"with --differs {','.join(unnamed)}")
+        said = "; ".join(
+            f"{k} {value_text(b)} in {before.name} but {value_text(a)} in {after.name}"
+            for k, (b, a) in list(unnamed.items())[:4]
+        )
+        raise UsageError(
+            f"settings that change a result differ: {said}; if that is the change under test, name it "
+            f"with --differs {','.join(unnamed)}"
+        )
     return axes_b, diff
 
 
@@ -112,9 +138,11 @@ def paired_table(before: Side, after: Side, axes: List[str]) -> Tuple[pd.DataFra
     pts_a = {tuple(_same(v) for v in r) for r in a[keys].itertuples(index=False)}
     lacks = {before.name: len(pts_a - pts_b), after.name: len(pts_b - pts_a)}
     if not pts_a & pts_b:
-        raise UsageError(f"{before.name} and {after.name} share no point (the same value of every axis and the same "
-                         f"seed): nothing can be paired; {after.name} has {len(pts_a)} points, {before.name} "
-                         f"{len(pts_b)}")
+        raise UsageError(
+            f"{before.name} and {after.name} share no point (the same value of every axis and the same "
+            f"seed): nothing can be paired; {after.name} has {len(pts_a)} points, {before.name} "
+            f"{len(pts_b)}"
+        )
     both = pd.concat([b, a], ignore_index=True)
     cols = [*axes, SIDE] + [c for c in both.columns if c not in axes and c != SIDE]
     return both[cols], lacks
@@ -130,21 +158,26 @@ def question(axes: List[str]) -> Question:
     return Question(SIDE, BEFORE, [*axes, SIDE], [a for a in axes if a != PAIR])
 
 
-def compare(before: Side, after: Side, margin: float, max_seeds: int, named: List[str],
-            seen: Optional[List[Dict[str, Any]]] = None):
+def compare(
+    before: Side,
+    after: Side,
+    margin: float,
+    max_seeds: int,
+    named: List[str],
+    seen: Optional[List[Dict[str, Any]]] = None,
+):
     """The paired judgement: (judged rows per cell, the question, what each side lacks, the settings that differ,
     both sides as one table, the seed pool); each cell judged on both metrics, its bound counting points tried,
     its pairs read in the order the comparison's looks first saw them (``seen``)."""
-    from ablate.analysis.rounds import chronology, judge, seed_pool, tried_seeds
-
     axes, diff = check(before, after, named)
     both, lacks = paired_table(before, after, axes)
     q = question(axes)
     pool = seed_pool(sorted({int(s) for s in both[PAIR]}), max_seeds)
     tried = {k: len(v) for k, v in tried_seeds(both.to_dict("records"), q, pool).items()}
     seen = seen or []
-    judged = judge(both, q, margin, max_seeds, tried, drive=("final", "auc"), order=chronology(seen, q),
-                   unseen=len(seen) + 1)
+    judged = judge(
+        both, q, margin, max_seeds, tried, drive=("final", "auc"), order=chronology(seen, q), unseen=len(seen) + 1
+    )
     if not len(judged):
         raise UsageError(f"no finished trial of {before.name} pairs with one of {after.name}: nothing to compare")
     return judged, q, lacks, diff, both, pool
@@ -170,8 +203,6 @@ def exit_code(judged: pd.DataFrame) -> int:
 
 
 def _metric_text(r: Dict[str, Any], key: str) -> str:
-    from ablate.formatting import pts
-
     v = r[f"{key}_verdict"]
     if v == "void":
         return "void"
@@ -182,38 +213,60 @@ def _metric_text(r: Dict[str, Any], key: str) -> str:
 
 
 def rows(judged: pd.DataFrame, q: Question) -> pd.DataFrame:
-    return pd.DataFrame([{"cell": q.where(r), "seeds": r["n"], "verdict": cell_verdict(r),
-                          "final acc, points [anytime 95%]": _metric_text(r, "final"),
-                          "AUC, points [anytime 95%]": _metric_text(r, "auc")} for r in judged.to_dict("records")])
+    return pd.DataFrame(
+        [
+            {
+                "cell": q.where(r),
+                "seeds": r["n"],
+                "verdict": cell_verdict(r),
+                "final acc, points [anytime 95%]": _metric_text(r, "final"),
+                "AUC, points [anytime 95%]": _metric_text(r, "auc"),
+            }
+            for r in judged.to_dict("records")
+        ]
+    )
 
 
-def summary(before: Side, after: Side, judged: pd.DataFrame, q: Question, lacks: Dict[str, int],
-            diff: Dict[str, Tuple[Any, Any]], margin: float) -> List[str]:
+def summary(
+    before: Side,
+    after: Side,
+    judged: pd.DataFrame,
+    q: Question,
+    lacks: Dict[str, int],
+    diff: Dict[str, Tuple[Any, Any]],
+    margin: float,
+) -> List[str]:
     code = exit_code(judged)
     counts = pd.Series([cell_verdict(r) for r in judged.to_dict("records")]).value_counts().to_dict()
     overall = {EXIT_SAME: "same", EXIT_CHANGED: "changed", EXIT_OPEN: "open"}[code]
     lines = [f"before: {before.provenance()}", f"after:  {after.provenance()}"]
     if diff:
-        lines.append("differs (named): " + "; ".join(f"{k} {value_text(b)} -> {value_text(a)}" for k, (b, a) in diff.items()))
+        lines.append(
+            "differs (named): " + "; ".join(f"{k} {value_text(b)} -> {value_text(a)}" for k, (b, a) in diff.items())
+        )
     for name, n in lacks.items():
         if n:
             lines.append(f"{name} lacks {n} points the other holds (not compared)")
-    lines.append(f"overall: {overall} ({', '.join(f'{n} {v}' for v, n in sorted(counts.items()))} of {len(judged)} "
-                 f"cells; same = within +-{margin:g} points on final acc and AUC, anytime-valid, one family at 5%)")
+    lines.append(
+        f"overall: {overall} ({', '.join(f'{n} {v}' for v, n in sorted(counts.items()))} of {len(judged)} "
+        f"cells; same = within +-{margin:g} points on final acc and AUC, anytime-valid, one family at 5%)"
+    )
     return lines
 
 
-def write_pages(out: str, before: Side, after: Side, judged: pd.DataFrame, q: Question, head: List[str],
-                margin: float) -> Tuple[str, str]:
+def write_pages(
+    out: str, before: Side, after: Side, judged: pd.DataFrame, q: Question, head: List[str], margin: float
+) -> Tuple[str, str]:
     """compare.md and compare.html (one self-contained page: the per-cell differences with their intervals)."""
-    import html
-
-    from ablate.analysis import figures
-    from ablate.analysis.table import pipe_table
-
     table = rows(judged, q)
-    md = [f"# Did the change change the result? {after.name} against {before.name}", "", *[f"- {h}" for h in head], "",
-          pipe_table(table), ""]
+    md = [
+        f"# Did the change change the result? {after.name} against {before.name}",
+        "",
+        *[f"- {h}" for h in head],
+        "",
+        pipe_table(table),
+        "",
+    ]
     os.makedirs(out, exist_ok=True)
     md_path, html_path = os.path.join(out, COMPARE_MD), os.path.join(out, COMPARE_HTML)
     with open(md_path, "w") as f:
@@ -221,11 +274,14 @@ def write_pages(out: str, before: Side, after: Side, judged: pd.DataFrame, q: Qu
     png = figures.paired_differences(judged, q, margin)
     body = "".join(f"<li>{html.escape(h)}</li>" for h in head)
     with open(html_path, "w") as f:
-        f.write(f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(after.name)} against "
-                f"{html.escape(before.name)}</title><style>body{{font-family:sans-serif;max-width:1300px;margin:auto}}"
-                "td,th{padding:2px 8px;border-bottom:1px solid #ddd}</style></head><body>"
-                f"<h1>Did the change change the result? {html.escape(after.name)} against {html.escape(before.name)}</h1>"
-                f"<ul>{body}</ul>"
-                + (f"<img alt='per-cell paired differences' src='data:image/png;base64,{png}'>" if png else "")
-                + table.to_html(index=False, escape=True) + "</body></html>")
+        f.write(
+            f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(after.name)} against "
+            f"{html.escape(before.name)}</title><style>body{{font-family:sans-serif;max-width:1300px;margin:auto}}"
+            "td,th{padding:2px 8px;border-bottom:1px solid #ddd}</style></head><body>"
+            f"<h1>Did the change change the result? {html.escape(after.name)} against {html.escape(before.name)}</h1>"
+            f"<ul>{body}</ul>"
+            + (f"<img alt='per-cell paired differences' src='data:image/png;base64,{png}'>" if png else "")
+            + table.to_html(index=False, escape=True)
+            + "</body></html>"
+        )
     return md_path, html_path

@@ -4,22 +4,24 @@ Accuracy in %, one colour per block in every figure, the baseline black and dash
 outside the data (one shared legend per figure), LR axes ticked at the tested LRs, and figures
 wide enough for the page.
 """
+
 from __future__ import annotations
 
 import base64
 import io
+import math
 import re
 from typing import Dict, List, Optional
 
 import pandas as pd
 
-from ablate.spec.axes import AXES, context_of
 from ablate.analysis.stats import BASELINE, cell_title
+from ablate.spec.axes import AXES, context_of
 
 
 def _plt():
     """matplotlib's pyplot on the headless Agg backend (reports are written on servers)."""
-    import matplotlib
+    import matplotlib  # ~0.5 s, only where a page is drawn; the backend is set before pyplot loads
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -44,7 +46,7 @@ def _png(fig) -> str:
 
 def styles(values: List, reference=BASELINE) -> Dict[str, dict]:
     """The same colour for a value (a block) in every figure; the reference black and dashed."""
-    import matplotlib
+    import matplotlib  # loaded by _plt already where a figure is drawn
 
     palette = matplotlib.colormaps["tab10"].colors
     others = [b for b in values if b != reference]
@@ -86,18 +88,33 @@ def _title(cells: List[str], cell: tuple) -> str:
 
 
 def _grid(nrows: int, ncols: int, height: float = 3.2, sharey="row"):
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.ticker import MaxNLocator  # as _plt: only where a page is drawn
 
     plt = _plt()
-    fig, axes = plt.subplots(nrows, ncols, figsize=(WIDTH_IN, 0.6 + height * nrows), squeeze=False,
-                             sharex=True, sharey=sharey, layout="constrained")
+    fig, axes = plt.subplots(
+        nrows,
+        ncols,
+        figsize=(WIDTH_IN, 0.6 + height * nrows),
+        squeeze=False,
+        sharex=True,
+        sharey=sharey,
+        layout="constrained",
+    )
     for ax in axes.flat:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     return fig, axes
 
 
-def curves(history: pd.DataFrame, metric: str, ylabel: str, percent: bool, subject: str = "block",
-           reference=BASELINE, cells: Optional[List[str]] = None, log: bool = False) -> str:
+def curves(
+    history: pd.DataFrame,
+    metric: str,
+    ylabel: str,
+    percent: bool,
+    subject: str = "block",
+    reference=BASELINE,
+    cells: Optional[List[str]] = None,
+    log: bool = False,
+) -> str:
     """``metric`` per epoch: a panel per context cell (rows: every axis but the subject, lr and seed; by
     default the depth) and LR (columns), a line per value of ``subject``, mean over seeds, +-1 std band."""
     cells = ["depth"] if cells is None else list(cells)
@@ -117,8 +134,14 @@ def curves(history: pd.DataFrame, metric: str, ylabel: str, percent: bool, subje
                     continue
                 s = g.groupby("epoch")[metric].agg(["mean", "std"]).fillna(0) * scale
                 ax.plot(s.index, s["mean"], label=_text(value), **sty[value])
-                ax.fill_between(s.index, s["mean"] - s["std"], s["mean"] + s["std"], color=sty[value]["color"],
-                                alpha=0.12, linewidth=0)
+                ax.fill_between(
+                    s.index,
+                    s["mean"] - s["std"],
+                    s["mean"] + s["std"],
+                    color=sty[value]["color"],
+                    alpha=0.12,
+                    linewidth=0,
+                )
             ax.set_title(f"{_title(cells, cell)}, lr {lr:g}", fontsize=10)
             if log:
                 ax.set_yscale("log")
@@ -131,8 +154,9 @@ def curves(history: pd.DataFrame, metric: str, ylabel: str, percent: bool, subje
     return _png(fig)
 
 
-def lr_sensitivity(trials: pd.DataFrame, subject: str = "block", reference=BASELINE,
-                   cells: Optional[List[str]] = None) -> str:
+def lr_sensitivity(
+    trials: pd.DataFrame, subject: str = "block", reference=BASELINE, cells: Optional[List[str]] = None
+) -> str:
     """Final val acc (%) against LR, a panel per context cell (by default per depth); ticks at the tested LRs."""
     cells = ["depth"] if cells is None else list(cells)
     values = _ordered(trials[subject].unique(), reference)
@@ -188,8 +212,9 @@ def gates(history: pd.DataFrame, context: Optional[List[str]] = None) -> Optiona
                 if g[c].notna().any():
                     stage = c.rsplit("_", 1)[1]
                     m = g.groupby("epoch")[c].apply(lambda v: v.abs().mean())
-                    line, = ax.plot(m.index, m.values, label=f"{c.rsplit('_', 1)[0]} {stage}",
-                                    **stage_style.get(stage, {}))
+                    (line,) = ax.plot(
+                        m.index, m.values, label=f"{c.rsplit('_', 1)[0]} {stage}", **stage_style.get(stage, {})
+                    )
                     stage_style.setdefault(stage, {"color": line.get_color()})
             ax.set_title(f"{_text(block)}: {_title(context, cell)}", fontsize=9)
             ax.grid(alpha=0.3)
@@ -224,19 +249,36 @@ def answer_matrix(cells: pd.DataFrame, who, reference_words: str) -> Optional[st
         for j, col in enumerate(columns):
             r = by.get((value, col))
             verdict = r["verdict"] if r else "void"
-            ax.add_patch(plt.Rectangle((j, i), 1, 1, facecolor=VERDICT_COLOURS[verdict], edgecolor="#666666",
-                                       hatch="//" if verdict == "void" else None))
+            ax.add_patch(
+                plt.Rectangle(
+                    (j, i),
+                    1,
+                    1,
+                    facecolor=VERDICT_COLOURS[verdict],
+                    edgecolor="#666666",
+                    hatch="//" if verdict == "void" else None,
+                )
+            )
             text = f"{verdict}\n{r['label']}" if r else "(no pair)"
-            ax.text(j + 0.5, i + 0.5, _text(text[:60]), ha="center", va="center", fontsize=8,
-                    color="white" if verdict in ("helps", "hurts") else "black")
+            ax.text(
+                j + 0.5,
+                i + 0.5,
+                _text(text[:60]),
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if verdict in ("helps", "hurts") else "black",
+            )
     ax.set_xlim(0, len(columns))
     ax.set_ylim(len(values), 0)
-    ax.set_xticks([j + 0.5 for j in range(len(columns))], [_text(c) for c in columns], fontsize=8, rotation=20,
-                  ha="right")
+    ax.set_xticks(
+        [j + 0.5 for j in range(len(columns))], [_text(c) for c in columns], fontsize=8, rotation=20, ha="right"
+    )
     ax.set_yticks([i + 0.5 for i in range(len(values))], [_text(who(v)) for v in values], fontsize=9)
     ax.tick_params(length=0)
-    ax.set_title(_text(f"Final val acc against {reference_words}: verdict and difference [interval], points"),
-                 fontsize=10)
+    ax.set_title(
+        _text(f"Final val acc against {reference_words}: verdict and difference [interval], points"), fontsize=10
+    )
     for side in ax.spines.values():
         side.set_visible(False)
     return _png(fig)
@@ -245,8 +287,6 @@ def answer_matrix(cells: pd.DataFrame, who, reference_words: str) -> Optional[st
 def paired_differences(judged: pd.DataFrame, q, margin_points: float) -> Optional[str]:
     """``ablate.compare``: each cell's paired difference (AFTER - BEFORE) with its anytime-valid interval, final acc
     and AUC side by side, the +-margin band shaded; an unbounded interval drawn to the panel's edge."""
-    import math
-
     if not len(judged):
         return None
     plt = _plt()
@@ -258,8 +298,13 @@ def paired_differences(judged: pd.DataFrame, q, margin_points: float) -> Optiona
         span = max([abs(x) for x in finite + list(means[~pd.isna(means)])] + [2 * margin_points]) * 1.15
         for i, r in enumerate(judged.to_dict("records")):
             low, high = (100 * r[f"{key}_low"], 100 * r[f"{key}_high"])
-            low, high = max(low, -span) if math.isfinite(low) else -span, min(high, span) if math.isfinite(high) else span
-            colour = {"helps": "#EE7733", "hurts": "#EE7733", "equivalent": "#4477AA"}.get(r[f"{key}_verdict"], "#777777")
+            low, high = (
+                max(low, -span) if math.isfinite(low) else -span,
+                min(high, span) if math.isfinite(high) else span,
+            )
+            colour = {"helps": "#EE7733", "hurts": "#EE7733", "equivalent": "#4477AA"}.get(
+                r[f"{key}_verdict"], "#777777"
+            )
             ax.plot([low, high], [i, i], color=colour, linewidth=2)
             if math.isfinite(r[f"{key}_mean"]):
                 ax.plot([100 * r[f"{key}_mean"]], [i], "o", color=colour)

@@ -1,5 +1,5 @@
 """``--until-resolved``: more seeds only where a comparison is still open and can still close, judged by
-statistics that stay valid however often the study looks (``ablate.sequential``).  Pure: tables in,
+statistics that stay valid however often the study looks (``ablate.analysis.sequential``).  Pure: tables in,
 verdicts and points out; no Ray, no torch, no files (the driver's round loop, ``grid._next_round``, writes).
 
 A comparison is one value of the compared axis against the reference, in one cell of the context.  After
@@ -19,6 +19,7 @@ errored or stopped point counts), so a point that errors is not tried again ever
 adds nothing ends the study.  A round interrupted and judged again adds the same points: nothing trains
 twice.
 """
+
 from __future__ import annotations
 
 import math
@@ -27,12 +28,25 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 import numpy as np
 import pandas as pd
 
-from ablate.spec.axes import PAIR
 from ablate.analysis.sequential import closes_at, judge_family, min_decisive_seeds
 from ablate.analysis.stats import ALPHA, finished, missing, plain
+from ablate.errors import UsageError
+from ablate.spec.axes import PAIR
 from ablate.spec.question import Question
 
-__all__ = ["judge", "next_points", "seed_pool", "tried_seeds", "chronology", "seen_now", "order_of", "ROUND_SEEDS", "resolved_count", "METRICS"]
+__all__ = [
+    "judge",
+    "next_points",
+    "seed_pool",
+    "tried_seeds",
+    "chronology",
+    "seen_now",
+    "order_of",
+    "ROUND_SEEDS",
+    "resolved_count",
+    "METRICS",
+    "check_rounds",
+]
 
 ROUND_SEEDS = 3  # at most this many seeds per open comparison per round: look again before spending more
 METRICS = (("final_val_acc", "final"), ("auc_val_acc", "auc"))
@@ -71,8 +85,10 @@ def first_seen(trials: pd.DataFrame, q: Question, seen: List[Dict[str, Any]]) ->
     ``chronology`` reads."""
     known = chronology(seen, q)
     fin = finished(trials)
-    new = [{q.subject: plain(r[q.subject]), **{c: plain(r[c]) for c in q.context}, PAIR: int(r[PAIR])}
-           for r in fin.sort_values(PAIR, kind="stable").to_dict("records")]
+    new = [
+        {q.subject: plain(r[q.subject]), **{c: plain(r[c]) for c in q.context}, PAIR: int(r[PAIR])}
+        for r in fin.sort_values(PAIR, kind="stable").to_dict("records")
+    ]
     return [*seen, *(p for p in new if (p[q.subject], *_cell(p, q.context), p[PAIR]) not in known)]
 
 
@@ -82,8 +98,10 @@ def seen_now(trials: pd.DataFrame, q: Question, rounds: Mapping[str, Any]) -> Li
     if "seen" in rounds:
         return first_seen(trials, q, rounds["seen"] or [])
     order, unseen = order_of(rounds, q)
-    return sorted(first_seen(trials, q, []), key=lambda p: (order.get(
-        (p[q.subject], *_cell(p, q.context), p[PAIR]), unseen), p[PAIR]))
+    return sorted(
+        first_seen(trials, q, []),
+        key=lambda p: (order.get((p[q.subject], *_cell(p, q.context), p[PAIR]), unseen), p[PAIR]),
+    )
 
 
 def order_of(rounds: Mapping[str, Any], q: Question) -> Tuple[Dict[tuple, int], int]:
@@ -106,9 +124,16 @@ def _in_order(m: pd.DataFrame, value: Any, q: Question, order: Mapping[tuple, in
     return m.assign(_when=when).sort_values(["_when", PAIR], kind="stable").drop(columns="_when")
 
 
-def judge(trials: pd.DataFrame, q: Question, margin_points: float, max_seeds: int,
-          tried: Optional[Mapping[tuple, int]] = None, drive: Tuple[str, ...] = ("final",),
-          order: Optional[Mapping[tuple, int]] = None, unseen: int = 0) -> pd.DataFrame:
+def judge(
+    trials: pd.DataFrame,
+    q: Question,
+    margin_points: float,
+    max_seeds: int,
+    tried: Optional[Mapping[tuple, int]] = None,
+    drive: Tuple[str, ...] = ("final",),
+    order: Optional[Mapping[tuple, int]] = None,
+    unseen: int = 0,
+) -> pd.DataFrame:
     """Every comparison's state now: a row per value x context cell, with ``n`` (paired seeds), for each
     metric its mean difference, anytime-valid interval, e-value and verdict (one family); where final acc is
     open, ``forecast`` (seeds after which it closes, cautious), ``favourable`` (what even a lucky study would
@@ -124,8 +149,12 @@ def judge(trials: pd.DataFrame, q: Question, margin_points: float, max_seeds: in
     for key, g in fin[fin[q.subject] != q.reference].groupby([q.subject, *q.context], sort=True, dropna=False):
         m = g.merge(ref, on=[*q.context, PAIR], suffixes=("", "_ref"))
         m = _in_order(m, plain(key[0]), q, order or {}, unseen)
-        row = {q.subject: plain(key[0]), **{c: plain(v) for c, v in zip(q.context, key[1:])},
-               "n": len(m), "seeds": sorted(int(s) for s in m[PAIR])}
+        row = {
+            q.subject: plain(key[0]),
+            **{c: plain(v) for c, v in zip(q.context, key[1:])},
+            "n": len(m),
+            "seeds": sorted(int(s) for s in m[PAIR]),
+        }
         for metric, short in METRICS:
             diffs[short].append((m[metric] - m[f"{metric}_ref"]).to_numpy(float))
         row["void"] = missing(m, q.who(key[0]), q.who(q.reference), suffix="_ref")
@@ -137,9 +166,17 @@ def judge(trials: pd.DataFrame, q: Question, margin_points: float, max_seeds: in
     m_total = max(1, sum(1 for short in judged for v in judged[short] if v["verdict"] != "void"))
     for short, verdicts in judged.items():
         for row, v in zip(rows, verdicts):
-            row.update({f"{short}_mean": v["mean"], f"{short}_sd": v["sd"], f"{short}_low": v["low"],
-                        f"{short}_high": v["high"], f"{short}_e": v["e"], f"{short}_verdict": v["verdict"],
-                        f"{short}_level": v["level"]})
+            row.update(
+                {
+                    f"{short}_mean": v["mean"],
+                    f"{short}_sd": v["sd"],
+                    f"{short}_low": v["low"],
+                    f"{short}_high": v["high"],
+                    f"{short}_e": v["e"],
+                    f"{short}_verdict": v["verdict"],
+                    f"{short}_level": v["level"],
+                }
+            )
     n_min = min_decisive_seeds(ALPHA)
     for i, row in enumerate(rows):
         have = int((tried or {}).get((row[q.subject], *_cell(row, q.context)), row["n"]))
@@ -156,8 +193,9 @@ def judge(trials: pd.DataFrame, q: Question, margin_points: float, max_seeds: in
             continue
         # It closes when every open metric it is driven by closes: the latest forecast; futile if any cannot.
         row["forecast"] = max(closes_at(diffs[s][i], row[f"{s}_level"], ALPHA / m_total, margin) for s in open_)
-        row["favourable"] = max(closes_at(diffs[s][i], row[f"{s}_level"], ALPHA / m_total, margin, favourable=True)
-                                for s in open_)
+        row["favourable"] = max(
+            closes_at(diffs[s][i], row[f"{s}_level"], ALPHA / m_total, margin, favourable=True) for s in open_
+        )
         row["futile"] = not (row["favourable"] <= max_seeds)
         if row["futile"]:
             row["more"] = 0
@@ -182,8 +220,13 @@ def tried_seeds(points: Iterable[Mapping[str, Any]], q: Question, pool: List[int
     return out
 
 
-def next_points(judged: pd.DataFrame, points: Iterable[Mapping[str, Any]], q: Question,
-                pool: List[int], finished_points: Optional[Iterable[Mapping[str, Any]]] = None) -> List[Dict[str, Any]]:
+def next_points(
+    judged: pd.DataFrame,
+    points: Iterable[Mapping[str, Any]],
+    q: Question,
+    pool: List[int],
+    finished_points: Optional[Iterable[Mapping[str, Any]]] = None,
+) -> List[Dict[str, Any]]:
     """The points the next round trains: for each comparison with ``more`` > 0, the lowest seeds of the pool it
     lacks, first those whose reference point in its cell is already trained (in ``finished_points``; default:
     in the study); with the reference where the study lacks that seed.  Each point once; never a seed outside
@@ -206,3 +249,14 @@ def next_points(judged: pd.DataFrame, points: Iterable[Mapping[str, Any]], q: Qu
                 p = {q.subject: value, **cell, PAIR: seed}
                 out[(plain(value), *key, seed)] = p
     return list(out.values())
+
+
+def check_rounds(max_seeds: int, key: str = "key 'max_seeds'") -> None:
+    """--until-resolved can decide nothing below the fewest seeds at which any comparison can be decided."""
+    n = min_decisive_seeds(ALPHA)
+    if max_seeds < n:
+        raise UsageError(
+            f"{key}: {max_seeds} seeds can resolve nothing with --until-resolved: no comparison can be "
+            f"decided before {n} seeds (the sign test's largest e-value at {max_seeds} seeds is below "
+            f"1/{ALPHA:g}); allowed: {n} to 1000"
+        )

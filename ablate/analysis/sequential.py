@@ -58,16 +58,33 @@ paired differences ``d_1, d_2, ...`` of one comparison (a variant against its re
 so ``0.1`` expects effects of about three standard deviations of the seed-to-seed differences.  Any fixed
 value keeps the guarantees.
 """
+
 from __future__ import annotations
 
 import math
 from typing import Dict, List, Sequence
 
 import numpy as np
+from scipy import stats
 
-__all__ = ["PHI", "BET_CAP", "BET_PRIOR", "e_value", "half_width", "sign_paths", "e_values", "interval",
-           "confidence_sequence", "e_bh", "judge_family", "cap", "min_decisive_seeds", "closes_at", "resolvable",
-           "METHOD"]
+__all__ = [
+    "PHI",
+    "BET_CAP",
+    "BET_PRIOR",
+    "e_value",
+    "half_width",
+    "sign_paths",
+    "e_values",
+    "interval",
+    "confidence_sequence",
+    "e_bh",
+    "judge_family",
+    "cap",
+    "min_decisive_seeds",
+    "closes_at",
+    "resolvable",
+    "METHOD",
+]
 
 PHI = 0.1
 # The sign bet's largest stake: a seed against the trend costs at most 90% of the wealth (a smaller stake
@@ -81,9 +98,11 @@ BET_PRIOR = 0.4
 # both are cautious at once in at least 80% of studies.
 FORECAST_POWER = 0.8
 CAUTION = 0.9
-METHOD = ("the smaller of Lindon et al.'s t-mixture e-value (valid for Gaussian differences) and a sequential "
-          "sign-flip test (valid for differences symmetric about zero, as between two exchangeable runs, "
-          "whatever their shape)")
+METHOD = (
+    "the smaller of Lindon et al.'s t-mixture e-value (valid for Gaussian differences) and a sequential "
+    "sign-flip test (valid for differences symmetric about zero, as between two exchangeable runs, "
+    "whatever their shape)"
+)
 
 
 def e_value(n, mean, sd, mu0: float = 0.0, phi: float = PHI):
@@ -93,7 +112,7 @@ def e_value(n, mean, sd, mu0: float = 0.0, phi: float = PHI):
     mu0 = np.asarray(mu0, float)
     nu = n - 1
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        t2 = (mean - mu0) ** 2 / (sd ** 2 / n)
+        t2 = (mean - mu0) ** 2 / (sd**2 / n)
         r = phi / (phi + n)
         bf = np.sqrt(r) * ((1 + t2 / nu) / (1 + r * t2 / nu)) ** ((nu + 1) / 2)
         limit = r ** (-nu / 2)  # t -> infinity: identical differences away from mu0
@@ -138,7 +157,7 @@ def _moments(d: np.ndarray):
     n = np.arange(1, d.shape[-1] + 1, dtype=float)
     mean = d.cumsum(-1) / n
     with np.errstate(invalid="ignore", divide="ignore"):
-        sd = np.sqrt(np.maximum((d ** 2).cumsum(-1) - n * mean ** 2, 0) / (n - 1))
+        sd = np.sqrt(np.maximum((d**2).cumsum(-1) - n * mean**2, 0) / (n - 1))
         sd = np.where(sd < 1e-12 * np.maximum(np.abs(mean), 1e-300), 0.0, sd)  # identical values: no spread
     return n, mean, sd
 
@@ -240,9 +259,18 @@ def judge_family(diffs: Dict[str, List[Sequence[float]]], alpha: float, margin: 
     out: Dict[str, List[Dict]] = {metric: [None] * len(ds) for metric, ds in diffs.items()}
     for metric, i, d in flat:
         if not (len(d) and np.isfinite(d).all()):
-            out[metric][i] = {"n": len(d), "mean": math.nan, "sd": math.nan, "low": math.nan, "high": math.nan,
-                              "e": math.nan, "verdict": "void", "eq_low": math.nan, "eq_high": math.nan,
-                              "level": math.nan}
+            out[metric][i] = {
+                "n": len(d),
+                "mean": math.nan,
+                "sd": math.nan,
+                "low": math.nan,
+                "high": math.nan,
+                "e": math.nan,
+                "verdict": "void",
+                "eq_low": math.nan,
+                "eq_high": math.nan,
+                "level": math.nan,
+            }
     for (metric, i, d), e_i, separated in zip(tested, e, found):
         n = len(d)
         mean = float(d.mean())
@@ -255,9 +283,18 @@ def judge_family(diffs: Dict[str, List[Sequence[float]]], alpha: float, margin: 
             verdict = "equivalent"
         else:
             verdict = "open"
-        out[metric][i] = {"n": n, "mean": mean, "sd": sd, "low": low, "high": high, "e": float(e_i),
-                          "verdict": verdict, "eq_low": eq_low, "eq_high": eq_high,
-                          "level": m_total / (alpha * (discoveries + (0 if separated else 1)))}
+        out[metric][i] = {
+            "n": n,
+            "mean": mean,
+            "sd": sd,
+            "low": low,
+            "high": high,
+            "e": float(e_i),
+            "verdict": verdict,
+            "eq_low": eq_low,
+            "eq_high": eq_high,
+            "level": m_total / (alpha * (discoveries + (0 if separated else 1))),
+        }
     return out
 
 
@@ -269,20 +306,25 @@ def _closed(paths: np.ndarray, start: int, level: float, alpha_eq: float, margin
     eq = np.abs(mean) < margin
     for edge in (margin, -margin):
         eq &= np.minimum(e_value(n, mean, sd, edge), sign_paths(paths - edge)) >= 1 / alpha_eq
-    closed = (sep | eq)[:, start - 1:]
+    closed = (sep | eq)[:, start - 1 :]
     return np.maximum.accumulate(closed, axis=1)
 
 
-def closes_at(d: Sequence[float], level: float, alpha_eq: float, margin: float, favourable: bool = False,
-              limit: int = 200, sims: int = 120) -> float:
+def closes_at(
+    d: Sequence[float],
+    level: float,
+    alpha_eq: float,
+    margin: float,
+    favourable: bool = False,
+    limit: int = 200,
+    sims: int = 120,
+) -> float:
     """Seeds after which the comparison closes in 80% of simulated continuations (``inf``: not within ``limit``).
 
     The continuations are Gaussian at a *cautious* effect and spread (the mean's 90% bound nearer zero, the
     sd's 90% upper bound: the forecast is at least the true need in at least 80% of studies, as
     ``tests/test_sequential.py`` checks), or, with ``favourable``, at the optimistic ones (the bound farther
     from zero, the sd's 90% lower bound): what even a lucky study would need (futility)."""
-    from scipy import stats
-
     d = np.asarray(d, float)
     n = len(d)
     if n < 2 or not np.isfinite(d).all():

@@ -6,6 +6,7 @@ Paired by seed (a seed fixes a trial's initialisation and data order), with the 
 across all comparisons of a report (``scipy.stats.false_discovery_control``), and, where a
 difference is not resolved, the seeds a paired t-test would need to resolve it (80% power).
 """
+
 from __future__ import annotations
 
 import math
@@ -15,10 +16,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ablate.spec.axes import BASELINE, PAIR, context_of
 from ablate.formatting import value_text
+from ablate.spec.axes import BASELINE, PAIR, axes_of, context_of
 from ablate.spec.status import Status
-from ablate.spec.axes import axes_of
 
 ALPHA, POWER = 0.05, 0.8
 # A forecast's caution: the effect's and the spread's bounds at 90% each (both hold in >= 80% of studies).
@@ -30,8 +30,14 @@ def paired(a: np.ndarray, b: np.ndarray) -> Dict[str, float]:
     """Mean of ``a - b`` with its 95% interval and two-sided p-value (paired t-test)."""
     d = np.asarray(a, float) - np.asarray(b, float)
     n = len(d)
-    out = {"n": n, "mean": float(d.mean()) if n else math.nan, "sd": float(d.std(ddof=1)) if n > 1 else math.nan,
-           "ci_low": math.nan, "ci_high": math.nan, "p": math.nan}
+    out = {
+        "n": n,
+        "mean": float(d.mean()) if n else math.nan,
+        "sd": float(d.std(ddof=1)) if n > 1 else math.nan,
+        "ci_low": math.nan,
+        "ci_high": math.nan,
+        "p": math.nan,
+    }
     if n < 2 or not np.isfinite(out["sd"]):
         return out
     if out["sd"] <= 1e-12 * max(abs(out["mean"]), 1e-300):
@@ -71,10 +77,9 @@ def finished(trials: pd.DataFrame) -> pd.DataFrame:
     return trials[trials["status"].isin(Status.finished())] if "status" in trials else trials
 
 
-
-
-def effects(trials: pd.DataFrame, subject: str = "block", reference: Any = BASELINE,
-            context: Optional[List[str]] = None) -> pd.DataFrame:
+def effects(
+    trials: pd.DataFrame, subject: str = "block", reference: Any = BASELINE, context: Optional[List[str]] = None
+) -> pd.DataFrame:
     """Every value of ``subject`` against ``reference`` in every cell of the ``context`` axes (default: every
     axis but the subject and the seed), paired by seed.
 
@@ -90,13 +95,25 @@ def effects(trials: pd.DataFrame, subject: str = "block", reference: Any = BASEL
         m = g.merge(base, on=[*context, PAIR], suffixes=("", "_base"))
         if m.empty:
             continue
-        row = {subject: key[0], **{c: plain(v) for c, v in zip(context, key[1:])}, "seeds": len(m),
-               "void": missing(m, key[0], reference)}
+        row = {
+            subject: key[0],
+            **{c: plain(v) for c, v in zip(context, key[1:])},
+            "seeds": len(m),
+            "void": missing(m, key[0], reference),
+        }
         for metric, short in (("final_val_acc", "final"), ("auc_val_acc", "auc")):
             r = paired(m[metric].to_numpy(), m[f"{metric}_base"].to_numpy())
-            row.update({f"{short}_block": m[metric].mean(), f"{short}_base": m[f"{metric}_base"].mean(),
-                        f"{short}_delta": r["mean"], f"{short}_ci_low": r["ci_low"], f"{short}_ci_high": r["ci_high"],
-                        f"{short}_p": r["p"], f"{short}_sd": r["sd"]})
+            row.update(
+                {
+                    f"{short}_block": m[metric].mean(),
+                    f"{short}_base": m[f"{metric}_base"].mean(),
+                    f"{short}_delta": r["mean"],
+                    f"{short}_ci_low": r["ci_low"],
+                    f"{short}_ci_high": r["ci_high"],
+                    f"{short}_p": r["p"],
+                    f"{short}_sd": r["sd"],
+                }
+            )
         rows.append(row)
     table = pd.DataFrame(rows)
     if table.empty:
@@ -108,13 +125,15 @@ def effects(trials: pd.DataFrame, subject: str = "block", reference: Any = BASEL
     ok = ps.notna()
     if ok.any():
         adj[ok] = stats.false_discovery_control(ps[ok].to_numpy(), method="bh")
-    table["final_p_adj"], table["auc_p_adj"] = adj[: len(table)].to_numpy(), adj[len(table):].to_numpy()
+    table["final_p_adj"], table["auc_p_adj"] = adj[: len(table)].to_numpy(), adj[len(table) :].to_numpy()
     # BH's level for the next discovery of the family: what an unresolved difference's seeds-needed must reach.
     found = int((adj[ok] < ALPHA).sum())
     level = ALPHA * (found + 1) / max(int(ok.sum()), 1)
     for key in ("final", "auc"):
-        table[f"{key}_verdict"] = [verdict(r["seeds"], r[f"{key}_p"], r[f"{key}_p_adj"], r[f"{key}_delta"], r["void"])
-                                   for r in table.to_dict("records")]
+        table[f"{key}_verdict"] = [
+            verdict(r["seeds"], r[f"{key}_p"], r[f"{key}_p_adj"], r[f"{key}_delta"], r["void"])
+            for r in table.to_dict("records")
+        ]
         table[f"{key}_seeds_needed"] = [_needed(r, key, level) for r in table.to_dict("records")]
     return table.sort_values([*context, subject]).reset_index(drop=True)
 
@@ -160,8 +179,9 @@ def verdict(n: int, p: float, p_adj: float, delta: float, void: str = "") -> str
     return "no significant difference"
 
 
-def stable_lrs(trials: pd.DataFrame, subject: str = "block", reference: Any = BASELINE,
-               context: Optional[List[str]] = None) -> pd.DataFrame:
+def stable_lrs(
+    trials: pd.DataFrame, subject: str = "block", reference: Any = BASELINE, context: Optional[List[str]] = None
+) -> pd.DataFrame:
     """Per value of ``subject`` and cell of the context (its axes but ``lr``): the LRs at which it trains
     without collapse or divergence.
 
@@ -172,14 +192,24 @@ def stable_lrs(trials: pd.DataFrame, subject: str = "block", reference: Any = BA
     fin = finished(trials)
     cells = [c for c in (context_of(axes_of(trials), subject) if context is None else context) if c != "lr"]
     rows = []
-    for key, gd in (fin.groupby(cells, sort=True) if cells else [((), fin)]):
+    for key, gd in fin.groupby(cells, sort=True) if cells else [((), fin)]:
         key = key if isinstance(key, tuple) else (key,)
         floor = 0.5 * gd.groupby([subject, "lr"])["final_val_acc"].mean().max()
         for value, gb in gd.groupby(subject, sort=False):
-            good = [float(lr) for lr, g in gb.groupby("lr")
-                    if not g["diverged"].astype(bool).any() and (g["final_val_acc"] >= floor).all()]
-            rows.append({subject: value, **{c: plain(v) for c, v in zip(cells, key)},
-                         "tested": sorted(gb["lr"].unique().tolist()), "stable": sorted(good), "floor": floor})
+            good = [
+                float(lr)
+                for lr, g in gb.groupby("lr")
+                if not g["diverged"].astype(bool).any() and (g["final_val_acc"] >= floor).all()
+            ]
+            rows.append(
+                {
+                    subject: value,
+                    **{c: plain(v) for c, v in zip(cells, key)},
+                    "tested": sorted(gb["lr"].unique().tolist()),
+                    "stable": sorted(good),
+                    "floor": floor,
+                }
+            )
     table = pd.DataFrame(rows)
     if table.empty:
         return table
@@ -191,18 +221,16 @@ def stable_lrs(trials: pd.DataFrame, subject: str = "block", reference: Any = BA
             out.append("")
             continue
         gained, lost = set(r["stable"]) - b, b - set(r["stable"])
-        out.append("widens" if gained and not lost else "narrows" if lost and not gained
-                   else "shifts" if gained else "same")
+        out.append(
+            "widens" if gained and not lost else "narrows" if lost and not gained else "shifts" if gained else "same"
+        )
     table["vs_baseline"] = out
     return table
 
 
-
-
-
-
-
-
 def cell_title(names: List[str], cell) -> str:
     """A context cell in words (figures, the W&B Report): "ResNet-56" for a depth, "name value" otherwise."""
-    return ", ".join(f"ResNet-{v}" if c == "depth" else f"{c} {value_text(v)}" for c, v in zip(names, cell)) or "all trials"
+    return (
+        ", ".join(f"ResNet-{v}" if c == "depth" else f"{c} {value_text(v)}" for c, v in zip(names, cell))
+        or "all trials"
+    )

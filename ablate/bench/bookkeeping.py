@@ -8,6 +8,7 @@ anything trains are timed as a user runs them, each a fresh process, with its pe
 ``--resume --dry-run``, ``--resume`` ("nothing to run"), and ``python -m ablate.report`` with the
 tables deleted (rebuilt from the records).  No Ray starts in any of them.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,6 +21,19 @@ import tempfile
 import time
 from typing import Dict, List, Optional
 
+import yaml
+
+from ablate.bench.hardware import hardware
+from ablate.models.registry import list_blocks
+from ablate.run.checkpoints import write_checkpoint
+from ablate.spec.axes import trial_id
+from ablate.spec.config import ExperimentConfig, trial_configs
+from ablate.spec.experiment_file import load_experiment
+from ablate.storage import HISTORY_FILE, TRIALS_FILE
+from ablate.study.records import list_records, make_record
+from ablate.study.study import Study
+from ablate.study.tables import write_csvs
+
 __all__ = ["synthetic_study", "time_bookkeeping", "grid_args"]
 
 EXPERIMENT_ID = "5e7e1c0ffee5"
@@ -28,35 +42,40 @@ LRS = [round(0.01 * (i + 1), 2) for i in range(10)]
 
 def grid_args(trials: int, epochs: int) -> List[str]:
     """The overrides of a grid of ``trials`` points (every block x depth 8 x up to 10 LRs x seeds)."""
-    from ablate.models.registry import list_blocks
-
     blocks = list_blocks()
     per_block = max(1, trials // len(blocks))  # lrs x seeds: as many LRs (up to 10) as divide it evenly
-    lrs = LRS[:max(k for k in range(1, len(LRS) + 1) if per_block % k == 0)]
+    lrs = LRS[: max(k for k in range(1, len(LRS) + 1) if per_block % k == 0)]
     seeds = max(1, per_block // len(lrs))
-    return [f"blocks=[{','.join(blocks)}]", "depths=[8]", f"lrs=[{','.join(map(str, lrs))}]",
-            f"seeds=[{','.join(map(str, range(seeds)))}]", f"epochs={epochs}", "wandb.mode=disabled"]
+    return [
+        f"blocks=[{','.join(blocks)}]",
+        "depths=[8]",
+        f"lrs=[{','.join(map(str, lrs))}]",
+        f"seeds=[{','.join(map(str, range(seeds)))}]",
+        f"epochs={epochs}",
+        "wandb.mode=disabled",
+    ]
 
 
 def _epoch(rng: random.Random, e: int, epochs: int, node: str) -> Dict:
     acc = min(1.0, 0.1 + 0.9 * e / epochs * rng.uniform(0.7, 1.0))
     loss = 2.3 * (1 - acc) + 0.01
-    return {"epoch": e, "train_loss": loss, "train_acc": acc, "val_loss": loss * 1.1, "val_acc": acc * 0.98,
-            "lr": 0.1, "epoch_seconds": rng.uniform(0.5, 1.5), "images_per_second": rng.uniform(900, 1100),
-            "diverged": False, "node": node, "time": 1.7e9 + e}
+    return {
+        "epoch": e,
+        "train_loss": loss,
+        "train_acc": acc,
+        "val_loss": loss * 1.1,
+        "val_acc": acc * 0.98,
+        "lr": 0.1,
+        "epoch_seconds": rng.uniform(0.5, 1.5),
+        "images_per_second": rng.uniform(900, 1100),
+        "diverged": False,
+        "node": node,
+        "time": 1.7e9 + e,
+    }
 
 
 def synthetic_study(storage: str, name: str, trials: int, epochs: int, seed: int = 0) -> str:
     """Write a finished study of about ``trials`` points x ``epochs`` under ``storage``; its directory."""
-    import torch  # noqa: F401 -- write_checkpoint's state.pt
-
-    from ablate.spec.config import trial_configs
-    from ablate.spec.experiment_file import load_experiment
-    from ablate.study.records import make_record
-    from ablate.run.checkpoints import write_checkpoint
-    from ablate.study.tables import write_csvs
-    from ablate.study.study import Study
-    from ablate.spec.axes import trial_id
 
     cfg = load_experiment(None, [*grid_args(trials, epochs), f"storage_path={storage}", f"name={name}"])
     study = Study(cfg, resume=False)
@@ -71,8 +90,9 @@ def synthetic_study(storage: str, name: str, trials: int, epochs: int, seed: int
         for c, n in enumerate((epochs - 1, epochs)):  # two kept checkpoints, as a trial keeps them
             d = os.path.join(part, f"{t.name}_{k:05d}", f"checkpoint_{c:06d}")
             os.makedirs(d)
-            write_checkpoint(d, {"epoch": n}, make_record(EXPERIMENT_ID, t.name, [member], [history[:n]],
-                                                          [n == epochs]))
+            write_checkpoint(
+                d, {"epoch": n}, make_record(EXPERIMENT_ID, t.name, [member], [history[:n]], [n == epochs])
+            )
     write_csvs(study.dir, *study.tables(set(), interrupted=False))  # as the run wrote them at its end
     return study.dir
 
@@ -105,17 +125,18 @@ def _timed(cmd: List[str], cwd: str, baseline: Optional[str] = None, ok=(0,)) ->
 def time_bookkeeping(trials: int, epochs: int, root: str, baseline: Optional[str] = None) -> Dict:
     """Build the synthetic study in ``root`` and time the three commands on it (and, with ``baseline``,
     the same commands by that checkout's code, side by side on the same study: ``baseline_*``)."""
-    from ablate.study.records import list_records
-    from ablate.storage import HISTORY_FILE, TRIALS_FILE
-
     t0 = time.perf_counter()
     exp = synthetic_study(os.path.join(root, "s"), "book", trials, epochs)
     built = time.perf_counter() - t0
     py = [sys.executable, "-m"]
     grid = [*py, "ablate.grid", *grid_args(trials, epochs), f"storage_path={root}/s", "name=book", "--resume"]
-    rec = {"what": "bookkeeping", "trials": len(list_records(exp, EXPERIMENT_ID).done_ids()), "epochs": epochs,
-           "build_s": round(built, 1)}
-    for code in ([None, baseline] if baseline else [None]):
+    rec = {
+        "what": "bookkeeping",
+        "trials": len(list_records(exp, EXPERIMENT_ID).done_ids()),
+        "epochs": epochs,
+        "build_s": round(built, 1),
+    }
+    for code in [None, baseline] if baseline else [None]:
         prefix = "baseline_" if code else ""
         if code:
             _fit_identity(exp, code)
@@ -126,21 +147,21 @@ def time_bookkeeping(trials: int, epochs: int, root: str, baseline: Optional[str
         rec[prefix + "report_rebuild"] = _timed([*py, "ablate.report", exp], root, code)
     if not baseline:  # ``ablate.compare`` of two finished studies of this size (another draw of the same grid)
         other = synthetic_study(os.path.join(root, "s2"), "book", trials, epochs, seed=1)
-        rec["compare_finished"] = _timed([*py, "ablate.compare", exp, other, "--out", os.path.join(root, "c")], root,
-                                         ok=(0, 1, 3))
+        rec["compare_finished"] = _timed(
+            [*py, "ablate.compare", exp, other, "--out", os.path.join(root, "c")], root, ok=(0, 1, 3)
+        )
     return rec
 
 
 def _fit_identity(exp: str, baseline: str) -> None:
     """An older ablate refuses settings it does not know: drop from the identity those it lacks whose value
     is this version's default (they mean nothing else there)."""
-    import yaml
-
-    from ablate.spec.config import ExperimentConfig
-
-    probe = "from ablate.config import ExperimentConfig as C; print(' '.join(C.model_fields))"
-    known = set(subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                               env={**os.environ, "PYTHONPATH": baseline}).stdout.split())
+    probe = "from ablate.spec.config import ExperimentConfig as C; print(' '.join(C.model_fields))"
+    known = set(
+        subprocess.run(
+            [sys.executable, "-c", probe], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": baseline}
+        ).stdout.split()
+    )
     path = os.path.join(exp, "ablate_experiment.yaml")
     with open(path) as f:
         saved = yaml.safe_load(f)
@@ -155,16 +176,17 @@ def _fit_identity(exp: str, baseline: str) -> None:
 
 def main_bookkeeping(sizes: str, out=None, baseline: Optional[str] = None) -> List[Dict]:
     """``sizes``: ``NxE[,NxE...]``; each is built in a fresh temporary directory, timed, removed."""
-    from ablate.bench.hardware import hardware
-
     recs = []
     for size in sizes.split(","):
         n, e = (int(x) for x in size.lower().split("x"))
         root = tempfile.mkdtemp(prefix="ablate-book-")
         try:
-            rec = {**time_bookkeeping(n, e, root, baseline), "hardware": hardware(),
-                   "command": f"python -m ablate.bench --bookkeeping {sizes}"
-                              + (f" --baseline-src {baseline}" if baseline else "")}
+            rec = {
+                **time_bookkeeping(n, e, root, baseline),
+                "hardware": hardware(),
+                "command": f"python -m ablate.bench --bookkeeping {sizes}"
+                + (f" --baseline-src {baseline}" if baseline else ""),
+            }
         finally:
             shutil.rmtree(root, ignore_errors=True)
         line = json.dumps(rec)

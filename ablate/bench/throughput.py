@@ -6,9 +6,10 @@
 (b) ``ablate.train.train`` on the same number of CIFAR-shaped images, same model and batch size.
 Both report training images/s as the median over epochs after a warm-up epoch.  With ``--packing``
 (GPU) k trainer processes share one GPU and their aggregate images/s is reported; with ``--fused``
-K members train as one fused model (``ablate.fused``), aggregate images/s against K = 1.
+K members train as one fused model (``ablate.train.fused``), aggregate images/s against K = 1.
 No Ray here: the GPU machine has none.  Results print as JSON lines and a summary table.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,12 +24,11 @@ from typing import Dict, List
 import numpy as np
 import torch
 
-from ablate.train.data import load_dataset
-from ablate.spec.trial import TrainConfig
-from ablate.train.loop import train
 from ablate.bench.hardware import hardware
-
-
+from ablate.models.resnet import create_model
+from ablate.spec.trial import TrainConfig
+from ablate.train.data import load_dataset
+from ablate.train.loop import build_group, train, train_group
 
 
 def _write_fake_cifar(root: str, n: int, seed: int = 0) -> None:
@@ -46,13 +46,12 @@ def _write_fake_cifar(root: str, n: int, seed: int = 0) -> None:
         pickle.dump({"label_names": [str(i) for i in range(10)]}, f)
 
 
-def tutorial_loop(depth: int, batch_size: int, n_images: int, epochs: int, workers: int,
-                  block: str = "baseline") -> List[float]:
+def tutorial_loop(
+    depth: int, batch_size: int, n_images: int, epochs: int, workers: int, block: str = "baseline"
+) -> List[float]:
     """The PyTorch CIFAR tutorial's loop; images/s per epoch."""
-    import torchvision
+    import torchvision  # the tutorial loop's own data pipeline, only where it is measured
     import torchvision.transforms as T
-
-    from ablate.models.resnet import create_model
 
     class FakeCIFAR10(torchvision.datasets.CIFAR10):
         train_list = [["data_batch_1", None]]
@@ -65,12 +64,24 @@ def tutorial_loop(depth: int, batch_size: int, n_images: int, epochs: int, worke
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     tmp = tempfile.mkdtemp(prefix="ablate-bench-")
     _write_fake_cifar(tmp, n_images)
-    tf = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(),
-                    T.Normalize((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))])
+    tf = T.Compose(
+        [
+            T.RandomCrop(32, padding=4),
+            T.RandomHorizontalFlip(),
+            T.ToTensor(),
+            T.Normalize((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+        ]
+    )
     ds = FakeCIFAR10(tmp, train=True, transform=tf, download=False)
-    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=True, num_workers=workers,
-                                         pin_memory=device.type == "cuda", drop_last=True,
-                                         persistent_workers=workers > 0)
+    loader = torch.utils.data.DataLoader(
+        ds,
+        batch_size=batch_size,
+        shuffle=True,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        drop_last=True,
+        persistent_workers=workers > 0,
+    )
     torch.manual_seed(0)
     model = create_model(block, depth, 10).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
@@ -98,28 +109,45 @@ def _synthetic(n_images: int, dataset: str = "synthetic"):
     return load_dataset("synthetic", n_train=n_images, n_test=1024, shape=(3, 32, 32))
 
 
-def _bench_cfg(depth: int, batch_size: int, epochs: int, block: str, lr: float = 0.05, seed: int = 0,
-               dataset: str = "synthetic", **overrides) -> TrainConfig:
+def _bench_cfg(
+    depth: int,
+    batch_size: int,
+    epochs: int,
+    block: str,
+    lr: float = 0.05,
+    seed: int = 0,
+    dataset: str = "synthetic",
+    **overrides,
+) -> TrainConfig:
     # diverge_factor: the largest allowed; random labels must never count as diverged.
-    return TrainConfig(dataset=dataset, block=block, depth=depth, batch_size=batch_size, epochs=epochs,
-                       lr=lr, seed=seed, schedule="cosine", diverge_factor=1e6, **overrides)
+    return TrainConfig(
+        dataset=dataset,
+        block=block,
+        depth=depth,
+        batch_size=batch_size,
+        epochs=epochs,
+        lr=lr,
+        seed=seed,
+        schedule="cosine",
+        diverge_factor=1e6,
+        **overrides,
+    )
 
 
-def trainer_rates(depth: int, batch_size: int, n_images: int, epochs: int, block: str = "baseline",
-                  **overrides) -> List[float]:
+def trainer_rates(
+    depth: int, batch_size: int, n_images: int, epochs: int, block: str = "baseline", **overrides
+) -> List[float]:
     """ablate's trainer on CIFAR-shaped synthetic data; training images/s per epoch."""
     cfg = _bench_cfg(depth, batch_size, epochs, block, **overrides)
     return [h["images_per_second"] for h in train(cfg, _synthetic(n_images, cfg.dataset))["history"]]
 
 
-def fused_rates(depth: int, batch_size: int, n_images: int, epochs: int, k: int, block: str = "baseline",
-                **overrides) -> List[float]:
-    """``k`` members (distinct LRs and seeds) fused into one model (``ablate.fused``); aggregate
+def fused_rates(
+    depth: int, batch_size: int, n_images: int, epochs: int, k: int, block: str = "baseline", **overrides
+) -> List[float]:
+    """``k`` members (distinct LRs and seeds) fused into one model (``ablate.train.fused``); aggregate
     training images/s per epoch."""
-    from ablate.train.loop import build_group, train_group
-
-    cfgs = [_bench_cfg(depth, batch_size, epochs, block, lr=0.05 * (1 + i / k), seed=i, **overrides)
-            for i in range(k)]
+    cfgs = [_bench_cfg(depth, batch_size, epochs, block, lr=0.05 * (1 + i / k), seed=i, **overrides) for i in range(k)]
     hist = train_group(build_group(cfgs, _synthetic(n_images, cfgs[0].dataset)))[0]["history"]
     return [k * h["images_per_second"] for h in hist]
 
@@ -148,6 +176,12 @@ def grid_overhead(exp_dir: str) -> Dict:
     with open(os.path.join(exp_dir, "grid_timing.json")) as f:
         t = json.load(f)
     ideal = t["train_seconds"] / t["concurrency"]
-    return {"what": "grid_overhead", "wall_s": t["wall_s"], "train_seconds": t["train_seconds"],
-            "concurrency": t["concurrency"], "ideal_wall_s": ideal,
-            "overhead_fraction": (t["wall_s"] - ideal) / t["wall_s"], "hardware": hardware()}
+    return {
+        "what": "grid_overhead",
+        "wall_s": t["wall_s"],
+        "train_seconds": t["train_seconds"],
+        "concurrency": t["concurrency"],
+        "ideal_wall_s": ideal,
+        "overhead_fraction": (t["wall_s"] - ideal) / t["wall_s"],
+        "hardware": hardware(),
+    }

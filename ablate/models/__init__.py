@@ -2,7 +2,7 @@
 
 The users' extension point: ``@register_block("name")`` on a ``BasicBlock`` subclass that overrides ``merge``.
 The registry (``registry``) needs no torch, so ``import ablate.models`` does not import it either: the blocks and
-the ResNet load on first use of their names here (``from ablate.models import BasicBlock``).
+the ResNet load on first use of their names here (``from ablate.models.resnet import BasicBlock``).
 """
 
 from importlib import import_module
@@ -18,12 +18,27 @@ from ablate.models.registry import (
     valid_depth,
 )
 
-__all__ = ["BLOCKS", "BUILTIN", "BasicBlock", "CifarResNet", "check_block", "create_model", "get_block",
-           "import_block_modules", "list_blocks", "register_block", "valid_depth"]
-_TORCH = {"BasicBlock": "ablate.models.blocks", "CifarResNet": "ablate.models.resnet", "create_model": "ablate.models.resnet"}
+__all__ = [
+    "BLOCKS",
+    "BUILTIN",
+    "BasicBlock",
+    "CifarResNet",
+    "check_block",
+    "create_model",
+    "get_block",
+    "import_block_modules",
+    "list_blocks",
+    "register_block",
+    "valid_depth",
+]
+_TORCH = {
+    "BasicBlock": "ablate.models.blocks",
+    "CifarResNet": "ablate.models.resnet",
+    "create_model": "ablate.models.resnet",
+}
 
 
 def __getattr__(name):
     if name in _TORCH:
         return getattr(import_module(_TORCH[name]), name)
-    raise AttributeError(f"module 'ablate.models' has no attribute {name!r}")
+    raise AttributeError(f"module 'ablate.models.resnet' has no attribute {name!r}")

@@ -15,6 +15,7 @@ bias, so ``conv_bias=True`` is the block default; ``create_model`` switches it o
 (He et al. 2016 use bias-free convolutions: a bias right before BatchNorm is removed by BN's
 mean subtraction and only costs memory traffic).
 """
+
 from __future__ import annotations
 
 from typing import Tuple
@@ -25,8 +26,17 @@ import torch.nn.functional as F
 
 from ablate.models.registry import register_block
 
-__all__ = ["BasicBlock", "register_block", "IdentityScaleBlock", "ResidualNormBlock", "FusionBlock", "SkipInitBlock",
-           "ZeroGammaBlock", "BranchScaleBlock", "ReZeroBlock"]
+__all__ = [
+    "BasicBlock",
+    "register_block",
+    "IdentityScaleBlock",
+    "ResidualNormBlock",
+    "FusionBlock",
+    "SkipInitBlock",
+    "ZeroGammaBlock",
+    "BranchScaleBlock",
+    "ReZeroBlock",
+]
 
 
 class BasicBlock(nn.Module):
@@ -177,8 +187,16 @@ class BranchScaleBlock(BasicBlock):
     Pass ``branch_scale=`` to choose another constant.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int = 1,
-                 downsample: nn.Module | None = None, *, branch_scale: float = 0.2, **kw) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        stride: int = 1,
+        downsample: nn.Module | None = None,
+        *,
+        branch_scale: float = 0.2,
+        **kw,
+    ) -> None:
         super().__init__(in_channels, out_channels, stride, downsample, **kw)
         if not 0.0 < branch_scale <= 1.0:
             raise ValueError(f"branch_scale must be in (0, 1], got {branch_scale}")

@@ -1,4 +1,5 @@
 """CIFAR ResNets of depth 6n+2 (He et al. 2016, Sec. 4.2) built from any registered block."""
+
 from __future__ import annotations
 
 from typing import Dict, List

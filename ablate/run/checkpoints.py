@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 from typing import Any, Dict, Tuple
+
+import torch
 
 from ablate.errors import first_line
 from ablate.storage import RECORD_FILE, STATE_FILE
@@ -28,17 +31,15 @@ def load_state(path: str) -> Dict[str, Any]:
     run code on resume: that is an error naming the path.  A missing or truncated file is
     ``CheckpointLost``.
     """
-    import pickle
-
-    import torch
-
     if not os.path.isfile(path):
         raise CheckpointLost(f"checkpoint {path} is missing")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        raise RuntimeError(f"checkpoint {path} holds objects other than tensors and plain values; refused "
-                           f"(storage is trusted: see README). {first_line(e)}") from None
+        raise RuntimeError(
+            f"checkpoint {path} holds objects other than tensors and plain values; refused "
+            f"(storage is trusted: see README). {first_line(e)}"
+        ) from None
     except (EOFError, RuntimeError, OSError) as e:
         raise CheckpointLost(f"checkpoint {path} is unreadable ({e.__class__.__name__}: {first_line(e)})") from None
 
@@ -56,8 +57,6 @@ def write_checkpoint(directory: str, state: Dict[str, Any], record: Dict[str, An
     The record goes last and names the size of the state: whatever cuts the copy short (a full disk,
     an upload that broke) leaves a record that is missing, unparseable, or names another size.
     """
-    import torch
-
     path = os.path.join(directory, STATE_FILE)
     torch.save(state, path)
     tmp = os.path.join(directory, RECORD_FILE + ".tmp")

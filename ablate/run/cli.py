@@ -22,8 +22,13 @@ def say(line: str) -> None:
         pass
 
 
-def run_main(prog: str, fn: Callable[[], int], *, interrupted: Optional[Callable[[], Tuple[str, int]]] = None,
-             oserror: Optional[Callable[[OSError], str]] = None) -> int:
+def run_main(
+    prog: str,
+    fn: Callable[[], int],
+    *,
+    interrupted: Optional[Callable[[], Tuple[str, int]]] = None,
+    oserror: Optional[Callable[[OSError], str]] = None,
+) -> int:
     """A command's ``main``: ``fn()``'s exit code; an ``AblateError`` it raised as ``<prog>: error: <line>`` and its
     code; a Ctrl-C as ``interrupted()``'s line and code (130 and "interrupted" where not given); an ``OSError`` as
     ``oserror(e)``'s line, exit 2, where the command says what it cost (else it propagates)."""
@@ -41,6 +46,7 @@ def run_main(prog: str, fn: Callable[[], int], *, interrupted: Optional[Callable
             raise
         say(f"{prog}: error: {oserror(e)}")
         return 2
+
 
 PID_ENV = "ABLATE_PID_FILE"  # where the grid writes its pid, for a batch shell to signal it (ablate.slurm)
 

@@ -4,25 +4,40 @@ A trial's GPU request follows from what the cluster has now or its autoscaler ca
 types read from the GCS, where the autoscaler reports them, or from the cluster launcher's
 config on the head); a request no node could ever hold is an error before any trial starts.
 """
+
 from __future__ import annotations
 
+import logging
 import os
+import socket
+import sys
+import tempfile
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 import yaml
 
+from ablate.errors import AblateError, ClusterError
+from ablate.run.ray_compat import autoscaler_node_groups
 from ablate.spec.config import ExperimentConfig
-from ablate.errors import AblateError
-from ablate.errors import ClusterError
 
-__all__ = ["Capacity", "ClusterError", "check_devices", "check_address", "gpu_notice", "ray_log_file", "start", "autoscaler_node_types", "cluster_capacity", "trial_resources", "connect",
-           "BOOTSTRAP_CONFIG"]
+__all__ = [
+    "Capacity",
+    "ClusterError",
+    "check_devices",
+    "check_address",
+    "gpu_notice",
+    "ray_log_file",
+    "start",
+    "autoscaler_node_types",
+    "cluster_capacity",
+    "trial_resources",
+    "connect",
+    "BOOTSTRAP_CONFIG",
+]
 
 # Where the cluster launcher (`ray up`) leaves its config on the head node.
 BOOTSTRAP_CONFIG = "~/ray_bootstrap_config.yaml"
-
-
 
 
 @dataclass
@@ -30,8 +45,8 @@ class Capacity:
     """What the Ray cluster has now, and what its autoscaler can add (node shapes)."""
 
     gpus_now: float
-    shapes: List[Dict[str, float]]      # resources of every live node and every node type it can add
-    autoscaler: Optional[str] = None    # where the autoscaler's node types were read, if anywhere
+    shapes: List[Dict[str, float]]  # resources of every live node and every node type it can add
+    autoscaler: Optional[str] = None  # where the autoscaler's node types were read, if anywhere
 
     @property
     def gpu_possible(self) -> bool:
@@ -46,15 +61,9 @@ def autoscaler_node_types() -> Tuple[List[Dict[str, float]], Optional[str]]:
     the cluster launcher's autoscaler (``ray up``) reads its node types from
     ``~/ray_bootstrap_config.yaml`` on the head, where the grid's driver runs.
     """
-    from ray._private.state import state
-
-    try:
-        config = state.get_cluster_config()
-    except Exception:
-        config = None
-    if config is not None and config.node_group_configs:
-        return ([{k: float(v) for k, v in g.resources.items()} for g in config.node_group_configs
-                 if g.max_count != 0], "the GCS cluster config")
+    groups = autoscaler_node_groups()
+    if groups is not None:
+        return groups, "the GCS cluster config"
     path = os.path.expanduser(BOOTSTRAP_CONFIG)
     try:
         with open(path) as f:
@@ -63,22 +72,25 @@ def autoscaler_node_types() -> Tuple[List[Dict[str, float]], Optional[str]]:
         return [], None
     head = launcher.get("head_node_type")
     types = launcher.get("available_node_types") or {}
-    shapes = [{k: float(v) for k, v in (t.get("resources") or {}).items()} for name, t in types.items()
-              if name != head and int(t.get("max_workers", launcher.get("max_workers", 0)) or 0) > 0]
+    shapes = [
+        {k: float(v) for k, v in (t.get("resources") or {}).items()}
+        for name, t in types.items()
+        if name != head and int(t.get("max_workers", launcher.get("max_workers", 0)) or 0) > 0
+    ]
     return shapes, path
 
 
 def cluster_capacity() -> Capacity:
-    import ray
+    import ray  # Ray only once the driver starts it (a dry run, a finished study's resume never do)
 
     shapes = [dict(n["Resources"]) for n in ray.nodes() if n.get("Alive")]
     scalable, source = autoscaler_node_types()
-    return Capacity(gpus_now=ray.cluster_resources().get("GPU", 0.0), shapes=shapes + scalable,
-                    autoscaler=source)
+    return Capacity(gpus_now=ray.cluster_resources().get("GPU", 0.0), shapes=shapes + scalable, autoscaler=source)
 
 
 def trial_resources(cfg: ExperimentConfig, cap: Capacity) -> Dict[str, float]:
-    """CPUs and (fractional) GPUs per trial, from what the cluster has or its autoscaler can add.
+    """CPUs and (fractional) GPUs per group (a Tune trial: ``cpus_per_trial`` is per group), from what the cluster
+    has or its autoscaler can add.
 
     An explicit ``gpus_per_trial`` always wins; unset, trials take ``1/trials_per_gpu`` GPU where
     a GPU exists or can be added (the trials then wait for the autoscaler), else none.  A request
@@ -88,13 +100,17 @@ def trial_resources(cfg: ExperimentConfig, cap: Capacity) -> Dict[str, float]:
     if gpus is None:
         gpus = 1.0 / cfg.trials_per_gpu if cap.gpu_possible else 0.0
     if gpus > 0 and not cap.gpu_possible:
-        raise ClusterError(f"key 'gpus_per_trial' is {gpus:g} but the Ray cluster has no GPU and its autoscaler "
-                           "can add none; allowed here: 0, or leave it unset (trials then run on CPUs)")
+        raise ClusterError(
+            f"key 'gpus_per_trial' is {gpus:g} but the Ray cluster has no GPU and its autoscaler "
+            "can add none; allowed here: 0, or leave it unset (trials then run on CPUs)"
+        )
     if not any(s.get("CPU", 0) >= cfg.cpus_per_trial and s.get("GPU", 0) >= gpus for s in cap.shapes):
         most = max((s.get("CPU", 0) for s in cap.shapes if s.get("GPU", 0) >= gpus), default=0)
-        raise ClusterError(f"key 'cpus_per_trial' is {cfg.cpus_per_trial:g} but no node of the Ray cluster "
-                           f"(nor any its autoscaler can add) has that many CPUs beside {gpus:g} GPU; "
-                           f"allowed here: up to {most:g}")
+        raise ClusterError(
+            f"key 'cpus_per_trial' is {cfg.cpus_per_trial:g} but no node of the Ray cluster "
+            f"(nor any its autoscaler can add) has that many CPUs beside {gpus:g} GPU; "
+            f"allowed here: up to {most:g}"
+        )
     return {"cpu": cfg.cpus_per_trial, "gpu": gpus}
 
 
@@ -104,8 +120,6 @@ def log_to_file(path: str) -> None:
     Ray configures its loggers (``ray`` and below) with handlers of its own on import and on
     ``ray.init``; those that write to the terminal are replaced by the file.
     """
-    import logging
-
     import ray  # noqa: F401 -- its loggers exist once imported
 
     to_file = logging.FileHandler(path)
@@ -124,15 +138,15 @@ def log_to_file(path: str) -> None:
 
 def ray_log_file() -> str:
     """A new file for Ray's own log lines (moved into the results at the end)."""
-    import tempfile
-
     try:
         fd, path = tempfile.mkstemp(prefix="ablate-ray-", suffix=".log")
         os.close(fd)
         return path
     except OSError as e:
-        raise ClusterError(f"no usable temporary directory ({tempfile.gettempdir()}: {e.__class__.__name__}); set "
-                           "TMPDIR to a writable directory") from None
+        raise ClusterError(
+            f"no usable temporary directory ({tempfile.gettempdir()}: {e.__class__.__name__}); set "
+            "TMPDIR to a writable directory"
+        ) from None
 
 
 def connect(address: Optional[str], block_modules: List[str] = (), log_path: Optional[str] = None) -> Capacity:
@@ -143,7 +157,7 @@ def connect(address: Optional[str], block_modules: List[str] = (), log_path: Opt
     With ``log_path``, Ray's own log lines go there (``log_to_file``).
     """
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no job metadata leaves the cluster
-    import ray
+    import ray  # here: after the environment Ray reads on import
 
     if log_path:
         log_to_file(log_path)
@@ -156,8 +170,10 @@ def connect(address: Optional[str], block_modules: List[str] = (), log_path: Opt
             ray.init(include_dashboard=False, dashboard_host="127.0.0.1", log_to_driver=True, runtime_env=runtime_env)
     except Exception as e:  # an unusable HOME or temp directory, a cluster that refuses this driver
         detail = (str(e).strip().splitlines() or [""])[-1][:200]
-        raise ClusterError(f"Ray could not start{f' (address {address})' if address else ''}: {e.__class__.__name__}: "
-                           f"{detail}; check that HOME and TMPDIR are writable directories, and the address") from None
+        raise ClusterError(
+            f"Ray could not start{f' (address {address})' if address else ''}: {e.__class__.__name__}: "
+            f"{detail}; check that HOME and TMPDIR are writable directories, and the address"
+        ) from None
     if log_path:
         log_to_file(log_path)  # ray.init may have added handlers of its own
     return cluster_capacity()
@@ -165,8 +181,6 @@ def connect(address: Optional[str], block_modules: List[str] = (), log_path: Opt
 
 def _module_path(name: str) -> str:
     """The file (single-file module) or directory (package) of an imported module, for ``py_modules``."""
-    import sys
-
     module = sys.modules[name.split(".")[0]]
     return module.__path__[0] if hasattr(module, "__path__") else module.__file__
 
@@ -175,43 +189,51 @@ def check_devices(cfg: ExperimentConfig, address: Optional[str]) -> None:
     """Local mode: a GPU asked for where there is none is an error, before Ray starts."""
     if address:
         return  # the cluster's GPUs are checked once connected, before any trial starts
-    import torch
+    import torch  # only in local mode, where a GPU is asked about (a cluster's are read from Ray)
 
     if not torch.cuda.is_available():
         if (cfg.gpus_per_trial or 0) > 0:
-            raise ClusterError(f"key 'gpus_per_trial' is {cfg.gpus_per_trial:g} but this machine has no GPU; "
-                               "allowed here: 0, or leave it unset (trials then run on the CPU)")
+            raise ClusterError(
+                f"key 'gpus_per_trial' is {cfg.gpus_per_trial:g} but this machine has no GPU; "
+                "allowed here: 0, or leave it unset (trials then run on the CPU)"
+            )
         if cfg.device == "cuda":
             raise ClusterError("key 'device' is 'cuda' but this machine has no GPU; allowed here: auto, cpu")
 
 
 def check_address(address: Optional[str], timeout_s: float = 10.0) -> None:
     """A cluster address that nothing answers is an error within seconds (Ray would retry for minutes)."""
-    import socket
-
     if address and address.startswith("ray://"):
-        raise ClusterError(f"--address {address}: Ray Client (ray://) is not supported (a grid outlives a client "
-                           "connection); allowed: HOST:PORT of the head, or auto on a node of the cluster "
-                           "(ray exec, ray job submit, or ssh to the head)")
+        raise ClusterError(
+            f"--address {address}: Ray Client (ray://) is not supported (a grid outlives a client "
+            "connection); allowed: HOST:PORT of the head, or auto on a node of the cluster "
+            "(ray exec, ray job submit, or ssh to the head)"
+        )
     if address and "://" in address:
-        raise ClusterError(f"--address {address}: a URL is not a Ray cluster address (http:// is the dashboard's, "
-                           "for `ray job submit`); allowed: HOST:PORT of the head's GCS (`ray start --head` prints it), "
-                           "or auto")
+        raise ClusterError(
+            f"--address {address}: a URL is not a Ray cluster address (http:// is the dashboard's, "
+            "for `ray job submit`); allowed: HOST:PORT of the head's GCS (`ray start --head` prints it), "
+            "or auto"
+        )
     if not address or address == "auto":
         return
     host, _, port = address.rpartition(":")
     try:
         conn = socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout_s)
     except (OSError, ValueError) as e:
-        raise ClusterError(f"--address {address}: no Ray cluster answers there ({e.__class__.__name__}); "
-                           "allowed: HOST:PORT of a running head (`ray start --head`, `ray up cluster.yaml`), "
-                           "or auto") from None
+        raise ClusterError(
+            f"--address {address}: no Ray cluster answers there ({e.__class__.__name__}); "
+            "allowed: HOST:PORT of a running head (`ray start --head`, `ray up cluster.yaml`), "
+            "or auto"
+        ) from None
     with conn:
         what = _not_grpc(conn, timeout_s)
     if what:  # Ray itself would wait ~90 s for a GCS there
-        raise ClusterError(f"--address {address}: something answers there, but not a Ray cluster's GCS ({what}); "
-                           "allowed: HOST:PORT of the head's GCS (`ray start --head` prints it; default port 6379), "
-                           "or auto")
+        raise ClusterError(
+            f"--address {address}: something answers there, but not a Ray cluster's GCS ({what}); "
+            "allowed: HOST:PORT of the head's GCS (`ray start --head` prints it; default port 6379), "
+            "or auto"
+        )
 
 
 # The client's HTTP/2 connection preface and an empty SETTINGS frame (RFC 9113, 3.4 and 6.5).
@@ -236,8 +258,11 @@ def _not_grpc(conn, timeout_s: float) -> Optional[str]:
                 break
             head += chunk
     except OSError as e:
-        return f"it did not answer HTTP/2 within {timeout_s:g} s ({e.__class__.__name__})" if not head else \
-            f"it answered {head[:20]!r}"
+        return (
+            f"it did not answer HTTP/2 within {timeout_s:g} s ({e.__class__.__name__})"
+            if not head
+            else f"it answered {head[:20]!r}"
+        )
     if len(head) == 9 and head[3] == 4 and head[5:9] == bytes(4):
         return None
     if head.startswith((b"HTTP/", b"<")):  # a status line, or (to an HTTP/2.0 request line) an HTML error page
@@ -248,13 +273,19 @@ def _not_grpc(conn, timeout_s: float) -> Optional[str]:
 def gpu_notice(resources: Dict[str, float], cap: Capacity, address: Optional[str]) -> Optional[str]:
     """What the grid says of GPUs it will not have at once: what is known, said as known."""
     if resources["gpu"] == 0 and address:  # an autoscaler read, or none
-        scaler = (f"its autoscaler ({cap.autoscaler}) can add none" if cap.autoscaler else
-                  f"no autoscaler configuration found (in the GCS or at {BOOTSTRAP_CONFIG})")
-        return (f"notice: no GPU node now, and {scaler}: trials train on CPUs; set gpus_per_trial to wait for GPU "
-                "workers")
+        scaler = (
+            f"its autoscaler ({cap.autoscaler}) can add none"
+            if cap.autoscaler
+            else f"no autoscaler configuration found (in the GCS or at {BOOTSTRAP_CONFIG})"
+        )
+        return (
+            f"notice: no GPU node now, and {scaler}: trials train on CPUs; set gpus_per_trial to wait for GPU workers"
+        )
     if resources["gpu"] > 0 and cap.gpus_now == 0:
-        return (f"notice: no GPU node yet; trials ask for {resources['gpu']:g} GPU and wait for the autoscaler "
-                f"(node types from {cap.autoscaler})")
+        return (
+            f"notice: no GPU node yet; trials ask for {resources['gpu']:g} GPU and wait for the autoscaler "
+            f"(node types from {cap.autoscaler})"
+        )
     return None
 
 

@@ -7,6 +7,7 @@ a Ray cluster, and end with the answer: the ablation table, history.csv, trials.
 Start, train, finish: whatever ends a run early is one ``AblateError`` (its line and exit code),
 printed once, by main.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,8 +18,8 @@ import time
 from typing import TYPE_CHECKING, List, NamedTuple, Optional
 
 from ablate import storage
-from ablate.run.cli import resume_command, run_main, say, split_overrides, write_pid
 from ablate.errors import RunFailed, UsageError
+from ablate.run.cli import resume_command, run_main, say, split_overrides, write_pid
 from ablate.run.signals import Signals
 from ablate.storage import HISTORY_FILE, OUTPUTS, RAY_LOG, RUN_PREFIX, TRIALS_FILE
 
@@ -26,35 +27,58 @@ if TYPE_CHECKING:
     from ablate.study.study import Study
 
 PROG = "ablate.grid"
-# Everything else (torch, pandas, Ray) is imported inside main(), after the signal handlers are in
-# place: Ctrl-C during the first seconds is handled like Ctrl-C at any other moment.
+# Everything else (pydantic, pandas, scipy, torch, Ray) is imported inside the functions that need it, after
+# main's first line has put the signal handlers in place: Ctrl-C during the first seconds is handled like Ctrl-C
+# at any other moment, and a --help or a dry run pays only for what it uses.
 
 
 def _parse(argv: Optional[List[str]]) -> argparse.Namespace:
-    from ablate.run.plan import FP32_TFLOPS, MEASURED_GPU
+    from ablate.run.plan import FP32_TFLOPS, MEASURED_GPU  # after the signal handlers (pydantic)
 
     p = argparse.ArgumentParser(
         prog="python -m ablate.grid",
         description=" ".join(__doc__.split("\n\n")[1].split()),
         epilog="Examples: python -m ablate.grid (the embedded default);  python -m ablate.grid "
-               "experiments/cifar10.yaml --dry-run --gpu A10G;  python -m ablate.grid exp.yaml seeds=[0,1,2] --resume")
+        "experiments/cifar10.yaml --dry-run --gpu A10G;  python -m ablate.grid exp.yaml seeds=[0,1,2] --resume",
+    )
     p.add_argument("experiment", nargs="?", help="experiment YAML (default: experiments/default.yaml)")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. epochs=5 depths=[20,56]")
-    p.add_argument("--address", default=os.environ.get("RAY_ADDRESS"),
-                   help="Ray cluster to connect to (default: $RAY_ADDRESS, else a local Ray)")
-    p.add_argument("--resume", action="store_true", help="continue the experiment of this name (finished trials "
-                   "are not rerun), or grow it with more values on an axis")
-    p.add_argument("--resume-if-exists", action="store_true",
-                   help="--resume when the experiment exists, else start it (batch jobs that may be requeued)")
+    p.add_argument(
+        "--address",
+        default=os.environ.get("RAY_ADDRESS"),
+        help="Ray cluster to connect to (default: $RAY_ADDRESS, else a local Ray)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the experiment of this name (finished trials "
+        "are not rerun), or grow it with more values on an axis",
+    )
+    p.add_argument(
+        "--resume-if-exists",
+        action="store_true",
+        help="--resume when the experiment exists, else start it (batch jobs that may be requeued)",
+    )
     p.add_argument("--dry-run", action="store_true", help="print the plan and exit without starting Ray")
-    p.add_argument("--until-resolved", action="store_true",
-                   help="after the grid, add seeds in rounds only where a comparison is open (anytime-valid "
-                        "statistics), up to max_seeds per comparison; with --dry-run: the worst case")
+    p.add_argument(
+        "--until-resolved",
+        action="store_true",
+        help="after the grid, add seeds in rounds only where a comparison is open (anytime-valid "
+        "statistics), up to max_seeds per comparison; with --dry-run: the worst case",
+    )
     p.add_argument("--no-report", action="store_true", help="skip the HTML report at the end")
-    p.add_argument("--verbose", action="store_true", help="also show Tune's status table and Ray's log lines (by "
-                   f"default: one progress line; Ray's log goes to <results>/{RAY_LOG})")
-    p.add_argument("--gpu", default=MEASURED_GPU, choices=sorted(FP32_TFLOPS),
-                   help=f"--dry-run: price GPU-hours on this GPU (measured on {MEASURED_GPU}; others are scaled)")
+    p.add_argument(
+        "--verbose",
+        action="store_true",
+        help="also show Tune's status table and Ray's log lines (by "
+        f"default: one progress line; Ray's log goes to <results>/{RAY_LOG})",
+    )
+    p.add_argument(
+        "--gpu",
+        default=MEASURED_GPU,
+        choices=sorted(FP32_TFLOPS),
+        help=f"--dry-run: price GPU-hours on this GPU (measured on {MEASURED_GPU}; others are scaled)",
+    )
     args = p.parse_intermixed_args(argv)  # options may come before, between or after key=value
     args.experiment, args.overrides = split_overrides(args.experiment, args.overrides)
     return args
@@ -73,22 +97,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         signals.close()
 
 
-def check_rounds(max_seeds: int, key: str = "key 'max_seeds'") -> None:
-    """--until-resolved can decide nothing below the fewest seeds at which any comparison can be decided."""
-    from ablate.analysis.sequential import min_decisive_seeds
-    from ablate.analysis.stats import ALPHA
-
-    n = min_decisive_seeds(ALPHA)
-    if max_seeds < n:
-        raise UsageError(f"{key}: {max_seeds} seeds can resolve nothing with --until-resolved: no comparison can be "
-                         f"decided before {n} seeds (the sign test's largest e-value at {max_seeds} seeds is below "
-                         f"1/{ALPHA:g}); allowed: {n} to 1000")
-
-
 def _main(argv: List[str], signals: Signals) -> int:
+    # After the signal handlers: the config (pydantic), the study (pandas).
+    from ablate.analysis.rounds import check_rounds
     from ablate.run.cluster import check_address
-    from ablate.spec.experiment_file import load_experiment
     from ablate.run.plan import dry_run_text
+    from ablate.spec.experiment_file import load_experiment
     from ablate.study.study import Study
 
     args = _parse(argv)
@@ -97,8 +111,10 @@ def _main(argv: List[str], signals: Signals) -> int:
     if args.until_resolved:
         check_rounds(cfg.max_seeds)
         if cfg.scheduler == "asha":  # ASHA stops the weak points: which pairs exist would depend on the results
-            raise UsageError("--until-resolved with scheduler asha: its stopped trials never pair, so which seeds a "
-                             "comparison holds would depend on its results; allowed: scheduler fifo (the default)")
+            raise UsageError(
+                "--until-resolved with scheduler asha: its stopped trials never pair, so which seeds a "
+                "comparison holds would depend on its results; allowed: scheduler fifo (the default)"
+            )
     args.resume = args.resume or (args.resume_if_exists and storage.has_files(cfg.experiment_dir))
     study = Study(cfg, resume=args.resume)
     if args.dry_run:
@@ -138,10 +154,11 @@ def _next_round(study: "Study", errored: set) -> list:
     next round's points to the study (its identity first: a round interrupted continues on
     ``--resume --until-resolved``); the groups that train next, none when nothing open can close.  A round
     that adds no point is no round: the study is final as it stands (a no-op resume counts nothing)."""
-    from ablate.run.report import write_report
-    from ablate.study.tables import write_csvs
+    # Only where a round is judged (scipy, matplotlib for the interim report).
     from ablate.analysis.rounds import judge, next_points, order_of, resolved_count, seed_pool, seen_now, tried_seeds
+    from ablate.run.report import write_report
     from ablate.spec.question import Question
+    from ablate.study.tables import write_csvs
 
     cfg = study.cfg
     history, trials_df = study.tables(errored, interrupted=False)
@@ -166,11 +183,20 @@ def _next_round(study: "Study", errored: set) -> list:
     r = study.rounds["round"]
     futile = int(judged["futile"].sum()) if len(judged) else 0
     still = int((judged["final_verdict"] == "open").sum()) - futile if len(judged) else 0
-    what = (f"adding {added} trials: {int((judged['more'] > 0).sum())} open comparisons get "
-            f"{', '.join(sorted({str(int(m)) for m in judged['more'] if m > 0}))} more seeds" if added else
-            "nothing to compare" if not len(judged) else
-            "; ".join([*([f"{futile} open ones cannot close within max_seeds {cfg.max_seeds}"] if futile else []),
-                       *([f"{still} open ones have tried max_seeds"] if still > 0 else [])]) or "none is open")
+    what = (
+        f"adding {added} trials: {int((judged['more'] > 0).sum())} open comparisons get "
+        f"{', '.join(sorted({str(int(m)) for m in judged['more'] if m > 0}))} more seeds"
+        if added
+        else "nothing to compare"
+        if not len(judged)
+        else "; ".join(
+            [
+                *([f"{futile} open ones cannot close within max_seeds {cfg.max_seeds}"] if futile else []),
+                *([f"{still} open ones have tried max_seeds"] if still > 0 else []),
+            ]
+        )
+        or "none is open"
+    )
     print(f"ablate.grid: round {r}: {state['resolved']} of {state['total']} comparisons resolved; {what}", flush=True)
     if added:
         try:
@@ -181,17 +207,18 @@ def _next_round(study: "Study", errored: set) -> list:
     return []
 
 
-# What the start gave the run: Ray's resources per trial, the data, the W&B mode, Ray's log file.
+# What the start gave the run: Ray's resources per group (a Tune trial), the data, the W&B mode, Ray's log file.
 _Started = NamedTuple("_Started", [("resources", dict), ("data", object), ("mode", str), ("ray_log", str)])
 
 
 def _start(study: Study, args: argparse.Namespace, signals: Signals) -> _Started:
     """The data loaded, Ray started and what it can give checked, before anything is written (a failed
     start leaves nothing behind); then the identity, the plan."""
+    # Only where something trains: torch (the data), Ray (the cluster).
     from ablate.run.cluster import check_devices, gpu_notice, start
-    from ablate.train.data import load_experiment_data
     from ablate.run.plan import measured_spread, plan_text, power_text
     from ablate.run.tracking import resolve_mode
+    from ablate.train.data import load_experiment_data
 
     cfg = study.cfg
     check_devices(cfg, args.address)  # here, not earlier: a finished study's resume never imports torch for it
@@ -209,10 +236,10 @@ def _start(study: Study, args: argparse.Namespace, signals: Signals) -> _Started
     return _Started(resources, data, mode, ray_log)
 
 
-def _train(study: Study, groups, started: _Started, args: argparse.Namespace, argv: List[str],
-           signals: Signals) -> set:
+def _train(study: Study, groups, started: _Started, args: argparse.Namespace, argv: List[str], signals: Signals) -> set:
     """One Tune run over ``groups``, a progress line meanwhile; the ids of the trials (grid points) whose
     group errored, after its retries."""
+    # Tune and the trainer, only where a run trains.
     from ablate.run.progress import Progress
     from ablate.run.tracking import trial_env
     from ablate.run.tune import run_grid, stop_handoff
@@ -220,9 +247,19 @@ def _train(study: Study, groups, started: _Started, args: argparse.Namespace, ar
     progress = Progress.of(groups, study.cfg.epochs, study.rounds)
     try:
         with signals.handing_off(stop_handoff()):
-            names = run_grid(study.cfg, study.dir, study.run_name(), groups, experiment_id=study.experiment_id,
-                             wandb_mode=started.mode, resources=started.resources, env=trial_env(started.mode),
-                             data=started.data, progress=progress, verbose=args.verbose)
+            names = run_grid(
+                study.cfg,
+                study.dir,
+                study.run_name(),
+                groups,
+                experiment_id=study.experiment_id,
+                wandb_mode=started.mode,
+                resources=started.resources,
+                env=trial_env(started.mode),
+                data=started.data,
+                progress=progress,
+                verbose=args.verbose,
+            )
     except RuntimeError as e:
         raise UsageError(str(e)) from None
     except Exception as e:  # the storage failed under Tune (a full disk leaves its files cut short)
@@ -231,17 +268,25 @@ def _train(study: Study, groups, started: _Started, args: argparse.Namespace, ar
     return {m["id"] for g in groups if g.name in names for m in g.members}
 
 
-def _finish(study: Study, errored: set, started: _Started, wall: float, args: argparse.Namespace,
-            argv: List[str], signals: Signals) -> int:
+def _finish(
+    study: Study,
+    errored: set,
+    started: _Started,
+    wall: float,
+    args: argparse.Namespace,
+    argv: List[str],
+    signals: Signals,
+) -> int:
     """The tables from the records; then, unless interrupted, the ablation table, the report, the uploads."""
-    from ablate.run.plan import concurrency
-    from ablate.run.report import write_report
+    # The analysis and the report (scipy, matplotlib), only where a run finishes.
     from ablate.analysis.findings import Analysis
     from ablate.analysis.table import answer
-    from ablate.study.tables import record_timing, write_csvs
+    from ablate.run.plan import concurrency
+    from ablate.run.report import write_report
+    from ablate.run.tracking import sync_hint
     from ablate.spec.question import Question
     from ablate.spec.status import Status
-    from ablate.run.tracking import sync_hint
+    from ablate.study.tables import record_timing, write_csvs
 
     cfg, exp_dir, out_dir = study.cfg, study.dir, study.cfg.output_dir
     try:
@@ -253,13 +298,16 @@ def _finish(study: Study, errored: set, started: _Started, wall: float, args: ar
     if signals.code:  # what finished is written; a partial grid is no answer: no table, no report
         storage.upload(out_dir, exp_dir, (HISTORY_FILE, TRIALS_FILE))
         finished = int(trials_df["status"].isin(Status.finished()).sum())
-        say(f"\nablate.grid: interrupted: {finished} of {len(trials_df)} trials finished (history.csv and trials.csv "
-            f"in {out_dir}); continue with:\n  {resume_command(argv)}")
+        say(
+            f"\nablate.grid: interrupted: {finished} of {len(trials_df)} trials finished (history.csv and trials.csv "
+            f"in {out_dir}); continue with:\n  {resume_command(argv)}"
+        )
         return signals.code
     if study.added:  # the grown points are on record: the experiment is now the grown one
         study.write_identity()
-    signals.after = (f"every trial finished and the tables are written ({out_dir}); the report: "
-                     f"python -m ablate.report {out_dir}")
+    signals.after = (
+        f"every trial finished and the tables are written ({out_dir}); the report: python -m ablate.report {out_dir}"
+    )
     print("\n" + answer(cfg, trials_df, wall))
     print("\n" + Analysis.of(trials_df, study.analysis_meta(), Question.of_config(cfg)).answer_text())
     record_timing(out_dir, trials_df, wall, concurrency(cfg, args.address), resumed=args.resume)
@@ -276,9 +324,11 @@ def _finish(study: Study, errored: set, started: _Started, wall: float, args: ar
     print(f"results: {exp_dir}")
     failed = int((trials_df["status"] == Status.ERROR).sum())
     if failed:  # the answer above lacks these points: say so last, and exit 1
-        raise RunFailed(f"{failed} of {len(trials_df)} trials failed (ERROR in {TRIALS_FILE}; each one's traceback: "
-                        f"{exp_dir}/{RUN_PREFIX}*/<trial>_*/error.txt); fix the cause, then continue with:  "
-                        f"{resume_command(argv)}")
+        raise RunFailed(
+            f"{failed} of {len(trials_df)} trials failed (ERROR in {TRIALS_FILE}; each one's traceback: "
+            f"{exp_dir}/{RUN_PREFIX}*/<trial>_*/error.txt); fix the cause, then continue with:  "
+            f"{resume_command(argv)}"
+        )
     return 0
 
 

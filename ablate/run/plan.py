@@ -1,14 +1,18 @@
 """The plan of a grid, before anything runs: trials, resources, compute and GPU-hours (``--dry-run``)."""
+
 from __future__ import annotations
 
 import math
-
 import os
+import time
 from typing import Optional
 
+from ablate.formatting import duration
 from ablate.spec.axes import GRID, context_of
 from ablate.spec.config import ExperimentConfig, trial_configs, trial_groups
+from ablate.spec.question import Question
 from ablate.spec.settings import CLASSES, IMAGE_SHAPES, TRAIN_SIZES
+from ablate.study.tables import read_csvs
 
 __all__ = ["plan_text", "concurrency", "gpu_img_s", "gpu_hours", "estimate_cpu_wall", "MEASURED_GPU", "FP32_TFLOPS"]
 
@@ -18,8 +22,16 @@ MEASURED_GPU = "H100"
 GPU_IMG_S_PER_GPU = {20: 65_700, 56: 18_500}
 # Other GPUs are NOT measured: their GPU-hours are scaled from the H100 by peak dense FP32
 # throughput (TFLOP/s, vendor data sheets), a rough guide for small, launch-bound nets.
-FP32_TFLOPS = {"H100": 67.0, "H200": 67.0, "A100": 19.5, "A10G": 31.2, "L4": 30.3, "L40S": 91.6,
-               "T4": 8.1, "V100": 15.7}
+FP32_TFLOPS = {
+    "H100": 67.0,
+    "H200": 67.0,
+    "A100": 19.5,
+    "A10G": 31.2,
+    "L4": 30.3,
+    "L40S": 91.6,
+    "T4": 8.1,
+    "V100": 15.7,
+}
 
 
 def gpu_img_s(depth: int) -> float:
@@ -29,7 +41,7 @@ def gpu_img_s(depth: int) -> float:
 
 # Measured on the default grid (docs/benchmarks.md, "The first run"): a whole epoch (train, eval) over
 # what the probe's training steps predict, with trials side by side on every core; Ray's and W&B's
-# cost per trial (start, reports, checkpoints); Ray's start, the data, the tables and the report, once.
+# cost per group (start, reports, checkpoints); Ray's start, the data, the tables and the report, once.
 EPOCH_OVER_PROBE = 1.05
 PER_TRIAL_S = 0.6
 FIXED_S = 15.0
@@ -37,8 +49,7 @@ FIXED_S = 15.0
 
 def _step_seconds(cfg: ExperimentConfig, depth: int, steps: int = 3) -> float:
     """One training step of a ``depth`` net at the grid's batch on this CPU, one thread: the probe."""
-    import time
-
+    # torch only for the probe: a dry run of a CIFAR grid or a finished study never pays it.
     import torch
     import torch.nn.functional as F
 
@@ -49,8 +60,9 @@ def _step_seconds(cfg: ExperimentConfig, depth: int, steps: int = 3) -> float:
     try:
         torch.manual_seed(0)
         fmt = torch.contiguous_format if cfg.channels_last is False else torch.channels_last  # as the trainer
-        model = create_model("baseline", depth, CLASSES[cfg.dataset], IMAGE_SHAPES[cfg.dataset][0],
-                             cfg.shortcut).to(memory_format=fmt)
+        model = create_model("baseline", depth, CLASSES[cfg.dataset], IMAGE_SHAPES[cfg.dataset][0], cfg.shortcut).to(
+            memory_format=fmt
+        )
         opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
         x = torch.randn(cfg.batch_size, *IMAGE_SHAPES[cfg.dataset]).to(memory_format=fmt)
         y = torch.randint(0, CLASSES[cfg.dataset], (cfg.batch_size,))
@@ -96,7 +108,11 @@ def plan_text(cfg: ExperimentConfig, address: Optional[str], gpu_type: str = MEA
     n = len(trials)
     images = TRAIN_SIZES.get(cfg.dataset, 0) * sum(t.epochs for t in trials)  # each point's own epochs (a sweep)
     per = cfg.setting_text("epochs")
-    gpu = cfg.gpus_per_trial if cfg.gpus_per_trial is not None else f"1/{cfg.trials_per_gpu} where the cluster has GPUs, else 0"
+    gpu = (
+        cfg.gpus_per_trial
+        if cfg.gpus_per_trial is not None
+        else f"1/{cfg.trials_per_gpu} where the cluster has GPUs, else 0"
+    )
     c = concurrency(cfg, address)
     conc = "as the cluster allows" if c is None else f"{c} (local: {os.cpu_count()} CPUs)"
     axes = cfg.axes()
@@ -107,39 +123,49 @@ def plan_text(cfg: ExperimentConfig, address: Optional[str], gpu_type: str = MEA
         f"  blocks: {', '.join(cfg.blocks)}",
         "  " + "   ".join(f"{keys.get(k, k)}: {v}" for k, v in axes.items() if k != "block"),
         f"  compared: each {subject} against {reference}, paired by seed, within every "
-        + (" x ".join(context_of(list(axes), subject)) or "point") + " cell",
+        + (" x ".join(context_of(list(axes), subject)) or "point")
+        + " cell",
         f"  dataset {cfg.dataset}, {per} epochs, batch {cfg.setting_text('batch_size')}, "
         f"{cfg.setting_text('schedule')} schedule, "
         f"scheduler {cfg.scheduler}",
-        f"  resources per trial: {cfg.cpus_per_trial:g} CPU, GPU {gpu}; concurrent trials: {conc}",
-        *([f"  fused trials: {len(trial_groups(cfg))} Tune trials, each up to {cfg.fuse_trials} grid points that "
-           "differ only in lr and seed trained as one model"] if cfg.fuse_trials > 1 else []),
+        f"  resources per group: {cfg.cpus_per_trial:g} CPU, GPU {gpu}; concurrent groups: {conc}",
+        *(
+            [
+                f"  fused groups: {len(trial_groups(cfg))} groups (Tune trials), each up to {cfg.fuse_trials} grid "
+                "points that differ only in lr and seed trained as one model"
+            ]
+            if cfg.fuse_trials > 1
+            else []
+        ),
         f"  compute: {n} trials x {per} epochs x {TRAIN_SIZES.get(cfg.dataset, '?')} images = "
         f"{images:,} training images",
     ]
     if cfg.dataset.startswith("cifar"):
         hours = gpu_hours(cfg)
         if gpu_type == MEASURED_GPU:
-            lines.append(f"  GPU-hours: ~{hours:.0f} on {gpu_type} (measured there: 4 trials packed per GPU, "
-                         "docs/benchmarks.md)")
+            lines.append(
+                f"  GPU-hours: ~{hours:.0f} on {gpu_type} (measured there: 4 trials packed per GPU, docs/benchmarks.md)"
+            )
         else:
             scale = FP32_TFLOPS[MEASURED_GPU] / FP32_TFLOPS[gpu_type]
-            lines.append(f"  GPU-hours: ~{hours * scale:.0f} on {gpu_type}, an ESTIMATE: the {MEASURED_GPU} measurement "
-                         f"(~{hours:.0f}) scaled by peak FP32 throughput ({FP32_TFLOPS[MEASURED_GPU]:g}/"
-                         f"{FP32_TFLOPS[gpu_type]:g} TFLOP/s); not measured on {gpu_type}")
+            lines.append(
+                f"  GPU-hours: ~{hours * scale:.0f} on {gpu_type}, an ESTIMATE: the {MEASURED_GPU} measurement "
+                f"(~{hours:.0f}) scaled by peak FP32 throughput ({FP32_TFLOPS[MEASURED_GPU]:g}/"
+                f"{FP32_TFLOPS[gpu_type]:g} TFLOP/s); not measured on {gpu_type}"
+            )
     # On this machine's CPU, for the small images it is meant for (a CIFAR probe costs a minute; CIFAR
     # studies are priced in GPU-hours below).
     if c is not None and cfg.dataset == "digits" and (cfg.device == "cpu" or cfg.device == "auto" and not _cuda()):
-        from ablate.formatting import duration
-
-        lines.append(f"  time: ~{duration(estimate_cpu_wall(cfg, c))} here, an ESTIMATE (a probe step per depth on "
-                     "this CPU; docs/benchmarks.md)")
+        lines.append(
+            f"  time: ~{duration(estimate_cpu_wall(cfg, c))} here, an ESTIMATE (a probe step per depth on "
+            "this CPU; docs/benchmarks.md)"
+        )
     lines.append(f"  results: {cfg.experiment_dir}")
     return "\n".join(lines)
 
 
 def _cuda() -> bool:
-    import torch
+    import torch  # only where the plan must know whether this machine trains on a GPU
 
     return torch.cuda.is_available()
 
@@ -161,6 +187,7 @@ def comparisons(cfg: ExperimentConfig) -> int:
 def power_text(cfg: ExperimentConfig, spread_points: Optional[float] = None) -> str:
     """What an --until-resolved study can resolve, before a seed is spent: the smallest difference a lone
     comparison separates with 80% chance by max_seeds, for its family (both metrics) at its e-BH level."""
+    # scipy and the forecasts only for --until-resolved's power line.
     from ablate.analysis.findings import power_sentence
     from ablate.analysis.rounds import ROUND_SEEDS
     from ablate.analysis.sequential import resolvable
@@ -172,19 +199,21 @@ def power_text(cfg: ExperimentConfig, spread_points: Optional[float] = None) -> 
     need_all = resolvable(1, len(cfg.seeds), cfg.max_seeds, ROUND_SEEDS, ALPHA)
     measured = spread_points is not None
     sd = (spread_points if measured else ASSUMED_SPREAD_POINTS) / 100.0
-    words = ("the spread this study has seen" if measured else
-             "an assumed spread (the A/A study's on digits, docs/benchmarks.md; yours may differ)")
-    return f"  power: {k} comparisons, " + power_sentence(need, m_total, cfg.max_seeds, sd, words, need_all)[len("Power: "):]
+    words = (
+        "the spread this study has seen"
+        if measured
+        else "an assumed spread (the A/A study's on digits, docs/benchmarks.md; yours may differ)"
+    )
+    return (
+        f"  power: {k} comparisons, "
+        + power_sentence(need, m_total, cfg.max_seeds, sd, words, need_all)[len("Power: ") :]
+    )
 
 
 def measured_spread(cfg: ExperimentConfig) -> Optional[float]:
     """The median spread (sd, in points) of the final-acc paired differences an experiment's tables hold, or
     None where it holds none yet (a new study: the assumed spread is used, and said so)."""
-    import math
-
-    from ablate.study.tables import read_csvs
-    from ablate.spec.question import Question
-    from ablate.analysis.stats import effects
+    from ablate.analysis.stats import effects  # scipy: only on --resume --until-resolved
 
     try:
         _, trials = read_csvs(cfg.output_dir)
@@ -202,17 +231,17 @@ def measured_spread(cfg: ExperimentConfig) -> Optional[float]:
 def until_resolved_text(cfg: ExperimentConfig, address: Optional[str], gpu_type: str = MEASURED_GPU) -> str:
     """--until-resolved's worst case: every comparison open until it has ``max_seeds`` seeds."""
     seeds = list(cfg.seeds)
-    seeds += [s for s in range(len(seeds) + cfg.max_seeds) if s not in seeds][:max(0, cfg.max_seeds - len(seeds))]
+    seeds += [s for s in range(len(seeds) + cfg.max_seeds) if s not in seeds][: max(0, cfg.max_seeds - len(seeds))]
     worst = cfg.model_copy(update={"seeds": seeds})
     n, now = len(trial_configs(worst)), len(trial_configs(cfg))
-    line = (f"  --until-resolved: {now} trials first; at worst {n} (every comparison open until max_seeds = "
-            f"{cfg.max_seeds}), equivalence margin {cfg.equivalence_margin:g} points")
+    line = (
+        f"  --until-resolved: {now} trials first; at worst {n} (every comparison open until max_seeds = "
+        f"{cfg.max_seeds}), equivalence margin {cfg.equivalence_margin:g} points"
+    )
     c = concurrency(cfg, address)
     if cfg.dataset.startswith("cifar"):
         line += f"; worst case ~{gpu_hours(worst):.0f} GPU-hours on {MEASURED_GPU}"
     elif c is not None and cfg.dataset == "digits" and (cfg.device == "cpu" or cfg.device == "auto" and not _cuda()):
-        from ablate.formatting import duration
-
         line += f"; worst case ~{duration(estimate_cpu_wall(worst, c))} here (an ESTIMATE)"
     return line + "\n" + power_text(cfg, measured_spread(cfg))
 

@@ -16,6 +16,7 @@ from ablate.analysis.findings import answer_lines
 from ablate.analysis.page import Page
 from ablate.errors import UsageError, first_line
 from ablate.run.cli import run_main
+from ablate.run.tracking import has_api_key
 from ablate.study.reader import experiment_tables, read_experiment
 
 __all__ = ["main", "write_report", "report_page"]
@@ -60,8 +61,10 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 def _unwritable(e: OSError) -> str:
     """A read-only or full experiment directory: the report alone is lost."""
-    return (f"cannot write the report ({e.__class__.__name__}: {first_line(e)}); the tables are unchanged; make the "
-            "directory writable (or copy it), then run again")
+    return (
+        f"cannot write the report ({e.__class__.__name__}: {first_line(e)}); the tables are unchanged; make the "
+        "directory writable (or copy it), then run again"
+    )
 
 
 def _report(where: str, wandb_report: bool) -> int:
@@ -79,8 +82,7 @@ def _report(where: str, wandb_report: bool) -> int:
 
 
 def _save_wandb_report(page: Page, path: str) -> str:
-    from ablate.analysis.wandb_report import save_wandb_report
-    from ablate.run.tracking import has_api_key
+    from ablate.analysis.wandb_report import save_wandb_report  # wandb_workspaces: only with --wandb-report
 
     if not has_api_key():
         raise UsageError("--wandb-report needs WANDB_API_KEY (or `wandb login`)")
@@ -88,5 +90,7 @@ def _save_wandb_report(page: Page, path: str) -> str:
     try:
         return save_wandb_report(a.meta, a.trials, page.lines, a.q, answer_lines(a.q, a.cells))
     except Exception as e:  # noqa: BLE001 -- W&B refused the key, or is unreachable: the report above stands
-        raise UsageError(f"W&B did not take the report ({e.__class__.__name__}: {first_line(e)}); {path} is written; "
-                         "check the key (wandb login) and the network") from None
+        raise UsageError(
+            f"W&B did not take the report ({e.__class__.__name__}: {first_line(e)}); {path} is written; "
+            "check the key (wandb login) and the network"
+        ) from None

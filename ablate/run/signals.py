@@ -1,22 +1,23 @@
 """Signals of a driver, in one room: SIGINT, SIGTERM and SIGHUP (the terminal closed), from main's first line
 to its last (as submitit keeps signals and requeue together, with the cluster-specific step as a hook).
 
-While a stop hand-off is installed (``handoff``: Tune's, from ``ablate.tune_glue.stop_handoff``), the first
+While a stop hand-off is installed (``handoff``: Tune's, from ``ablate.run.tune.stop_handoff``), the first
 signal is passed on to it (the trials stop, what finished is on record) and the driver writes its tables;
 at any other moment, and for a second signal, it raises ``KeyboardInterrupt`` where the driver is, and
 main ends with one line and exit 128 + the signal (130, 143, 129), after stopping the Ray it started.
 """
+
 from __future__ import annotations
 
+import logging
 import signal
 import sys
 from contextlib import contextmanager
 from typing import Callable, Iterator, Optional
+
 from ablate.run.cli import say
 
 __all__ = ["Signals"]
-
-
 
 
 class Signals:
@@ -47,8 +48,6 @@ class Signals:
         if not (self.code and isinstance(unraisable.exc_value, KeyboardInterrupt)):
             return self._unraisable(unraisable)
         if getattr(unraisable.object, "__module__", None) == "logging":
-            import logging
-
             try:
                 logging._lock.release()  # type: ignore[attr-defined]
             except (AttributeError, RuntimeError):  # released already (the signal came after it)
@@ -69,8 +68,10 @@ class Signals:
     def _handle(self, signum, frame):
         first, self.code, self.name = not self.code, self.code or 128 + signum, signal.Signals(signum).name
         if first and self._handoff is not None and self._handoff():
-            say(f"{self.prog}: {self.name} received: stopping the trials (what finished is kept; send it again "
-                "to stop at once)")
+            say(
+                f"{self.prog}: {self.name} received: stopping the trials (what finished is kept; send it again "
+                "to stop at once)"
+            )
             return
         raise KeyboardInterrupt
 

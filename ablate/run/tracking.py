@@ -11,6 +11,7 @@ The API key comes only from the environment (``WANDB_API_KEY``) or ``wandb login
 that runs the grid, and reaches the trials (on any node) in memory, with their parameters; it is
 never put into a config, a file, a log line or a result.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -18,11 +19,22 @@ import os
 import warnings
 from typing import Any, Dict, List, Optional
 
-from ablate.study.records import loggable
-from ablate.storage import RUN_PREFIX, is_uri
-from ablate.run.wandb_log import logged_steps
+from requests.utils import get_netrc_auth
 
-__all__ = ["resolve_mode", "TrialRun", "start_trial_run", "start_runs", "finish_runs", "has_api_key", "driver_api_key", "trial_env"]
+from ablate.run.wandb_log import logged_steps
+from ablate.storage import RUN_PREFIX, is_uri
+from ablate.study.records import loggable
+
+__all__ = [
+    "resolve_mode",
+    "TrialRun",
+    "start_trial_run",
+    "start_runs",
+    "finish_runs",
+    "has_api_key",
+    "driver_api_key",
+    "trial_env",
+]
 
 
 def driver_api_key() -> Optional[str]:
@@ -36,8 +48,6 @@ def driver_api_key() -> Optional[str]:
     if os.environ.get("WANDB_API_KEY"):
         return os.environ["WANDB_API_KEY"]
     try:
-        from requests.utils import get_netrc_auth
-
         auth = get_netrc_auth(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai"))
         return auth[1] if auth and auth[1] else None
     except Exception:  # an unreadable netrc: no key
@@ -94,7 +104,9 @@ class TrialRun:
         try:
             fn()
         except Exception as e:  # W&B must never cost a result
-            warnings.warn(f"W&B {what} failed ({e.__class__.__name__}: {e}); training goes on without W&B")
+            warnings.warn(
+                f"W&B {what} failed ({e.__class__.__name__}: {e}); training goes on without W&B", stacklevel=2
+            )
             self.run = None
 
     def log(self, metrics: Dict[str, Any], step: int) -> None:
@@ -132,7 +144,7 @@ class TrialRun:
 
 
 def finish_runs(runs: List[TrialRun], summaries: List[Dict[str, Any]]) -> None:
-    """Finish a trial's runs (a fused trial has one per member), then close W&B's service now, not
+    """Finish a trial's runs (a fused group has one per member), then close W&B's service now, not
     in an atexit hook Ray may cut short."""
     for run, summary in zip(runs, summaries):
         run.finish(summary)
@@ -140,27 +152,37 @@ def finish_runs(runs: List[TrialRun], summaries: List[Dict[str, Any]]) -> None:
         _quiet_teardown()
 
 
-# Runs this process has open: a fused trial's members share the W&B service, which a failed
+# Runs this process has open: a fused group's members share the W&B service, which a failed
 # start must then not tear down under the others.
 _OPEN: set = set()
 
 
 def _quiet_teardown() -> None:
     try:
-        import wandb
+        import wandb  # loaded already where a run was started
 
         wandb.teardown()
     except Exception:  # the service is gone: nothing left to flush
         pass
 
 
-def start_trial_run(config: Dict[str, Any], *, project: str, group: str, name: str, run_id: str,
-                    mode: str, directory: str, tags=(), entity: Optional[str] = None,
-                    init_timeout: float = 60.0) -> TrialRun:
+def start_trial_run(
+    config: Dict[str, Any],
+    *,
+    project: str,
+    group: str,
+    name: str,
+    run_id: str,
+    mode: str,
+    directory: str,
+    tags=(),
+    entity: Optional[str] = None,
+    init_timeout: float = 60.0,
+) -> TrialRun:
     """Start (or resume, same ``run_id``) the trial's W&B run; fall back to offline, then to none."""
     if mode == "disabled":
         return TrialRun()
-    import wandb
+    import wandb  # ~1 s: only in a trial that logs (mode not disabled)
 
     attempts = [mode] if mode == "offline" else [mode, "offline"]
     for m in attempts:
@@ -169,10 +191,20 @@ def start_trial_run(config: Dict[str, Any], *, project: str, group: str, name: s
             os.environ["WANDB_MODE"] = m  # no key needed offline
             os.environ.setdefault("WANDB_SILENT", "true")
             run = wandb.init(
-                config=config, project=project, group=group, name=name, id=run_id, resume="allow",
-                # create_new: a fused trial's members have a run each, open at once, in one process.
-                reinit="create_new", allow_val_change=True, job_type="trial", tags=list(tags),
-                entity=entity, dir=directory, mode=m,
+                config=config,
+                project=project,
+                group=group,
+                name=name,
+                id=run_id,
+                resume="allow",
+                # create_new: a fused group's members have a run each, open at once, in one process.
+                reinit="create_new",
+                allow_val_change=True,
+                job_type="trial",
+                tags=list(tags),
+                entity=entity,
+                dir=directory,
+                mode=m,
                 settings=wandb.Settings(init_timeout=init_timeout, console="off", x_disable_stats=True),
             )
             # step = epoch: let W&B plot against "epoch" too.
@@ -186,23 +218,42 @@ def start_trial_run(config: Dict[str, Any], *, project: str, group: str, name: s
             return TrialRun(run, m)
         except Exception as e:
             nxt = "falling back to offline" if m != attempts[-1] else "training goes on without W&B"
-            warnings.warn(f"W&B init ({m}) failed ({e.__class__.__name__}: {str(e)[:200]}); {nxt}")
+            warnings.warn(f"W&B init ({m}) failed ({e.__class__.__name__}: {str(e)[:200]}); {nxt}", stacklevel=2)
             if not _OPEN:  # the failed run still holds its id in the W&B service: start the next try clean
                 _quiet_teardown()
     return TrialRun()
 
 
-def start_runs(cfgs, member_ids: List[str], *, wandb: Dict[str, Any], experiment: str, git_commit: Optional[str],
-               directory: str, histories: List[List[Dict[str, Any]]], written=()) -> List[TrialRun]:
+def start_runs(
+    cfgs,
+    member_ids: List[str],
+    *,
+    wandb: Dict[str, Any],
+    experiment: str,
+    git_commit: Optional[str],
+    directory: str,
+    histories: List[List[Dict[str, Any]]],
+    written=(),
+) -> List[TrialRun]:
     """A W&B run per member of a trial (``cfgs``: their ``TrainConfig``), each continued where earlier
     processes left it: the epochs on record (``histories``) logged again, but not those an offline run
     already holds in ``written`` (``(pyarrow filesystem, path)`` pairs: the directories this trial's
     earlier processes wrote)."""
-    runs = [start_trial_run(
-        {**cfg.to_dict(), "experiment": experiment, "git_commit": git_commit}, project=wandb["project"],
-        group=experiment, name=cfg.name, run_id=run_id, mode=wandb["mode"], directory=directory,
-        tags=[cfg.block, f"d{cfg.depth}", cfg.dataset, *wandb.get("tags", [])], entity=wandb.get("entity"),
-        init_timeout=wandb.get("init_timeout", 60.0)) for cfg, run_id in zip(cfgs, member_ids)]
+    runs = [
+        start_trial_run(
+            {**cfg.to_dict(), "experiment": experiment, "git_commit": git_commit},
+            project=wandb["project"],
+            group=experiment,
+            name=cfg.name,
+            run_id=run_id,
+            mode=wandb["mode"],
+            directory=directory,
+            tags=[cfg.block, f"d{cfg.depth}", cfg.dataset, *wandb.get("tags", [])],
+            entity=wandb.get("entity"),
+            init_timeout=wandb.get("init_timeout", 60.0),
+        )
+        for cfg, run_id in zip(cfgs, member_ids)
+    ]
     for run, run_id, history in zip(runs, member_ids, histories):
         if not history:
             continue
@@ -216,17 +267,3 @@ def sync_hint(exp_dir: str) -> str:
     """How to upload a grid's offline runs: they are in each trial's own directory of the experiment's storage."""
     where = f"<a download of {exp_dir}>" if is_uri(exp_dir) else exp_dir
     return f"W&B offline runs: upload with  wandb sync {where}/{RUN_PREFIX}*/*/wandb/offline-run-*"
-
-
-
-
-
-
-
-
-
-
-
-
-
-

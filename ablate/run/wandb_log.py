@@ -8,6 +8,8 @@ the installed wandb and reads it back, so an upgrade that changes the format fai
 
 from __future__ import annotations
 
+from ablate import storage
+
 __all__ = ["read_records", "logged_steps"]
 
 
@@ -21,7 +23,7 @@ _BLOCK, _HEADER = 32 * 1024, 7
 
 def read_records(data: bytes) -> list:
     """The records of a .wandb file's bytes (a file cut short yields the records before the cut)."""
-    from wandb.proto import wandb_internal_pb2 as pb
+    from wandb.proto import wandb_internal_pb2 as pb  # wandb's protobufs: only where a restored run is read
 
     if data[:4] != b":W&B":
         return []
@@ -31,13 +33,13 @@ def read_records(data: bytes) -> list:
         if left < _HEADER:  # block trailer: padding
             pos += left
             continue
-        length, kind = int.from_bytes(data[pos + 4:pos + 6], "little"), data[pos + 6]
+        length, kind = int.from_bytes(data[pos + 4 : pos + 6], "little"), data[pos + 6]
         if kind == 0 and length == 0:  # zero padding at the end of a block
             pos += left
             continue
         if pos + _HEADER + length > len(data):
             break
-        buf += data[pos + _HEADER:pos + _HEADER + length]
+        buf += data[pos + _HEADER : pos + _HEADER + length]
         pos += _HEADER + length
         if kind in (1, 4):  # FULL or LAST
             rec = pb.Record()
@@ -53,20 +55,21 @@ def read_records(data: bytes) -> list:
 def logged_steps(run_id: str, dirs) -> set:
     """Steps that offline runs of ``run_id`` in ``dirs`` (``(pyarrow filesystem, path)`` pairs: the
     trial's working directory and its copy in the experiment's storage) already hold."""
-    import pyarrow.fs as pafs
-
     steps = set()
     for fs, root in dirs:
         try:
-            infos = fs.get_file_info(pafs.FileSelector(f"{root}/wandb", recursive=True, allow_not_found=True))
+            infos = storage.entries(fs, f"{root}/wandb")
         except Exception:
             continue
         for info in infos:
-            if info.type == pafs.FileType.File and info.base_name == f"run-{run_id}.wandb" \
-                    and "/offline-run-" in info.path and "/latest-run/" not in info.path:
+            if (
+                info.is_file
+                and info.base_name == f"run-{run_id}.wandb"
+                and "/offline-run-" in info.path
+                and "/latest-run/" not in info.path
+            ):
                 try:
-                    with fs.open_input_stream(info.path) as f:
-                        data = f.read()
+                    data = storage.read_from(fs, info.path)
                 except Exception:
                     continue
                 steps |= {r.history.step.num for r in read_records(data) if r.WhichOneof("record_type") == "history"}

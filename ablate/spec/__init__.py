@@ -11,6 +11,23 @@ from ablate.spec.settings import METRIC_KEYS, NO_RESULT, SWEEPABLE, TrainSetting
 from ablate.spec.status import Status
 from ablate.spec.trial import TrainConfig
 
-__all__ = ["AXES", "BASELINE", "GRID", "LR", "PAIR", "Axis", "ExperimentConfig", "point_config", "trial_configs",
-           "trial_groups", "load_experiment", "Question", "METRIC_KEYS", "NO_RESULT", "SWEEPABLE", "TrainSettings",
-           "Status", "TrainConfig"]
+__all__ = [
+    "AXES",
+    "BASELINE",
+    "GRID",
+    "LR",
+    "PAIR",
+    "Axis",
+    "ExperimentConfig",
+    "point_config",
+    "trial_configs",
+    "trial_groups",
+    "load_experiment",
+    "Question",
+    "METRIC_KEYS",
+    "NO_RESULT",
+    "SWEEPABLE",
+    "TrainSettings",
+    "Status",
+    "TrainConfig",
+]

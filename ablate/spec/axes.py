@@ -11,6 +11,7 @@ key.  The key of a four-axis point is what it always was, and a swept setting en
 where its value differs from the experiment's own value of that setting (its *base*): a setting that
 was fixed and becomes an axis on ``--resume`` keeps its finished points' ids.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -21,8 +22,23 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Seque
 from ablate.formatting import g
 from ablate.spec.settings import SWEEPABLE
 
-__all__ = ["Axis", "GRID", "AXES", "PAIR", "LR", "BASELINE", "axis_names", "trial_key", "trial_name", "trial_id",
-           "expand", "context_of", "fused_key", "fusable", "label_digits"]
+__all__ = [
+    "Axis",
+    "GRID",
+    "AXES",
+    "PAIR",
+    "LR",
+    "BASELINE",
+    "axis_names",
+    "trial_key",
+    "trial_name",
+    "trial_id",
+    "expand",
+    "context_of",
+    "fused_key",
+    "fusable",
+    "label_digits",
+]
 
 
 def label_digits(axes: Mapping[str, Sequence[Any]]) -> Dict[str, int]:
@@ -39,8 +55,6 @@ def label_digits(axes: Mapping[str, Sequence[Any]]) -> Dict[str, int]:
     return out
 
 
-
-
 @dataclass(frozen=True)
 class Axis:
     """One axis of the grid.
@@ -48,7 +62,7 @@ class Axis:
     ``name``: a point's key, the CSV column, the W&B config key (a swept setting's own name);
     ``key``: the experiment key that lists its values; ``cast``: how a value is read back (a CSV cell,
     Tune's config); ``prefix``: how a value prints in a trial's name; ``fusable``: the members of one
-    fused trial may differ in it; ``grows``: ``--resume`` may add values to it.
+    fused group may differ in it; ``grows``: ``--resume`` may add values to it.
     """
 
     name: str
@@ -63,9 +77,13 @@ class Axis:
 
 
 # The four axes of every study (the only place they are spelled together).  Seed pairs the comparisons;
-# lr and seed may differ within a fused trial (per-member optimiser groups and data orders).
-GRID: Tuple[Axis, ...] = (Axis("block", "blocks", str, ""), Axis("depth", "depths", int, "d"),
-                          Axis("lr", "lrs", float, "lr", fusable=True), Axis("seed", "seeds", int, "s", fusable=True))
+# lr and seed may differ within a fused group (per-member optimiser groups and data orders).
+GRID: Tuple[Axis, ...] = (
+    Axis("block", "blocks", str, ""),
+    Axis("depth", "depths", int, "d"),
+    Axis("lr", "lrs", float, "lr", fusable=True),
+    Axis("seed", "seeds", int, "s", fusable=True),
+)
 AXES: Tuple[str, ...] = tuple(a.name for a in GRID)
 PAIR = "seed"  # the axis whose values pair a comparison (the same initialisation and data order)
 LR = "lr"  # the axis along which the best-LR table and the stable LR range look (not a context cell of theirs)
@@ -75,7 +93,6 @@ BASELINE = "baseline"  # the default comparison's reference: He et al.'s block
 def sweep_axis(name: str, cast: Callable[[Any], Any] = lambda v: v) -> Axis:
     """The axis of a swept setting: named by the setting, printed ``-name<value>`` in a trial's name."""
     return Axis(name, f"sweep.{name}", cast, f"{name}")
-
 
 
 def axis_names(point: Mapping[str, Any]) -> List[str]:
@@ -90,16 +107,20 @@ def trial_key(point: Mapping[str, Any], base: Optional[Mapping[str, Any]] = None
     The four axes as they always were; a swept setting as ``(name, value)`` where its value is not the
     experiment's ``base`` value of that setting."""
     base = base or {}
-    extra = tuple((k, point[k]) for k in axis_names(point)[len(AXES):] if k not in base or point[k] != base[k])
+    extra = tuple((k, point[k]) for k in axis_names(point)[len(AXES) :] if k not in base or point[k] != base[k])
     return tuple(a.cast(point[a.name]) for a in GRID) + extra
 
 
 def trial_name(point: Mapping[str, Any], digits: Optional[Mapping[str, int]] = None) -> str:
-    """A point's name: its Tune trial name and directory prefix, its W&B run name (every axis's value, each
-    with its axis's ``digits``: ``label_digits``, 6 where not given)."""
+    """A point's name: its group's Tune trial name and directory prefix (a fused group's first member's), its W&B
+    run name (every axis's value, each with its axis's ``digits``: ``label_digits``, 6 where not given)."""
     names, digits = axis_names(point), digits or {}
-    return "-".join([*(a.label(point[a.name], digits.get(a.name, 6)) for a in GRID),
-                     *(f"{k}{g(point[k], digits.get(k, 6))}" for k in names[len(AXES):])])
+    return "-".join(
+        [
+            *(a.label(point[a.name], digits.get(a.name, 6)) for a in GRID),
+            *(f"{k}{g(point[k], digits.get(k, 6))}" for k in names[len(AXES) :]),
+        ]
+    )
 
 
 def trial_id(experiment_id: str, point: Mapping[str, Any], base: Optional[Mapping[str, Any]] = None) -> str:
@@ -134,4 +155,4 @@ def fused_key(point: Mapping[str, Any]) -> tuple:
 def axes_of(table) -> List[str]:
     """A table's axes: its columns before ``trial_id`` (history.csv and trials.csv lead with them)."""
     cols = list(table.columns)
-    return cols[:cols.index("trial_id")] if "trial_id" in cols else [c for c in AXES if c in cols]
+    return cols[: cols.index("trial_id")] if "trial_id" in cols else [c for c in AXES if c in cols]

@@ -1,10 +1,11 @@
 """Typed experiment configs: YAML files are small diffs from these defaults.
 
 The types, bounds and allowed values are declared once, on pydantic models (``TrainSettings``
-in ``ablate.settings``, ``ExperimentConfig`` here), in strict mode; pydantic's first error becomes one
+in ``ablate.spec.settings``, ``ExperimentConfig`` here), in strict mode; pydantic's first error becomes one
 line that names the key and what is allowed.  A file and its ``key=value`` overrides are read into
-one by ``ablate.experiment_file``.
+one by ``ablate.spec.experiment_file``.
 """
+
 from __future__ import annotations
 
 import math
@@ -13,26 +14,34 @@ import re
 import typing
 from typing import Annotated, Any, Dict, List, Literal, Optional, Tuple, Union
 
-from pydantic import (BeforeValidator, Field, TypeAdapter, ValidationError, ValidationInfo, field_validator,
-                      model_validator)
+from pydantic import (
+    BeforeValidator,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-from ablate.formatting import value_text
+from ablate.errors import ConfigError
+from ablate.formatting import short, value_text
 from ablate.models.registry import check_block, list_blocks, valid_depth
 from ablate.spec.axes import AXES, BASELINE, GRID, PAIR, expand, fused_key, label_digits
 from ablate.spec.messages import message
-from ablate.spec.settings import NO_RESULT, Number, Settings, TrainSettings, as_it_acts
+from ablate.spec.settings import NO_RESULT, SWEEPABLE, Number, Settings, TrainSettings, as_it_acts
 from ablate.spec.trial import TrainConfig
 from ablate.storage import is_uri, local_mirror
-from ablate.errors import ConfigError
-from ablate.formatting import short
-from ablate.spec.settings import SWEEPABLE
 
-__all__ = ["ConfigError", "WandbSettings", "ExperimentConfig",
-           "trial_configs", "trial_groups", "point_config", "CompareSettings"]
-
-
-
-
+__all__ = [
+    "ConfigError",
+    "WandbSettings",
+    "ExperimentConfig",
+    "trial_configs",
+    "trial_groups",
+    "point_config",
+    "CompareSettings",
+]
 
 
 MAX_AXIS, MAX_LR, MAX_DEPTH = 1000, 1000.0, 1202  # 1202: He et al.'s deepest CIFAR ResNet
@@ -77,8 +86,9 @@ class ExperimentConfig(TrainSettings):
     seeds: Axis(Annotated[int, Field(ge=0, le=MAX_SEED)]) = Field(default_factory=lambda: [0, 1])
     # Local directory or a URI (s3://...) shared by all nodes; $ABLATE_STORAGE_PATH sets the default
     # (checked like a value given here: an empty one is an error, not the current directory).
-    storage_path: str = Field(default_factory=lambda: os.environ.get("ABLATE_STORAGE_PATH", "results"),
-                              validate_default=True)
+    storage_path: str = Field(
+        default_factory=lambda: os.environ.get("ABLATE_STORAGE_PATH", "results"), validate_default=True
+    )
     cpus_per_trial: Annotated[Number, Field(ge=0.01, le=1024)] = 1.0
     # None: 1/trials_per_gpu where the cluster has (or can add) GPUs, else 0; a fraction packs trials.
     gpus_per_trial: Optional[Annotated[Number, Field(ge=0, le=8)]] = None
@@ -90,7 +100,7 @@ class ExperimentConfig(TrainSettings):
     # Modules with the user's own @register_block classes (e.g. my_blocks beside the experiment file),
     # imported here and in every trial, on every node (shipped with Ray's runtime env, py_modules).
     block_modules: List[str] = Field(default_factory=list)
-    # Grid points that differ only in lr and seed train as one model, up to this many (ablate.fused);
+    # Grid points that differ only in lr and seed train as one model, up to this many (ablate.train.fused);
     # 1: a model per trial.  1 by default: on CPU fusing was slower (docs/benchmarks.md); on GPUs
     # it is not measured yet.
     fuse_trials: Annotated[int, Field(ge=1, le=64)] = 1
@@ -123,8 +133,9 @@ class ExperimentConfig(TrainSettings):
     def _resnet_depths(cls, depths: List[int]) -> List[int]:
         for d in depths:
             if not valid_depth(d):
-                raise ValueError(f"{d} is not a CIFAR ResNet depth; valid depths are 6n+2 "
-                                 "(8, 14, 20, 26, 32, 44, 56, 110, ...)")
+                raise ValueError(
+                    f"{d} is not a CIFAR ResNet depth; valid depths are 6n+2 (8, 14, 20, 26, 32, 44, 56, 110, ...)"
+                )
         return _distinct(depths)
 
     @field_validator("lrs", "seeds")
@@ -143,10 +154,14 @@ class ExperimentConfig(TrainSettings):
     @classmethod
     def _storage_given(cls, path: str) -> str:
         if not path.strip():
-            raise ValueError("must not be empty; allowed: a directory (default results) or a URI such as s3://bucket/path")
+            raise ValueError(
+                "must not be empty; allowed: a directory (default results) or a URI such as s3://bucket/path"
+            )
         if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:/(?!/)", path) or re.match(r"^[A-Za-z][A-Za-z0-9+.-]+:[^/\\]", path):
-            raise ValueError(f"{short(path)} looks like a URI without its '//'; allowed: a directory, or a URI such "
-                             "as s3://bucket/path or file:///path")
+            raise ValueError(
+                f"{short(path)} looks like a URI without its '//'; allowed: a directory, or a URI such "
+                "as s3://bucket/path or file:///path"
+            )
         return path if is_uri(path) else os.path.expanduser(path)
 
     @field_validator("sweep")
@@ -159,18 +174,26 @@ class ExperimentConfig(TrainSettings):
                 grid_key = next(a.key for a in GRID if key in (a.name, a.key))
                 raise ValueError(f"{key!r} is a grid axis already: give its values as {grid_key}: [...]")
             if key not in TrainSettings.model_fields:
-                why = ("changes no result" if key in NO_RESULT or key in cls.model_fields else "is not a setting")
-                raise ValueError(f"{key!r} {why}; allowed: a setting that changes a result ({', '.join(axis_settings())})")
+                why = "changes no result" if key in NO_RESULT or key in cls.model_fields else "is not a setting"
+                raise ValueError(
+                    f"{key!r} {why}; allowed: a setting that changes a result ({', '.join(axis_settings())})"
+                )
             if key in NO_RESULT:
-                raise ValueError(f"{key!r} changes no result, so sweeping it compares nothing; allowed: a setting "
-                                 "that changes a result")
+                raise ValueError(
+                    f"{key!r} changes no result, so sweeping it compares nothing; allowed: a setting "
+                    "that changes a result"
+                )
             if key in NOT_AN_AXIS or _listed(key):
                 why = NOT_AN_AXIS.get(key, "holds a list per trial (an axis holds one value per trial)")
-                raise ValueError(f"{key!r} {why}, so it cannot be an axis; allowed: one of {', '.join(axis_settings())}")
+                raise ValueError(
+                    f"{key!r} {why}, so it cannot be an axis; allowed: one of {', '.join(axis_settings())}"
+                )
             schedules = sweep.get("schedule", [schedule])
             if key in STEP_ONLY and "step" not in schedules:
-                raise ValueError(f"{key!r} acts only under schedule step (schedule is {short(schedules)[1:-1]}), so its "
-                                 "values would train alike; allowed: schedule step, or another setting")
+                raise ValueError(
+                    f"{key!r} acts only under schedule step (schedule is {short(schedules)[1:-1]}), so its "
+                    "values would train alike; allowed: schedule step, or another setting"
+                )
             checked = []
             for v in values:
                 try:
@@ -183,8 +206,12 @@ class ExperimentConfig(TrainSettings):
             for j, v in enumerate(acting):
                 i = acting.index(v)
                 if i < j:
-                    alike = "" if checked[i] == checked[j] else \
-                        f" ({' and '.join(_yaml_text(checked[k]) for k in (i, j))} both act as {_yaml_text(v)} here)"
+                    alike = (
+                        ""
+                        if checked[i] == checked[j]
+                        else f" ({' and '.join(_yaml_text(checked[k]) for k in (i, j))} both act as "
+                        f"{_yaml_text(v)} here)"
+                    )
                     raise ValueError(f"sweep.{key} repeats a value: {short(values)}{alike}; give each value once")
             out[key] = acting
         return out
@@ -211,29 +238,39 @@ class ExperimentConfig(TrainSettings):
         baseline) is checked where the grid has several blocks: one block is a study that compares nothing."""
         compare, axes = self.compare, self.axes()
         if compare.axis not in axes or compare.axis == PAIR:
-            raise ValueError(f"compare.axis {compare.axis!r}: allowed: an axis of the grid other than {PAIR} "
-                             f"({', '.join(a for a in axes if a != PAIR)})")
+            raise ValueError(
+                f"compare.axis {compare.axis!r}: allowed: an axis of the grid other than {PAIR} "
+                f"({', '.join(a for a in axes if a != PAIR)})"
+            )
         values = axes[compare.axis]
         if compare.reference is None and compare.axis != "block":
-            raise ValueError(f"compare.reference: which value of {compare.axis} the others are compared against; "
-                             f"allowed: one of {short(values)}")
+            raise ValueError(
+                f"compare.reference: which value of {compare.axis} the others are compared against; "
+                f"allowed: one of {short(values)}"
+            )
         explicit = "compare" in self.model_fields_set
         if not explicit and len(values) < 2:
             return
         if len(values) < 2:
-            raise ValueError(f"compare.axis {compare.axis!r} has one value ({short(values[0])}): nothing to compare it "
-                             f"against; allowed: an axis with two values or more "
-                             f"({', '.join(a for a, v in axes.items() if a != PAIR and len(v) > 1) or 'none here'})")
+            raise ValueError(
+                f"compare.axis {compare.axis!r} has one value ({short(values[0])}): nothing to compare it "
+                f"against; allowed: an axis with two values or more "
+                f"({', '.join(a for a, v in axes.items() if a != PAIR and len(v) > 1) or 'none here'})"
+            )
         if compare.reference is None:
             if BASELINE not in values:
-                raise ValueError(f"compare: the default question compares each block against {BASELINE}, which is "
-                                 f"not in blocks {short(values)}; allowed: add {BASELINE} to blocks, or name the "
-                                 f"reference: compare={{axis: block, reference: {values[0]}}}")
+                raise ValueError(
+                    f"compare: the default question compares each block against {BASELINE}, which is "
+                    f"not in blocks {short(values)}; allowed: add {BASELINE} to blocks, or name the "
+                    f"reference: compare={{axis: block, reference: {values[0]}}}"
+                )
             return
         reference = self._axis_value(compare.axis, compare.reference)
         if reference is _NO_VALUE or reference not in values:
-            raise ValueError(f"compare.reference {short(compare.reference)} is not a value of {compare.axis}; "
-                             f"allowed: one of {short(values)}")
+            raise ValueError(
+                f"compare.reference {short(compare.reference)} is not a value of {compare.axis}; "
+                f"allowed: one of {short(values)}"
+            )
         self.compare = CompareSettings(axis=compare.axis, reference=reference)
 
     def _axis_value(self, axis: str, value: Any) -> Any:
@@ -249,15 +286,20 @@ class ExperimentConfig(TrainSettings):
     def _rules(self) -> None:
         """What must hold between settings (of the experiment, and of each point of a sweep: ``_RULED``)."""
         if self.scheduler == "asha" and self.asha_grace_period > self.epochs:
-            raise ValueError(f"key 'asha_grace_period' is {self.asha_grace_period} but 'epochs' is {self.epochs}; "
-                             "allowed: 1 to epochs")
+            raise ValueError(
+                f"key 'asha_grace_period' is {self.asha_grace_period} but 'epochs' is {self.epochs}; "
+                "allowed: 1 to epochs"
+            )
         if self.scheduler == "asha" and self.fuse_trials > 1:
-            raise ValueError(f"key 'scheduler' is asha but 'fuse_trials' is {self.fuse_trials}: ASHA stops trials one "
-                             "by one, a fused trial trains its members together; allowed: scheduler fifo, or "
-                             "fuse_trials 1")
+            raise ValueError(
+                f"key 'scheduler' is asha but 'fuse_trials' is {self.fuse_trials}: ASHA stops trials one "
+                "by one, a fused group trains its members together; allowed: scheduler fifo, or "
+                "fuse_trials 1"
+            )
         if self.warmup_epochs > self.epochs:
-            raise ValueError(f"key 'warmup_epochs' is {self.warmup_epochs:g} but 'epochs' is {self.epochs}; "
-                             "allowed: 0 to epochs")
+            raise ValueError(
+                f"key 'warmup_epochs' is {self.warmup_epochs:g} but 'epochs' is {self.epochs}; allowed: 0 to epochs"
+            )
 
     @property
     def experiment_dir(self) -> str:
@@ -279,12 +321,12 @@ class ExperimentConfig(TrainSettings):
         return {k: getattr(self, k) for k in TrainSettings.model_fields}
 
     def axes(self) -> Dict[str, list]:
-        """The grid: each axis (``ablate.axes``: the four, then the swept settings) with its values."""
+        """The grid: each axis (``ablate.spec.axes``: the four, then the swept settings) with its values."""
         return {**{a.name: getattr(self, a.key) for a in GRID}, **self.sweep}
 
     def base(self) -> Dict[str, Any]:
         """The experiment's own value of each swept setting, as it acts (as the sweep's values are read): a
-        point with it keeps the id it had before the setting was swept (``ablate.axes.trial_key``)."""
+        point with it keeps the id it had before the setting was swept (``ablate.spec.axes.trial_key``)."""
         return {k: as_it_acts(k, getattr(self, k), self.dataset) for k in self.sweep}
 
     def setting_text(self, key: str) -> str:
@@ -292,7 +334,7 @@ class ExperimentConfig(TrainSettings):
         return "/".join(map(value_text, self.sweep[key])) if key in self.sweep else value_text(getattr(self, key))
 
     def digits(self) -> Dict[str, int]:
-        """The significant digits each axis's values are named with (``ablate.axes.label_digits``)."""
+        """The significant digits each axis's values are named with (``ablate.spec.axes.label_digits``)."""
         return label_digits(self.axes())
 
     def subject(self) -> Tuple[str, Any]:
@@ -323,11 +365,11 @@ NOT_AN_AXIS = {
     # One experiment trains on one data set (the driver loads it once, for every trial); and a crop_pad or
     # flip left unset means that data set's own.
     "dataset": "is the data every trial trains on (one data set per experiment: run one experiment per dataset, "
-               "each with its own name=)",
+    "each with its own name=)",
     # The memory layout: the same training, faster or slower (docs/benchmarks.md).
     "channels_last": "changes the speed, not what is learned (it compares a run with itself)",
 }
-STEP_ONLY = frozenset({"lr_decay", "milestones"})  # read by the step schedule alone (ablate.recipe.lr_lambda)
+STEP_ONLY = frozenset({"lr_decay", "milestones"})  # read by the step schedule alone (ablate.train.recipe.lr_lambda)
 _NO_VALUE = object()
 
 
@@ -379,4 +421,4 @@ def trial_groups(cfg: ExperimentConfig, points: Optional[List[Dict[str, Any]]] =
     for t in trials:
         by_model.setdefault(fused_key(t.point), []).append(t)
     n = cfg.fuse_trials
-    return [ts[i:i + n] for ts in by_model.values() for i in range(0, len(ts), n)]
+    return [ts[i : i + n] for ts in by_model.values() for i in range(0, len(ts), n)]

@@ -3,6 +3,7 @@
 modules imported before the rest is validated (so their blocks are known), then ``ExperimentConfig``.
 Everything here runs before Ray or a GPU is touched, so a mistake costs seconds, not a cluster.
 """
+
 from __future__ import annotations
 
 import sys
@@ -12,16 +13,16 @@ from typing import Any, Dict, List, Optional
 import yaml
 from pydantic import Field
 
-from ablate.errors import ConfigError
-from ablate.spec.config import ExperimentConfig, axis_settings, validated
+from ablate.errors import ConfigError, first_line
 from ablate.formatting import short
-from ablate.errors import first_line
+from ablate.models.registry import import_block_modules
+from ablate.spec.config import ExperimentConfig, axis_settings, validated
 from ablate.spec.settings import Settings
 
 __all__ = ["load_experiment", "find_experiment", "parse_override"]
 
-MAX_DOCUMENT_BYTES = 256 * 1024   # an experiment file is a few hundred bytes
-MAX_ALIASES = 100                 # YAML anchors/aliases: enough for reuse, too few for a "billion laughs"
+MAX_DOCUMENT_BYTES = 256 * 1024  # an experiment file is a few hundred bytes
+MAX_ALIASES = 100  # YAML anchors/aliases: enough for reuse, too few for a "billion laughs"
 
 
 class _Loader(yaml.SafeLoader):
@@ -39,22 +40,15 @@ class _Loader(yaml.SafeLoader):
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
-                raise ConfigError(f"key {short(key)} is given twice (line {key_node.start_mark.line + 1}); "
-                                  "give each key once")
+                raise ConfigError(
+                    f"key {short(key)} is given twice (line {key_node.start_mark.line + 1}); give each key once"
+                )
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
 
 
 def _yaml(text: str) -> Any:
     return yaml.load(text, Loader=_Loader)
-
-
-def import_block_modules(names, search_path: Optional[str] = None) -> None:
-    """A user's block modules (the block registry imports torch: only when some are named)."""
-    if names:
-        from ablate.models.registry import import_block_modules as imported
-
-        imported(names, search_path)
 
 
 class _Modules(Settings, extra="ignore"):
@@ -83,8 +77,10 @@ def parse_override(item: str) -> tuple:
     try:
         value = _yaml(raw) if raw.strip() else ""
     except yaml.YAMLError as e:
-        raise ConfigError(f"override {short(key)}: cannot parse value {short(raw)} "
-                          f"({first_line(e)}); write lists as [a,b] and quote odd strings") from None
+        raise ConfigError(
+            f"override {short(key)}: cannot parse value {short(raw)} "
+            f"({first_line(e)}); write lists as [a,b] and quote odd strings"
+        ) from None
     return key, value
 
 
@@ -123,8 +119,9 @@ def load_experiment(path: Optional[str] = None, overrides: Optional[List[str]] =
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise ConfigError(f"{p}: not UTF-8 text (binary, or another encoding such as UTF-16); "
-                          "save it as UTF-8 YAML") from None
+        raise ConfigError(
+            f"{p}: not UTF-8 text (binary, or another encoding such as UTF-16); save it as UTF-8 YAML"
+        ) from None
     try:
         data = _yaml(text) or {}
     except yaml.YAMLError as e:
@@ -141,19 +138,25 @@ def load_experiment(path: Optional[str] = None, overrides: Optional[List[str]] =
     sweep = data.get("sweep")
     for key in sweep if isinstance(sweep, dict) else ():
         if key in data and key in axis_settings():  # others cannot be an axis at all: refused below
-            raise ConfigError(f"key {short(key)} is both set ({short(data[key])}) and swept (sweep.{key}); give it "
-                              "once: as a setting (one value) or in sweep (several)")
+            raise ConfigError(
+                f"key {short(key)} is both set ({short(data[key])}) and swept (sweep.{key}); give it "
+                "once: as a setting (one value) or in sweep (several)"
+            )
     # A user's blocks first, so that "every registered block" and the block-name check know them.
     modules = validated(_Modules, data).block_modules
     try:
         import_block_modules(modules, search_path=str(p.resolve().parent))
     except (Exception, SystemExit) as e:  # the user's module failed (or exited) on import: one line
-        raise ConfigError(f"key 'block_modules': cannot import {short(modules)} ({e.__class__.__name__}: "
-                          f"{first_line(e)}); allowed: importable module names, "
-                          "e.g. a my_blocks.py beside the experiment file") from None
+        raise ConfigError(
+            f"key 'block_modules': cannot import {short(modules)} ({e.__class__.__name__}: "
+            f"{first_line(e)}); allowed: importable module names, "
+            "e.g. a my_blocks.py beside the experiment file"
+        ) from None
     for name in modules:  # what Ray ships to every node is a module's file (py_modules)
         module = sys.modules.get(name.split(".")[0])
         if module is not None and not hasattr(module, "__path__") and not getattr(module, "__file__", None):
-            raise ConfigError(f"key 'block_modules': {short(name)} is built into Python (it has no file to ship to "
-                              "the trials); allowed: your own modules, e.g. a my_blocks.py beside the experiment file")
+            raise ConfigError(
+                f"key 'block_modules': {short(name)} is built into Python (it has no file to ship to "
+                "the trials); allowed: your own modules, e.g. a my_blocks.py beside the experiment file"
+            )
     return validated(ExperimentConfig, data)

@@ -3,8 +3,10 @@
 The allowed values and bounds come from the JSON schema pydantic derives from the models, so
 they are declared once, on the models (``ablate.spec.settings``, ``ablate.spec.config``).
 """
+
 from __future__ import annotations
 
+import difflib
 from typing import Any, Callable, Dict
 
 __all__ = ["message"]
@@ -17,8 +19,11 @@ def _schema(model: type, loc: tuple) -> Dict[str, Any]:
 
     def resolve(node: Dict[str, Any]) -> Dict[str, Any]:
         while "$ref" in node or "anyOf" in node:  # a nested model; Optional[...]
-            node = root["$defs"][node["$ref"].rsplit("/", 1)[-1]] if "$ref" in node else \
-                next(a for a in node["anyOf"] if a.get("type") != "null")
+            node = (
+                root["$defs"][node["$ref"].rsplit("/", 1)[-1]]
+                if "$ref" in node
+                else next(a for a in node["anyOf"] if a.get("type") != "null")
+            )
         return node
 
     node = resolve(root)
@@ -35,8 +40,12 @@ def _range(node: Dict[str, Any]) -> str:
     lo, hi = node.get("minimum", node.get("ge")), node.get("maximum", node.get("le"))
     if lo is not None and hi is not None:
         return f"{num(lo)} to {num(hi)}"
-    bounds = [(">=", lo), (">", node.get("exclusiveMinimum", node.get("gt"))), ("<=", hi),
-              ("<", node.get("exclusiveMaximum", node.get("lt")))]
+    bounds = [
+        (">=", lo),
+        (">", node.get("exclusiveMinimum", node.get("gt"))),
+        ("<=", hi),
+        ("<", node.get("exclusiveMaximum", node.get("lt"))),
+    ]
     return " and ".join(f"{op} {num(v)}" for op, v in bounds if v is not None)
 
 
@@ -53,17 +62,23 @@ def message(err: Dict[str, Any], model: type, short: Callable[[Any], str], max_a
         keys = sorted(_schema(model, loc[:-1])["properties"])
         if len(", ".join(keys)) <= 300:
             return f"unknown key '{path}'; valid keys: {', '.join(keys)}"
-        import difflib
 
         close = difflib.get_close_matches(str(loc[-1]), keys, n=5, cutoff=0.5)
-        return (f"unknown key '{path}'; " + (f"did you mean {', '.join(close)}? " if close else "")
-                + f"({len(keys)} valid keys, each in the README's Experiments section)")
+        return (
+            f"unknown key '{path}'; "
+            + (f"did you mean {', '.join(close)}? " if close else "")
+            + f"({len(keys)} valid keys, each in the README's Experiments section)"
+        )
     if kind == "value_error":  # a domain rule: its own words
         text = str(err["ctx"]["error"])
         return text if not loc else f"key '{key}': {text}"
     if kind in ("model_type", "model_attributes_type", "dict_type"):
         keys = _schema(model, loc).get("properties")  # a Dict field has none: its keys are the user's
-        return f"key '{path}' must be a mapping" + (f" of {', '.join(keys)}" if keys else " (key: value, ...)") + f", {got}"
+        return (
+            f"key '{path}' must be a mapping"
+            + (f" of {', '.join(keys)}" if keys else " (key: value, ...)")
+            + f", {got}"
+        )
     if kind == "literal_error":
         return f"key '{path}' is {short(value)}; allowed: {', '.join(map(str, _schema(model, loc)['enum']))}"
     if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
@@ -73,8 +88,13 @@ def message(err: Dict[str, Any], model: type, short: Callable[[Any], str], max_a
         return f"key '{key}' holds {short(value)}; allowed: a finite number"
     if kind in ("string_too_short", "string_too_long") or kind in ("too_short", "too_long") and isinstance(value, str):
         lo, hi = _schema(model, loc).get("minLength"), _schema(model, loc).get("maxLength")
-        allowed = f"{lo} to {hi}" if lo is not None and hi is not None else f"at most {hi}" if hi is not None \
+        allowed = (
+            f"{lo} to {hi}"
+            if lo is not None and hi is not None
+            else f"at most {hi}"
+            if hi is not None
             else f"at least {lo}"
+        )
         return f"key '{path}' is {len(value)} characters long; allowed: {allowed} characters"
     if kind == "too_short":
         return f"axis '{path}' is empty; give at least one value"

@@ -58,7 +58,6 @@ class Question:
     def where(self, r: Dict, keys: Optional[List[str]] = None) -> str:
         return ", ".join(f"{c} {value_text(r[c])}" for c in (self.context if keys is None else keys)) or "every trial"
 
-
     @classmethod
     def of_tables(cls, meta: Dict, trials) -> "Question":
         """The question an experiment on record asks: its identity's ``compare`` (``meta``; the default question,
@@ -70,5 +69,7 @@ class Question:
         if reference is None:
             reference = BASELINE
         elif subject in trials and len(trials):  # as the table holds it (a number, a bool, a name)
-            reference = next((v for v in trials[subject].unique() if str(value_text(v)) == str(value_text(reference))), reference)
+            reference = next(
+                (v for v in trials[subject].unique() if str(value_text(v)) == str(value_text(reference))), reference
+            )
         return cls(subject, reference, axes, context_of(axes, subject))

@@ -4,18 +4,41 @@ Read by the experiment config, the study, the tables and the report (which never
 never pay torch's import), and by the trainer.  Types, bounds and allowed values are declared once,
 on pydantic models in strict mode.
 """
+
 from __future__ import annotations
 
 from typing import Annotated, Any, List, Literal, Optional
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-__all__ = ["Number", "Settings", "TrainSettings", "NO_RESULT", "SWEEPABLE", "METRIC_KEYS", "DATASETS", "TRAIN_SIZES",
-           "IMAGE_SHAPES", "CLASSES", "AUGMENT", "as_it_acts", "sweep_as_it_acts"]
+__all__ = [
+    "Number",
+    "Settings",
+    "TrainSettings",
+    "NO_RESULT",
+    "SWEEPABLE",
+    "METRIC_KEYS",
+    "DATASETS",
+    "TRAIN_SIZES",
+    "IMAGE_SHAPES",
+    "CLASSES",
+    "AUGMENT",
+    "as_it_acts",
+    "sweep_as_it_acts",
+]
 
 # What the trainer reports of every epoch (a history row; the tables' columns).
-METRIC_KEYS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr",
-               "epoch_seconds", "images_per_second", "diverged")
+METRIC_KEYS = (
+    "epoch",
+    "train_loss",
+    "train_acc",
+    "val_loss",
+    "val_acc",
+    "lr",
+    "epoch_seconds",
+    "images_per_second",
+    "diverged",
+)
 
 DATASETS = ("digits", "synthetic", "cifar10", "cifar100")
 # Training images per dataset (the dry run's compute estimate), without loading them; a test
@@ -56,12 +79,12 @@ class TrainSettings(Settings):
     """
 
     dataset: Literal[DATASETS] = "digits"
-    data_dir: str = "data"             # where torchvision downloads CIFAR
+    data_dir: str = "data"  # where torchvision downloads CIFAR
     epochs: Annotated[int, Field(gt=0, le=10_000)] = 10
-    batch_size: Annotated[int, Field(gt=0, le=65_536)] = 128             # He et al. 2016
+    batch_size: Annotated[int, Field(gt=0, le=65_536)] = 128  # He et al. 2016
     momentum: Annotated[Number, Field(ge=0, le=0.999)] = 0.9
     nesterov: bool = False
-    weight_decay: Annotated[Number, Field(ge=0, le=0.1)] = 1e-4         # He et al. 2016
+    weight_decay: Annotated[Number, Field(ge=0, le=0.1)] = 1e-4  # He et al. 2016
     schedule: Literal["step", "cosine", "constant"] = "step"
     # Fractions of training at which the step schedule decays the LR.
     milestones: List[Annotated[Number, Field(gt=0, lt=1)]] = Field(default_factory=lambda: [0.5, 0.75])
@@ -70,17 +93,17 @@ class TrainSettings(Settings):
     warmup_epochs: Annotated[Number, Field(ge=0, le=10_000)] = 0.0
     label_smoothing: Annotated[Number, Field(ge=0, le=0.99)] = 0.0
     shortcut: Literal["A", "B"] = "B"  # B: 1x1 conv + BN (reference); A: zero-pad (He et al. CIFAR)
-    zero_init_last: bool = False       # call every block's zero_init_last() hook
-    conv_bias: bool = False            # bias before BN is redundant (BN subtracts the mean)
+    zero_init_last: bool = False  # call every block's zero_init_last() hook
+    conv_bias: bool = False  # bias before BN is redundant (BN subtracts the mean)
     crop_pad: Optional[Annotated[int, Field(ge=0, le=64)]] = None  # None: the dataset's default (4 CIFAR, 1 digits)
-    flip: Optional[bool] = None        # None: the dataset's default (no flips for digits)
+    flip: Optional[bool] = None  # None: the dataset's default (no flips for digits)
     eval_batch_size: Annotated[int, Field(gt=0, le=65_536)] = 1024  # no gradients: large batches are cheap
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # Speed settings (none changes the recipe); defaults = the fastest measured, docs/benchmarks.md.
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto (= fp32: bf16 was no faster at batch 128)
     # None: on; measured faster on CUDA and on the CPU (1.2-1.3x for digits nets, docs/benchmarks.md).
     channels_last: Optional[bool] = None
-    compile: Optional[bool] = None     # torch.compile the model; None: on CUDA only
+    compile: Optional[bool] = None  # torch.compile the model; None: on CUDA only
     compile_mode: Literal["default", "reduce-overhead", "max-autotune-no-cudagraphs"] = "reduce-overhead"
     threads: Annotated[int, Field(ge=0, le=1024)] = 0  # torch CPU threads; 0 leaves torch's default
     # Diverged when train loss > factor x ln(classes), or non-finite.
@@ -88,11 +111,33 @@ class TrainSettings(Settings):
 
 
 # Settings that change no result: they may differ between runs of one experiment, and are never an axis.
-NO_RESULT = frozenset({"name", "storage_path", "cpus_per_trial", "gpus_per_trial", "trials_per_gpu",
-                       "max_concurrent_trials", "max_failures", "wandb", "data_dir", "threads", "device",
-                       "checkpoint_period_s", "checkpoints_to_keep", "target_acc", "eval_batch_size", "compile",
-                       "compile_mode", "provenance", "experiment_id", "compare", "max_seeds",
-                       "equivalence_margin", "until_resolved"})
+NO_RESULT = frozenset(
+    {
+        "name",
+        "storage_path",
+        "cpus_per_trial",
+        "gpus_per_trial",
+        "trials_per_gpu",
+        "max_concurrent_trials",
+        "max_failures",
+        "wandb",
+        "data_dir",
+        "threads",
+        "device",
+        "checkpoint_period_s",
+        "checkpoints_to_keep",
+        "target_acc",
+        "eval_batch_size",
+        "compile",
+        "compile_mode",
+        "provenance",
+        "experiment_id",
+        "compare",
+        "max_seeds",
+        "equivalence_margin",
+        "until_resolved",
+    }
+)
 # The settings that may be an axis of the grid: those that change a result (the config refuses the few that
 # still cannot be one, ``ablate.spec.config.NOT_AN_AXIS``).
 SWEEPABLE = frozenset(k for k in TrainSettings.model_fields if k not in NO_RESULT)
@@ -113,5 +158,3 @@ def sweep_as_it_acts(sweep: Any, dataset: Any) -> Any:
     if not isinstance(sweep, dict):
         return sweep
     return {k: [as_it_acts(k, v, dataset) for v in vs] if isinstance(vs, list) else vs for k, vs in sweep.items()}
-
-

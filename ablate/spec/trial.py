@@ -23,7 +23,7 @@ class TrainConfig(TrainSettings):
     depth: int = 20
     lr: Number = 0.1
     seed: int = 0
-    # The experiment's swept settings and their base values (ablate.axes): what this point's key holds.
+    # The experiment's swept settings and their base values (ablate.spec.axes): what this point's key holds.
     _swept: Tuple[str, ...] = PrivateAttr(default=())
     _base: Dict[str, Any] = PrivateAttr(default_factory=dict)
     _digits: Dict[str, int] = PrivateAttr(default_factory=dict)  # its name's digits per axis (axes.label_digits)
@@ -33,10 +33,15 @@ class TrainConfig(TrainSettings):
         return self
 
     @classmethod
-    def of_point(cls, settings: Dict[str, Any], point: Dict[str, Any], base: Optional[Dict[str, Any]] = None,
-                 digits: Optional[Dict[str, int]] = None):
+    def of_point(
+        cls,
+        settings: Dict[str, Any],
+        point: Dict[str, Any],
+        base: Optional[Dict[str, Any]] = None,
+        digits: Optional[Dict[str, int]] = None,
+    ):
         """A grid point's trial: the shared settings, with the point's values (its swept settings too)."""
-        swept = tuple(axis_names(point)[len(AXES):])
+        swept = tuple(axis_names(point)[len(AXES) :])
         return cls(**{**settings, **point}).on_grid(swept, base if base is not None else {}, digits)
 
     @property

@@ -9,6 +9,21 @@ from ablate.study.records import Found, Listing, list_records, make_record
 from ablate.study.study import Group, Study
 from ablate.study.tables import history_table, read_csvs, trials_table, write_csvs
 
-__all__ = ["growth", "identity", "saved_identity", "experiment_tables", "read_experiment", "tables_from_records",
-           "Found", "Listing", "list_records", "make_record", "Group", "Study", "history_table", "read_csvs",
-           "trials_table", "write_csvs"]
+__all__ = [
+    "growth",
+    "identity",
+    "saved_identity",
+    "experiment_tables",
+    "read_experiment",
+    "tables_from_records",
+    "Found",
+    "Listing",
+    "list_records",
+    "make_record",
+    "Group",
+    "Study",
+    "history_table",
+    "read_csvs",
+    "trials_table",
+    "write_csvs",
+]

@@ -3,9 +3,12 @@
 A finished study of 10,000 trials x 30 epochs holds 300,000 history rows: as columns (``History``)
 they cost a list per metric, not a dict per row, and the tables take them whole (docs/benchmarks.md).
 """
+
 from __future__ import annotations
 
 from typing import Any, Dict, Iterator, List, Sequence, Tuple
+
+import numpy as np
 
 __all__ = ["History"]
 
@@ -22,8 +25,6 @@ class History(Sequence):
     __slots__ = ("keys", "columns", "_rows")
 
     def __init__(self, rows: List[Dict[str, Any]]):
-        import numpy as np
-
         self.keys: Tuple[str, ...] = tuple(rows[0]) if rows else ()
         self._rows = None
         self.columns: Dict[str, Any] = {}
@@ -61,5 +62,3 @@ class History(Sequence):
     def uniform(self) -> bool:
         """Whether its epochs are columns (else they are dicts of different keys)."""
         return self._rows is None
-
-

@@ -5,25 +5,37 @@ identity file as written (no torch, no Ray).
 provenance, and an ``--until-resolved`` study's own state.  ``--resume`` compares the settings as
 they act (``identity``); only an axis may gain values (``growth``).
 """
+
 from __future__ import annotations
 
 import os
 import platform
 import subprocess
 import time
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Dict, List, Optional, Tuple
 
 import yaml
 
 from ablate import storage
+from ablate.errors import UsageError, first_line
 from ablate.spec.axes import GRID
 from ablate.spec.config import ExperimentConfig, to_dict
-from ablate.errors import UsageError, first_line
-from ablate.spec.settings import NO_RESULT
+from ablate.spec.settings import NO_RESULT, as_it_acts, sweep_as_it_acts
 from ablate.storage import EXPERIMENT_FILE
+from ablate.study.records import experiment_ids
 
-__all__ = ["identity", "growth", "saved_identity", "IDENTITY_EXEMPT", "GROWABLE", "ROUNDS_KEY", "META_KEYS",
-           "git_commit", "provenance"]
+__all__ = [
+    "identity",
+    "growth",
+    "saved_identity",
+    "IDENTITY_EXEMPT",
+    "GROWABLE",
+    "ROUNDS_KEY",
+    "META_KEYS",
+    "git_commit",
+    "provenance",
+]
 
 # Settings that may change when an experiment is resumed: they change no result (``settings.NO_RESULT``).
 # The name is where the experiment lives: a directory moved or renamed is the same experiment (README).
@@ -40,8 +52,6 @@ def identity(cfg) -> Dict[str, Any]:
     ``crop_pad``/``flip``/``channels_last`` unset are the dataset's and the trainer's own), and ASHA's
     keys count only under ASHA, so a resume is never refused for a difference that changes no result.
     """
-    from ablate.spec.settings import as_it_acts, sweep_as_it_acts
-
     d = dict(cfg if isinstance(cfg, dict) else to_dict(cfg))
     for key in ("precision", "crop_pad", "flip", "channels_last"):
         d[key] = as_it_acts(key, d.get(key), d.get("dataset"))
@@ -49,7 +59,7 @@ def identity(cfg) -> Dict[str, Any]:
         d["sweep"] = sweep_as_it_acts(d["sweep"], d.get("dataset"))
     if d.get("scheduler", "fifo") != "asha":
         d = {k: v for k, v in d.items() if not k.startswith("asha_")}
-    swept = d.get("sweep") or {}  # a swept setting's own value is only its base (see ablate.axes)
+    swept = d.get("sweep") or {}  # a swept setting's own value is only its base (see ablate.spec.axes)
     return {k: v for k, v in d.items() if k not in IDENTITY_EXEMPT and k not in swept}
 
 
@@ -97,32 +107,42 @@ def saved_identity(exp_dir: str, command: str = "--resume: ", outcome: str = "no
     would train again) or written by a newer ablate.  The line starts with ``command`` (what read it) and
     says ``outcome`` (what did not happen).
     """
-    from ablate.study.records import experiment_ids
-
     path = storage.join(exp_dir, EXPERIMENT_FILE)
     try:
         saved = yaml.safe_load(storage.read_text(path))
     except FileNotFoundError:
         raise UsageError(f"{command}{exp_dir} holds no {EXPERIMENT_FILE}: it is not an ablate experiment") from None
     except (OSError, UnicodeDecodeError) as e:
-        raise UsageError(f"{command}{path} cannot be read ({e.__class__.__name__}: {first_line(e)}); {outcome}") from None
+        raise UsageError(
+            f"{command}{path} cannot be read ({e.__class__.__name__}: {first_line(e)}); {outcome}"
+        ) from None
     except yaml.YAMLError as e:
-        raise UsageError(f"{command}{path} is not valid YAML ({first_line(e)}): cut short or edited; {outcome}") from None
+        raise UsageError(
+            f"{command}{path} is not valid YAML ({first_line(e)}): cut short or edited; {outcome}"
+        ) from None
     if not isinstance(saved, dict):
         raise UsageError(f"{command}{path} is not a mapping of settings (cut short or edited); {outcome}")
     if not isinstance(saved.get("experiment_id"), str) or not saved["experiment_id"]:
         ids = experiment_ids(exp_dir)
-        fix = (f"its trials' records name experiment_id {ids[0]}: add the line  experiment_id: {ids[0]}  to it"
-               if len(ids) == 1 else "restore it from a copy")
-        raise UsageError(f"{command}{path} names no experiment_id (cut short or edited), so no trial could be "
-                         f"known as done; {outcome}; {fix}")
+        fix = (
+            f"its trials' records name experiment_id {ids[0]}: add the line  experiment_id: {ids[0]}  to it"
+            if len(ids) == 1
+            else "restore it from a copy"
+        )
+        raise UsageError(
+            f"{command}{path} names no experiment_id (cut short or edited), so no trial could be "
+            f"known as done; {outcome}; {fix}"
+        )
     unknown = sorted(k for k in saved if k not in ExperimentConfig.model_fields and k not in META_KEYS)
     if unknown:
-        raise UsageError(f"{command}{path} has settings this ablate does not know ({', '.join(map(str, unknown[:5]))}): "
-                         "it was written by a newer ablate (upgrade: pip install -U ablate) or edited by hand")
+        raise UsageError(
+            f"{command}{path} has settings this ablate does not know ({', '.join(map(str, unknown[:5]))}): "
+            "it was written by a newer ablate (upgrade: pip install -U ablate) or edited by hand"
+        )
     # A key added to ablate after the experiment was started had its default then.
-    defaults = {k: f.get_default(call_default_factory=True) for k, f in ExperimentConfig.model_fields.items()
-                if k not in saved}  # only those: a default factory may import torch (the block registry)
+    defaults = {
+        k: f.get_default(call_default_factory=True) for k, f in ExperimentConfig.model_fields.items() if k not in saved
+    }  # only those: a default factory may import torch (the block registry)
     return {**defaults, **saved}
 
 
@@ -137,8 +157,6 @@ def git_commit() -> Optional[str]:
 
 def provenance() -> dict:
     """What produced the results: the code's commit, the libraries' versions, when."""
-    from importlib.metadata import PackageNotFoundError, version
-
     versions = {"python": platform.python_version()}
     for pkg in ("ablate", "torch", "ray", "wandb", "scipy"):
         try:

@@ -65,13 +65,20 @@ def experiment_tables(where: str) -> Tuple[str, Optional[str]]:
         except RecordError:
             raise  # a record it cannot read: its own line, naming the file
         except ValueError as e2:
-            raise UsageError(f"{problem}; and no trial records to rebuild it from ({e2}); give the directory that "
-                             "python -m ablate.grid printed last") from None
+            raise UsageError(
+                f"{problem}; and no trial records to rebuild it from ({e2}); give the directory that "
+                "python -m ablate.grid printed last"
+            ) from None
         if uri:
             storage.upload(out, where, (HISTORY_FILE, TRIALS_FILE))
-        return out, (f"{problem}; history.csv and trials.csv rebuilt from the trials' records"
-                     + (f" (interim: trials still training are RUNNING; pid {holder.get('pid')} on {holder.get('host')})"
-                        if holder is not None else ""))
+        return out, (
+            f"{problem}; history.csv and trials.csv rebuilt from the trials' records"
+            + (
+                f" (interim: trials still training are RUNNING; pid {holder.get('pid')} on {holder.get('host')})"
+                if holder is not None
+                else ""
+            )
+        )
 
 
 def read_meta(exp_dir: str) -> Dict[str, Any]:

@@ -15,6 +15,7 @@ The driver lists the records once (``list_records``: JSON and file sizes, no tor
 file of Tune's) and decides from them alone what is done, what continues from which checkpoint,
 and what history.csv holds.  Local and URI storage alike (pyarrow's filesystems, as Tune's).
 """
+
 from __future__ import annotations
 
 import json
@@ -25,16 +26,24 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
 from ablate import storage
-from ablate.study.histories import History
-from ablate.errors import first_line
+from ablate.errors import RecordError, first_line
 from ablate.spec.settings import METRIC_KEYS
 from ablate.storage import RECORD_FILE, STATE_FILE, STOPPED_FILE
-from ablate.errors import RecordError
+from ablate.study.histories import History
 
-__all__ = ["RecordError", "Found", "Listing", "make_record", "write_stopped", "list_records", "experiment_ids", "loggable", "RUN_KEYS"]
+__all__ = [
+    "RecordError",
+    "Found",
+    "Listing",
+    "make_record",
+    "write_stopped",
+    "list_records",
+    "experiment_ids",
+    "loggable",
+    "RUN_KEYS",
+]
 
 VERSION = 1
-
 
 
 # What a history row holds beside the trainer's metrics: the node that ran the epoch, and when.
@@ -46,20 +55,18 @@ def loggable(metrics: Dict[str, Any]) -> Dict[str, Any]:
     return {k: v for k, v in metrics.items() if k not in RUN_KEYS}
 
 
-def make_record(experiment_id: str, trial: str, members: List[Dict[str, Any]], histories: List[List[Dict]],
-                done: List[bool]) -> Dict[str, Any]:
+def make_record(
+    experiment_id: str, trial: str, members: List[Dict[str, Any]], histories: List[List[Dict]], done: List[bool]
+) -> Dict[str, Any]:
     """A trial's record: ``members`` are ``{"id", "point"}``; each gets its history and whether it is done."""
-    return {"ablate_record": VERSION, "experiment_id": experiment_id, "trial": trial, "written": time.time(),
-            "process": {"pid": os.getpid(), "host": socket.gethostname()},  # which process wrote it
-            "members": [{**m, "history": list(h), "done": bool(d)} for m, h, d in zip(members, histories, done)]}
-
-
-
-
-
-
-
-
+    return {
+        "ablate_record": VERSION,
+        "experiment_id": experiment_id,
+        "trial": trial,
+        "written": time.time(),
+        "process": {"pid": os.getpid(), "host": socket.gethostname()},  # which process wrote it
+        "members": [{**m, "history": list(h), "done": bool(d)} for m, h, d in zip(members, histories, done)],
+    }
 
 
 def write_stopped(trial_dir: str, experiment_id: str, trial: str, member_ids: List[str], epoch: int) -> None:
@@ -68,9 +75,19 @@ def write_stopped(trial_dir: str, experiment_id: str, trial: str, member_ids: Li
     One small JSON file; one that is cut short does not parse and is ignored (the trial then
     continues on a later ``--resume``: training repeated, nothing lost).
     """
-    storage.write_text(storage.join(trial_dir, STOPPED_FILE), json.dumps(
-        {"ablate_stopped": VERSION, "experiment_id": experiment_id, "trial": trial, "members": list(member_ids),
-         "epoch": int(epoch), "written": time.time()}))
+    storage.write_text(
+        storage.join(trial_dir, STOPPED_FILE),
+        json.dumps(
+            {
+                "ablate_stopped": VERSION,
+                "experiment_id": experiment_id,
+                "trial": trial,
+                "members": list(member_ids),
+                "epoch": int(epoch),
+                "written": time.time(),
+            }
+        ),
+    )
 
 
 @dataclass
@@ -102,7 +119,7 @@ class Found:
 class Listing:
     """Every readable record of an experiment, by trial (its members' ids), newest first."""
 
-    by_trial: Dict[Tuple[str, ...], List[Found]] = field(default_factory=dict)
+    by_group: Dict[Tuple[str, ...], List[Found]] = field(default_factory=dict)
     broken: List[str] = field(default_factory=list)  # unfinished trials' checkpoints that are cut short
     stopped: Dict[str, int] = field(default_factory=dict)  # member id -> the epoch the scheduler stopped it after
     newest_write_ns: int = 0  # the modification time of the newest record or note (what the tables must postdate)
@@ -111,7 +128,7 @@ class Listing:
     _members: Optional[Dict[str, Dict[str, Any]]] = field(default=None, repr=False)
 
     def newest(self) -> List[Found]:
-        return [found[0] for found in self.by_trial.values()]
+        return [found[0] for found in self.by_group.values()]
 
     def member(self, member_id: str) -> Optional[Dict[str, Any]]:
         """A member's record in the newest record that holds it (done first, then the longest history, then
@@ -162,21 +179,24 @@ def list_records(exp_dir: str, experiment_id: str) -> Listing:
     without permission, a name that is not UTF-8), a record of a newer format, or one of another
     shape is ``RecordError``: whether that trial finished is unknown, so nothing may be trained.
     """
-    import pyarrow.fs as pafs
-
     fs, root = storage.filesystem(exp_dir)
     try:
-        infos = fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
-        files = [i for i in infos if i.type == pafs.FileType.File]
+        files = [i for i in storage.entries(fs, root) if i.is_file]
         sizes = {i.path: i.size for i in files}
         written = [i.mtime_ns or 0 for i in files if i.base_name in (RECORD_FILE, STOPPED_FILE)]
         top = {i.base_name: i.size for i in files if i.path.rsplit("/", 1)[0] == root.rstrip("/")}
     except FileNotFoundError:
         return Listing()
     except (OSError, UnicodeDecodeError) as e:
-        what = "holds a file name that is not UTF-8" if isinstance(e, UnicodeDecodeError) else f"cannot be listed ({first_line(e)})"
-        raise RecordError(f"{exp_dir} {what}: which trials finished is unknown, so nothing was trained; "
-                          "make every file of the experiment readable (and its names UTF-8), then run again") from None
+        what = (
+            "holds a file name that is not UTF-8"
+            if isinstance(e, UnicodeDecodeError)
+            else f"cannot be listed ({first_line(e)})"
+        )
+        raise RecordError(
+            f"{exp_dir} {what}: which trials finished is unknown, so nothing was trained; "
+            "make every file of the experiment readable (and its names UTF-8), then run again"
+        ) from None
     listing = Listing(newest_write_ns=max(written, default=0), top_files=top)
     # A trial directory's checkpoints, newest (highest index) first: once one says done, the older ones
     # are never needed (nothing continues from them), so a finished trial costs one read, not one per
@@ -191,17 +211,19 @@ def list_records(exp_dir: str, experiment_id: str) -> Listing:
     for paths in by_dir.values():
         for path in reversed(paths):
             ckpt = path.rsplit("/", 1)[0]
-            where = storage.join(exp_dir, ckpt[len(root.rstrip("/")) + 1:])
+            where = storage.join(exp_dir, ckpt[len(root.rstrip("/")) + 1 :])
             record = _read_json(fs, path)
             if record is CUT_SHORT:  # cut short: an older checkpoint (or epoch 1) continues the trial
                 listing.broken.append(where)
                 continue
             if not isinstance(record, dict) or not isinstance(record.get("experiment_id"), str):
                 # Not a record of any experiment: skipped, its trial would be "not done" and train again.
-                raise RecordError(f"{path} is not a trial record this ablate wrote (valid JSON, but "
-                                  f"{'not an object' if not isinstance(record, dict) else 'without experiment_id'}): "
-                                  "it was edited or comes from elsewhere; restore or remove that checkpoint "
-                                  "directory, then run again (nothing was trained)")
+                raise RecordError(
+                    f"{path} is not a trial record this ablate wrote (valid JSON, but "
+                    f"{'not an object' if not isinstance(record, dict) else 'without experiment_id'}): "
+                    "it was edited or comes from elsewhere; restore or remove that checkpoint "
+                    "directory, then run again (nothing was trained)"
+                )
             if record["experiment_id"] != experiment_id:
                 continue  # another experiment's record (a copied directory): never this one's truth
             _check_shape(record, path)
@@ -211,16 +233,17 @@ def list_records(exp_dir: str, experiment_id: str) -> Listing:
             found = Found(record, where, sizes.get(f"{ckpt}/{STATE_FILE}") == record["state_bytes"])
             if not found.state_whole and not found.done:
                 listing.broken.append(where)
-            listing.by_trial.setdefault(found.ids, []).append(found)
+            listing.by_group.setdefault(found.ids, []).append(found)
             if found.done:
                 break
     listing.broken.sort()
     # Trials in the order of their first checkpoint's path (as listed), each one's records newest first.
-    first = {ids: min(f.checkpoint for f in found) for ids, found in listing.by_trial.items()}
-    listing.by_trial = {ids: sorted(listing.by_trial[ids], key=lambda f: (f.done, f.epochs, f.record["written"]),
-                                    reverse=True) for ids in sorted(first, key=first.get)}
+    first = {ids: min(f.checkpoint for f in found) for ids, found in listing.by_group.items()}
+    listing.by_group = {
+        ids: sorted(listing.by_group[ids], key=lambda f: (f.done, f.epochs, f.record["written"]), reverse=True)
+        for ids in sorted(first, key=first.get)
+    }
     return listing
-
 
 
 CUT_SHORT = object()  # what a JSON file that does not parse holds (``null`` is a value: of another shape)
@@ -229,11 +252,12 @@ CUT_SHORT = object()  # what a JSON file that does not parse holds (``null`` is 
 def _read_json(fs, path: str):
     """A JSON file's value; ``CUT_SHORT`` if it does not parse; ``RecordError`` if it cannot be read at all."""
     try:
-        with fs.open_input_stream(path) as f:
-            data = f.read()
+        data = storage.read_from(fs, path)
     except OSError as e:
-        raise RecordError(f"{path} cannot be read ({e.__class__.__name__}: {first_line(e)}): whether its trial "
-                          "finished is unknown, so nothing was trained; make it readable, then run again") from None
+        raise RecordError(
+            f"{path} cannot be read ({e.__class__.__name__}: {first_line(e)}): whether its trial "
+            "finished is unknown, so nothing was trained; make it readable, then run again"
+        ) from None
     try:
         return json.loads(data)
     except ValueError:
@@ -244,19 +268,33 @@ def _check_shape(record: Dict[str, Any], path: str) -> None:
     """A record of this experiment is of a format this ablate reads, and of its shape; else ``RecordError``."""
     version = record.get("ablate_record")
     if isinstance(version, int) and not isinstance(version, bool) and version > VERSION:
-        raise RecordError(f"{path} was written by a newer ablate (record format {version}; this one reads "
-                          f"{VERSION}): upgrade ablate to continue this experiment (nothing was trained)")
+        raise RecordError(
+            f"{path} was written by a newer ablate (record format {version}; this one reads "
+            f"{VERSION}): upgrade ablate to continue this experiment (nothing was trained)"
+        )
     members = record.get("members")
-    ok = (version == VERSION and isinstance(members, list) and members and isinstance(record.get("written"), (int, float))
-          and isinstance(record.get("state_bytes"), int)
-          and all(isinstance(m, dict) and isinstance(m.get("id"), str) and isinstance(m.get("point"), dict)
-                  and isinstance(m.get("history"), list) and isinstance(m.get("done"), bool)
-                  and all(isinstance(h, dict) and isinstance(h.get("epoch"), int) for h in m["history"])
-                  for m in members))
+    ok = (
+        version == VERSION
+        and isinstance(members, list)
+        and members
+        and isinstance(record.get("written"), (int, float))
+        and isinstance(record.get("state_bytes"), int)
+        and all(
+            isinstance(m, dict)
+            and isinstance(m.get("id"), str)
+            and isinstance(m.get("point"), dict)
+            and isinstance(m.get("history"), list)
+            and isinstance(m.get("done"), bool)
+            and all(isinstance(h, dict) and isinstance(h.get("epoch"), int) for h in m["history"])
+            for m in members
+        )
+    )
     if not ok:
-        raise RecordError(f"{path} is not a trial record this ablate wrote (format {version!r}, or a member without "
-                          "id, point, history or done): it was edited or comes from elsewhere; restore or remove "
-                          "that checkpoint directory, then run again (nothing was trained)")
+        raise RecordError(
+            f"{path} is not a trial record this ablate wrote (format {version!r}, or a member without "
+            "id, point, history or done): it was edited or comes from elsewhere; restore or remove "
+            "that checkpoint directory, then run again (nothing was trained)"
+        )
 
 
 # The type of each metric of an epoch as the tables read it: numpy's kind of a whole column ("i": int, "f": float,
@@ -269,8 +307,14 @@ def _is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-_METRIC_TYPES = {k: ("i", _is_int) if k == "epoch" else ("b", lambda v: isinstance(v, bool)) if k == "diverged"
-                 else ("if", _is_number) for k in METRIC_KEYS}
+_METRIC_TYPES = {
+    k: ("i", _is_int)
+    if k == "epoch"
+    else ("b", lambda v: isinstance(v, bool))
+    if k == "diverged"
+    else ("if", _is_number)
+    for k in METRIC_KEYS
+}
 
 
 def _check_epochs(history: History, path: str) -> None:
@@ -298,14 +342,19 @@ def _check_epochs(history: History, path: str) -> None:
         for h in history:
             k = next((k for k in METRIC_KEYS if k not in h or not _METRIC_TYPES[k][1](h[k])), None)
             if k is not None:
-                problem = (f"epoch {h.get('epoch')!r} lacks {k}" if k not in h else
-                           f"epoch {h.get('epoch')!r}'s {k} is {type(h[k]).__name__} {str(h[k])[:40]!r}")
+                problem = (
+                    f"epoch {h.get('epoch')!r} lacks {k}"
+                    if k not in h
+                    else f"epoch {h.get('epoch')!r}'s {k} is {type(h[k]).__name__} {str(h[k])[:40]!r}"
+                )
                 break
     if problem:
-        raise RecordError(f"{path} is not a trial record this ablate wrote ({problem}; each epoch holds "
-                          f"{', '.join(METRIC_KEYS)}: numbers, diverged true or false): it was edited or comes "
-                          "from elsewhere; restore or remove that checkpoint directory, then run again (nothing "
-                          "was trained)")
+        raise RecordError(
+            f"{path} is not a trial record this ablate wrote ({problem}; each epoch holds "
+            f"{', '.join(METRIC_KEYS)}: numbers, diverged true or false): it was edited or comes "
+            "from elsewhere; restore or remove that checkpoint directory, then run again (nothing "
+            "was trained)"
+        )
 
 
 def _read_stopped(fs, path: str, experiment_id: str, stopped: Dict[str, int]) -> None:
@@ -319,12 +368,9 @@ def _read_stopped(fs, path: str, experiment_id: str, stopped: Dict[str, int]) ->
 
 def experiment_ids(exp_dir: str) -> List[str]:
     """The experiment ids the records under ``exp_dir`` name (to repair an identity that lost its own)."""
-    import pyarrow.fs as pafs
-
     fs, root = storage.filesystem(exp_dir)
     try:
-        infos = fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
-        paths = [i.path for i in infos if i.base_name == RECORD_FILE]
+        paths = [i.path for i in storage.entries(fs, root) if i.base_name == RECORD_FILE]
     except (OSError, UnicodeDecodeError):
         return []
     ids = set()

@@ -2,8 +2,10 @@
 
 Pure pandas: used by the grid at its end and by ``ablate.report`` on a finished directory.
 """
+
 from __future__ import annotations
 
+import csv
 import json
 import os
 from typing import Any, Dict, List, Optional, Tuple
@@ -11,12 +13,21 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 import pandas as pd
 
-from ablate.storage import HISTORY_FILE, TIMING_FILE, TRIALS_FILE
 from ablate.spec.axes import AXES, axis_names
 from ablate.spec.settings import METRIC_KEYS
 from ablate.spec.status import Status
+from ablate.storage import HISTORY_FILE, TIMING_FILE, TRIALS_FILE
 
-__all__ = ["record_timing", "summarise_history", "history_table", "trials_table", "write_csvs", "read_csvs", "read_table", "TEXT_COLUMNS"]
+__all__ = [
+    "record_timing",
+    "summarise_history",
+    "history_table",
+    "trials_table",
+    "write_csvs",
+    "read_csvs",
+    "read_table",
+    "TEXT_COLUMNS",
+]
 
 # The metrics that follow a history row's axes, trial id and epoch; the per-epoch LR metric is epoch_lr
 # (lr is the axis).
@@ -43,8 +54,11 @@ def history_table(histories: Dict[str, List[Dict[str, Any]]], points: Dict[str, 
             cols[a].extend([p[a]] * len(hist))
         cols["trial_id"].extend([i] * len(hist))
         # A record's History hands over whole columns; other histories (lists of dicts) go row by row.
-        parts = ([(k, hist.column(k)) for k in hist.keys] if getattr(hist, "uniform", lambda: False)()
-                 else [(k, [h.get(k, np.nan) for h in hist]) for k in dict.fromkeys(k for h in hist for k in h)])
+        parts = (
+            [(k, hist.column(k)) for k in hist.keys]
+            if getattr(hist, "uniform", lambda: False)()
+            else [(k, [h.get(k, np.nan) for h in hist]) for k in dict.fromkeys(k for h in hist for k in h)]
+        )
         for k, values in parts:
             col = cols.get("epoch_lr" if k == "lr" else k)
             if col is None:
@@ -66,8 +80,15 @@ def history_table(histories: Dict[str, List[Dict[str, Any]]], points: Dict[str, 
 def summarise_history(history: List[Dict[str, Any]], target_acc: float) -> Dict[str, Any]:
     """Final/best metrics of one trial's history (the W&B summary and a trials.csv row)."""
     if not history:
-        return {"epochs_done": 0, "final_val_acc": float("nan"), "best_val_acc": float("nan"),
-                "epochs_to_target": None, "diverged": False, "train_seconds": 0.0, "auc_val_acc": float("nan")}
+        return {
+            "epochs_done": 0,
+            "final_val_acc": float("nan"),
+            "best_val_acc": float("nan"),
+            "epochs_to_target": None,
+            "diverged": False,
+            "train_seconds": 0.0,
+            "auc_val_acc": float("nan"),
+        }
     accs = [h["val_acc"] for h in history]
     reached = [h["epoch"] for h in history if h["val_acc"] >= target_acc]
     return {
@@ -83,8 +104,15 @@ def summarise_history(history: List[Dict[str, Any]], target_acc: float) -> Dict[
     }
 
 
-def trials_table(histories, statuses: Dict[str, str], expected: List[Dict[str, Any]],
-                 target_acc: float, epochs: int, interrupted: bool = False, running: bool = False) -> pd.DataFrame:
+def trials_table(
+    histories,
+    statuses: Dict[str, str],
+    expected: List[Dict[str, Any]],
+    target_acc: float,
+    epochs: int,
+    interrupted: bool = False,
+    running: bool = False,
+) -> pd.DataFrame:
     """One row per trial of the grid (also those that never reported), with its status.
 
     ``histories``: trial id -> its epochs in order (or a history table with a ``trial_id`` column).
@@ -92,18 +120,24 @@ def trials_table(histories, statuses: Dict[str, str], expected: List[Dict[str, A
     ``expected`` are the grid's points with their ``trial_id``; ``statuses`` says what became of
     the trials that ran (``TERMINATED``, ``ERROR``, or ``STOPPED_EARLY`` where the scheduler said so,
     by trial id).  A finished trial that diverged is ``DIVERGED``; one cut short before its last
-    epoch (``epochs``, or the point's own where epochs is swept) is ``INTERRUPTED`` (by Ctrl-C) or ``STOPPED_EARLY``; a trial that never started is
-    ``NOT_STARTED``, or ``INTERRUPTED`` when the run was.  Tables of an experiment that a run is
-    training now (``running``) call its unfinished trials ``RUNNING``.
+    epoch (``epochs``, or the point's own where epochs is swept) is ``INTERRUPTED`` (by Ctrl-C) or ``STOPPED_EARLY``;
+    a trial that never started is ``NOT_STARTED``, or ``INTERRUPTED`` when the run was.  Tables of an experiment that
+    a run is training now (``running``) call its unfinished trials ``RUNNING``.
     """
     if isinstance(histories, pd.DataFrame):
-        histories = ({i: g.sort_values("epoch").to_dict("records") for i, g in histories.groupby("trial_id", sort=False)}
-                     if len(histories) else {})
+        histories = (
+            {i: g.sort_values("epoch").to_dict("records") for i, g in histories.groupby("trial_id", sort=False)}
+            if len(histories)
+            else {}
+        )
     rows = []
     for point in expected:
         hist = list(histories.get(point["trial_id"], []))  # one trial's epochs as dicts, for as long as its row takes
-        row = {**{a: point[a] for a in axis_names(point)}, "trial_id": point["trial_id"],
-               "status": Status(statuses.get(point["trial_id"], Status.NOT_STARTED))}
+        row = {
+            **{a: point[a] for a in axis_names(point)},
+            "trial_id": point["trial_id"],
+            "status": Status(statuses.get(point["trial_id"], Status.NOT_STARTED)),
+        }
         row.update(summarise_history(hist, target_acc))
         if row["status"] == Status.TERMINATED and row["diverged"]:
             row["status"] = Status.DIVERGED
@@ -116,23 +150,27 @@ def trials_table(histories, statuses: Dict[str, str], expected: List[Dict[str, A
     return pd.DataFrame(rows)
 
 
-
-
-
-
-
-
-
-
-
-
 # Columns that hold text, whatever it looks like: a block named NA, None or nan stays a name.
 TEXT_COLUMNS = ("block", "trial_id", "status", "node")
 # What the report reads of each table, and the columns that no row may leave empty.
-COLUMNS = {HISTORY_FILE: ((*AXES, "trial_id", "epoch", "train_loss", "val_acc"), (*AXES, "trial_id", "epoch")),
-           TRIALS_FILE: ((*AXES, "trial_id", "status", "epochs_done", "final_val_acc", "best_val_acc",
-                          "epochs_to_target", "diverged", "train_seconds", "auc_val_acc"),
-                         (*AXES, "trial_id", "status", "epochs_done", "diverged"))}
+COLUMNS = {
+    HISTORY_FILE: ((*AXES, "trial_id", "epoch", "train_loss", "val_acc"), (*AXES, "trial_id", "epoch")),
+    TRIALS_FILE: (
+        (
+            *AXES,
+            "trial_id",
+            "status",
+            "epochs_done",
+            "final_val_acc",
+            "best_val_acc",
+            "epochs_to_target",
+            "diverged",
+            "train_seconds",
+            "auc_val_acc",
+        ),
+        (*AXES, "trial_id", "status", "epochs_done", "diverged"),
+    ),
+}
 
 
 def csv_text(df: pd.DataFrame) -> str:
@@ -154,8 +192,6 @@ def write_csvs(exp_dir: str, history: pd.DataFrame, trials: pd.DataFrame, only_c
 def read_table(path: str) -> pd.DataFrame:
     """A table as ablate wrote it: text columns as text (never NaN), numbers as numbers (NaN where a
     diverged trial's loss was not finite); ``ValueError`` with one line for anything else."""
-    import csv
-
     with open(path, newline="") as f:
         text = f.read()
     if not text.strip():
@@ -178,8 +214,10 @@ def read_table(path: str) -> pd.DataFrame:
     if empty:
         raise ValueError(f"{path}: column {empty[0]} has empty cells: not as ablate.grid wrote it")
     if name == TRIALS_FILE and not df["status"].isin(Status.names()).all():
-        raise ValueError(f"{path}: unknown status {sorted(set(df['status']) - set(Status.names()))[0]!r}; allowed: "
-                         f"{', '.join(Status.names())}")
+        raise ValueError(
+            f"{path}: unknown status {sorted(set(df['status']) - set(Status.names()))[0]!r}; allowed: "
+            f"{', '.join(Status.names())}"
+        )
     if "diverged" in df:
         df["diverged"] = df["diverged"].astype(str).str.lower().isin(("true", "1", "1.0"))
     return df
@@ -189,13 +227,15 @@ def read_csvs(exp_dir: str) -> tuple:
     return read_table(os.path.join(exp_dir, HISTORY_FILE)), read_table(os.path.join(exp_dir, TRIALS_FILE))
 
 
-
-
 def record_timing(out_dir: str, trials: pd.DataFrame, wall: float, concurrency: Optional[int], resumed: bool) -> None:
     """``grid_timing.json`` (read by ``python -m ablate.bench --grid``) describes the first run; a
     resume is appended under ``resumes``, so a short resume never passes for the grid's wall."""
-    timing = {"wall_s": wall, "train_seconds": float(trials["train_seconds"].sum()), "trials": len(trials),
-              "concurrency": concurrency}
+    timing = {
+        "wall_s": wall,
+        "train_seconds": float(trials["train_seconds"].sum()),
+        "trials": len(trials),
+        "concurrency": concurrency,
+    }
     path = os.path.join(out_dir, TIMING_FILE)
     if resumed and os.path.exists(path):
         try:
@@ -231,28 +271,46 @@ def statuses(listing, points: Dict[str, Dict[str, Any]], errored: set) -> Dict[s
     out = {}
     for i in points:
         m = listing.member(i)
-        out[i] = (Status.TERMINATED if m is not None and m["done"] else
-                  Status.STOPPED_EARLY if i in listing.stopped else Status.ERROR if i in errored
-                  else Status.TERMINATED if m is not None else Status.NOT_STARTED)
+        out[i] = (
+            Status.TERMINATED
+            if m is not None and m["done"]
+            else Status.STOPPED_EARLY
+            if i in listing.stopped
+            else Status.ERROR
+            if i in errored
+            else Status.TERMINATED
+            if m is not None
+            else Status.NOT_STARTED
+        )
     return out
 
 
-def tables_of(listing, points: Dict[str, Dict[str, Any]], errored: set, target_acc: float, epochs: int,
-              interrupted: bool, running: bool = False) -> Tuple[pd.DataFrame, pd.DataFrame]:
+def tables_of(
+    listing,
+    points: Dict[str, Dict[str, Any]],
+    errored: set,
+    target_acc: float,
+    epochs: int,
+    interrupted: bool,
+    running: bool = False,
+) -> Tuple[pd.DataFrame, pd.DataFrame]:
     """history.csv and trials.csv of ``points`` (trial id -> point) from a study's records (``listing``)."""
     histories = listing.histories(points)
     expected = [{**p, "trial_id": i} for i, p in points.items()]
-    return (history_table(histories, points),
-            trials_table(histories, statuses(listing, points, errored), expected, target_acc, epochs, interrupted,
-                         running))
+    return (
+        history_table(histories, points),
+        trials_table(histories, statuses(listing, points, errored), expected, target_acc, epochs, interrupted, running),
+    )
 
 
 def current(out_dir: str, listing, points: Dict[str, Dict[str, Any]]) -> bool:
     """Whether the tables in ``out_dir`` are whole and newer than every record: each file ends its last line,
     holds a row per grid point (``trials.csv``) and per epoch on record (``history.csv``), and was written
     after the newest record.  Counted in a stream, never parsed: bounded memory at any size."""
-    rows = {TRIALS_FILE: len(points), HISTORY_FILE: sum(
-        len(set(_epochs(m["history"]))) for m in map(listing.member, points) if m is not None)}
+    rows = {
+        TRIALS_FILE: len(points),
+        HISTORY_FILE: sum(len(set(_epochs(m["history"]))) for m in map(listing.member, points) if m is not None),
+    }
     for name, n in rows.items():
         path = os.path.join(out_dir, name)
         try:
@@ -261,4 +319,3 @@ def current(out_dir: str, listing, points: Dict[str, Dict[str, Any]]) -> bool:
         except (OSError, ValueError):
             return False
     return True
-

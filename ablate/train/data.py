@@ -6,6 +6,7 @@ once, and is shared between Ray trials through the object store.  Augmentation (
 horizontal flip; He et al. 2016, Sec. 4.2) runs on the device for a whole batch at once, with
 no per-sample Python (airbench style).
 """
+
 from __future__ import annotations
 
 import os
@@ -16,10 +17,27 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ablate.spec.settings import AUGMENT, CLASSES, DATASETS, IMAGE_SHAPES, TRAIN_SIZES  # the facts, declared without torch
+from ablate.errors import UsageError, first_line
+from ablate.spec.settings import (  # the facts, declared without torch
+    AUGMENT,
+    CLASSES,
+    DATASETS,
+    IMAGE_SHAPES,
+    TRAIN_SIZES,
+)
 
-__all__ = ["DATASETS", "Dataset", "load_dataset", "DeviceBatches", "check_dataset_name", "TRAIN_SIZES", "IMAGE_SHAPES",
-           "CLASSES", "AUGMENT"]
+__all__ = [
+    "DATASETS",
+    "Dataset",
+    "load_dataset",
+    "DeviceBatches",
+    "check_dataset_name",
+    "TRAIN_SIZES",
+    "IMAGE_SHAPES",
+    "CLASSES",
+    "AUGMENT",
+]
+
 
 @dataclass
 class Dataset:
@@ -54,7 +72,7 @@ def _stats(x: torch.Tensor) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
 
 def _digits(seed: int = 0, test_fraction: float = 0.2) -> Dataset:
     """scikit-learn's bundled 8x8 digits (1797 images, 10 classes): the offline default."""
-    from sklearn.datasets import load_digits
+    from sklearn.datasets import load_digits  # scikit-learn (~0.5 s) only for the digits
 
     d = load_digits()
     x = torch.from_numpy((d.images * (255.0 / 16.0)).round().astype(np.uint8)).unsqueeze(1)
@@ -70,19 +88,34 @@ def _digits(seed: int = 0, test_fraction: float = 0.2) -> Dataset:
         train_idx.append(idx[k:])
     tr, te = torch.cat(train_idx).sort().values, torch.cat(test_idx).sort().values
     mean, std = _stats(x[tr])
-    return Dataset("digits", x[tr].contiguous(), y[tr].contiguous(), x[te].contiguous(), y[te].contiguous(),
-                   10, mean, std, *AUGMENT["digits"])
+    return Dataset(
+        "digits",
+        x[tr].contiguous(),
+        y[tr].contiguous(),
+        x[te].contiguous(),
+        y[te].contiguous(),
+        10,
+        mean,
+        std,
+        *AUGMENT["digits"],
+    )
 
 
-def _synthetic(n_train: int = TRAIN_SIZES["synthetic"], n_test: int = 512, shape: Tuple[int, int, int] = (3, 32, 32),
-               num_classes: int = 10, seed: int = 0) -> Dataset:
+def _synthetic(
+    n_train: int = TRAIN_SIZES["synthetic"],
+    n_test: int = 512,
+    shape: Tuple[int, int, int] = (3, 32, 32),
+    num_classes: int = 10,
+    seed: int = 0,
+) -> Dataset:
     """Random CIFAR-shaped tensors (for tests and benchmarks; nothing to learn)."""
     g = torch.Generator().manual_seed(seed)
     x = torch.randint(0, 256, (n_train + n_test, *shape), dtype=torch.uint8, generator=g)
     y = torch.randint(0, num_classes, (n_train + n_test,), generator=g)
     c = shape[0]
-    return Dataset("synthetic", x[:n_train], y[:n_train], x[n_train:], y[n_train:], num_classes,
-                   (0.5,) * c, (0.289,) * c)
+    return Dataset(
+        "synthetic", x[:n_train], y[:n_train], x[n_train:], y[n_train:], num_classes, (0.5,) * c, (0.289,) * c
+    )
 
 
 # Published CIFAR channel statistics (train split), so no pass over the data is needed.
@@ -93,7 +126,7 @@ _CIFAR_STATS = {
 
 
 def _cifar(name: str, data_dir: str, download: bool = True) -> Dataset:
-    import torchvision
+    import torchvision  # only for CIFAR (a slow import)
     from filelock import FileLock
 
     os.makedirs(data_dir, exist_ok=True)
@@ -124,13 +157,13 @@ def load_dataset(name: str, data_dir: str = "data", **synthetic_kwargs) -> Datas
 
 def load_experiment_data(name: str, data_dir: str) -> Dataset:
     """``load_dataset`` for a grid's driver: a data set that cannot be loaded is one line (exit 2)."""
-    from ablate.errors import UsageError, first_line
-
     try:
         return load_dataset(name, data_dir)
     except Exception as e:
-        raise UsageError(f"key 'dataset': {name!r} could not be loaded from {os.path.abspath(data_dir)} "
-                         f"({e.__class__.__name__}: {first_line(e)})") from None
+        raise UsageError(
+            f"key 'dataset': {name!r} could not be loaded from {os.path.abspath(data_dir)} "
+            f"({e.__class__.__name__}: {first_line(e)})"
+        ) from None
 
 
 class DeviceBatches:
@@ -141,9 +174,20 @@ class DeviceBatches:
     draws from its own generator, so a resumed run sees the same batches as an uninterrupted one.
     """
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, *, mean, std,
-                 train: bool, crop_pad: int = 0, flip: bool = False, seed: int = 0,
-                 channels_last: bool = False) -> None:
+    def __init__(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        batch_size: int,
+        *,
+        mean,
+        std,
+        train: bool,
+        crop_pad: int = 0,
+        flip: bool = False,
+        seed: int = 0,
+        channels_last: bool = False,
+    ) -> None:
         if batch_size <= 0:
             raise ValueError(f"batch_size must be > 0, got {batch_size}")
         self.x, self.y = x, y

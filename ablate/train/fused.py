@@ -13,6 +13,7 @@ A member that diverges is frozen (its gradients and momentum are zeroed) and its
 there, as a separate trial's would; the others go on.  A block that cannot be fused (an operator
 ``vmap`` cannot batch) runs its members one after another in the same process, with a notice.
 """
+
 from __future__ import annotations
 
 import copy
@@ -23,11 +24,11 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call, stack_module_state, vmap
 
+from ablate.spec.axes import fusable
+from ablate.spec.trial import TrainConfig
 from ablate.train import recipe
 from ablate.train.data import Dataset
 from ablate.train.recipe import epoch_metrics, evaluate, lr_lambda, param_groups
-from ablate.spec.trial import TrainConfig
-from ablate.spec.axes import fusable
 
 __all__ = ["FusedRun", "check_group"]
 
@@ -45,14 +46,14 @@ class FusedRun:
     """K members as one model: ``epoch(e)`` trains all active members one epoch, returns their metrics.
 
     One optimiser and one copy of the data serve all members; each member's model and batches are
-    built by ``ablate.recipe`` exactly as its own run would build them."""
+    built by ``ablate.train.recipe`` exactly as its own run would build them."""
 
     def __init__(self, cfgs: List[TrainConfig], data: Dataset, device: torch.device) -> None:
         check_group(cfgs)
         self.cfgs, self.device, cfg = cfgs, device, cfgs[0]
         self.k = len(cfgs)
         self.members = [recipe.member_model(c, data, device) for c in cfgs]  # seeded as each alone
-        self.train_batches = [recipe.train_batches(c, data) for c in cfgs]   # views of the one data
+        self.train_batches = [recipe.train_batches(c, data) for c in cfgs]  # views of the one data
         self.val_batches = recipe.val_batches(cfg, data)  # the same for every member (no shuffling)
         self.params, self.buffers = stack_module_state(self.members)
         self.channels_last = recipe.channels_last(cfg)
@@ -65,7 +66,7 @@ class FusedRun:
             return functional_call(skeleton, (params, buffers), (x,))
 
         self.skeleton = skeleton
-        self.train_forward = vmap(forward)                       # a batch per member
+        self.train_forward = vmap(forward)  # a batch per member
         self.eval_forward = vmap(forward, in_dims=(0, 0, None))  # the same batch for all
         if recipe.compiled(cfg, device):
             self.train_forward = torch.compile(self.train_forward, mode=cfg.compile_mode)
@@ -108,7 +109,7 @@ class FusedRun:
             for k, m in enumerate(self.members):
                 for name, p in m.named_parameters():
                     p.data = self.params[name][k]
-                for name, b in m.named_buffers():
+                for name, _ in m.named_buffers():
                     mod, _, leaf = name.rpartition(".")
                     m.get_submodule(mod)._buffers[leaf] = self.buffers[name][k]
 
@@ -152,8 +153,13 @@ class FusedRun:
             y = torch.stack([yb for _, yb in batches])
             with self.autocast:
                 logits = self.train_forward(self.params, self.buffers, x)
-                loss = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none",
-                                       label_smoothing=cfg.label_smoothing).view(k, -1).mean(1)
+                loss = (
+                    F.cross_entropy(
+                        logits.flatten(0, 1), y.flatten(), reduction="none", label_smoothing=cfg.label_smoothing
+                    )
+                    .view(k, -1)
+                    .mean(1)
+                )
             self.opt.zero_grad(set_to_none=True)
             loss.sum().backward()  # each member's gradient is its own loss's
             self._scale_grads()
@@ -166,15 +172,26 @@ class FusedRun:
         train_loss, train_acc = (loss_sum / seen).tolist(), (correct.float() / seen).tolist()
         t_train = time.perf_counter() - t0
         self.skeleton.eval()
-        val_loss, val_acc = evaluate(lambda xb: self.eval_forward(self.params, self.buffers, xb), self.val_batches,
-                                     self.autocast, k)
+        val_loss, val_acc = evaluate(
+            lambda xb: self.eval_forward(self.params, self.buffers, xb), self.val_batches, self.autocast, k
+        )
         wall = time.perf_counter() - t0
         active = [i for i in range(k) if self.active[i]]
         out: List[Optional[Dict]] = [None] * k
         for i in active:
             # A member's share of the fused epoch: sums over members give the device time.
-            m = epoch_metrics(epoch, train_loss[i], train_acc[i], val_loss[i], val_acc[i], self.cfgs[i].lr * factor,
-                              wall / len(active), seen / t_train, self.loss_limit, self.members[i].learned_scalars())
+            m = epoch_metrics(
+                epoch,
+                train_loss[i],
+                train_acc[i],
+                val_loss[i],
+                val_acc[i],
+                self.cfgs[i].lr * factor,
+                wall / len(active),
+                seen / t_train,
+                self.loss_limit,
+                self.members[i].learned_scalars(),
+            )
             self.histories[i].append(m)
             out[i] = m
             if m["diverged"]:
@@ -186,11 +203,16 @@ class FusedRun:
 
     def state(self) -> Dict:
         """The tensors to resume from; the members' histories are the caller's (a trial's record)."""
-        return copy.deepcopy({
-            "params": dict(self.params), "buffers": dict(self.buffers), "optimizer": self.opt.state_dict(),
-            "scheduler": self.sched.state_dict(), "active": self.active.tolist(),
-            "configs": [c.to_dict() for c in self.cfgs],
-        })
+        return copy.deepcopy(
+            {
+                "params": dict(self.params),
+                "buffers": dict(self.buffers),
+                "optimizer": self.opt.state_dict(),
+                "scheduler": self.sched.state_dict(),
+                "active": self.active.tolist(),
+                "configs": [c.to_dict() for c in self.cfgs],
+            }
+        )
 
     @torch.no_grad()
     def restore(self, state: Dict, histories: List[List[Dict]]) -> None:

@@ -2,16 +2,17 @@
 
 ``build_group(cfgs, data, state, histories)`` is the one way to make a run: one grid point as a
 plain ``Run``, several that differ only in ``lr`` and ``seed`` as one fused run
-(``ablate.fused``), restored from a state.  ``train_group`` is the one epoch loop: it trains every
+(``ablate.train.fused``), restored from a state.  ``train_group`` is the one epoch loop: it trains every
 member to its last epoch and hands each epoch's metrics to ``on_epoch(metrics, get_state)``;
 ``get_state()`` returns everything needed to resume (model, optimiser, schedule, RNG), so a run
 resumed from epoch k ends with the same metrics as an uninterrupted one.  ``train(cfg)`` is that
 loop with a group of one.  A non-finite (or exploding) loss stops a member and marks it
 ``diverged``; it never raises.
 
-The parts of the recipe are in ``ablate.recipe``, a trial's settings in ``ablate.settings`` and its
-identity in ``ablate.axes`` (both without torch).
+The parts of the recipe are in ``ablate.train.recipe``, a trial's settings in ``ablate.spec.trial`` and its
+identity in ``ablate.spec.axes`` (both without torch).
 """
+
 from __future__ import annotations
 
 import copy
@@ -23,13 +24,13 @@ from typing import Callable, Dict, List, Optional
 import torch
 import torch.nn.functional as F
 
+from ablate.errors import first_line
+from ablate.spec.settings import METRIC_KEYS
+from ablate.spec.trial import TrainConfig
 from ablate.train import recipe
 from ablate.train.data import Dataset, load_dataset
 from ablate.train.fused import FusedRun
-from ablate.errors import first_line
 from ablate.train.recipe import epoch_metrics, evaluate, lr_lambda, param_groups
-from ablate.spec.settings import METRIC_KEYS
-from ablate.spec.trial import TrainConfig
 
 __all__ = ["TrainConfig", "train", "build_group", "train_group", "Run", "SequentialGroup", "METRIC_KEYS"]
 
@@ -44,7 +45,9 @@ class Run:
     def __init__(self, cfg: TrainConfig, data: Dataset, device: torch.device) -> None:
         self.cfg, self.device = cfg, device
         self.model = recipe.member_model(cfg, data, device)
-        self.run_model = torch.compile(self.model, mode=cfg.compile_mode) if recipe.compiled(cfg, device) else self.model
+        self.run_model = (
+            torch.compile(self.model, mode=cfg.compile_mode) if recipe.compiled(cfg, device) else self.model
+        )
         self.train_batches, self.val_batches = recipe.train_batches(cfg, data), recipe.val_batches(cfg, data)
         self.opt = recipe.sgd(param_groups(self.model, cfg.weight_decay), cfg, device, lr=cfg.lr)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(cfg, len(self.train_batches)))
@@ -63,12 +66,18 @@ class Run:
     def state(self) -> Dict:
         # A deep copy: training goes on mutating the live tensors after the callback returns.
         cuda = self.device.type == "cuda"
-        return copy.deepcopy({
-            "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
-            "scheduler": self.sched.state_dict(), "rng_cpu": torch.get_rng_state(),
-            "rng_cuda": torch.cuda.get_rng_state() if cuda else None,
-            "epoch": len(self.history), "history": list(self.history), "config": self.cfg.to_dict(),
-        })
+        return copy.deepcopy(
+            {
+                "model": self.model.state_dict(),
+                "optimizer": self.opt.state_dict(),
+                "scheduler": self.sched.state_dict(),
+                "rng_cpu": torch.get_rng_state(),
+                "rng_cuda": torch.cuda.get_rng_state() if cuda else None,
+                "epoch": len(self.history),
+                "history": list(self.history),
+                "config": self.cfg.to_dict(),
+            }
+        )
 
     @property
     def diverged(self) -> bool:
@@ -101,8 +110,18 @@ class Run:
         t_train = time.perf_counter() - t0
         model.eval()
         (val_loss,), (val_acc,) = evaluate(self.run_model, self.val_batches, self.autocast)
-        metrics = epoch_metrics(epoch, train_loss, train_acc, val_loss, val_acc, lr_used,
-                                time.perf_counter() - t0, seen / t_train, self.loss_limit, model.learned_scalars())
+        metrics = epoch_metrics(
+            epoch,
+            train_loss,
+            train_acc,
+            val_loss,
+            val_acc,
+            lr_used,
+            time.perf_counter() - t0,
+            seen / t_train,
+            self.loss_limit,
+            model.learned_scalars(),
+        )
         self.history.append(metrics)
         return metrics
 
@@ -136,8 +155,12 @@ class SequentialGroup:
             r.restore({**s, "history": h})
 
 
-def build_group(cfgs: List[TrainConfig], data: Optional[Dataset] = None, state: Optional[Dict] = None,
-                histories: Optional[List[List[Dict]]] = None):
+def build_group(
+    cfgs: List[TrainConfig],
+    data: Optional[Dataset] = None,
+    state: Optional[Dict] = None,
+    histories: Optional[List[List[Dict]]] = None,
+):
     """The members of one trial, built and restored (``state`` and the members' ``histories``): one
     member as a plain run, several as one fused run (or, for a block that cannot be fused, one by one)."""
     cfg = cfgs[0]
@@ -148,7 +171,9 @@ def build_group(cfgs: List[TrainConfig], data: Optional[Dataset] = None, state: 
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick the fastest kernels
     # On the device once, for every member: their batches are views of it.
-    data = dataclasses.replace(data, **{f: getattr(data, f).to(device) for f in ("train_x", "train_y", "test_x", "test_y")})
+    data = dataclasses.replace(
+        data, **{f: getattr(data, f).to(device) for f in ("train_x", "train_y", "test_x", "test_y")}
+    )
     group = None
     if len(cfgs) > 1 and (state is None or "params" in state):
         try:
@@ -157,8 +182,11 @@ def build_group(cfgs: List[TrainConfig], data: Optional[Dataset] = None, state: 
         except Exception as e:
             if state is not None:
                 raise
-            warnings.warn(f"block {cfg.block!r} cannot be fused ({e.__class__.__name__}: {first_line(e, 120)}); "
-                          f"its {len(cfgs)} members train one after another")
+            warnings.warn(
+                f"block {cfg.block!r} cannot be fused ({e.__class__.__name__}: {first_line(e, 120)}); "
+                f"its {len(cfgs)} members train one after another",
+                stacklevel=2,
+            )
             group = None
     if group is None:
         group = SequentialGroup(cfgs, data, device)
@@ -176,12 +204,22 @@ def train_group(group, on_epoch: Optional[OnEpoch] = None) -> List[Dict]:
         metrics = group.epoch(epoch)
         if on_epoch is not None:
             on_epoch(metrics, group.state)
-    return [{"history": h, "diverged": bool(h and h[-1].get("diverged")),
-             "train_seconds": sum(m["epoch_seconds"] for m in h)} for h in group.histories]
+    return [
+        {
+            "history": h,
+            "diverged": bool(h and h[-1].get("diverged")),
+            "train_seconds": sum(m["epoch_seconds"] for m in h),
+        }
+        for h in group.histories
+    ]
 
 
-def train(cfg: TrainConfig, data: Optional[Dataset] = None,
-          on_epoch: Optional[Callable[[Dict, Callable[[], Dict]], None]] = None, state: Optional[Dict] = None) -> Dict:
+def train(
+    cfg: TrainConfig,
+    data: Optional[Dataset] = None,
+    on_epoch: Optional[Callable[[Dict, Callable[[], Dict]], None]] = None,
+    state: Optional[Dict] = None,
+) -> Dict:
     """Train one grid point: the epoch loop with a group of one.  ``on_epoch(metrics, get_state)``;
     ``state``: what ``get_state()`` returned, to resume.  ``{"history", "diverged", "train_seconds"}``."""
     group = build_group([cfg], data, state and {"members": [state]}, state and [state["history"]])

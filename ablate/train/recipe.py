@@ -5,6 +5,7 @@ model (seeded, He-initialised, in the memory layout the settings ask for), its b
 order and augmentation), the optimiser's parameter groups and LR schedule, evaluation, and the
 metrics of an epoch.
 """
+
 from __future__ import annotations
 
 import math
@@ -14,13 +15,25 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ablate.train.data import Dataset, DeviceBatches
 from ablate.models.resnet import create_model
-from ablate.spec.trial import TrainConfig
 from ablate.spec.settings import TrainSettings
+from ablate.spec.trial import TrainConfig
+from ablate.train.data import Dataset, DeviceBatches
 
-__all__ = ["resolve_device", "lr_lambda", "param_groups", "member_model", "train_batches", "val_batches", "sgd",
-           "autocast", "loss_limit", "evaluate", "epoch_metrics", "channels_last"]
+__all__ = [
+    "resolve_device",
+    "lr_lambda",
+    "param_groups",
+    "member_model",
+    "train_batches",
+    "val_batches",
+    "sgd",
+    "autocast",
+    "loss_limit",
+    "evaluate",
+    "epoch_metrics",
+    "channels_last",
+]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -55,8 +68,7 @@ def lr_lambda(cfg: TrainSettings, steps_per_epoch: int) -> Callable[[int], float
     return f
 
 
-def param_groups(model: nn.Module, weight_decay: float, params: Optional[Dict[str, torch.Tensor]] = None
-                 ) -> List[Dict]:
+def param_groups(model: nn.Module, weight_decay: float, params: Optional[Dict[str, torch.Tensor]] = None) -> List[Dict]:
     """Weight decay on every weight, as He et al.; none on the gates a block declares in ``learned_scalars``
     (decay would pull a SkipInit gate back to 0, a shortcut scale towards 0), whatever their shape.
 
@@ -64,18 +76,31 @@ def param_groups(model: nn.Module, weight_decay: float, params: Optional[Dict[st
     tensors by the model's parameter names (a fused run's stacked ones); the model's own by default.
     """
     declared = ((prefix, getattr(module, "learned_scalars", ())) for prefix, module in model.named_modules())
-    gates = {f"{prefix}.{name}" if prefix else name for prefix, names in declared
-             if isinstance(names, (tuple, list)) for name in names}  # (the model's learned_scalars() is a method)
+    gates = {
+        f"{prefix}.{name}" if prefix else name
+        for prefix, names in declared
+        if isinstance(names, (tuple, list))
+        for name in names
+    }  # (the model's learned_scalars() is a method)
     params = dict(model.named_parameters()) if params is None else params
-    return [{"params": [p for n, p in params.items() if n not in gates], "weight_decay": weight_decay},
-            {"params": [p for n, p in params.items() if n in gates], "weight_decay": 0.0}]
+    return [
+        {"params": [p for n, p in params.items() if n not in gates], "weight_decay": weight_decay},
+        {"params": [p for n, p in params.items() if n in gates], "weight_decay": 0.0},
+    ]
 
 
 def member_model(cfg: TrainConfig, data: Dataset, device: torch.device) -> nn.Module:
     """The point's model: built from the block library with its seed, on the device, in its layout."""
     torch.manual_seed(cfg.seed)
-    model = create_model(cfg.block, cfg.depth, data.num_classes, data.in_channels, cfg.shortcut,
-                         conv_bias=cfg.conv_bias, zero_init_last=cfg.zero_init_last)
+    model = create_model(
+        cfg.block,
+        cfg.depth,
+        data.num_classes,
+        data.in_channels,
+        cfg.shortcut,
+        conv_bias=cfg.conv_bias,
+        zero_init_last=cfg.zero_init_last,
+    )
     return model.to(device=device, memory_format=torch.channels_last if channels_last(cfg) else torch.contiguous_format)
 
 
@@ -85,15 +110,30 @@ def compiled(cfg: TrainSettings, device: torch.device) -> bool:
 
 def train_batches(cfg: TrainConfig, data: Dataset) -> DeviceBatches:
     """The point's training batches: its seed's order and augmentation, views of the data where it lies."""
-    return DeviceBatches(data.train_x, data.train_y, cfg.batch_size, mean=data.mean, std=data.std, train=True,
-                         crop_pad=data.crop_pad if cfg.crop_pad is None else cfg.crop_pad,
-                         flip=data.flip if cfg.flip is None else cfg.flip, seed=cfg.seed,
-                         channels_last=channels_last(cfg))
+    return DeviceBatches(
+        data.train_x,
+        data.train_y,
+        cfg.batch_size,
+        mean=data.mean,
+        std=data.std,
+        train=True,
+        crop_pad=data.crop_pad if cfg.crop_pad is None else cfg.crop_pad,
+        flip=data.flip if cfg.flip is None else cfg.flip,
+        seed=cfg.seed,
+        channels_last=channels_last(cfg),
+    )
 
 
 def val_batches(cfg: TrainSettings, data: Dataset) -> DeviceBatches:
-    return DeviceBatches(data.test_x, data.test_y, cfg.eval_batch_size, mean=data.mean, std=data.std, train=False,
-                         channels_last=channels_last(cfg))
+    return DeviceBatches(
+        data.test_x,
+        data.test_y,
+        cfg.eval_batch_size,
+        mean=data.mean,
+        std=data.std,
+        train=False,
+        channels_last=channels_last(cfg),
+    )
 
 
 def sgd(groups: List[Dict], cfg: TrainSettings, device: torch.device, lr: float) -> torch.optim.SGD:
@@ -126,9 +166,28 @@ def evaluate(forward: Callable[[torch.Tensor], torch.Tensor], batches: DeviceBat
     return (loss_sum / n).tolist(), (correct.float() / n).tolist()
 
 
-def epoch_metrics(epoch: int, train_loss: float, train_acc: float, val_loss: float, val_acc: float, lr: float,
-                  seconds: float, images_per_second: float, limit: float, scalars: Dict[str, float]) -> Dict:
+def epoch_metrics(
+    epoch: int,
+    train_loss: float,
+    train_acc: float,
+    val_loss: float,
+    val_acc: float,
+    lr: float,
+    seconds: float,
+    images_per_second: float,
+    limit: float,
+    scalars: Dict[str, float],
+) -> Dict:
     """An epoch's metrics (``METRIC_KEYS`` and the learned scalars), for a run and a fused member alike."""
-    return {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss,
-            "val_acc": val_acc, "lr": lr, "epoch_seconds": seconds, "images_per_second": images_per_second,
-            "diverged": not math.isfinite(train_loss) or train_loss > limit, **scalars}
+    return {
+        "epoch": epoch,
+        "train_loss": train_loss,
+        "train_acc": train_acc,
+        "val_loss": val_loss,
+        "val_acc": val_acc,
+        "lr": lr,
+        "epoch_seconds": seconds,
+        "images_per_second": images_per_second,
+        "diverged": not math.isfinite(train_loss) or train_loss > limit,
+        **scalars,
+    }

@@ -17,6 +17,7 @@ nothing outside the harness's namespaces (another test's Ray, a user's) is touch
 
 ``Hosts.skip_reason()`` is the one line a test skips with where the kernel refuses namespaces (not root,
 no ``unshare``, no veth/bridge) or ``sshd`` is missing (``.ci/run`` installs it)."""
+
 from __future__ import annotations
 
 import ipaddress
@@ -35,12 +36,14 @@ REPO = Path(__file__).resolve().parents[2]
 HOME = Path(os.path.expanduser("~")).resolve()
 
 # PID 1 of a host: it holds the namespaces and reaps whatever daemons (sshd, Ray) leave to it.
-INIT = ("import os, time\n"
-        "while True:\n"
-        "    try:\n"
-        "        os.wait()\n"
-        "    except ChildProcessError:\n"
-        "        time.sleep(0.5)\n")
+INIT = (
+    "import os, time\n"
+    "while True:\n"
+    "    try:\n"
+    "        os.wait()\n"
+    "    except ChildProcessError:\n"
+    "        time.sleep(0.5)\n"
+)
 
 
 def _sh(*cmd, check=True, **kw):
@@ -57,11 +60,11 @@ class Host:
         self.hosts, self.i = hosts, i
         self.name = f"{hosts.prefix}-h{i}"
         self.ip = str(hosts.net.network_address + 10 + i)
-        self.disk = hosts.root / self.name           # this host's local disk (its home, /tmp) seen from here
-        self.home = self.disk / "home"               # mounted at $HOME on the host
-        self.tmp = self.disk / "tmp"                 # mounted at /tmp on the host
-        self.veth = f"{hosts.tag}v{i}"               # this machine's end of the host's cable
-        self.unshare = None                          # the `unshare` process; its child is the host's PID 1
+        self.disk = hosts.root / self.name  # this host's local disk (its home, /tmp) seen from here
+        self.home = self.disk / "home"  # mounted at $HOME on the host
+        self.tmp = self.disk / "tmp"  # mounted at /tmp on the host
+        self.veth = f"{hosts.tag}v{i}"  # this machine's end of the host's cable
+        self.unshare = None  # the `unshare` process; its child is the host's PID 1
         self.init = None
         self.pidns = None
 
@@ -72,8 +75,7 @@ class Host:
     def run(self, cmd: str, check=True, timeout=120, env=None):
         """Run a shell command on the host, as root, with the host's own HOME (what a login there sees)."""
         full = {"PATH": os.environ["PATH"], "HOME": str(HOME), "LANG": "C.UTF-8", **(env or {})}
-        p = subprocess.run(self.nsenter("bash", "-c", cmd), capture_output=True, text=True, timeout=timeout,
-                           env=full)
+        p = subprocess.run(self.nsenter("bash", "-c", cmd), capture_output=True, text=True, timeout=timeout, env=full)
         if check and p.returncode != 0:
             raise AssertionError(f"on {self.name}: {cmd}\n{p.stdout[-3000:]}{p.stderr[-3000:]}")
         return p
@@ -108,9 +110,25 @@ class Host:
             d.mkdir(parents=True, exist_ok=True)
         os.chmod(self.tmp, 0o1777)
         self.unshare = subprocess.Popen(
-            ["unshare", "--net", "--uts", "--mount", "--pid", "--fork", "--mount-proc", "--propagation", "private",
-             sys.executable, "-c", INIT], start_new_session=True, stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                "unshare",
+                "--net",
+                "--uts",
+                "--mount",
+                "--pid",
+                "--fork",
+                "--mount-proc",
+                "--propagation",
+                "private",
+                sys.executable,
+                "-c",
+                INIT,
+            ],
+            start_new_session=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.time() + 30
         while self.init is None:
             try:
@@ -138,10 +156,12 @@ class Host:
         _sh("ip", "link", "add", self.veth, "type", "veth", "peer", "name", peer)
         _sh("ip", "link", "set", peer, "netns", self.init)
         _sh("ip", "link", "set", self.veth, "master", h.bridge, "up")
-        self.run(f"ip link set lo up && ip link set {peer} name eth0 && "
-                 f"ip addr add {self.ip}/{net.prefixlen} dev eth0 && ip link set eth0 up && "
-                 # A gateway nobody holds: the route Ray asks for its own address, and a dead end.
-                 f"ip route add default via {net.broadcast_address - 1}")
+        self.run(
+            f"ip link set lo up && ip link set {peer} name eth0 && "
+            f"ip addr add {self.ip}/{net.prefixlen} dev eth0 && ip link set eth0 up && "
+            # A gateway nobody holds: the route Ray asks for its own address, and a dead end.
+            f"ip route add default via {net.broadcast_address - 1}"
+        )
 
     def _disks(self):
         home = shlex.quote(str(HOME))
@@ -170,7 +190,8 @@ class Host:
             f"ListenAddress {self.ip}\nPort 22\nHostKey {seen}/host_key\nAuthorizedKeysFile {seen}/authorized_keys\n"
             f"PidFile {seen}/sshd.pid\nPermitRootLogin prohibit-password\nPasswordAuthentication no\n"
             "KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nMaxStartups 100\nMaxSessions 100\n"
-            "AcceptEnv LANG LC_*\nSubsystem sftp internal-sftp\n")
+            "AcceptEnv LANG LC_*\nSubsystem sftp internal-sftp\n"
+        )
         os.makedirs("/run/sshd", exist_ok=True)  # sshd's privilege-separation directory (Debian's unit makes it)
         self.run(f"{SSHD} -f {seen}/sshd_config -E {seen}/sshd.log")  # daemonizes: its parent is the host's init
 
@@ -207,7 +228,7 @@ class Hosts:
 
     def __init__(self, root: Path, n: int):
         self.root = Path(root)
-        self.tag = "ab" + uuid.uuid4().hex[:6]      # interface names: at most 15 characters
+        self.tag = "ab" + uuid.uuid4().hex[:6]  # interface names: at most 15 characters
         self.prefix = self.tag
         self.bridge = f"{self.tag}br"
         self.net = self._free_net()
@@ -225,8 +246,11 @@ class Hosts:
                 return f"{tool} is missing (.ci/run installs openssh-server, rsync and iproute2)"
         if not os.path.exists(SSHD):
             return "sshd is missing (.ci/run installs openssh-server)"
-        p = subprocess.run(["unshare", "--net", "--uts", "--mount", "--pid", "--fork", "--mount-proc", "true"],
-                           capture_output=True, text=True)
+        p = subprocess.run(
+            ["unshare", "--net", "--uts", "--mount", "--pid", "--fork", "--mount-proc", "true"],
+            capture_output=True,
+            text=True,
+        )
         if p.returncode != 0:
             return f"the kernel refuses namespaces: {p.stderr.strip().splitlines()[-1:]}"
         return None
@@ -264,10 +288,28 @@ class Hosts:
 
     def ssh(self, host: Host, cmd: str, check=True, timeout=300, key=None):
         """``cmd`` on ``host`` over its sshd, as a user's ssh would (a login shell)."""
-        p = subprocess.run(["ssh", "-i", str(key or self.key), "-o", "StrictHostKeyChecking=no",
-                            "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-o", "BatchMode=yes",
-                            "-o", "ConnectTimeout=10", f"root@{host.ip}", cmd],
-                           capture_output=True, text=True, timeout=timeout)
+        p = subprocess.run(
+            [
+                "ssh",
+                "-i",
+                str(key or self.key),
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+                "-o",
+                "LogLevel=ERROR",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "ConnectTimeout=10",
+                f"root@{host.ip}",
+                cmd,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         if check and p.returncode != 0:
             raise AssertionError(f"ssh {host.name}: {cmd}\n{p.stdout[-3000:]}{p.stderr[-3000:]}")
         return p
