@@ -28,7 +28,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import pandas as pd
 
-from ablate.analysis import figures
+import ablate.analysis.figures as figures
 from ablate.analysis.rounds import chronology, judge, seed_pool, tried_seeds
 from ablate.analysis.table import pipe_table
 from ablate.errors import UsageError

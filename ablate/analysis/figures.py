@@ -16,7 +16,7 @@ from typing import Dict, List, Optional
 import pandas as pd
 
 from ablate.analysis.stats import BASELINE, cell_title
-from ablate.spec.axes import AXES, context_of
+from ablate.spec.axes import AXES, LR, context_of
 
 
 def _plt():
@@ -120,14 +120,14 @@ def curves(
     cells = ["depth"] if cells is None else list(cells)
     values = _ordered(history[subject].unique(), reference)
     sty = styles(values, reference)
-    rows, lrs = _cells(history, cells), sorted(history["lr"].unique())
+    rows, lrs = _cells(history, cells), sorted(history[LR].unique())
     fig, axes = _grid(len(rows), len(lrs))
     scale = 100.0 if percent else 1.0
     for i, cell in enumerate(rows):
         in_cell = _in_cell(history, cells, cell)
         for j, lr in enumerate(lrs):
             ax = axes[i][j]
-            sub = in_cell[in_cell["lr"] == lr]
+            sub = in_cell[in_cell[LR] == lr]
             for value in values:
                 g = sub[sub[subject] == value]
                 if g.empty:
@@ -161,7 +161,7 @@ def lr_sensitivity(
     cells = ["depth"] if cells is None else list(cells)
     values = _ordered(trials[subject].unique(), reference)
     sty = styles(values, reference)
-    panels, lrs = _cells(trials, cells), sorted(trials["lr"].unique())
+    panels, lrs = _cells(trials, cells), sorted(trials[LR].unique())
     per_row = 4
     n_rows = -(-len(panels) // per_row)
     fig, axes = _grid(n_rows, min(per_row, len(panels)), height=3.6)
@@ -172,7 +172,7 @@ def lr_sensitivity(
             g = in_cell[in_cell[subject] == value]
             if g.empty:
                 continue
-            s = g.groupby("lr")["final_val_acc"].agg(["mean", "std"]).fillna(0) * 100
+            s = g.groupby(LR)["final_val_acc"].agg(["mean", "std"]).fillna(0) * 100
             ax.errorbar(s.index, s["mean"], yerr=s["std"], marker="o", capsize=3, label=_text(value), **sty[value])
         ax.set_xscale("log")
         ax.set_xticks(lrs, [f"{lr:g}" for lr in lrs])

@@ -15,7 +15,7 @@ from typing import Dict, List, Optional
 import jinja2
 import pandas as pd
 
-from ablate.analysis import figures
+import ablate.analysis.figures as figures
 from ablate.analysis.findings import (
     Analysis,
     answer_lines,

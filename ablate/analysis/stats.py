@@ -17,7 +17,7 @@ import pandas as pd
 from scipy import stats
 
 from ablate.formatting import value_text
-from ablate.spec.axes import BASELINE, PAIR, axes_of, context_of
+from ablate.spec.axes import BASELINE, LR, PAIR, axes_of, context_of
 from ablate.spec.status import Status
 
 ALPHA, POWER = 0.05, 0.8
@@ -190,22 +190,22 @@ def stable_lrs(
     Compared with the reference's stable LRs in the same cell: widens, narrows, shifts or same.
     """
     fin = finished(trials)
-    cells = [c for c in (context_of(axes_of(trials), subject) if context is None else context) if c != "lr"]
+    cells = [c for c in (context_of(axes_of(trials), subject) if context is None else context) if c != LR]
     rows = []
     for key, gd in fin.groupby(cells, sort=True) if cells else [((), fin)]:
         key = key if isinstance(key, tuple) else (key,)
-        floor = 0.5 * gd.groupby([subject, "lr"])["final_val_acc"].mean().max()
+        floor = 0.5 * gd.groupby([subject, LR])["final_val_acc"].mean().max()
         for value, gb in gd.groupby(subject, sort=False):
             good = [
                 float(lr)
-                for lr, g in gb.groupby("lr")
+                for lr, g in gb.groupby(LR)
                 if not g["diverged"].astype(bool).any() and (g["final_val_acc"] >= floor).all()
             ]
             rows.append(
                 {
                     subject: value,
                     **{c: plain(v) for c, v in zip(cells, key)},
-                    "tested": sorted(gb["lr"].unique().tolist()),
+                    "tested": sorted(gb[LR].unique().tolist()),
                     "stable": sorted(good),
                     "floor": floor,
                 }

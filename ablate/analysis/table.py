@@ -10,7 +10,7 @@ import pandas as pd
 
 from ablate.analysis.stats import BASELINE, axes_of, finished, paired, plain, verdict
 from ablate.formatting import pm, value_text
-from ablate.spec.axes import PAIR, context_of
+from ablate.spec.axes import LR, PAIR, context_of
 
 __all__ = ["ablation_table", "best_lr_frame", "format_table", "pipe_table", "summary_line", "answer"]
 
@@ -27,12 +27,12 @@ def ablation_table(
     Every column of a row (counts too) refers to the same trials: that value's, at its best LR.
     """
     trials = finished(trials)
-    cells = [c for c in (context_of(axes_of(trials), subject) if context is None else context) if c != "lr"]
+    cells = [c for c in (context_of(axes_of(trials), subject) if context is None else context) if c != LR]
     rows = []
     for key, g in trials.groupby([subject, *cells], sort=False):
-        by_lr = g.groupby("lr")["final_val_acc"].mean()
+        by_lr = g.groupby(LR)["final_val_acc"].mean()
         lr = float(by_lr.fillna(-1).idxmax())
-        s = g[g["lr"] == lr].sort_values(PAIR)
+        s = g[g[LR] == lr].sort_values(PAIR)
         reached = s["epochs_to_target"].dropna()
         rows.append(
             {

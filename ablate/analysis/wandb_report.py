@@ -8,6 +8,7 @@ from typing import Any, Dict, List, Optional
 
 from ablate.analysis.stats import cell_title
 from ablate.analysis.table import ablation_table
+from ablate.spec.axes import LR
 from ablate.spec.question import Question
 
 __all__ = ["build_wandb_report", "build_compare_report", "save_wandb_report"]
@@ -41,7 +42,7 @@ def build_wandb_report(
         where = [expr.Config(c) == _native(v) for c, v in zip(q.cells, cell)]
         title = cell_title(q.cells, cell) if q.cells else group
         picks = [
-            expr.And(expr.Config(q.subject) == _native(r[q.subject]), expr.Config("lr") == float(r["best_lr"]))
+            expr.And(expr.Config(q.subject) == _native(r[q.subject]), expr.Config(LR) == float(r["best_lr"]))
             for r in g.to_dict("records")
         ]
         runs = wr.Runset(
@@ -86,7 +87,7 @@ def build_wandb_report(
             panels=[
                 wr.ScatterPlot(
                     title="final val acc vs lr (every trial)",
-                    x=wr.Config("lr"),
+                    x=wr.Config(LR),
                     y=wr.SummaryMetric("final_val_acc"),
                     log_x=True,
                 ),
@@ -94,7 +95,7 @@ def build_wandb_report(
                     title=f"{' / '.join(q.axes)} vs final val acc",
                     columns=[
                         *(
-                            wr.ParallelCoordinatesPlotColumn(metric=wr.Config(a), log=a == "lr")
+                            wr.ParallelCoordinatesPlotColumn(metric=wr.Config(a), log=a == LR)
                             for a in q.axes
                             if a != "seed"
                         ),

@@ -41,4 +41,4 @@ _TORCH = {
 def __getattr__(name):
     if name in _TORCH:
         return getattr(import_module(_TORCH[name]), name)
-    raise AttributeError(f"module 'ablate.models.resnet' has no attribute {name!r}")
+    raise AttributeError(f"module 'ablate.models' has no attribute {name!r}")

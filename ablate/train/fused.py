@@ -24,9 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call, stack_module_state, vmap
 
+import ablate.train.recipe as recipe
 from ablate.spec.axes import fusable
 from ablate.spec.trial import TrainConfig
-from ablate.train import recipe
 from ablate.train.data import Dataset
 from ablate.train.recipe import epoch_metrics, evaluate, lr_lambda, param_groups
 

@@ -24,10 +24,10 @@ from typing import Callable, Dict, List, Optional
 import torch
 import torch.nn.functional as F
 
+import ablate.train.recipe as recipe
 from ablate.errors import first_line
 from ablate.spec.settings import METRIC_KEYS
 from ablate.spec.trial import TrainConfig
-from ablate.train import recipe
 from ablate.train.data import Dataset, load_dataset
 from ablate.train.fused import FusedRun
 from ablate.train.recipe import epoch_metrics, evaluate, lr_lambda, param_groups
