@@ -2,6 +2,7 @@
 system tests (``tests/system``: the real CLI, Ray, SLURM, hosts).  The helpers are modules of ``tests/helpers``."""
 
 import pytest
+
 from helpers.cli import DEFAULT, MINI, run_cli
 
 

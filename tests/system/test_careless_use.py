@@ -14,6 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pandas as pd
 import pytest
 import yaml
+
 from helpers.blocks import user_block
 from helpers.cli import DEFAULT, clean_env, one_error_line, ran_ok, run_cli
 

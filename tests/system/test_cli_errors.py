@@ -4,6 +4,7 @@ before Ray starts, in seconds, and nothing already written is lost."""
 import time
 
 import pytest
+
 from helpers.cli import DEFAULT, clean_env, one_error_line, run_cli
 
 pytestmark = pytest.mark.slow  # the real CLI in a subprocess, real Ray

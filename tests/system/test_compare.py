@@ -8,14 +8,15 @@ import shutil
 import pandas as pd
 import pytest
 import yaml
-from helpers.blocks import user_block
-from helpers.cli import DEFAULT, clean_env, one_error_line, ran_ok, run_cli
 
 from ablate.analysis.compare import (
     EXIT_CHANGED,
     EXIT_OPEN,
     EXIT_SAME,
 )
+
+from helpers.blocks import user_block
+from helpers.cli import DEFAULT, clean_env, one_error_line, ran_ok, run_cli
 
 
 def _grid(tmp_path, name, module, seeds, *extra):

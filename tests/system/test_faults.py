@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+
 from helpers.blocks import kill_trial_midrun
 from helpers.cli import DEFAULT, clean_env, ran_ok, run_cli
 from helpers.wandb_reader import merged_history, wandb_files

@@ -4,6 +4,7 @@ the tables, trial groups and resources."""
 import json
 
 import pytest
+
 from helpers.cli import one_error_line, run_cli
 from helpers.records import finished_by_hand
 

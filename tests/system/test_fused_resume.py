@@ -2,10 +2,11 @@
 
 import pandas as pd
 import pytest
-from helpers.blocks import kill_trial_midrun
-from helpers.cli import DEFAULT, ran_ok, run_cli
 
 from ablate.train.data import load_dataset
+
+from helpers.blocks import kill_trial_midrun
+from helpers.cli import DEFAULT, ran_ok, run_cli
 
 DIGITS = load_dataset("digits")
 

@@ -4,12 +4,13 @@ import json
 
 import pandas as pd
 import pytest
-from helpers.cli import DEFAULT, MINI, one_error_line, ran_ok, run_cli
 
 from ablate.spec.config import trial_configs
 from ablate.spec.experiment_file import load_experiment
 from ablate.storage import STOPPED_FILE
 from ablate.train.data import load_dataset
+
+from helpers.cli import DEFAULT, MINI, one_error_line, ran_ok, run_cli
 
 
 @pytest.mark.slow

@@ -8,6 +8,7 @@ import time
 
 import pandas as pd
 import pytest
+
 from helpers.blocks import held_block, user_block
 from helpers.cli import DEFAULT, one_error_line, ran_ok, run_cli, start_cli, wait_for
 from helpers.records import trial_records

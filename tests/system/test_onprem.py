@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+
 from helpers.blocks import user_block
 from helpers.cli import REPO, free_port, wait_for
 from helpers.hosts import HOME, Hosts

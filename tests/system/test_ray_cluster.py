@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+
 from helpers.cli import (
     DEFAULT,
     clean_env,

@@ -5,10 +5,11 @@ import re
 
 import pandas as pd
 import pytest
-from helpers.cli import REPO, one_error_line, ran_ok, run_cli
 
 from ablate.analysis.table import ablation_table
 from ablate.spec.question import Question
+
+from helpers.cli import REPO, one_error_line, ran_ok, run_cli
 
 
 @pytest.mark.slow

@@ -8,6 +8,7 @@ import os
 
 import pandas as pd
 import pytest
+
 from helpers.blocks import held_block
 from helpers.cli import DEFAULT, kill_group, one_error_line, ran_ok, run_cli, start_cli, wait_for
 from helpers.records import trial_results

@@ -17,6 +17,7 @@ import time
 import pandas as pd
 import pytest
 import yaml
+
 from helpers.blocks import held_block, signal_when_held, user_block
 from helpers.cli import DEFAULT, clean_env, ran_ok, run_cli, wait_for
 

@@ -13,10 +13,11 @@ import sys
 
 import pandas as pd
 import pytest
-from helpers.blocks import held_block
-from helpers.cli import DEFAULT, RAY, clean_env, free_port, ran_ok, run_cli, wait_for
 
 from ablate.storage import RECORD_FILE, STATE_FILE
+
+from helpers.blocks import held_block
+from helpers.cli import DEFAULT, RAY, clean_env, free_port, ran_ok, run_cli, wait_for
 
 pytestmark = [
     pytest.mark.slow,

@@ -7,6 +7,7 @@ one real CLI run is marked slow."""
 import pandas as pd
 import pytest
 import yaml
+
 from helpers.cli import ran_ok, run_cli
 
 GRID = {"blocks": ["baseline", "skipinit"], "depths": [8], "lrs": [0.1], "seeds": [0, 1]}

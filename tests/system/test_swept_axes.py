@@ -8,6 +8,7 @@ import shutil
 import pandas as pd
 import pytest
 import yaml
+
 from helpers.cli import DEFAULT, FIXTURES, ran_ok, run_cli
 
 FIXTURE = FIXTURES / "four_axes"

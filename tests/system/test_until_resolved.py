@@ -7,6 +7,7 @@ import signal
 
 import pandas as pd
 import pytest
+
 from helpers.blocks import signal_when_held, user_block
 from helpers.cli import DEFAULT, clean_env, ran_ok, run_cli
 

@@ -3,6 +3,7 @@ and the workers of a two-node cluster.  A study's growth: tests/test_study.py.""
 
 import pandas as pd
 import pytest
+
 from helpers.blocks import user_block
 from helpers.cli import clean_env, one_error_line, ran_ok, run_cli
 

@@ -2,12 +2,13 @@
 
 import json
 
-import helpers.wandb_reader as wandb_reader
 import pandas as pd
 import pytest
-from helpers.wandb_reader import merged_history, wandb_files
 
 from ablate.spec.axes import trial_name
+
+import helpers.wandb_reader as wandb_reader
+from helpers.wandb_reader import merged_history, wandb_files
 
 METRICS = ["train_loss", "train_acc", "val_loss", "val_acc", "epoch_seconds", "images_per_second"]
 

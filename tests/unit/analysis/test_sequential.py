@@ -8,7 +8,6 @@ import math
 
 import numpy as np
 import pandas as pd
-from helpers.cli import FIXTURES
 from scipy import stats
 
 from ablate.analysis.rounds import ROUND_SEEDS
@@ -29,6 +28,8 @@ from ablate.analysis.sequential import (
     sign_paths,
 )
 from ablate.analysis.stats import seeds_needed
+
+from helpers.cli import FIXTURES
 
 ALPHA, MAX_SEEDS, STUDIES = 0.05, 12, 4000
 

@@ -5,9 +5,10 @@ import os
 
 import pytest
 import torch
-from helpers.cli import DEFAULT
 
 from ablate.run.checkpoints import CheckpointLost, load_state
+
+from helpers.cli import DEFAULT
 
 SMALL = [DEFAULT, "blocks=[baseline]", "depths=[8]", "lrs=[0.1]", "wandb.mode=disabled"]
 

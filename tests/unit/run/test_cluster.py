@@ -12,13 +12,14 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from ablate.errors import ClusterError
+from ablate.run.cluster import Capacity, trial_resources
+
 from helpers.cli import (
     REPO,
 )
 from helpers.records import small_config
-
-from ablate.errors import ClusterError
-from ablate.run.cluster import Capacity, trial_resources
 
 RAY = shutil.which("ray") or str(Path(sys.executable).with_name("ray"))
 

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from helpers.cli import REPO
 from helpers.hosts import Hosts
 

@@ -64,3 +64,18 @@ def test_duration_and_the_estimate_follow_the_probe():
     wall = estimate_cpu_wall(cfg, 2, step_seconds=lambda c, d: step[d])
     steps = -(-1438 // 128)
     assert abs(wall - (FIXED_S + (2 * 5 * steps * (0.01 + 0.1) * EPOCH_OVER_PROBE + 4 * PER_TRIAL_S) / 2)) < 1e-9
+
+
+def test_fused_groups_are_counted_as_groups_and_their_trials():
+    out, clock = io.StringIO(), iter(range(1000)).__next__
+    groups = {
+        "a+3": {"weight": 8, "start": 0, "epochs": 2, "members": 4},
+        "b+3": {"weight": 8, "start": 0, "epochs": 2, "members": 4},
+    }
+    p = Progress(groups, stream=out, live=False, clock=clock)
+    p.start("a+3")
+    p.result("a+3", {"epoch": 2})
+    p.complete("a+3")
+    assert p.line().startswith("groups 1/2 done (trials 4/8), 0 running, 1 pending, 0 diverged"), p.line()
+    plain = Progress({"a": {"weight": 8, "start": 0, "epochs": 2}}, stream=out, live=False, clock=clock)
+    assert plain.line().startswith("trials 0/1 done"), plain.line()

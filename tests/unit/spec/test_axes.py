@@ -5,8 +5,6 @@ what it meant.  The real-CLI cases are marked slow."""
 import re
 
 import pytest
-from helpers.cli import FIXTURES, REPO
-from helpers.records import EXP_ID, grid_point
 
 from ablate.analysis.stats import axes_of, effects, stable_lrs
 from ablate.errors import ConfigError
@@ -16,6 +14,9 @@ from ablate.spec.config import trial_configs, trial_groups
 from ablate.spec.experiment_file import load_experiment
 from ablate.study.identity import growth, identity
 from ablate.study.tables import history_table, trials_table
+
+from helpers.cli import FIXTURES, REPO
+from helpers.records import EXP_ID, grid_point
 
 FIXTURE = FIXTURES / "four_axes"
 

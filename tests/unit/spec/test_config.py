@@ -1,13 +1,14 @@
 """Typed experiment configs: shipped files are valid, overrides parse as YAML, errors name keys."""
 
 import pytest
-from helpers.cli import REPO
-from helpers.records import small_config
 
 from ablate.blocks import list_blocks
 from ablate.errors import ConfigError
 from ablate.spec.config import trial_configs, trial_groups
 from ablate.spec.experiment_file import load_experiment, parse_override
+
+from helpers.cli import REPO
+from helpers.records import small_config
 
 
 @pytest.mark.parametrize("name", ["default", "cifar10", "cifar10_quick"])

@@ -8,8 +8,6 @@ import os
 
 import pytest
 import yaml
-from helpers.cli import FIXTURES
-from helpers.records import epoch_row
 
 from ablate.analysis.stats import effects
 from ablate.analysis.table import answer
@@ -26,6 +24,9 @@ from ablate.spec.trial import TrainConfig
 from ablate.study.records import make_record
 from ablate.study.study import Study
 from ablate.study.tables import read_csvs, write_csvs
+
+from helpers.cli import FIXTURES
+from helpers.records import epoch_row
 
 GRID = {"blocks": ["baseline", "skipinit"], "depths": [8], "lrs": [0.1], "seeds": [0, 1]}
 

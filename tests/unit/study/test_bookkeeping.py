@@ -8,7 +8,6 @@ import os
 from pathlib import Path
 
 import torch  # noqa: F401 -- the records' state.pt
-from helpers.cli import FIXTURES
 
 from ablate.run.checkpoints import write_checkpoint
 from ablate.spec.axes import trial_id
@@ -18,6 +17,8 @@ from ablate.storage import HISTORY_FILE, TRIALS_FILE
 from ablate.study.reader import tables_from_records
 from ablate.study.records import make_record, write_stopped
 from ablate.study.study import Study
+
+from helpers.cli import FIXTURES
 
 GOLDEN = FIXTURES / "bookkeeping"
 

@@ -3,9 +3,10 @@ and the identity file that cannot be read refused in one line."""
 
 import pytest
 import yaml
-from helpers.records import EXP_ID, finished_by_hand, grid_point, small_config, write_record
 
 from ablate.study.identity import growth, identity
+
+from helpers.records import EXP_ID, finished_by_hand, grid_point, small_config, write_record
 
 
 def test_growth_allows_added_values_in_any_order_and_nothing_else():

@@ -6,13 +6,14 @@ import math
 
 import pytest
 import torch
-from helpers.records import EXP_ID, epoch_row, grid_point, small_config, write_record
 
 from ablate.run.checkpoints import write_checkpoint
 from ablate.spec.axes import trial_id
 from ablate.storage import RECORD_FILE, STATE_FILE, STOPPED_FILE
 from ablate.study.records import list_records, make_record, write_stopped
 from ablate.study.study import Study
+
+from helpers.records import EXP_ID, epoch_row, grid_point, small_config, write_record
 
 
 def test_records_are_listed_newest_first_and_a_cut_checkpoint_is_known_by_its_own_files(tmp_path):

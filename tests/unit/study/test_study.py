@@ -3,11 +3,11 @@
 done, on the real CLI and real Ray; plain and fused trials; a growth (more seeds) trains only the new
 points and leaves every file on record as it was."""
 
-from helpers.records import EXP_ID, grid_point, small_config, write_record
-
 from ablate.spec.axes import trial_id
 from ablate.spec.config import trial_configs
 from ablate.study.study import Study
+
+from helpers.records import EXP_ID, grid_point, small_config, write_record
 
 
 def test_plan_runs_only_points_not_done_and_unfinished_trials_as_they_were(tmp_path):

@@ -1,9 +1,10 @@
 """The tables (``ablate.study.tables``): a row per trial of the grid, with its status."""
 
 import pandas as pd
-from helpers.records import epoch_row, grid_point
 
 from ablate.study.tables import trials_table
+
+from helpers.records import epoch_row, grid_point
 
 
 def test_trials_table_marks_diverged_interrupted_and_not_started():

@@ -1,13 +1,14 @@
 """Fused trials (fuse_trials > 1): each member is still its own trial, in numbers and in files."""
 
 import pytest
-from helpers.blocks import user_block
 
 from ablate.errors import ConfigError
 from ablate.spec.experiment_file import load_experiment
 from ablate.train import SequentialGroup, TrainConfig, build_group, train, train_group
 from ablate.train.data import load_dataset
 from ablate.train.fused import FusedRun
+
+from helpers.blocks import user_block
 
 DIGITS = load_dataset("digits")
 

@@ -1,0 +1,53 @@
+"""The vendor internals ablate relies on, checked against the installed Ray and wandb (``ablate.run.ray_compat``,
+``ablate.run.wandb_log``): an upgrade that moves one fails here, by name, before a grid runs on it.  Nothing is
+started: the classes and sources are read."""
+
+import inspect
+import re
+from importlib.metadata import version
+
+import pytest
+
+from helpers.cli import REPO
+
+
+def _bounds(package):
+    """The version range pyproject.toml admits for ``package``."""
+    text = (REPO / "pyproject.toml").read_text()
+    spec = re.search(rf'"{re.escape(package)}(\[[^\]]*\])?(?P<spec>[^"]*)"', text).group("spec")
+    return dict(re.findall(r"(>=|<)([\d.]+)", spec))
+
+
+def _tuple(v):
+    return tuple(int(x) for x in v.split(".")[:3])
+
+
+@pytest.mark.parametrize("package, dist", [("ray", "ray"), ("wandb", "wandb")])
+def test_the_installed_version_is_within_the_pinned_range(package, dist):
+    bounds = _bounds(package)
+    assert "<" in bounds, f"{package} has no upper bound in pyproject.toml: its internals are pinned (ablate.run)"
+    assert _tuple(bounds[">="]) <= _tuple(version(dist)) < _tuple(bounds["<"])
+
+
+def test_tunes_trial_storage_is_where_ray_compat_reads_it():
+    from ray.train._internal.storage import StorageContext
+    from ray.tune import TuneContext
+
+    from ablate.run import ray_compat
+
+    assert callable(getattr(TuneContext, "get_storage", None)), "tune.get_context().get_storage() is gone"
+    for attr in ("trial_working_directory", "trial_fs_path"):
+        assert isinstance(getattr(StorageContext, attr, None), property), f"StorageContext.{attr} is gone"
+    # An attribute its constructor sets (the storage's pyarrow filesystem).
+    assert "self.storage_filesystem" in inspect.getsource(StorageContext.__init__), "StorageContext.storage_filesystem"
+    assert StorageContext.__module__ == ray_compat.STORAGE_LOGGER, "Tune's checkpoint log line moved"
+
+
+def test_the_autoscaler_record_and_tunes_stop_request_are_where_ray_compat_expects_them():
+    from ray._private.state import state
+    from ray.tune import tune as tune_module
+
+    assert callable(getattr(state, "get_cluster_config", None)), "ray._private.state.state.get_cluster_config is gone"
+    source = inspect.getsource(tune_module)
+    assert "SIGUSR1" in source, "Tune no longer stops on SIGUSR1 (ray_compat.tune_stop_handoff)"
+    assert "TUNE_DISABLE_SIGINT_HANDLER" in source, "Tune's SIGINT handler can no longer be turned off"
