@@ -9,7 +9,7 @@ stream: benchmarks/aa_blocks.py), then this script on its trials.csv:
 
 Per depth x lr cell and metric: the paired differences' mean, sd, skewness, excess kurtosis and the share of
 far-off runs (more than 3 scaled MADs from the median), in accuracy points; ``--differences`` writes them
-(the simulation test in tests/test_sequential.py resamples them as the "A/A" shape).
+(the simulation test in tests/unit/analysis/test_sequential.py resamples them as the "A/A" shape).
 """
 
 import argparse

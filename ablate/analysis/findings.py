@@ -226,7 +226,8 @@ def sequential(trials: pd.DataFrame, meta: Dict, q: Question, judged: Optional[p
         f"Method: each comparison's paired differences (by seed) are judged by {METHOD}; each is an e-process, "
         "valid however often the study looked and added seeds, and the smaller of the two is valid when either "
         "assumption holds. Skewed differences with no true effect fit neither exactly; simulated with the "
-        "round rule (tests/test_sequential.py), their false discovery rate stays within 5% at 28 comparisons, "
+        "round rule (tests/unit/analysis/test_sequential.py), their false discovery rate stays within 5% at 28 "
+        "comparisons, "
         "and reaches 10-14% with 1-4 comparisons and strongly skewed differences (skewness 6; the A/A study "
         "on digits measured |skewness| < 1).",
         f'One family: "helps"/"hurts" for final acc and AUC together ({m_total} e-values) are e-BH discoveries '

@@ -3,7 +3,7 @@ that do not rest on the seed-to-seed differences being Gaussian.
 
 A fixed-n paired t-test (and Benjamini-Hochberg over many of them) is valid only when the number of
 seeds was fixed in advance: re-read after every added seed, it says "helps" or "hurts" far more
-often than its 5% when nothing differs (``tests/test_sequential.py`` measures it).  Here, for the
+often than its 5% when nothing differs (``tests/unit/analysis/test_sequential.py`` measures it).  Here, for the
 paired differences ``d_1, d_2, ...`` of one comparison (a variant against its reference, per seed):
 
 - **Two e-processes, the smaller one counts.**
@@ -18,7 +18,7 @@ paired differences ``d_1, d_2, ...`` of one comparison (a variant against its re
      differences are Gaussian, whatever their variance.  Powerful, but only that: with skewed differences
      (a variant that now and then lands far off) it says "hurts" far more often than 5% when nothing
      differs: 42% and 81% of studies for lognormal differences of skewness 3 and 6 at 28 comparisons
-     (``tests/test_sequential.py`` simulates it; docs/benchmarks.md).
+     (``tests/unit/analysis/test_sequential.py`` simulates it; docs/benchmarks.md).
   2. A sequential sign-flip test of symmetry about ``mu0`` (the game-theoretic sign test of Ramdas,
      Grunwald, Vovk and Shafer, *Game-Theoretic Statistics and Safe Anytime-Valid Inference*, Statistical
      Science 2023, section 4; the bet sized by the predictable plug-in of Waudby-Smith and Ramdas,
@@ -37,7 +37,7 @@ paired differences ``d_1, d_2, ...`` of one comparison (a variant against its re
   ``min(BF_n, K_n)`` is an e-process whenever *either* assumption holds (it is below the valid one), so by
   Ville's inequality ``P(exists n: min >= 1/alpha) <= alpha`` for Gaussian differences of any variance
   and for symmetric ones of any shape.  Skewed differences with a zero mean satisfy neither exactly; the
-  simulation in ``tests/test_sequential.py`` shows the false discovery rate within 5% for lognormal
+  simulation in ``tests/unit/analysis/test_sequential.py`` shows the false discovery rate within 5% for lognormal
   differences of skewness 3 at any number of comparisons, and of skewness 6 at 28 comparisons (0.7%, the
   t-mixture alone 81%); with 1-4 comparisons, skewness 6 reaches 10-14% (the t-mixture alone 19-33%).
   The A/A study on digits measured |skewness| < 1 (docs/benchmarks.md).
@@ -323,8 +323,8 @@ def closes_at(
 
     The continuations are Gaussian at a *cautious* effect and spread (the mean's 90% bound nearer zero, the
     sd's 90% upper bound: the forecast is at least the true need in at least 80% of studies, as
-    ``tests/test_sequential.py`` checks), or, with ``favourable``, at the optimistic ones (the bound farther
-    from zero, the sd's 90% lower bound): what even a lucky study would need (futility)."""
+    ``tests/unit/analysis/test_sequential.py`` checks), or, with ``favourable``, at the optimistic ones (the bound
+    farther from zero, the sd's 90% lower bound): what even a lucky study would need (futility)."""
     d = np.asarray(d, float)
     n = len(d)
     if n < 2 or not np.isfinite(d).all():

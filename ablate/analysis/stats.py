@@ -56,8 +56,8 @@ def seeds_needed(mean: float, sd: float, n: int = 0, level: float = ALPHA, limit
     """Seeds a two-sided paired t-test needs to detect the difference with POWER at ``level`` (the level its
     verdict would need: BH's for the next discovery), at a cautious effect and spread when ``n`` seeds
     measured them: the mean's 90% bound nearer zero and the sd's 90% upper bound, so that both hold at once
-    in at least 80% of studies and the number is at least the true need there (``tests/test_sequential.py``);
-    ``inf`` when that bound of the effect is 0 (the data cannot tell)."""
+    in at least 80% of studies and the number is at least the true need there
+    (``tests/unit/analysis/test_sequential.py``); ``inf`` when that bound of the effect is 0 (the data cannot tell)."""
     if not (np.isfinite(mean) and np.isfinite(sd)) or sd <= 0 or mean == 0:
         return math.nan
     if n >= 2:

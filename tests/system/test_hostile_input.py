@@ -1,5 +1,5 @@
 """Careless and hostile use of the real CLI (real Ray, real files): two runs at once, failed starts, broken
-checkpoints, a full disk, absurd or malicious input (signals: tests/test_signals.py)."""
+checkpoints, a full disk, absurd or malicious input (signals: tests/system/test_signals.py)."""
 
 import os
 import signal

@@ -76,7 +76,8 @@ def test_resume_with_tunes_files_deleted_trains_only_what_is_not_done(tmp_path, 
         assert [s for s, _ in merged_history(files)] == [1, 2, 3, 4]
 
     if fused:
-        return  # a fused experiment's growth: tests/test_fused.py (grown, Tune's files deleted, nothing reruns)
+        # A fused experiment's growth: tests/system/test_fused_resume.py (grown, Tune's files deleted, nothing reruns).
+        return
 
     # Grown by a seed, then Tune's files deleted again (and the tables): nothing is trained twice.
     p = run_cli([*args, "seeds=[0,1]", "--resume", "--dry-run"], cwd=tmp_path)

@@ -1,5 +1,5 @@
 """Blocks from the user's own module (``block_modules``) on real Ray: refused names, local trials,
-and the workers of a two-node cluster.  A study's growth: tests/test_study.py."""
+and the workers of a two-node cluster.  A study's growth: tests/system/test_resume.py."""
 
 import pandas as pd
 import pytest

@@ -65,7 +65,8 @@ def test_identity_compares_settings_as_they_act(tmp_path):
     assert identity(small_config(tmp_path, "scheduler=asha", "asha_grace_period=2")) != asha
 
 
-IDENTITY_EDITS = {  # as --resume refuses them (tests/test_careless3.py): the report reads the file the same way
+# As --resume refuses them (tests/system/test_careless_use.py): the report reads the file the same way.
+IDENTITY_EDITS = {
     "cut short": (lambda text, saved: text[:120] + "\ndepths: [8,", "not valid YAML"),
     "not a mapping": (lambda text, saved: "- 1\n- 2\n", "not a mapping of settings"),
     "without its experiment_id": (
