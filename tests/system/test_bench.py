@@ -1,8 +1,13 @@
-"""The benchmark runs for real on a tiny CPU setting and reports what docs/benchmarks.md quotes."""
+"""The benchmark runs for real on a tiny CPU setting and reports what docs/benchmarks.md quotes (a system test by
+its cost: ~15 s of measuring, torchvision's pipeline included)."""
 
 import json
 
+import pytest
+
 from ablate.bench import main, trainer_rates, tutorial_loop
+
+pytestmark = pytest.mark.slow
 
 
 def test_tutorial_loop_and_trainer_report_rates():
