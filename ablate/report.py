@@ -2,9 +2,9 @@
 
 import sys
 
-from ablate.run.report import main
+from ablate.run.report import main, write_report
 
-__all__ = ["main"]
+__all__ = ["main", "write_report"]
 
 if __name__ == "__main__":
     sys.exit(main())

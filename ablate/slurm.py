@@ -2,9 +2,10 @@
 
 import sys
 
-from ablate.run.slurm import main
+from ablate.errors import SlurmError
+from ablate.run.slurm import batch_script, main, parse_time
 
-__all__ = ["main"]
+__all__ = ["main", "batch_script", "parse_time", "SlurmError"]
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -18,8 +18,6 @@ import time
 from typing import Iterable, List, NamedTuple, Optional, Tuple
 from urllib.parse import unquote, urlparse
 
-import filelock
-
 from ablate.errors import LockedError, UsageError, first_line
 
 __all__ = [
@@ -310,6 +308,8 @@ class ExperimentLock:
 
         if not os.path.exists(lock.path):
             return None
+        import filelock  # ~50 ms: not before the driver's signal handlers (ablate.grid imports this module)
+
         probe = filelock.FileLock(lock.path, timeout=0)
         try:
             probe.acquire()
@@ -330,6 +330,7 @@ class ExperimentLock:
     def acquire(self) -> "ExperimentLock":
         if is_uri(self.exp_dir):
             return self._acquire_uri()
+        import filelock  # as in ``holder``: after the signal handlers
 
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
         self._flock = filelock.FileLock(self.path, timeout=0)

@@ -156,12 +156,17 @@ def time_bookkeeping(trials: int, epochs: int, root: str, baseline: Optional[str
 def _fit_identity(exp: str, baseline: str) -> None:
     """An older ablate refuses settings it does not know: drop from the identity those it lacks whose value
     is this version's default (they mean nothing else there)."""
-    probe = "from ablate.spec.config import ExperimentConfig as C; print(' '.join(C.model_fields))"
-    known = set(
-        subprocess.run(
-            [sys.executable, "-c", probe], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": baseline}
-        ).stdout.split()
+    # The baseline may predate the subpackages (ablate.config) or not (ablate.spec.config).
+    probe = (
+        "try:\n    from ablate.spec.config import ExperimentConfig as C\nexcept ImportError:\n"
+        "    from ablate.config import ExperimentConfig as C\nprint(' '.join(C.model_fields))"
     )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": baseline}
+    )
+    if out.returncode != 0 or not out.stdout.strip():
+        raise RuntimeError(f"the baseline at {baseline} did not say its settings: {out.stderr.strip()[-500:]}")
+    known = set(out.stdout.split())
     path = os.path.join(exp, "ablate_experiment.yaml")
     with open(path) as f:
         saved = yaml.safe_load(f)

@@ -29,7 +29,6 @@ from ablate.analysis.stats import finished
 from ablate.analysis.table import pipe_table
 from ablate.errors import GrowthFailed, UsageError, first_line
 from ablate.run.cli import run_main
-from ablate.run.tracking import has_api_key
 from ablate.spec.experiment_file import load_experiment
 from ablate.spec.question import Question
 from ablate.spec.status import Status
@@ -216,6 +215,7 @@ def _wandb_report(before: Side, after: Side, lines: List[str]) -> None:
     import wandb  # only with --wandb-report
 
     from ablate.analysis.wandb_report import build_compare_report
+    from ablate.run.tracking import has_api_key  # requests, as wandb_workspaces: only with --wandb-report
 
     if not has_api_key():
         raise UsageError("--wandb-report needs WANDB_API_KEY (or `wandb login`); compare.html is written")

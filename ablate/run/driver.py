@@ -99,7 +99,6 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 def _main(argv: List[str], signals: Signals) -> int:
     # After the signal handlers: the config (pydantic), the study (pandas).
-    from ablate.analysis.rounds import check_rounds
     from ablate.run.cluster import check_address
     from ablate.run.plan import dry_run_text
     from ablate.spec.experiment_file import load_experiment
@@ -109,6 +108,8 @@ def _main(argv: List[str], signals: Signals) -> int:
     write_pid()
     cfg = load_experiment(args.experiment, args.overrides)
     if args.until_resolved:
+        from ablate.analysis.rounds import check_rounds  # the analysis (scipy) only for --until-resolved
+
         check_rounds(cfg.max_seeds)
         if cfg.scheduler == "asha":  # ASHA stops the weak points: which pairs exist would depend on the results
             raise UsageError(

@@ -16,7 +16,6 @@ from ablate.analysis.findings import answer_lines
 from ablate.analysis.page import Page
 from ablate.errors import UsageError, first_line
 from ablate.run.cli import run_main
-from ablate.run.tracking import has_api_key
 from ablate.study.reader import experiment_tables, read_experiment
 
 __all__ = ["main", "write_report", "report_page"]
@@ -83,6 +82,7 @@ def _report(where: str, wandb_report: bool) -> int:
 
 def _save_wandb_report(page: Page, path: str) -> str:
     from ablate.analysis.wandb_report import save_wandb_report  # wandb_workspaces: only with --wandb-report
+    from ablate.run.tracking import has_api_key  # requests, as wandb_workspaces: only with --wandb-report
 
     if not has_api_key():
         raise UsageError("--wandb-report needs WANDB_API_KEY (or `wandb login`)")

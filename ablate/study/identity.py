@@ -143,6 +143,8 @@ def saved_identity(exp_dir: str, command: str = "--resume: ", outcome: str = "no
     defaults = {
         k: f.get_default(call_default_factory=True) for k, f in ExperimentConfig.model_fields.items() if k not in saved
     }  # only those: a default factory may import torch (the block registry)
+    # As the file would hold them: a nested settings model (compare, wandb) as its mapping.
+    defaults = {k: v.model_dump() if hasattr(v, "model_dump") else v for k, v in defaults.items()}
     return {**defaults, **saved}
 
 

@@ -4,7 +4,8 @@ and the identity file that cannot be read refused in one line."""
 import pytest
 import yaml
 
-from ablate.study.identity import growth, identity
+from ablate.study.identity import growth, identity, saved_identity
+from ablate.study.study import Study
 
 from helpers.records import EXP_ID, finished_by_hand, grid_point, small_config, write_record
 
@@ -92,3 +93,20 @@ def test_the_report_on_an_identity_cut_short_or_edited_is_one_line_exit_2(tmp_pa
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("ablate.report: error: ") and needle in err[0], err
     assert str(path) in err[0] and not (exp / "report.html").exists()
+
+
+def test_an_identity_written_before_a_setting_existed_reads_its_default_as_the_file_would_hold_it(tmp_path):
+    import pandas as pd
+
+    from ablate.spec.question import Question
+
+    cfg = small_config(tmp_path)
+    Study(cfg, resume=False).write_identity()
+    path = tmp_path / "e" / "ablate_experiment.yaml"
+    saved = yaml.safe_load(path.read_text())
+    del saved["compare"], saved["wandb"]  # an experiment started before ablate had them
+    path.write_text(yaml.safe_dump(saved))
+    meta = saved_identity(str(tmp_path / "e"))
+    assert meta["compare"] == {"axis": "block", "reference": None} and meta["wandb"]["project"] == "ablate"
+    trials = pd.DataFrame([{"block": "baseline", "depth": 8, "lr": 0.1, "seed": 0, "trial_id": "x"}])
+    assert Question.of_tables(meta, trials) == Question.default()
