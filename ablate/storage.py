@@ -63,7 +63,7 @@ __all__ = [
 def _pafs():
     """pyarrow's filesystems (those Ray Tune syncs with), imported on first use: ~0.2 s that a ``--help``, a
     one-line config error or a dry run never pays."""
-    import pyarrow.fs
+    import pyarrow.fs  # the reason is this function's docstring
 
     return pyarrow.fs
 

@@ -24,7 +24,7 @@ def _plt():
     import matplotlib  # ~0.5 s, only where a page is drawn; the backend is set before pyplot loads
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # after the backend is chosen
 
     return plt
 

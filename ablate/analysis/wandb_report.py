@@ -21,8 +21,9 @@ def build_wandb_report(
 
     A section per context cell (by default per depth) with each compared value at its best LR (mean +-
     std over seeds, grouped by the compared axis), the LR-sensitivity view (final val acc against LR),
-    and the run table.  ``q``: the report's ``Question`` (default: each block against baseline).
+    and the run table.  ``q``: the report's ``Question``.
     """
+    # wandb_workspaces (~1 s) only where a W&B Report is built.
     import wandb_workspaces.reports.v2 as wr
     from wandb_workspaces import expr
 

@@ -214,7 +214,7 @@ def _main(args) -> int:
 def _wandb_report(before: Side, after: Side, lines: List[str]) -> None:
     import wandb  # only with --wandb-report
 
-    from ablate.analysis.wandb_report import build_compare_report
+    from ablate.analysis.wandb_report import build_compare_report  # wandb_workspaces: only with --wandb-report
     from ablate.run.tracking import has_api_key  # requests, as wandb_workspaces: only with --wandb-report
 
     if not has_api_key():

@@ -53,7 +53,7 @@ def _step_seconds(cfg: ExperimentConfig, depth: int, steps: int = 3) -> float:
     import torch
     import torch.nn.functional as F
 
-    from ablate.models.resnet import create_model
+    from ablate.models.resnet import create_model  # torch, as above
 
     threads = torch.get_num_threads()
     torch.set_num_threads(max(1, int(cfg.cpus_per_trial)))
