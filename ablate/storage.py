@@ -48,6 +48,8 @@ __all__ = [
     "RUN_PREFIX",
     "filesystem",
     "failure",
+    "remedy",
+    "trial_failure",
     "Entry",
     "entries",
     "read_from",
@@ -402,6 +404,20 @@ def failure(e: Exception, exp_dir: str) -> str:
         raise e
     what = f"no space left on {exp_dir}" if full else f"the storage at {exp_dir} failed"
     return f"{what} ({e.__class__.__name__}: {first_line(e, 160)})"
+
+
+def remedy(line: str) -> str:
+    """What to do before ``--resume``, for the line ``failure`` wrote: free space, or wait for the storage."""
+    return "free space, then" if line.startswith("no space left") else "once it answers again,"
+
+
+def trial_failure(errors, exp_dir: str) -> Optional[str]:
+    """Where every error the trials ended on (Tune's, after their retries) is the storage's (an ``OSError``: a bucket
+    that did not answer, a disk that failed), that in words (as ``failure`` says it); else None."""
+    causes = [getattr(e, "cause", None) or e for e in errors]  # a RayTaskError(OSError) carries its cause
+    if not causes or not all(isinstance(c, OSError) for c in causes):
+        return None
+    return failure(causes[0], exp_dir)
 
 
 def preflight(exp_dir: str, output_dir: str, storage_path: str) -> None:

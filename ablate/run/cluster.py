@@ -114,6 +114,13 @@ def trial_resources(cfg: ExperimentConfig, cap: Capacity) -> Dict[str, float]:
     return {"cpu": cfg.cpus_per_trial, "gpu": gpus}
 
 
+class _FirstLine(logging.Formatter):
+    """A log record's first line, without its traceback."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return (record.getMessage().strip().splitlines() or [""])[0][:300]
+
+
 def log_to_file(path: str) -> None:
     """Ray's and Tune's own log lines go to ``path``; only their errors still reach the terminal.
 
@@ -126,6 +133,7 @@ def log_to_file(path: str) -> None:
     to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     errors = logging.StreamHandler()
     errors.setLevel(logging.ERROR)
+    errors.setFormatter(_FirstLine())  # the traceback is in the file (a storage blip: one per retry, pages)
     for name in [n for n in logging.root.manager.loggerDict if n == "ray" or n.startswith("ray.")]:
         logger = logging.getLogger(name)
         for h in list(logger.handlers):
@@ -161,7 +169,8 @@ def connect(address: Optional[str], block_modules: List[str] = (), log_path: Opt
 
     if log_path:
         log_to_file(log_path)
-    runtime_env = {"py_modules": [_module_path(m) for m in block_modules]} if block_modules else None
+    runtime_env = {"py_modules": [_module_path(m) for m in block_modules]} if block_modules else {}
+    runtime_env["worker_process_setup_hook"] = "ablate.run.ray_compat.quiet_checkpoint_logs"  # every worker, at start
     try:
         if address:
             ray.init(address=address, log_to_driver=True, runtime_env=runtime_env)

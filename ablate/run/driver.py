@@ -209,7 +209,10 @@ def _next_round(study: "Study", errored: set) -> list:
 
 
 # What the start gave the run: Ray's resources per group (a Tune trial), the data, the W&B mode, Ray's log file.
-_Started = NamedTuple("_Started", [("resources", dict), ("data", object), ("mode", str), ("ray_log", str)])
+# And each errored group's error (Tune's, after its retries), by its name: what the last line says of them.
+_Started = NamedTuple(
+    "_Started", [("resources", dict), ("data", object), ("mode", str), ("ray_log", str), ("errors", dict)]
+)
 
 
 def _start(study: Study, args: argparse.Namespace, signals: Signals) -> _Started:
@@ -234,7 +237,7 @@ def _start(study: Study, args: argparse.Namespace, signals: Signals) -> _Started
     mode = resolve_mode(cfg.wandb.mode)
     power = f"\n{power_text(cfg, measured_spread(cfg) if args.resume else None)}" if args.until_resolved else ""
     print(f"{plan_text(cfg, args.address)}{power}\nW&B mode: {mode}", flush=True)
-    return _Started(resources, data, mode, ray_log)
+    return _Started(resources, data, mode, ray_log, {})
 
 
 def _train(study: Study, groups, started: _Started, args: argparse.Namespace, argv: List[str], signals: Signals) -> set:
@@ -265,6 +268,7 @@ def _train(study: Study, groups, started: _Started, args: argparse.Namespace, ar
         raise UsageError(str(e)) from None
     except Exception as e:  # the storage failed under Tune (a full disk leaves its files cut short)
         raise _storage_failed(e, study, argv) from None
+    started.errors.update(names)
     # Tune names a group; the tables speak of trials (a fused group errs for all its members).
     return {m["id"] for g in groups if g.name in names for m in g.members}
 
@@ -324,6 +328,12 @@ def _finish(
         print(f"Ray's log: {os.path.join(out_dir, RAY_LOG)}")
     print(f"results: {exp_dir}")
     failed = int((trials_df["status"] == Status.ERROR).sum())
+    cause = storage.trial_failure(list(started.errors.values()), exp_dir) if failed else None
+    if cause:  # the trials failed because the storage did (a bucket that did not answer for minutes)
+        raise RunFailed(
+            f"{failed} of {len(trials_df)} trials failed: {cause}; {storage.remedy(cause)} continue with:  "
+            f"{resume_command(argv)}"
+        )
     if failed:  # the answer above lacks these points: say so last, and exit 1
         raise RunFailed(
             f"{failed} of {len(trials_df)} trials failed (ERROR in {TRIALS_FILE}; each one's traceback: "
@@ -334,4 +344,5 @@ def _finish(
 
 
 def _storage_failed(e: Exception, study: Study, argv: List[str]) -> RunFailed:
-    return RunFailed(f"{storage.failure(e, study.dir)}; free space, then continue with:  {resume_command(argv)}")
+    line = storage.failure(e, study.dir)
+    return RunFailed(f"{line}; {storage.remedy(line)} continue with:  {resume_command(argv)}")

@@ -52,8 +52,11 @@ def trial_storage(ctx) -> TrialStorage:
 
 
 def quiet_checkpoint_logs() -> None:
-    """One "Checkpoint successfully created" line per checkpoint per trial drowns the output: warnings only."""
-    logging.getLogger(STORAGE_LOGGER).setLevel(logging.WARNING)
+    """One "Checkpoint successfully created" line per checkpoint per trial drowns the output; and each storage
+    call that failed is logged with its traceback (a bucket that does not answer: one per retry, on every
+    restore), which the trial's own error says once, after Tune's retries: neither reaches the terminal.  Also
+    every worker's ``worker_process_setup_hook`` (``cluster.connect``): a restore logs before the trial runs."""
+    logging.getLogger(STORAGE_LOGGER).setLevel(logging.CRITICAL)
 
 
 def autoscaler_node_groups() -> Optional[List[Dict[str, float]]]:

@@ -140,10 +140,11 @@ def batch_script(
     ]  # in the directory sbatch was run from
     # This job's Ray: its own temp dir, GCS port and dashboard agent port (Ray's default is a fixed one), so
     # another Ray on the node (another job's, a user's) neither blocks nor is stopped.  (The client server's
-    # port is not set: Ray refuses the flag without ray[client], and a grid never uses the client.)
+    # port is not set: Ray refuses the flag without ray[client], and a grid never uses the client.)  Flags every
+    # node takes: `ray start --address` refuses a head's (--port, --include-dashboard: the template gives them).
     start = (
         f"--num-cpus={cpus_per_node} --num-gpus={gpus_per_node} --disable-usage-stats "
-        '--include-dashboard=false --temp-dir="$raytmp" --dashboard-agent-listen-port=$((port + 1))'
+        '--temp-dir="$raytmp" --dashboard-agent-listen-port=$((port + 1))'
     )
     return _template().render(
         sbatch=sbatch,

@@ -308,10 +308,10 @@ def run_grid(
     data: Dataset,
     progress=None,
     verbose: bool = False,
-) -> set:
+) -> Dict[str, BaseException]:
     """Train ``groups`` as one Tune run, ``<exp_dir>/<run_name>``, on the Ray that ``cluster.connect`` joined.
 
-    Returns the names of the groups whose trial ended in an error (after ``max_failures`` retries).
+    Returns the groups whose trial ended in an error (after ``max_failures`` retries): {name: that error}.
     What every trial trained is in its records.  ``progress`` (``ablate.run.progress.Progress``) gets
     every trial's events; ``verbose`` shows Tune's own status table as well.
     """
@@ -358,4 +358,4 @@ def run_grid(
             verbose=1 if verbose else 0,
         ),
     )
-    return {r.config[GROUP_KEY] for r in tuner.fit() if r.error is not None and r.config}
+    return {r.config[GROUP_KEY]: r.error for r in tuner.fit() if r.error is not None and r.config}

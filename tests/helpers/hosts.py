@@ -148,7 +148,8 @@ class Host:
         self._network()
         self._disks()
         self.run(f"hostname {self.name}")
-        self._sshd()
+        if self.hosts.with_sshd:
+            self._sshd()
 
     def _network(self):
         h, net = self.hosts, self.hosts.net
@@ -163,21 +164,42 @@ class Host:
             f"ip route add default via {net.broadcast_address - 1}"
         )
 
+    # What a host shares with the others: nothing but what the lab's image holds (a subclass shares more: a home on
+    # NFS, the checkout).
+    def home_source(self) -> Path:
+        """The directory mounted at $HOME on this host: its own."""
+        return self.home
+
+    def shares_checkout(self) -> bool:
+        """Whether the repository is visible on this host (it is not: code arrives as ray up copies it)."""
+        return False
+
     def _disks(self):
-        home = shlex.quote(str(HOME))
+        q = shlex.quote
+        home = self.home_source()
         steps = []
-        # The Python install stays where it is: rebind the parts of it under $HOME into the private home.
+        # The Python install stays where it is: rebind the parts of it under $HOME into the host's home.
         for root in _python_roots():
             if root.is_relative_to(HOME) and root != HOME:
-                inner = self.home / root.relative_to(HOME)
+                inner = home / root.relative_to(HOME)
                 inner.mkdir(parents=True, exist_ok=True)
-                steps.append(f"mount --rbind {shlex.quote(str(root))} {shlex.quote(str(inner))}")
-        steps.append(f"mount --rbind {shlex.quote(str(self.home))} {home}")
+                steps.append(f"mount --rbind {q(str(root))} {q(str(inner))}")
+        steps.append(f"mount --rbind {q(str(home))} {q(str(HOME))}")
         # No shared filesystem: the repository reaches a host only as ray up copies it (hidden before the
         # private /tmp is mounted: a checkout under /tmp is a mount point only until then).
-        if not any(r.is_relative_to(REPO) for r in _python_roots()):
-            steps.append(f"mount -t tmpfs -o size=1m tmpfs {shlex.quote(str(REPO))}")
-        steps += [f"mount --bind {shlex.quote(str(self.tmp))} /tmp", "mount -t tmpfs -o size=2g tmpfs /dev/shm"]
+        if not self.shares_checkout() and not any(r.is_relative_to(REPO) for r in _python_roots()):
+            steps.append(f"mount -t tmpfs -o size=1m tmpfs {q(str(REPO))}")
+        # Names as a lab's DNS gives them: every host in /etc/hosts, and no nameserver (the machine's own is
+        # unreachable from the bridge: each lookup would wait for it, ~6 s for every srun, munged or ssh).
+        etc = self.disk / "etc"
+        etc.mkdir(exist_ok=True)
+        (etc / "hosts").write_text("127.0.0.1 localhost\n" + "".join(f"{h.ip} {h.name}\n" for h in self.hosts.hosts))
+        (etc / "resolv.conf").write_text("options timeout:1 attempts:1\n")
+        steps += [
+            f"mount --bind {q(str(etc / 'hosts'))} /etc/hosts",
+            f"mount --bind {q(str(etc / 'resolv.conf'))} /etc/resolv.conf",
+        ]
+        steps += [f"mount --bind {q(str(self.tmp))} /tmp", "mount -t tmpfs -o size=2g tmpfs /dev/shm"]
         self.run(" && ".join(steps))
 
     def _sshd(self):
@@ -226,6 +248,9 @@ class Hosts:
     """``n`` hosts (``hosts[i]``), with a key (``key``) each host's sshd takes for root.  A context manager:
     everything it started is stopped at exit."""
 
+    host_class = Host  # what each host is (a subclass shares more of the machine: ``helpers.slurm_hosts``)
+    with_sshd = True  # each host runs its own sshd (ray up logs in over SSH; SLURM needs none)
+
     def __init__(self, root: Path, n: int):
         self.root = Path(root)
         self.tag = "ab" + uuid.uuid4().hex[:6]  # interface names: at most 15 characters
@@ -235,7 +260,7 @@ class Hosts:
         self.gateway = str(self.net.network_address + 1)  # this machine's address on the bridge
         self.key = self.root / "id_ed25519"
         self.public_key = self.root / "id_ed25519.pub"
-        self.hosts = [Host(self, i) for i in range(n)]
+        self.hosts = [self.host_class(self, i) for i in range(n)]
 
     @staticmethod
     def skip_reason():
@@ -279,7 +304,7 @@ class Hosts:
             _sh("ip", "link", "set", self.bridge, "up")
             for h in self.hosts:
                 h.start()
-            for h in self.hosts:
+            for h in self.hosts if self.with_sshd else ():
                 self.wait_ssh(h)
         except BaseException:
             self.__exit__(None, None, None)

@@ -319,7 +319,10 @@ def test_worker_host_lost_mid_trial_continues_on_another_from_the_bucket(tmp_pat
             storage = f"s3://{BUCKET}/ablate"
             exp = f"{storage}/onprem"
             # Trials on the workers only (the yaml's own option), so the lost host is a worker's.
-            prepare(hosts, moto, head_flags="--num-cpus=0", blocks={"held_block": ("held_s3", {"exp": exp})})
+            # Held on whichever worker runs it (that host's own ~/gate), once its checkpoint is in the bucket.
+            pattern = "*/held-*/checkpoint_*/ablate_record.json"
+            held = {"exp": exp, "pattern": pattern, "gate": "~/gate", "held": "~/held"}
+            prepare(hosts, moto, head_flags="--num-cpus=0", blocks={"held_block": ("held_s3", held)})
             _, timings["ray up"] = ray_cmd(laptop, "up -y cluster-onprem.yaml")
             wait_joined(hosts, head)
             for w in workers:

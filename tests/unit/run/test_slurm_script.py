@@ -3,6 +3,7 @@ time formats, and the refusals that come before anything is written or submitted
 
 import os
 import re
+import shlex
 import subprocess
 
 import pytest
@@ -160,3 +161,27 @@ def test_node_local_storage_is_warned_of_however_it_is_written(tmp_path, monkeyp
     assert "each node's own disk" in capsys.readouterr().err
     assert not os.path.exists("/dev/shm/ablate-never-made")
     assert not _node_local("/tmpfoo/abl") and not _node_local("/var/tmpfs/abl")  # only a name that begins the same
+
+
+# Flags `ray start` takes only with --head (ray/scripts/scripts.py): a worker given one refuses to start (PANIC),
+# its step exits 0, and every trial trains on the head alone (tests/system/test_slurm_nodes.py runs two nodes).
+HEAD_ONLY = ("--port", "--include-dashboard", "--redis-shard-ports")
+
+
+def test_worker_nodes_join_with_no_flag_only_a_head_takes(tmp_path):
+    script = batch_script(
+        None,
+        ["epochs=1"],
+        nodes=2,
+        gpus_per_node=0,
+        cpus_per_node=2,
+        time_s=3600,
+        partition=None,
+        workdir=str(tmp_path),
+        name="x",
+    )
+    node = shlex.split(re.search(r"^srun --kill-on-bad-exit=0 bash -c (.*?) &$", script, re.M | re.S).group(1))[0]
+    (join,) = [line for line in node.splitlines() if " start --address=" in line]
+    assert not {f.split("=")[0] for f in join.split() if f.startswith("--")} & set(HEAD_ONLY), join
+    head = next(line for line in node.splitlines() if " start --head" in line)
+    assert "--include-dashboard=false" in head  # the head still starts without a dashboard
