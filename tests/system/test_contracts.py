@@ -48,3 +48,14 @@ def test_the_packages_that_never_train_import_neither_torch_nor_ray():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_the_bundled_digits_load_without_importing_scikit_learn():
+    """2.5 s of every grid's start on a 2-core machine (ablate.train.data.digits_arrays)."""
+    code = (
+        "import sys\nfrom ablate.train.data import load_dataset\n"
+        "load_dataset('digits')\nprint('sklearn' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False", out.stdout

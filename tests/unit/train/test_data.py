@@ -82,3 +82,17 @@ def test_a_last_training_batch_of_one_is_dropped():
     assert [len(y) for _, y in b] == [64, 64]
     e = DeviceBatches(d.train_x, d.train_y, 64, mean=d.mean, std=d.std, train=False)
     assert [len(y) for _, y in e] == [64, 64, 1]  # evaluation keeps every image
+
+
+def test_the_digits_are_scikit_learns_read_as_it_reads_them():
+    """The vendor seam of ``digits_arrays``: scikit-learn's file, read as its ``load_digits`` reads it (that the
+    driver then imports no scikit-learn is tests/system/test_contracts.py's, in a fresh interpreter)."""
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    from ablate.train.data import digits_arrays
+
+    images, target = digits_arrays()
+    d = load_digits()
+    assert images.dtype == d.images.dtype and np.array_equal(images, d.images)
+    assert target.dtype == d.target.dtype and np.array_equal(target, d.target)
