@@ -420,6 +420,15 @@ def trial_failure(errors, exp_dir: str) -> Optional[str]:
     return failure(causes[0], exp_dir)
 
 
+def unusable_location(storage_path: str, e: BaseException) -> UsageError:
+    """The one line for a storage path pyarrow cannot use (an unknown scheme, a malformed URI), and what is."""
+    return UsageError(
+        f"key 'storage_path': {storage_path!r} is not a usable location "
+        f"({e.__class__.__name__}: {first_line(e)}); allowed: a local directory, or a URI such as "
+        "s3://bucket/path or file:///path"
+    )
+
+
 def preflight(exp_dir: str, output_dir: str, storage_path: str) -> None:
     """Before a run takes an experiment: its place is a directory that can be written (the lock's place too),
     and so is ``output_dir`` where it differs (URI storage: the tables and the report go to a local mirror);
@@ -439,11 +448,7 @@ def preflight(exp_dir: str, output_dir: str, storage_path: str) -> None:
             f"key 'storage_path': cannot write to {exp_dir} ({e.__class__.__name__}: {first_line(e) or 'no detail'})"
         ) from None
     except Exception as e:  # pyarrow: an unknown scheme, a malformed URI
-        raise UsageError(
-            f"key 'storage_path': {storage_path!r} is not a usable location "
-            f"({e.__class__.__name__}: {first_line(e)}); allowed: a local directory, or a URI such as "
-            "s3://bucket/path or file:///path"
-        ) from None
+        raise unusable_location(storage_path, e) from None
     if output_dir != exp_dir:  # URI storage: the tables and the report go to a local mirror
         try:
             os.makedirs(output_dir, exist_ok=True)

@@ -149,11 +149,7 @@ class Study:
                 f"key 'storage_path': cannot read {self.dir} ({e.__class__.__name__}: {first_line(e)})"
             ) from None
         except Exception as e:  # pyarrow: an unknown scheme, a malformed URI
-            raise UsageError(
-                f"key 'storage_path': {self.cfg.storage_path!r} is not a usable location "
-                f"({e.__class__.__name__}: {first_line(e)}); allowed: a local directory, or a URI such as "
-                "s3://bucket/path or file:///path"
-            ) from None
+            raise storage.unusable_location(self.cfg.storage_path, e) from None
 
     def _question(self) -> str:
         """What the report answers changes only by an explicit command: a ``compare`` given on ``--resume`` that

@@ -1,7 +1,7 @@
-"""``python -m ablate.compare BEFORE AFTER``: the same code twice is "same" in every cell (and --until-resolved
-grows both experiments until it is), a block rewritten under the same name is "changed" where it matters,
-settings that differ unnamed are refused in one line; and, by simulation, "changed" under no change stays
-within 5% with the round rule."""
+"""``python -m ablate.compare BEFORE AFTER`` on real experiments: the same code twice is "same" in every cell
+(and --until-resolved grows both experiments until it is), a block rewritten under the same name is "changed"
+where it matters, settings that differ unnamed are refused in one line (the judging alone, and its error
+rate by simulation, is tests/unit/analysis/test_compare.py)."""
 
 import shutil
 

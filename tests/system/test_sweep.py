@@ -1,8 +1,6 @@
-"""Swept settings as they act (issue 35): every per-point setting read per point (the trainer, the status, the
-plan, the progress line, the tables, the report), a sweep's values read and refused as they act, the rules
-between settings at every point, the question checked against the grid and changed only by an explicit
-command, and names that tell every value apart.  In-process (records written as a trial writes them); the
-one real CLI run is marked slow."""
+"""Swept settings through the real CLI (issue 35): a swept ``epochs`` runs every point to its own end and the
+report compares them; a new ``compare`` on resume is said and the report answers it (the in-process half,
+per-point settings read everywhere, is tests/unit/spec/test_sweep.py)."""
 
 import pandas as pd
 import pytest

@@ -1,7 +1,6 @@
-"""``python -m ablate.compare BEFORE AFTER``: the same code twice is "same" in every cell (and --until-resolved
-grows both experiments until it is), a block rewritten under the same name is "changed" where it matters,
-settings that differ unnamed are refused in one line; and, by simulation, "changed" under no change stays
-within 5% with the round rule."""
+"""The judging half of ``python -m ablate.compare`` (ablate.analysis.compare), in-process: cells, verdicts and
+exit codes from tables, and, by simulation, "changed" under no change within 5% with the round rule (the
+command on real experiments is tests/system/test_compare.py)."""
 
 import numpy as np
 import pandas as pd

@@ -1,11 +1,5 @@
-"""``cluster-onprem.yaml`` for real: Ray's cluster launcher (``ray up``, over SSH) on hosts of the multi-host
-harness (tests/helpers/hosts.py: each its own address, hostname, /tmp, home and disk, its own sshd), the grid
-submitted as a user would (``ray exec``), results on a real S3-compatible server (moto's server mode) with no
-filesystem shared between the hosts, and ``ray down``.
-
-The hosts: ``laptop`` (the user's machine: a checkout, the launcher, later the report; it runs no trial),
-``head`` and two workers.  The S3 server runs on this machine's side of the bridge, as a lab's MinIO would on
-its own box."""
+"""``cluster-onprem.yaml`` as a file, in-process: what it must say for a lab to fill it in, start this cluster's
+Ray and no other's, and stop it (its run on real hosts with ``ray up`` is tests/system/test_onprem.py)."""
 
 import importlib.util
 import re
