@@ -170,7 +170,7 @@ def connect(address: Optional[str], block_modules: List[str] = (), log_path: Opt
     if log_path:
         log_to_file(log_path)
     runtime_env = {"py_modules": [_module_path(m) for m in block_modules]} if block_modules else {}
-    runtime_env["worker_process_setup_hook"] = "ablate.run.ray_compat.quiet_checkpoint_logs"  # every worker, at start
+    runtime_env["worker_process_setup_hook"] = "ablate.run.ray_compat.quiet_worker"  # every worker, at start
     try:
         if address:
             ray.init(address=address, log_to_driver=True, runtime_env=runtime_env)

@@ -13,6 +13,9 @@ one fails there, loudly, before a grid runs:
 - **Tune's stop request** (``tune_stop_handoff``): while ``Tuner.fit`` runs, Tune stops gracefully on SIGUSR1
   (its trials stop at their next report) unless ``TUNE_DISABLE_SIGINT_HANDLER`` turns its SIGINT handler off.
 - **Tune's checkpoint log line** (``STORAGE_LOGGER``): one "Checkpoint successfully created" per checkpoint.
+- **Ray's stop of a worker** (``quiet_worker``): a worker's SIGTERM handler (``ray._private.worker``) raises
+  ``SystemExit``; where it lands inside a finalizer (a weakref callback), Python prints "Exception ignored
+  in" with a traceback, which Ray forwards to the grid's terminal.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 from typing import Callable, Dict, List, NamedTuple, Optional
 
 __all__ = [
@@ -28,6 +32,7 @@ __all__ = [
     "TrialStorage",
     "trial_storage",
     "quiet_checkpoint_logs",
+    "quiet_worker",
     "autoscaler_node_groups",
     "tune_stop_handoff",
 ]
@@ -54,9 +59,27 @@ def trial_storage(ctx) -> TrialStorage:
 def quiet_checkpoint_logs() -> None:
     """One "Checkpoint successfully created" line per checkpoint per trial drowns the output; and each storage
     call that failed is logged with its traceback (a bucket that does not answer: one per retry, on every
-    restore), which the trial's own error says once, after Tune's retries: neither reaches the terminal.  Also
-    every worker's ``worker_process_setup_hook`` (``cluster.connect``): a restore logs before the trial runs."""
+    restore), which the trial's own error says once, after Tune's retries: neither reaches the terminal.  In
+    every worker at its start (``quiet_worker``): a restore logs before the trial runs."""
     logging.getLogger(STORAGE_LOGGER).setLevel(logging.CRITICAL)
+
+
+def _drop_a_stop_in_a_finalizer(unraisable) -> None:
+    """``sys.unraisablehook`` of a Ray worker: Ray's stop (SIGTERM -> ``SystemExit``; Ctrl-C) raised inside a
+    finalizer is the worker ending as asked, not an error to print; anything else goes to Python's hook."""
+    if isinstance(unraisable.exc_value, (SystemExit, KeyboardInterrupt)):
+        return
+    sys.__unraisablehook__(unraisable)
+
+
+def quiet_worker() -> None:
+    """Every Ray worker's ``worker_process_setup_hook`` (``cluster.connect``), and each trial's start: Tune's
+    checkpoint lines and storage tracebacks kept off the terminal (``quiet_checkpoint_logs``), and Ray's stop
+    of the worker not printed as a traceback where it interrupts a finalizer (seen in CI: "Exception ignored
+    in: <function WeakSet.__init__.<locals>._remove>" ... ``SystemExit: 1`` from Ray's ``sigterm_handler``,
+    when Tune ended a failed trial's actor)."""
+    quiet_checkpoint_logs()
+    sys.unraisablehook = _drop_a_stop_in_a_finalizer
 
 
 def autoscaler_node_groups() -> Optional[List[Dict[str, float]]]:

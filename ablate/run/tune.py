@@ -30,7 +30,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ablate import storage
 from ablate.models.registry import import_block_modules
 from ablate.run.checkpoints import CheckpointLost, read_checkpoint, write_checkpoint
-from ablate.run.ray_compat import quiet_checkpoint_logs, trial_storage, tune_stop_handoff
+from ablate.run.ray_compat import quiet_worker, trial_storage, tune_stop_handoff
 from ablate.run.tracking import finish_runs, start_runs
 from ablate.spec.config import ExperimentConfig
 from ablate.spec.trial import TrainConfig
@@ -146,7 +146,7 @@ class _Epochs:
     training and at the end) and to each member's W&B run, which it starts where earlier processes left it."""
 
     def __init__(self, const: GroupConstants, group: Group, members) -> None:
-        quiet_checkpoint_logs()
+        quiet_worker()
         self.const, self.group, self.members = const, group, members
         # The directory Tune syncs to the experiment's storage (sync_artifacts), so an offline run outlives
         # the (autoscaled) worker that wrote it.

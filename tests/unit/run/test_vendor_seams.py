@@ -51,3 +51,39 @@ def test_the_autoscaler_record_and_tunes_stop_request_are_where_ray_compat_expec
     source = inspect.getsource(tune_module)
     assert "SIGUSR1" in source, "Tune no longer stops on SIGUSR1 (ray_compat.tune_stop_handoff)"
     assert "TUNE_DISABLE_SIGINT_HANDLER" in source, "Tune's SIGINT handler can no longer be turned off"
+
+
+def test_rays_stop_of_a_worker_inside_a_finalizer_is_not_printed_and_other_errors_are(capsys):
+    """``quiet_worker``'s premise (Ray's SIGTERM handler raises SystemExit) read in Ray's source, and its hook:
+    a SystemExit raised in a weakref callback prints nothing, a ValueError still prints its traceback."""
+    import sys
+    import weakref
+
+    from ray._private import worker as ray_worker
+
+    from ablate.run.ray_compat import quiet_worker
+
+    source = inspect.getsource(ray_worker)
+    assert "def sigterm_handler" in source and "raise_sys_exit_with_custom_error_message" in source
+
+    class Obj:
+        pass
+
+    def finalize_with(exc):
+        def callback(_):
+            raise exc
+
+        obj = Obj()
+        ref = weakref.ref(obj, callback)
+        del obj  # CPython runs the callback now; what it raises goes to sys.unraisablehook
+        return ref
+
+    saved = sys.unraisablehook
+    try:
+        quiet_worker()
+        finalize_with(SystemExit(1))
+        assert capsys.readouterr().err == ""
+        finalize_with(ValueError("a real error"))
+        assert "ValueError: a real error" in capsys.readouterr().err
+    finally:
+        sys.unraisablehook = saved
