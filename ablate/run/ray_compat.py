@@ -14,8 +14,9 @@ one fails there, loudly, before a grid runs:
   (its trials stop at their next report) unless ``TUNE_DISABLE_SIGINT_HANDLER`` turns its SIGINT handler off.
 - **Tune's checkpoint log line** (``STORAGE_LOGGER``): one "Checkpoint successfully created" per checkpoint.
 - **Ray's stop of a worker** (``quiet_worker``): a worker's SIGTERM handler (``ray._private.worker``) raises
-  ``SystemExit``; where it lands inside a finalizer (a weakref callback), Python prints "Exception ignored
-  in" with a traceback, which Ray forwards to the grid's terminal.
+  ``SystemExit`` (a stopped trial, ``KeyboardInterrupt``); where it lands inside a finalizer (a weakref
+  callback) or an exit hook (W&B's teardown), Python prints "Exception ignored in" with a traceback, which Ray
+  forwards to the grid's terminal.
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ def quiet_worker() -> None:
     checkpoint lines and storage tracebacks kept off the terminal (``quiet_checkpoint_logs``), and Ray's stop
     of the worker not printed as a traceback where it interrupts a finalizer (seen in CI: "Exception ignored
     in: <function WeakSet.__init__.<locals>._remove>" ... ``SystemExit: 1`` from Ray's ``sigterm_handler``,
-    when Tune ended a failed trial's actor)."""
+    when Tune ended a failed trial's actor; and "in atexit callback" from W&B's teardown on Ctrl-C)."""
     quiet_checkpoint_logs()
     sys.unraisablehook = _drop_a_stop_in_a_finalizer
 

@@ -166,15 +166,6 @@ def _quiet_teardown() -> None:
         pass
 
 
-def _exit_teardown() -> None:
-    """``_quiet_teardown`` at the process's exit: a trial that Tune stops (Ctrl-C on the grid) is interrupted
-    inside it by Ray's KeyboardInterrupt, whose traceback Python would print as "Exception ignored in atexit"."""
-    try:
-        _quiet_teardown()
-    except BaseException:  # noqa: BLE001 -- the process is ending: nothing to save, nothing to say
-        pass
-
-
 def start_trial_run(
     config: Dict[str, Any],
     *,
@@ -221,8 +212,8 @@ def start_trial_run(
             # Ours last, so it runs first at exit: when Tune stops a trial (Ctrl-C on the grid)
             # the W&B service may be gone already, and wandb's own exit hook would print a
             # traceback into the grid's output; this one tears down quietly and unhooks it.
-            atexit.unregister(_exit_teardown)
-            atexit.register(_exit_teardown)
+            atexit.unregister(_quiet_teardown)
+            atexit.register(_quiet_teardown)
             _OPEN.add(id(run))
             return TrialRun(run, m)
         except Exception as e:
