@@ -9,6 +9,7 @@ no per-sample Python (airbench style).
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from dataclasses import dataclass
 from typing import Iterator, Tuple
@@ -79,8 +80,6 @@ _DIGITS_FILE = ("datasets", "data", "digits.csv.gz")
 
 def digits_arrays() -> Tuple[np.ndarray, np.ndarray]:
     """The digits as scikit-learn's ``load_digits`` gives them: images (1797 x 8 x 8, float, 0..16), labels."""
-    import importlib.util
-
     spec = importlib.util.find_spec("sklearn")  # finds the package without running it
     if spec is not None and spec.origin is not None:
         path = os.path.join(os.path.dirname(spec.origin), *_DIGITS_FILE)
