@@ -82,3 +82,17 @@ class MotoOnHost:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+def records_in(box, prefix):
+    """Each checkpoint record (``ablate_record.json``) under ``prefix`` as text, by key, as the bucket holds them
+    now. A group keeps its newest checkpoints and deletes older ones while it trains, so a key listed a moment ago
+    may be gone when read: it is skipped, as any reader of a live bucket must (seen in CI: NoSuchKey)."""
+    out = {}
+    for key in box.keys(prefix):
+        if key.endswith("/ablate_record.json"):
+            try:
+                out[key] = box.read(key)
+            except box.client().exceptions.NoSuchKey:
+                continue
+    return out

@@ -25,6 +25,7 @@ import pytest
 from helpers.blocks import user_block
 from helpers.cli import REPO, free_port, wait_for
 from helpers.hosts import HOME, Hosts
+from helpers.s3 import records_in
 
 # The system tests: slow, and skipped (one line) where the kernel refuses namespaces or a tool is missing.
 SKIP = Hosts.skip_reason()
@@ -351,11 +352,7 @@ def test_worker_host_lost_mid_trial_continues_on_another_from_the_bucket(tmp_pat
             other = next(w for w in workers if w is not lost)
 
             def records():
-                return {
-                    k: json.loads(moto.read(k))
-                    for k in moto.keys("ablate/onprem/")
-                    if k.endswith("/ablate_record.json")
-                }
+                return {k: json.loads(v) for k, v in records_in(moto, "ablate/onprem/").items()}
 
             def baseline_done():
                 return any(

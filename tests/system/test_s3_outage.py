@@ -26,7 +26,7 @@ import pytest
 from helpers.blocks import user_block
 from helpers.cli import clean_env, wait_for
 from helpers.hosts import Hosts
-from helpers.s3 import BUCKET, MotoOnHost, s3_env
+from helpers.s3 import BUCKET, MotoOnHost, records_in, s3_env
 
 SKIP = Hosts.skip_reason()
 pytestmark = [
@@ -88,9 +88,7 @@ def test_s3_unreachable_for_a_minute_is_one_line_and_the_resume_finishes_the_stu
             wait_for(lambda: held.exists() or grid.poll() is not None, 300, "seed 1 held after its first checkpoint")
             assert grid.poll() is None, "".join(lines)[-3000:]
             timings["held"] = time.time() - t0
-            finished = {
-                k: box.read(k) for k in box.keys("ablate/out/") if k.endswith("/ablate_record.json") and "-s0_" in k
-            }
+            finished = {k: v for k, v in records_in(box, "ablate/out/").items() if "-s0_" in k}
             assert any(json.loads(v)["members"][0]["done"] for v in finished.values()), finished
 
             t_cut = time.time()
