@@ -18,7 +18,7 @@ from typing import Dict, List, Optional, Tuple
 import yaml
 
 from ablate.errors import AblateError, ClusterError
-from ablate.run.ray_compat import autoscaler_node_groups
+from ablate.run.ray_compat import LOCAL_SYSTEM_CONFIG, autoscaler_node_groups
 from ablate.spec.config import ExperimentConfig
 
 __all__ = [
@@ -176,7 +176,13 @@ def connect(address: Optional[str], block_modules: List[str] = (), log_path: Opt
             ray.init(address=address, log_to_driver=True, runtime_env=runtime_env)
         elif not ray.is_initialized():
             # Local mode: this machine's CPUs and GPUs; no dashboard (and never off localhost).
-            ray.init(include_dashboard=False, dashboard_host="127.0.0.1", log_to_driver=True, runtime_env=runtime_env)
+            ray.init(
+                include_dashboard=False,
+                dashboard_host="127.0.0.1",
+                log_to_driver=True,
+                runtime_env=runtime_env,
+                _system_config=LOCAL_SYSTEM_CONFIG,
+            )
     except Exception as e:  # an unusable HOME or temp directory, a cluster that refuses this driver
         detail = (str(e).strip().splitlines() or [""])[-1][:200]
         raise ClusterError(

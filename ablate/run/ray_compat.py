@@ -13,6 +13,9 @@ one fails there, loudly, before a grid runs:
 - **Tune's stop request** (``tune_stop_handoff``): while ``Tuner.fit`` runs, Tune stops gracefully on SIGUSR1
   (its trials stop at their next report) unless ``TUNE_DISABLE_SIGINT_HANDLER`` turns its SIGINT handler off.
 - **Tune's checkpoint log line** (``STORAGE_LOGGER``): one "Checkpoint successfully created" per checkpoint.
+- **A local Ray's idle workers** (``LOCAL_SYSTEM_CONFIG``): the raylet's ``prestart_worker_first_driver``, set
+  through ``ray.init``'s ``_system_config`` (Ray's GCS exits on a key it does not know: a rename fails every
+  local grid at its start, loudly).
 - **Ray's stop of a worker** (``quiet_worker``): a worker's SIGTERM handler (``ray._private.worker``) raises
   ``SystemExit`` (a stopped trial, ``KeyboardInterrupt``); where it lands inside a finalizer (a weakref
   callback) or an exit hook (W&B's teardown), Python prints "Exception ignored in" with a traceback, which Ray
@@ -34,12 +37,18 @@ __all__ = [
     "trial_storage",
     "quiet_checkpoint_logs",
     "quiet_worker",
+    "LOCAL_SYSTEM_CONFIG",
     "autoscaler_node_groups",
     "tune_stop_handoff",
 ]
 
 TESTED = "2.60.0"  # the Ray these seams were last checked on (tests/unit/run/test_vendor_seams.py)
 STORAGE_LOGGER = "ray.train._internal.storage"
+# A local Ray starts one idle worker per CPU when its first driver registers, for jobs without a runtime env; a
+# grid's job has one (the workers' setup hook, users' block modules), so none of them ever runs a trial: on the
+# 2-core machine 2 idle processes, ~1.7 CPU-s of every grid (measured 2026-12-08); on a 32-core workstation 32
+# processes and their memory.  Workers start when a trial asks for one, as they do on a cluster.
+LOCAL_SYSTEM_CONFIG = {"prestart_worker_first_driver": False}
 
 
 class TrialStorage(NamedTuple):

@@ -53,6 +53,20 @@ def test_the_autoscaler_record_and_tunes_stop_request_are_where_ray_compat_expec
     assert "TUNE_DISABLE_SIGINT_HANDLER" in source, "Tune's SIGINT handler can no longer be turned off"
 
 
+def test_the_local_rays_system_config_names_settings_the_installed_ray_knows():
+    """Ray's GCS exits on a ``_system_config`` key it does not know (every local grid would fail to start): each
+    key of ``LOCAL_SYSTEM_CONFIG`` is a setting compiled into the installed GCS (Ray's ``ray_config_def.h``)."""
+    from pathlib import Path
+
+    import ray
+
+    from ablate.run.ray_compat import LOCAL_SYSTEM_CONFIG
+
+    gcs = (Path(ray.__file__).parent / "core" / "src" / "ray" / "gcs" / "gcs_server").read_bytes()
+    for key in LOCAL_SYSTEM_CONFIG:
+        assert key.encode() in gcs, f"Ray's config {key} is gone (ablate.run.ray_compat.LOCAL_SYSTEM_CONFIG)"
+
+
 def test_rays_stop_of_a_worker_inside_a_finalizer_is_not_printed_and_other_errors_are(capsys):
     """``quiet_worker``'s premise (Ray's SIGTERM handler raises SystemExit) read in Ray's source, and its hook:
     a SystemExit raised in a weakref callback prints nothing, a ValueError still prints its traceback."""
