@@ -16,11 +16,11 @@ import pytest
 import yaml
 
 from helpers.blocks import user_block
-from helpers.cli import DEFAULT, clean_env, one_error_line, ran_ok, run_cli
+from helpers.cli import DEFAULT, ONE_AT_A_TIME, clean_env, one_error_line, ran_ok, run_cli
 
 pytestmark = pytest.mark.slow
 
-GRID = [DEFAULT, "blocks=[baseline]", "depths=[8]", "lrs=[0.1]", "seeds=[0,1]", "epochs=2"]
+GRID = [DEFAULT, ONE_AT_A_TIME, "blocks=[baseline]", "depths=[8]", "lrs=[0.1]", "seeds=[0,1]", "epochs=2"]
 
 # Root passes every permission check; without these two capabilities it meets them like any user.
 CAPLESS = ["setpriv", "--inh-caps=-dac_override,-dac_read_search", "--bounding-set=-dac_override,-dac_read_search"]

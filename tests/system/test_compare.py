@@ -16,7 +16,7 @@ from ablate.analysis.compare import (
 )
 
 from helpers.blocks import user_block
-from helpers.cli import DEFAULT, clean_env, one_error_line, ran_ok, run_cli
+from helpers.cli import DEFAULT, ONE_AT_A_TIME, clean_env, one_error_line, ran_ok, run_cli
 
 
 def _grid(tmp_path, name, module, seeds, *extra):
@@ -33,6 +33,7 @@ def _grid(tmp_path, name, module, seeds, *extra):
             f"storage_path={tmp_path / 'r'}",
             f"name={name}",
             "--no-report",
+            ONE_AT_A_TIME,
             *extra,
         ],
         cwd=tmp_path,

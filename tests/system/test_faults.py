@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from helpers.blocks import kill_trial_midrun
-from helpers.cli import DEFAULT, clean_env, ran_ok, run_cli
+from helpers.cli import DEFAULT, ONE_AT_A_TIME, clean_env, ran_ok, run_cli
 from helpers.wandb_reader import merged_history, wandb_files
 
 pytestmark = pytest.mark.slow  # the real CLI in a subprocess, real Ray
@@ -23,6 +23,7 @@ def test_killed_trial_restarts_from_checkpoint_and_diverging_trial_is_marked(tmp
         "depths=[20]",
         "lrs=[0.1,40]",
         "seeds=[0]",
+        ONE_AT_A_TIME,
         "epochs=6",
         "schedule=constant",
         "wandb.mode=offline",

@@ -6,7 +6,7 @@ import pytest
 from ablate.train.data import load_dataset
 
 from helpers.blocks import kill_trial_midrun
-from helpers.cli import DEFAULT, ran_ok, run_cli
+from helpers.cli import DEFAULT, ONE_AT_A_TIME, ran_ok, run_cli
 
 DIGITS = load_dataset("digits")
 
@@ -28,6 +28,7 @@ def test_killed_fused_trial_with_a_diverging_member_resumes_every_member_and_kee
         "seeds=[0]",
         "epochs=5",
         "fuse_trials=3",
+        ONE_AT_A_TIME,
         "wandb.mode=offline",
         "checkpoint_period_s=0",
         f"storage_path={tmp_path}",

@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 
 from helpers.blocks import held_block, user_block
-from helpers.cli import DEFAULT, one_error_line, ran_ok, run_cli, start_cli, wait_for
+from helpers.cli import DEFAULT, ONE_AT_A_TIME, one_error_line, ran_ok, run_cli, start_cli, wait_for
 from helpers.records import trial_records
 
-SMALL = [DEFAULT, "blocks=[baseline]", "depths=[8]", "lrs=[0.1]", "wandb.mode=disabled"]
+SMALL = [DEFAULT, ONE_AT_A_TIME, "blocks=[baseline]", "depths=[8]", "lrs=[0.1]", "wandb.mode=disabled"]
 
 
 @pytest.mark.slow

@@ -19,9 +19,9 @@ import pytest
 import yaml
 
 from helpers.blocks import held_block, signal_when_held, user_block
-from helpers.cli import DEFAULT, clean_env, ran_ok, run_cli, wait_for
+from helpers.cli import DEFAULT, ONE_AT_A_TIME, clean_env, ran_ok, run_cli, wait_for
 
-SMALL = [DEFAULT, "blocks=[baseline]", "depths=[8]", "lrs=[0.1]", "wandb.mode=disabled"]
+SMALL = [DEFAULT, ONE_AT_A_TIME, "blocks=[baseline]", "depths=[8]", "lrs=[0.1]", "wandb.mode=disabled"]
 
 
 @pytest.mark.slow

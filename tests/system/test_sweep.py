@@ -8,7 +8,8 @@ import yaml
 
 from helpers.cli import ran_ok, run_cli
 
-GRID = {"blocks": ["baseline", "skipinit"], "depths": [8], "lrs": [0.1], "seeds": [0, 1]}
+# One trial at a time: helpers.cli.ONE_AT_A_TIME, as a setting of the experiment file.
+GRID = {"blocks": ["baseline", "skipinit"], "depths": [8], "lrs": [0.1], "seeds": [0, 1], "max_concurrent_trials": 1}
 
 # Two values of every setting a sweep may name, that act differently (null crop_pad/flip: digits' own).
 VALUES = {

@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from helpers.cli import DEFAULT, FIXTURES, ran_ok, run_cli
+from helpers.cli import DEFAULT, FIXTURES, ONE_AT_A_TIME, ran_ok, run_cli
 
 FIXTURE = FIXTURES / "four_axes"
 
-GRID4 = ["blocks=[baseline,skipinit]", "depths=[8]", "lrs=[0.1]", "seeds=[0,1,2]", "epochs=3"]
+GRID4 = ["blocks=[baseline,skipinit]", "depths=[8]", "lrs=[0.1]", "seeds=[0,1,2]", "epochs=3", ONE_AT_A_TIME]
 
 
 @pytest.mark.slow
@@ -68,6 +68,7 @@ def test_shortcut_a_against_b_is_compared_per_depth_and_lr(tmp_path):
             "sweep={shortcut: [A, B]}",
             "compare={axis: shortcut, reference: B}",
             "wandb.mode=disabled",
+            ONE_AT_A_TIME,
             f"storage_path={tmp_path}",
             "name=sc",
         ],

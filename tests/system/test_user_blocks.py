@@ -39,7 +39,7 @@ def test_unknown_block_still_lists_the_users_blocks(tmp_path):
 
 
 def test_users_block_module_trains_in_local_trials(tmp_path):
-    exp = _user_experiment(tmp_path)
+    exp = _user_experiment(tmp_path, max_concurrent_trials=1)  # helpers.cli.ONE_AT_A_TIME
     # Run from elsewhere: the trials find the module only because it is shipped with them.
     p = run_cli([str(exp)], cwd=tmp_path.parent, env=clean_env())
     ran_ok(p)
