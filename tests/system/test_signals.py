@@ -25,6 +25,7 @@ SMALL = [DEFAULT, ONE_AT_A_TIME, "blocks=[baseline]", "depths=[8]", "lrs=[0.1]",
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # a run, a report and the resume: beside a CPU hog on 2 cores it went past 600 s
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
 def test_interrupt_writes_what_finished_shows_no_table_and_resumes(tmp_path, sig, code):
     exp = tmp_path / "intr"
@@ -152,6 +153,7 @@ def test_sighup_mid_run_writes_what_finished_and_frees_the_lock_at_once_on_uri_s
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # three grid runs: beside a CPU hog on 2 cores they went past 600 s
 def test_ctrl_c_during_a_growing_resume_stops_it_whole_and_the_next_resume_trains_each_point_once(tmp_path):
     exp = tmp_path / "grow"
     gate, held = held_block(tmp_path, exp, "held-d8-lr0.1-s1")
